@@ -1,0 +1,165 @@
+"""The command line: verbs, options, exit codes.
+
+Exit codes, the same for every verb: 0 done / in sync; 1 any error; 2 only
+"there are changes" (plan) or "there is drift" (drift); 64 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from controller import __version__
+from controller.errors import SpecError, UsageError, VirtsyncError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _size_arg(text: str) -> int:
+    from controller.spec.units import parse_size
+
+    try:
+        return int(text) if text.isdigit() else parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from controller.spec.yaml_reader import Limits
+
+    return Limits(max_file_bytes=args.max_file_size)
+
+
+# ------------------------------------------------------------------ verbs
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from controller.spec.loader import find_spec_files, load_specs
+
+    result = load_specs(args.paths, _limits(args))
+    files, _ = find_spec_files(args.paths)
+    counts = Counter(item.obj.kind for item in result.specs.items)
+    if args.format == "json":
+        doc = {
+            "schemaVersion": 1,
+            "valid": not result.errors,
+            "files": len(files),
+            "objects": dict(sorted(counts.items())),
+            "diagnostics": [d.as_json() for d in result.diagnostics],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        for d in result.diagnostics:
+            print(d.render(), file=sys.stderr)
+        if result.errors:
+            print(f"invalid: {len(result.errors)} error(s) in {len(files)} file(s)", file=sys.stderr)
+        else:
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no objects"
+            print(f"valid: {len(files)} file(s), {summary}")
+    return EXIT_ERROR if result.errors else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from controller.spec.schema import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"virtsync {__version__}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="virtsync", description="GitOps for libvirt: converge KVM and Xen "
+                     "hosts to YAML specs.")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"virtsync {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    def verb(name: str, func: Callable[[argparse.Namespace], int], help: str) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def spec_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
+        p.add_argument(
+            "--max-file-size",
+            type=_size_arg,
+            default=int(os.environ.get("VIRTSYNC_MAX_FILE_SIZE", 8 * 1024 * 1024)),
+            metavar="SIZE",
+            help="refuse spec files larger than this (default 8MiB; env VIRTSYNC_MAX_FILE_SIZE)",
+        )
+
+    p = verb("validate", cmd_validate, "check specs; every problem with file:line:column")
+    spec_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = verb("schema", cmd_schema, "write the JSON Schemas (spec format and outputs)")
+    p.add_argument("--out", default="specs", metavar="DIR", help="directory (default: specs)")
+
+    verb("version", cmd_version, "print the version")
+    _register_engine_verbs(verb, spec_args)
+    return parser
+
+
+def _register_engine_verbs(verb: Any, spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    try:
+        from controller.commands import register
+    except ImportError:  # the engine verbs are optional while it is being built
+        return
+    register(verb, spec_args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from controller.logging import configure
+
+    configure(verbose=args.verbose)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"virtsync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        return EXIT_ERROR
+    except VirtsyncError as exc:
+        print(f"virtsync: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("virtsync: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so in one line unless asked for more
+        if args.debug:
+            raise
+        print(f"virtsync: internal error: {type(exc).__name__}: {exc} (run with --debug for "
+              "the traceback)", file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR

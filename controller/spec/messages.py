@@ -1,0 +1,116 @@
+"""pydantic's validation errors → one clear sentence each, with 'did you mean'."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any, Union
+
+from pydantic import BaseModel
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "float_type": "a number",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "document"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types inside Optional/Union/list/dict/Annotated."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType, list, dict):
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for name, f in current.model_fields.items() if (f.alias or name) == part), None
+        )
+        if field is None:
+            return None
+        current = next(
+            (t for t in _unwrap(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)),
+            None,
+        )
+    return current
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def explain(model: type[BaseModel], err: Any) -> str:
+    loc: tuple[Any, ...] = tuple(err["loc"])
+    kind = err["type"]
+    where = dotted(loc)
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        name = str(loc[-1])
+        allowed = field_names(parent) if parent else []
+        hint = difflib.get_close_matches(name, allowed, n=1)
+        tail = f"; did you mean {hint[0]!r}?" if hint else ""
+        listing = f" (allowed: {', '.join(allowed)})" if allowed and not hint else ""
+        return f"unknown field {name!r} in {dotted(loc[:-1])}{tail}{listing}"
+    if kind == "missing":
+        return f"missing required field {where}"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+        hint = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
+        tail = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"{where}: expected one of {', '.join(choices)}, got {_describe(value)}{tail}"
+    if kind in _TYPE_NAMES:
+        tail = ""
+        if isinstance(value, str) and kind in ("int_type", "bool_type", "float_type"):
+            tail = " (remove the quotes)"
+        return f"{where}: expected {_TYPE_NAMES[kind]}, got {_describe(value)}{tail}"
+    if kind == "string_pattern_mismatch":
+        return f"{where}: {_describe(value)} does not match {err.get('ctx', {}).get('pattern')}"
+    msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{where}: {msg}"

@@ -1,0 +1,432 @@
+"""The spec format: pydantic models of the five kinds, frozen and strict.
+
+Field names are camelCase in YAML (aliases) and snake_case in Python. Every
+default is written in the field's description, so it reaches the JSON Schema
+and editors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+
+from controller.spec.types import (
+    IPv4,
+    Cron,
+    Duration,
+    InterfaceName,
+    IPv4Interface,
+    JsonPointer,
+    LabelKey,
+    Mac,
+    Name,
+    Size,
+)
+
+API_VERSION = "virtsync/v1"
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+DEFAULT_WINDOW_DURATION = 3600
+DEFAULT_FREQUENT_PERIOD = 900
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class Metadata(SpecModel):
+    name: Name = Field(description="Name of the object; also its libvirt name.")
+    labels: dict[LabelKey, str] = Field(default_factory=dict, description="Selectable labels.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description='Free-form notes. "virtsync/suspend": "true" pauses reconciling this object.',
+    )
+
+
+# --------------------------------------------------------------------- Host
+
+
+class HostStorage(SpecModel):
+    allowed_dirs: list[str] = Field(
+        default_factory=lambda: ["/var/lib/libvirt/images"],
+        description="Directories disks and pools may live in. Default: [/var/lib/libvirt/images].",
+    )
+
+
+class HostSpec(SpecModel):
+    uri: str = Field(
+        min_length=1,
+        description="libvirt URI: qemu:///system, xen:///system, qemu+ssh://user@host/system, "
+        "test:///path/to/file.xml …",
+    )
+    hypervisor: Literal["kvm", "qemu", "xen"] | None = Field(
+        default=None,
+        description="Virtualization type of this host's guests: kvm (hardware), qemu (TCG "
+        "emulation) or xen. Default: detected from the URI and the host's capabilities.",
+    )
+    storage: HostStorage = Field(default_factory=HostStorage)
+    migration_address: str | None = Field(
+        default=None, description="Address other hosts use to migrate guests here."
+    )
+    connect_timeout: Duration = Field(
+        default=10, description="How long to try to connect before the host counts as down. "
+        "Default: 10s."
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ Network
+
+
+class DhcpHost(SpecModel):
+    mac: Mac
+    ip: IPv4
+    name: Name | None = None
+
+
+class Dhcp(SpecModel):
+    start: IPv4
+    end: IPv4
+    hosts: list[DhcpHost] = Field(default_factory=list, description="Static leases.")
+
+
+class NetworkIPv4(SpecModel):
+    address: IPv4Interface = Field(description="The host's address on the network, with prefix.")
+    dhcp: Dhcp | None = None
+
+
+class NetworkSpec(SpecModel):
+    host: Name
+    mode: Literal["nat", "bridge", "isolated", "route", "open"] = Field(
+        default="nat",
+        description="nat (libvirt NAT), bridge (an existing host bridge), isolated (no forward), "
+        "route, open. Default: nat.",
+    )
+    bridge: InterfaceName | None = Field(
+        default=None,
+        description="Bridge device. For mode bridge: the existing host bridge (required). "
+        "Otherwise the bridge libvirt creates; default: chosen by libvirt (virbrN).",
+    )
+    forward_dev: InterfaceName | None = Field(
+        default=None, description="Host device to forward through (nat/route). Default: any."
+    )
+    ipv4: NetworkIPv4 | None = None
+    mtu: int | None = Field(default=None, ge=68, le=65535)
+    domain: str | None = Field(default=None, description="DNS domain of the network.")
+    autostart: bool = Field(default=True, description="Start with the host. Default: true.")
+    adopt: bool = Field(
+        default=False,
+        description="Take ownership of an existing unowned network of this name. Default: false.",
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> NetworkSpec:
+        if self.mode == "bridge":
+            if self.bridge is None:
+                raise ValueError("mode bridge needs 'bridge': the name of an existing host bridge")
+            if self.ipv4 is not None:
+                raise ValueError("mode bridge takes no 'ipv4': the host bridge's own network "
+                                 "provides addresses")  # fmt: skip
+        if self.mode == "route" and self.ipv4 is None:
+            raise ValueError("mode route needs 'ipv4' (the routed subnet)")
+        if self.forward_dev and self.mode not in ("nat", "route"):
+            raise ValueError(f"'forwardDev' only applies to modes nat and route, not {self.mode}")
+        return self
+
+
+# -------------------------------------------------------------- StoragePool
+
+
+class StoragePoolSpec(SpecModel):
+    host: Name
+    type: Literal["dir"] = Field(default="dir", description="Pool type. Default: dir.")
+    path: str = Field(description="Directory of the pool; inside the host's allowedDirs.")
+    autostart: bool = Field(default=True, description="Start with the host. Default: true.")
+    adopt: bool = False
+
+
+# -------------------------------------------------------------------- Guest
+
+
+class Disk(SpecModel):
+    name: Name = Field(description="Key of the disk within the guest; also names its volume.")
+    size: Size | None = Field(default=None, description="Capacity; grown live, never shrunk.")
+    pool: Name | None = Field(default=None, description="Pool holding the disk's volume.")
+    path: str | None = Field(default=None, description="An existing file (inside allowedDirs) "
+                             "instead of a pool volume.")  # fmt: skip
+    format: Literal["qcow2", "raw"] = Field(default="qcow2", description="Default: qcow2.")
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description="Image to clone: a volume of the pool, or a file inside allowedDirs.",
+    )
+    bus: Literal["virtio", "scsi", "sata", "ide", "xen"] = Field(
+        default="virtio", description="Default: virtio (xen on Xen PV guests)."
+    )
+    device: Literal["disk", "cdrom"] = Field(default="disk", description="Default: disk.")
+    delete_policy: Literal["keep", "delete"] = Field(
+        default="keep",
+        description="What happens to the volume when the disk or guest is removed. Default: keep.",
+    )
+
+    @model_validator(mode="after")
+    def _has_source(self) -> Disk:
+        if self.path is None and self.pool is None:
+            raise ValueError(f"disk {self.name!r} needs a 'pool' (a new or existing volume) "
+                             "or a 'path' (an existing file)")  # fmt: skip
+        if self.path is not None and self.pool is not None:
+            raise ValueError(f"disk {self.name!r}: give 'pool' or 'path', not both")
+        if self.pool is not None and self.size is None and self.from_ is None:
+            raise ValueError(f"disk {self.name!r} in a pool needs a 'size' or a 'from' image")
+        return self
+
+
+class Interface(SpecModel):
+    network: Name = Field(description="Network (a kind: Network of the same host).")
+    mac: Mac | None = Field(default=None, description="Default: generated by libvirt and kept.")
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139", "netfront"] = Field(
+        default="virtio", description="Default: virtio."
+    )
+
+
+class Cpu(SpecModel):
+    mode: Literal["host-model", "host-passthrough", "custom", "maximum"] | None = Field(
+        default=None, description="Default: the hypervisor's default CPU model."
+    )
+    model: str | None = Field(default=None, description="CPU model name for mode custom.")
+
+
+class Graphics(SpecModel):
+    type: Literal["vnc", "spice", "none"] = "vnc"
+    listen: IPv4 = Field(default="127.0.0.1", description="Default: 127.0.0.1.")
+
+
+class Boot(SpecModel):
+    order: list[Literal["hd", "cdrom", "network"]] = Field(
+        default_factory=list, description="Boot device order. Default: hd."
+    )
+    kernel: str | None = Field(default=None, description="Direct kernel boot: kernel path.")
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+class XenOptions(SpecModel):
+    mode: Literal["pv", "hvm", "pvh"] = Field(description="Xen guest type.")
+
+
+class RestartWindow(SpecModel):
+    schedule: Cron = Field(description="When the window opens (5-field cron).")
+    duration: Duration = Field(default=DEFAULT_WINDOW_DURATION, description="Default: 1h.")
+    timezone: str = Field(default="UTC", description="Timezone of the schedule. Default: UTC.")
+
+    @model_validator(mode="after")
+    def _zone(self) -> RestartWindow:
+        _check_zone(self.timezone)
+        return self
+
+
+class GuestSpec(SpecModel):
+    host: Name | None = Field(default=None, description="Host the guest runs on.")
+    state: Literal["running", "stopped", "paused"] = Field(
+        default="running", description="Power state, always enforced. Default: running."
+    )
+    vcpus: int = Field(default=1, ge=1, le=4096, description="vCPUs. Default: 1.")
+    max_vcpus: int | None = Field(default=None, ge=1, le=4096,
+                                  description="Hot-plug ceiling. Default: vcpus.")  # fmt: skip
+    memory: Size = Field(default=512 * 1024**2, description="Memory. Default: 512MiB.")
+    max_memory: Size | None = Field(default=None, description="Balloon ceiling. Default: memory.")
+    cpu: Cpu | None = None
+    machine: str | None = Field(default=None, description="Machine type, e.g. q35. "
+                                "Default: the hypervisor's.")  # fmt: skip
+    firmware: Literal["bios", "uefi"] = Field(default="bios", description="Default: bios.")
+    os_type: str | None = Field(default=None, description="OS hint (libosinfo id), e.g. debian12.")
+    xen: XenOptions | None = Field(default=None, description="Only for guests of Xen hosts.")
+    boot: Boot | None = None
+    disks: list[Disk] = Field(default_factory=list)
+    interfaces: list[Interface] = Field(default_factory=list)
+    graphics: Graphics | None = None
+    autostart: bool = Field(default=False, description="Start with the host. Default: false.")
+    restart_policy: Literal["never", "onChange", "window"] = Field(
+        default="never",
+        description="Changes that need a restart: never (report 'pending restart'), onChange "
+        "(graceful shutdown within shutdownTimeout, then destroy, then start), window (only "
+        "inside 'window'). Default: never.",
+    )
+    window: RestartWindow | None = None
+    shutdown_timeout: Duration = Field(
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        description="Grace time for a shutdown before the guest is destroyed. Default: 120s.",
+    )
+    reconcile: Literal["enforce", "report"] = Field(
+        default="enforce", description="report: only show drift, never change. Default: enforce."
+    )
+    ignore: list[JsonPointer] = Field(
+        default_factory=list, description="JSON Pointers of fields left alone, e.g. /spec/memory."
+    )
+    adopt: bool = Field(
+        default=False,
+        description="Take ownership of an existing unowned guest of this name. Default: false.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GuestSpec:
+        if self.host is None:
+            raise ValueError("'host' is required: the name of a kind: Host")
+        if self.max_memory is not None and self.max_memory < self.memory:
+            raise ValueError("maxMemory is smaller than memory")
+        if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
+            raise ValueError("maxVcpus is smaller than vcpus")
+        if self.restart_policy == "window" and self.window is None:
+            raise ValueError("restartPolicy window needs 'window' (schedule, duration)")
+        names = [d.name for d in self.disks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"disk names must be unique within a guest: {', '.join(dupes)}")
+        if self.xen is not None and self.xen.mode == "pv" and self.firmware == "uefi":
+            raise ValueError("Xen PV guests have no firmware: remove 'firmware: uefi'")
+        return self
+
+
+# ----------------------------------------------------------- SnapshotPolicy
+
+
+class Selector(SpecModel):
+    match_labels: dict[LabelKey, str] = Field(description="Guests whose labels include all these.")
+
+
+class Retain(SpecModel):
+    frequent: int = Field(default=0, ge=0, description="Snapshots every frequentPeriod. Default 0.")
+    hourly: int = Field(default=0, ge=0)
+    daily: int = Field(default=0, ge=0)
+    weekly: int = Field(default=0, ge=0)
+    monthly: int = Field(default=0, ge=0)
+    yearly: int = Field(default=0, ge=0)
+
+
+class Schedule(SpecModel):
+    cron: Cron | None = Field(default=None, description="5-field cron expression.")
+    every: Duration | None = Field(default=None, description="Interval, e.g. 15m, 4h, 1d.")
+    timezone: str = Field(default="UTC", description="Timezone of cron. Default: UTC.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule is either a 5-field cron expression or 'every: 4h'")
+        _check_zone(self.timezone)
+        return self
+
+
+_SCHEDULE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "description": "5-field cron expression, in UTC", "examples": ["0 3 * * *"]},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cron": {"type": "string", "description": "5-field cron expression"},
+                "every": {"type": "string", "pattern": r"^(\d+[smhdw])+$",
+                          "description": "Interval, e.g. 15m, 4h, 1d"},
+                "timezone": {"type": "string", "description": "Timezone of cron. Default: UTC."},
+            },
+        },
+    ],
+    "description": 'When to snapshot: "0 3 * * *" (cron, UTC unless timezone), or {every: 4h}.',
+}
+
+
+class SnapshotPolicySpec(SpecModel):
+    selector: Selector
+    schedule: Annotated[Schedule, WithJsonSchema(_SCHEDULE_SCHEMA)] = Field(
+        description='When to snapshot: "0 3 * * *" (cron, UTC unless timezone), or {every: 4h}.'
+    )
+    retain: Retain = Field(default_factory=Retain)
+    frequent_period: Duration = Field(
+        default=DEFAULT_FREQUENT_PERIOD, description="Spacing of 'frequent' snapshots. Default: 15m."
+    )
+    quiesce: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description="auto: freeze file systems through the guest agent, else snapshot unquiesced "
+        "and record it; required: fail without the agent; off. Default: auto.",
+    )
+    memory: bool = Field(default=False, description="Include memory of running guests. "
+                         "Default: false.")  # fmt: skip
+    before_restart: bool = Field(
+        default=False, description="Snapshot before any change that restarts or recreates. "
+        "Default: false."
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_forms(cls, data: Any) -> Any:
+        # Accept schedule: "cron", schedule: {every: 4h}, and every/timezone beside schedule.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        sched = data.get("schedule")
+        if isinstance(sched, str):
+            sched = {"cron": sched}
+        if "every" in data or "timezone" in data:
+            sched = dict(sched) if isinstance(sched, dict) else {}
+            for key in ("every", "timezone"):
+                if key in data:
+                    sched[key] = data.pop(key)
+        if sched is not None:
+            data["schedule"] = sched
+        return data
+
+
+def _check_zone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}") from None
+
+
+# ------------------------------------------------------------------- kinds
+
+
+class _Resource(SpecModel):
+    api_version: Literal["virtsync/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+
+
+class Host(_Resource):
+    kind: Literal["Host"]
+    spec: HostSpec
+
+
+class Network(_Resource):
+    kind: Literal["Network"]
+    spec: NetworkSpec
+
+
+class StoragePool(_Resource):
+    kind: Literal["StoragePool"]
+    spec: StoragePoolSpec
+
+
+class Guest(_Resource):
+    kind: Literal["Guest"]
+    spec: GuestSpec
+
+
+class SnapshotPolicy(_Resource):
+    kind: Literal["SnapshotPolicy"]
+    spec: SnapshotPolicySpec
+
+
+Resource = Annotated[Host | Network | StoragePool | Guest | SnapshotPolicy, Field(discriminator="kind")]
+KINDS: dict[str, type[_Resource]] = {
+    "Host": Host,
+    "Network": Network,
+    "StoragePool": StoragePool,
+    "Guest": Guest,
+    "SnapshotPolicy": SnapshotPolicy,
+}

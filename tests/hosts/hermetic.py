@@ -1,0 +1,414 @@
+"""Hermetic libvirtd test hosts.
+
+A HermeticHost is a real libvirtd (QEMU driver, networks, storage) with a virtlogd, run as root
+in its own mount, network and PID namespaces. Private directories are bind-mounted over the paths
+libvirt hard-codes (/run/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt,
+/etc/libvirt), so several hosts run side by side and leave nothing behind in the root namespace:
+their guests, bridges, dnsmasq and iptables rules all live in the host's network namespace.
+
+Clients outside reach a host through its private socket: ``qemu:///system?socket=ROOT/run/...``.
+Stopping a host SIGKILLs the init of its PID namespace, so the kernel kills every process in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import weakref
+from pathlib import Path
+from types import TracebackType
+
+import libvirt
+
+SCRIPT = Path(__file__).with_name("hermetic_host.sh")
+
+# Private subdirectory of a host's root -> the path it is bind-mounted over in the namespace.
+MOUNTS = {
+    "run": "/run/libvirt",  # /var/run is a symlink to /run
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+    "etc": "/etc/libvirt",
+}
+TOOLS = ("unshare", "nsenter", "setpriv", "mount", "ip", "libvirtd", "virtlogd", "virsh")
+# sockaddr_un.sun_path is 108 bytes including the NUL.
+MAX_SOCKET_PATH = 107
+
+_live: weakref.WeakSet[HermeticHost] = weakref.WeakSet()
+
+
+class HermeticHostError(RuntimeError):
+    pass
+
+
+@functools.cache
+def virt_type() -> str:
+    """'kvm' where /dev/kvm is usable, else 'qemu' (TCG: slow, but the same XML otherwise)."""
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "kvm"
+    print("WARNING: /dev/kvm is not usable; test guests fall back to type='qemu' (TCG)",
+          file=sys.stderr)
+    return "qemu"
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run hermetic hosts; empty when all is there."""
+    missing = [f"command {tool}" for tool in TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root (namespaces and bind mounts need it)")
+    try:
+        import pwd
+
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        # libvirtd's QEMU driver refuses to initialise without its default user.
+        missing.append("user libvirt-qemu (scripts/install-system-deps.sh test creates it)")
+    if not any(Path(d, "qemu-system-x86_64").exists() for d in ("/usr/bin", "/usr/local/bin")):
+        missing.append("qemu-system-x86_64")
+    return missing
+
+
+def live_hosts() -> list[HermeticHost]:
+    """Hosts started and not stopped yet (for leak checks)."""
+    return [h for h in _live if h.running]
+
+
+def _ns_id(pid: int, kind: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _libvirtd_conf(host_uuid: str, listen_tcp: bool) -> str:
+    lines = [
+        "# Written by tests/hosts/hermetic.py for one hermetic test host.",
+        # Unique per host: migration refuses to move a guest between hosts with one UUID.
+        f'host_uuid = "{host_uuid}"',
+        # No polkit or dbus here; the socket is only reachable by root through ROOT/run.
+        'auth_unix_rw = "none"',
+        'auth_unix_ro = "none"',
+        'unix_sock_rw_perms = "0700"',
+        # Daemons started with -d log to syslog, which is absent: keep warnings in a file.
+        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"',
+        "listen_tls = 0",
+    ]
+    if listen_tcp:
+        # Port 16509 of the host's own network namespace, so hosts do not collide.
+        lines += ["listen_tcp = 1", 'auth_tcp = "none"']
+    return "\n".join(lines) + "\n"
+
+
+QEMU_CONF = """\
+# Written by tests/hosts/hermetic.py for one hermetic test host.
+# /dev/kvm is root-only where no udev grants the kvm group; QEMU runs as root.
+user = "root"
+group = "root"
+# No AppArmor/SELinux profiles: they would be written outside the private directories.
+security_driver = "none"
+# cgroups are shared by all hosts of the machine (and hidden: /sys is remounted in the
+# namespace); two hosts' guests "qemu-1-NAME" would share one cgroup.
+cgroup_controllers = [ ]
+"""
+
+
+class HermeticHost:
+    """One libvirtd test host in its own namespaces; see the module docstring."""
+
+    def __init__(self, base_dir: Path, name: str = "host", listen_tcp: bool = False) -> None:
+        self.name = name
+        self.listen_tcp = listen_tcp
+        self.root = Path(base_dir).absolute() / name
+        self.run_dir = self.root / "run"
+        self.socket_path = self.run_dir / "libvirt-sock"
+        if len(str(self.socket_path)) > MAX_SOCKET_PATH:
+            raise HermeticHostError(
+                f"socket path too long for AF_UNIX ({len(str(self.socket_path))} bytes): "
+                f"{self.socket_path}; use a shorter base_dir"
+            )
+        self.uri = f"qemu:///system?socket={self.socket_path}"
+        self.host_uuid = str(uuid.uuid4())
+        self.log_path = self.root / "host.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._init_pid: int | None = None
+        self._ns: dict[str, tuple[int, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"HermeticHost({self.name!r}, uri={self.uri!r}, running={self.running})"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    @property
+    def netns_pid(self) -> int:
+        """Global PID of the namespaces' init: for nsenter --target and `ip link set netns`."""
+        if self._init_pid is None:
+            raise HermeticHostError(f"host {self.name} is not running")
+        return self._init_pid
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the namespaces, virtlogd and libvirtd; return once the socket answers.
+
+        State in lib/ and etc/ survives stop()/start() (like a reboot); run/ starts empty.
+        """
+        if self._proc is not None:
+            raise HermeticHostError(f"host {self.name} is already running")
+        self._prepare()
+        deadline = time.monotonic() + timeout
+        argv = [
+            # If the test process dies, unshare gets SIGKILL, and --kill-child passes it to
+            # the namespaces' init: the kernel then kills everything in the PID namespace.
+            "setpriv", "--pdeathsig", "KILL",
+            "unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
+            "--propagation", "private", "--kill-child=SIGKILL",
+            "bash", str(SCRIPT), str(self.root),
+        ]  # fmt: skip
+        if self.listen_tcp:
+            argv.append("--listen")
+        env = {**os.environ, "HERMETIC_PYTHON": sys.executable}
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+            )
+        _live.add(self)
+        try:
+            self._init_pid = self._wait_for_init(deadline)
+            self._ns = {k: ns for k in ("net", "pid", "mnt") if (ns := _ns_id(self._init_pid, k))}
+            self._wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Kill every process of this host (libvirtd, virtlogd, dnsmasq, QEMU). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if self._init_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._init_pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        # unshare returns once init is reaped, and the kernel reaps a PID namespace's init
+        # only after all its other processes are gone.
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        # Processes that entered only some namespaces (nsenter without --pid) survive that.
+        for _ in range(50):
+            stray = self.pids()
+            if not stray:
+                break
+            for pid in stray:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        else:
+            raise HermeticHostError(f"host {self.name}: processes survive stop: {stray}")
+        self._init_pid = None
+        self._ns = {}
+
+    def __enter__(self) -> HermeticHost:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- processes -------------------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        """Global PIDs of all processes in any of this host's namespaces."""
+        if not self._ns:
+            return []
+        found = []
+        for pid in _all_pids():
+            if pid == os.getpid():
+                continue
+            if any(_ns_id(pid, kind) == ns for kind, ns in self._ns.items()):
+                found.append(pid)
+        return found
+
+    def pids_of(self, comm: str) -> list[int]:
+        """Global PIDs of this host's processes named comm (e.g. 'libvirtd', 'qemu-system-x86')."""
+        return [pid for pid in self.pids() if _comm(pid) == comm]
+
+    def kill_libvirtd(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill libvirtd only (a crash by default); guests, virtlogd and dnsmasq keep running."""
+        pids = self.pids_of("libvirtd")
+        if not pids:
+            raise HermeticHostError(f"host {self.name}: libvirtd is not running")
+        for pid in pids:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while self.pids_of("libvirtd"):
+            if time.monotonic() > deadline:
+                raise HermeticHostError(f"host {self.name}: libvirtd survives {sig.name}")
+            time.sleep(0.02)
+
+    def restart_libvirtd(self, timeout: float = 30) -> None:
+        """Start libvirtd again in the host's namespaces (after kill_libvirtd)."""
+        if self.pids_of("libvirtd"):
+            self.kill_libvirtd()
+        argv = ["libvirtd", "-d", "-p", "/run/libvirt/libvirtd.pid"]
+        if self.listen_tcp:
+            argv.append("--listen")
+        done = self.run_in_netns(argv, timeout=timeout)
+        if done.returncode != 0:
+            raise HermeticHostError(
+                f"host {self.name}: libvirtd did not restart: {done.stderr.strip()}\n{self._logs()}"
+            )
+        self._wait_ready(time.monotonic() + timeout)
+
+    # ---- commands --------------------------------------------------------------------------
+
+    def run_in_netns(
+        self, argv: list[str], check: bool = False, timeout: float | None = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the host's namespaces (network, mount and PID), capturing text."""
+        nsenter = ["nsenter", "--target", str(self.netns_pid), "--net", "--mount", "--pid", "--"]
+        return subprocess.run(
+            nsenter + argv, capture_output=True, text=True, check=check, timeout=timeout
+        )
+
+    def virsh(self, *args: str, timeout: float = 60) -> str:
+        """Output of `virsh -c URI ARGS`; HermeticHostError with stderr when it fails."""
+        done = subprocess.run(
+            ["virsh", "-c", self.uri, *args], capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise HermeticHostError(
+                f"virsh {' '.join(args)} on {self.name} failed ({done.returncode}): "
+                f"{done.stderr.strip()}"
+            )
+        return done.stdout
+
+    def connect(self) -> libvirt.virConnect:
+        """A new read-write connection; the caller closes it."""
+        return libvirt.open(self.uri)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        for sub, target in MOUNTS.items():
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            # Bind mounts need their mount points; without libvirt-daemon-system nothing
+            # creates them. Empty directories are all this leaves in the root namespace.
+            Path(target).mkdir(parents=True, exist_ok=True)
+        # /run is volatile: a stale socket or pidfile from a previous start would mislead.
+        for entry in self.run_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        etc = self.root / "etc"
+        for conf in Path("/etc/libvirt").glob("*.conf"):
+            shutil.copyfile(conf, etc / conf.name)
+        # Written whole rather than patched: libvirt's config parser takes a key's first value.
+        (etc / "libvirtd.conf").write_text(_libvirtd_conf(self.host_uuid, self.listen_tcp))
+        (etc / "qemu.conf").write_text(QEMU_CONF)
+
+    def _wait_for_init(self, deadline: float) -> int:
+        """Global PID of unshare's child, the init of the new PID namespace."""
+        assert self._proc is not None
+        me = _ns_id(os.getpid(), "pid")
+        while time.monotonic() < deadline:
+            for pid in _all_pids():
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                # Only once it has entered the new PID namespace, so _ns is the host's.
+                if ppid == self._proc.pid and _ns_id(pid, "pid") not in (None, me):
+                    return pid
+            self._check_alive()
+            time.sleep(0.005)
+        raise HermeticHostError(f"host {self.name}: namespaces did not start\n{self._logs()}")
+
+    def _wait_ready(self, deadline: float) -> None:
+        # The socket appears before libvirtd's drivers are up; a connection made then waits
+        # in the backlog until they are, so a successful open means ready.
+        while not self.socket_path.exists():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise HermeticHostError(f"host {self.name}: no socket in time\n{self._logs()}")
+            time.sleep(0.01)
+        errors: list[BaseException] = []
+
+        def probe() -> None:
+            try:
+                conn = libvirt.open(self.uri)
+                try:
+                    conn.getLibVersion()
+                finally:
+                    conn.close()
+            except BaseException as e:
+                errors.append(e)
+
+        # libvirt.open has no timeout of its own; a hung daemon must not hang the test run.
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            raise HermeticHostError(f"host {self.name}: libvirtd does not answer\n{self._logs()}")
+        if errors:
+            raise HermeticHostError(
+                f"host {self.name}: cannot connect: {errors[0]}\n{self._logs()}"
+            ) from errors[0]
+
+    def _check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise HermeticHostError(
+                f"host {self.name}: init exited ({self._proc.returncode})\n{self._logs()}"
+            )
+
+    def _logs(self) -> str:
+        parts = []
+        for path in (self.log_path, self.root / "log" / "libvirtd.log"):
+            with contextlib.suppress(OSError):
+                tail = path.read_text(errors="replace").splitlines()[-20:]
+                parts.append(f"--- {path}:\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+
+def stop_all() -> None:
+    """Stop every host still running (atexit fallback; fixtures stop their own)."""
+    for host in live_hosts():
+        with contextlib.suppress(Exception):
+            host.stop()
+
+
+import atexit  # noqa: E402  (kept next to its single use)
+
+atexit.register(stop_all)
