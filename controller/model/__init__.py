@@ -1,0 +1,1 @@
+"""Plain typed state both sides speak: keys, observed objects, host capabilities."""

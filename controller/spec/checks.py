@@ -65,15 +65,17 @@ def _diag(item: Located, path: tuple[str | int, ...], message: str, severity: st
     return Diagnostic(item.file, line, col, message, severity)
 
 
-def _duplicates(items: list[Located], key: Callable[[Any], Any], what: str) -> Iterator[Diagnostic]:
+def _duplicates(items: list[Located], what: str, per_host: bool = False) -> Iterator[Diagnostic]:
+    """Names unique per kind, or per kind and host for networks and pools."""
     first: dict[Any, Located] = {}
     for item in items:
-        k = key(item.obj)
+        name = item.obj.metadata.name
+        k = (item.obj.spec.host, name) if per_host else name
         if k in first:
             prev = first[k]
             line, _ = prev.where("metadata", "name")
-            yield _diag(item, ("metadata", "name"),
-                        f"duplicate {what} {item.obj.metadata.name!r} "
+            on = f" on host {item.obj.spec.host!r}" if per_host else ""
+            yield _diag(item, ("metadata", "name"), f"duplicate {what} {name!r}{on} "
                         f"(also defined at {prev.file}:{line})")  # fmt: skip
         else:
             first[k] = item
@@ -90,11 +92,11 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
     def realpath_for(host: Host) -> Callable[[str], str] | None:
         return os.path.realpath if uri_is_local(host.spec.uri) else None
 
-    out += _duplicates(list(specs.of_kind(Host)), lambda o: o.metadata.name, "Host")
-    out += _duplicates(nets, lambda o: (o.spec.host, o.metadata.name), "Network on this host")
-    out += _duplicates(pools, lambda o: (o.spec.host, o.metadata.name), "StoragePool on this host")
-    out += _duplicates(guests, lambda o: o.metadata.name, "Guest")
-    out += _duplicates(policies, lambda o: o.metadata.name, "SnapshotPolicy")
+    out += _duplicates(list(specs.of_kind(Host)), "Host")
+    out += _duplicates(nets, "Network", per_host=True)
+    out += _duplicates(pools, "StoragePool", per_host=True)
+    out += _duplicates(guests, "Guest")
+    out += _duplicates(policies, "SnapshotPolicy")
 
     # Host URIs: a Xen URI with another hypervisor is a contradiction.
     for item in specs.of_kind(Host):

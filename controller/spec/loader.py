@@ -7,8 +7,10 @@ model of its kind, so one bad document does not hide the problems of the others.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
+import stat
 from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 
 from controller.errors import Diagnostic, SpecError
 from controller.spec.checks import check_spec_set
-from controller.spec.messages import explain
+from controller.spec.messages import clip, describe, explain, locate
 from controller.spec.models import API_VERSION, KINDS
 from controller.spec.specset import Located, SpecSet
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
@@ -59,6 +61,8 @@ def find_spec_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[Diagn
             files.extend(found)
         elif p.is_file():
             files.append(p)
+        elif p.exists():  # a FIFO or device: reading it could block or never end
+            problems.append(Diagnostic(str(p), 1, 1, "not a regular file or directory"))
         else:
             problems.append(Diagnostic(str(p), 1, 1, "no such file or directory"))
     return files, problems
@@ -88,7 +92,10 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
 def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Diagnostic]]:
     name = str(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO under a directory would block the open
+            return [], [Diagnostic(name, 1, 1, "not a regular file")]
+        size = st.st_size
         if size > limits.max_file_bytes:
             return [], [Diagnostic(name, 1, 1, f"file is {size} bytes, over the limit of "
                                    f"{limits.max_file_bytes} (--max-file-size)")]  # fmt: skip
@@ -118,9 +125,8 @@ def validate_document(path: str, index: int, doc: Document) -> tuple[Any | None,
 
     data = doc.data
     if not isinstance(data, dict):
-        kind_of = type(data).__name__ if data is not None else "empty"
-        return None, [at((), f"document {index + 1} is a {kind_of} value; expected a mapping with "
-                         "apiVersion, kind, metadata and spec")]  # fmt: skip
+        return None, [at((), f"document {index + 1} is not a mapping (got {describe(data)}); "
+                         "expected apiVersion, kind, metadata and spec")]  # fmt: skip
     api = data.get("apiVersion")
     if api != API_VERSION:
         what = f"apiVersion {api!r} is not supported" if api is not None else "missing apiVersion"
@@ -133,10 +139,11 @@ def validate_document(path: str, index: int, doc: Document) -> tuple[Any | None,
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
-        return None, [
-            at(tuple(err["loc"]), explain(model, err), key=err["type"] == "extra_forbidden")
-            for err in exc.errors(include_url=False)
-        ]
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc, key = locate(err)
+            problems.append(at(loc, explain(model, err), key=key))
+        return None, problems
 
 
 @contextmanager
@@ -176,7 +183,8 @@ def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:
                                       "no spec files (*.yaml, *.yml) found"))  # fmt: skip
     specs = SpecSet.build(located)
     diagnostics.extend(check_spec_set(specs))
-    return LoadResult(specs, _sorted(diagnostics))
+    return LoadResult(specs, _sorted(dataclasses.replace(d, message=clip(d.message))
+                                     for d in diagnostics))
 
 
 def _sorted(diags: Iterable[Diagnostic]) -> list[Diagnostic]:

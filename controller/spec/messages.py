@@ -9,6 +9,9 @@ from typing import Any, Union
 
 from pydantic import BaseModel
 
+from controller.spec.types import FieldError
+from controller.spec.yaml_reader import resolve_plain
+
 _TYPE_NAMES = {
     "int_type": "an integer",
     "int_parsing": "an integer",
@@ -32,7 +35,27 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return out or "document"
 
 
-def _describe(value: Any) -> str:
+_BOUNDS = {
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+}
+MAX_MESSAGE = 300
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
+_WANTED = {"int_type": int, "bool_type": bool, "float_type": float}
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """One line of bounded length: a megabyte-long value quoted back keeps head and tail."""
+    message = " ".join(message.splitlines())
+    if len(message) <= limit:
+        return message
+    half = (limit - 5) // 2
+    return f"{message[:half]} […] {message[-half:]}"
+
+
+def describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -84,10 +107,33 @@ def field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def explain(model: type[BaseModel], err: Any) -> str:
+def locate(err: Any) -> tuple[tuple[Any, ...], bool]:
+    """Where an error points in the document, and whether at a mapping key."""
     loc: tuple[Any, ...] = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return loc, True
+    if loc and loc[-1] == "[key]":  # pydantic's marker for a bad dict key
+        return loc[:-1], True
+    error = err.get("ctx", {}).get("error")
+    if isinstance(error, FieldError):
+        return loc + error.path, False
+    return loc, False
+
+
+def _quote_hint(value: str, kind: str) -> str:
+    if kind == "bool_type" and value.lower() in _YAML11_BOOLS:
+        return " (YAML 1.2 reads yes/no/on/off as strings: write true or false)"
+    try:
+        unquoted = resolve_plain(value)
+    except ValueError:
+        return ""
+    return " (remove the quotes)" if type(unquoted) is _WANTED[kind] else ""
+
+
+def explain(model: type[BaseModel], err: Any) -> str:
+    loc, at_key = locate(err)
     kind = err["type"]
-    where = dotted(loc)
+    where = dotted(loc[:-1] if at_key and kind != "extra_forbidden" else loc)
     value = err.get("input")
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -104,13 +150,14 @@ def explain(model: type[BaseModel], err: Any) -> str:
         choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip()]
         hint = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
         tail = f"; did you mean {hint[0]!r}?" if hint else ""
-        return f"{where}: expected one of {', '.join(choices)}, got {_describe(value)}{tail}"
+        return f"{where}: expected one of {', '.join(choices)}, got {describe(value)}{tail}"
+    if kind in _BOUNDS:
+        bound = _BOUNDS[kind].format(**err.get("ctx", {}))
+        return f"{where}: expected {bound}, got {describe(value)}"
     if kind in _TYPE_NAMES:
-        tail = ""
-        if isinstance(value, str) and kind in ("int_type", "bool_type", "float_type"):
-            tail = " (remove the quotes)"
-        return f"{where}: expected {_TYPE_NAMES[kind]}, got {_describe(value)}{tail}"
+        tail = _quote_hint(value, kind) if isinstance(value, str) and kind in _WANTED else ""
+        return f"{where}: expected {_TYPE_NAMES[kind]}, got {describe(value)}{tail}"
     if kind == "string_pattern_mismatch":
-        return f"{where}: {_describe(value)} does not match {err.get('ctx', {}).get('pattern')}"
+        return f"{where}: {describe(value)} does not match {err.get('ctx', {}).get('pattern')}"
     msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{where}: {msg}"

@@ -6,6 +6,8 @@ import ipaddress
 import re
 from typing import Annotated
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from croniter import croniter
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
@@ -18,6 +20,14 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+class FieldError(ValueError):
+    """A model-level check about one field: the diagnostic points at that field, not the model."""
+
+    def __init__(self, field: str | tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.path: tuple[str | int, ...] = (field,) if isinstance(field, str) else field
 
 
 def _name(value: str) -> str:
@@ -85,6 +95,14 @@ def _cron(value: str) -> str:
     return value
 
 
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+    return value
+
+
 def _label_key(value: str) -> str:
     if len(value) > 253 or not _LABEL_KEY_RE.match(value):
         raise ValueError(f"{value!r} is not a valid label key")
@@ -123,4 +141,5 @@ IPv4 = Annotated[str, AfterValidator(_ipv4), Field(examples=["192.168.150.10"])]
 IPv4Interface = Annotated[str, AfterValidator(_ipv4_interface), Field(examples=["192.168.150.1/24"])]
 Cron = Annotated[str, AfterValidator(_cron), Field(examples=["0 3 * * *"])]
 InterfaceName = Annotated[str, AfterValidator(_ifname)]
+Timezone = Annotated[str, AfterValidator(_timezone), Field(examples=["UTC", "Europe/Berlin"])]
 JsonPointer = Annotated[str, AfterValidator(_json_pointer), Field(examples=["/spec/memory"])]

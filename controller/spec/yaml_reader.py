@@ -20,6 +20,7 @@ from typing import Any
 
 from ruamel.yaml.cyaml import CParser
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.events import (
     AliasEvent,
     DocumentEndEvent,
@@ -39,7 +40,12 @@ Mark = tuple[int, int]  # 1-based line, column
 _CORE = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 _ALLOWED_TAGS |= {"!"}  # the non-specific tag libyaml gives quoted scalars
+_COLLECTION_TAGS = {MappingStartEvent: {f"{_CORE}map", "!"}, SequenceStartEvent: {f"{_CORE}seq", "!"}}
 _INT_RE = re.compile(r"^[-+]?[0-9]+$")
+_HEX_OCT_RE = re.compile(r"^0x[0-9a-fA-F]+$|^0o[0-7]+$")  # core schema: no sign, no '_'
+# Decimal text → int is quadratic in the digits (Python refuses past 4300), and
+# huge numbers cannot even be printed in a message; no spec value needs many digits.
+MAX_INT_DIGITS = 100
 _FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _TRUE = {"true", "True", "TRUE"}
@@ -85,19 +91,19 @@ def _mark(m: Any) -> Mark:
 
 
 def resolve_plain(text: str) -> Any:
+    """A plain scalar's value by the core schema; ValueError if it is an oversized integer."""
     if text in _NULLS:
         return None
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    if _INT_RE.match(text):
-        return int(text)
-    if text.startswith(("0x", "0o")):
-        try:
-            return int(text, 0)
-        except ValueError:
-            return text
+    is_int = _INT_RE.match(text)
+    if is_int or _HEX_OCT_RE.match(text):
+        digits = len(text.lstrip("+-")) - (0 if is_int else 2)
+        if digits > MAX_INT_DIGITS:
+            raise ValueError(f"integer of {digits} digits is too large (at most {MAX_INT_DIGITS})")
+        return int(text, 10 if is_int else 0)
     if _FLOAT_RE.match(text):
         return float(text)
     return text
@@ -179,14 +185,21 @@ class _Builder:
                     path = (*parent[1], key)
                 marks[path] = _mark(ev.start_mark)
             if etype is ScalarEvent:
-                value = _scalar(ev) if (ev.tag is not None or not ev.implicit[0]) else (
-                    resolve_plain(ev.value))
+                try:
+                    value = _scalar(ev) if (ev.tag is not None or not ev.implicit[0]) else (
+                        resolve_plain(ev.value))
+                except ValueError as exc:  # a number too large to convert
+                    raise YamlProblem(str(exc), _mark(ev.start_mark)) from None
                 if ev.anchor:
                     self.anchors[ev.anchor] = value
             elif etype is MappingStartEvent or etype is SequenceStartEvent:
                 if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
                     raise YamlProblem(f"tag {short_tag(ev.tag)} is not allowed: specs hold "
                                       "plain data only", _mark(ev.start_mark))  # fmt: skip
+                if ev.tag is not None and ev.tag not in _COLLECTION_TAGS[etype]:
+                    what = "mapping" if etype is MappingStartEvent else "sequence"
+                    raise YamlProblem(f"tag {short_tag(ev.tag)} cannot tag a {what}",
+                                      _mark(ev.start_mark))  # fmt: skip
                 if len(stack) >= max_depth:
                     raise YamlProblem(f"nesting deeper than {max_depth} levels",
                                       _mark(ev.start_mark))  # fmt: skip
@@ -259,6 +272,11 @@ def _char_at(text: str, mark: Mark) -> str:
     return line[mark[1] - 1] if 0 < mark[1] <= len(line) else ""
 
 
+def _offset_mark(text: str, offset: int) -> Mark:
+    head = text.encode("utf-8")[:offset].decode("utf-8", errors="replace")
+    return head.count("\n") + 1, len(head) - (head.rfind("\n") + 1) + 1
+
+
 def short_tag(tag: str) -> str:
     return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
 
@@ -289,9 +307,17 @@ def read_documents(text: str, limits: Limits = Limits(), *, marks: bool = True) 
         problem = exc.problem or exc.context or "invalid YAML"
         if _char_at(text, where) == "\t":
             problem += " (a tab: YAML indents with spaces only)"
+        elif exc.problem and exc.context and exc.context_mark is not None:
+            # Where the unfinished construct began: often far above the point of failure.
+            line, col = _mark(exc.context_mark)
+            what = re.sub(r"^while (parsing|scanning) an? ", "in the ", exc.context)
+            problem += f" ({what} starting at line {line}, column {col})"
         raise YamlProblem(f"invalid YAML: {problem}", where) from None
+    except ReaderError as exc:  # e.g. a control character; position is a UTF-8 byte offset
+        raise YamlProblem(f"invalid YAML: {exc.reason} (U+{exc.character:04X})",
+                          _offset_mark(text, exc.position)) from None  # fmt: skip
     except YAMLError as exc:
-        raise YamlProblem(f"invalid YAML: {exc}", (1, 1)) from None
+        raise YamlProblem(f"invalid YAML: {exc}".splitlines()[0], (1, 1)) from None
     finally:
         parser.dispose()
     return docs

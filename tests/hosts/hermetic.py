@@ -12,6 +12,7 @@ Stopping a host SIGKILLs the init of its PID namespace, so the kernel kills ever
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -19,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +43,9 @@ MOUNTS = {
 TOOLS = ("unshare", "nsenter", "setpriv", "mount", "ip", "libvirtd", "virtlogd", "virsh")
 # sockaddr_un.sun_path is 108 bytes including the NUL.
 MAX_SOCKET_PATH = 107
+# Probing QEMU's capabilities costs ~0.6 s at a host's first guest. libvirt validates its cache
+# (QEMU's and its own ctimes, kernel, CPU) and re-probes when stale, so hosts can share it.
+CAPS_SEED = Path(tempfile.gettempdir()) / "virtsync-hermetic" / "qemu-capabilities"
 
 _live: weakref.WeakSet[HermeticHost] = weakref.WeakSet()
 
@@ -52,10 +57,14 @@ class HermeticHostError(RuntimeError):
 @functools.cache
 def virt_type() -> str:
     """'kvm' where /dev/kvm is usable, else 'qemu' (TCG: slow, but the same XML otherwise)."""
-    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+    # Opened rather than os.access()ed: root passes access checks on a node it cannot use.
+    with contextlib.suppress(OSError):
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
         return "kvm"
-    print("WARNING: /dev/kvm is not usable; test guests fall back to type='qemu' (TCG)",
-          file=sys.stderr)
+    print(
+        "WARNING: /dev/kvm is not usable; test guests fall back to type='qemu' (TCG)",
+        file=sys.stderr,
+    )
     return "qemu"
 
 
@@ -69,16 +78,39 @@ def missing_prerequisites() -> list[str]:
 
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
-        # libvirtd's QEMU driver refuses to initialise without its default user.
+        # The QEMU driver fails to initialise without its built-in default user, even with
+        # user = "root" in qemu.conf: "Failed to parse user 'libvirt-qemu'".
         missing.append("user libvirt-qemu (scripts/install-system-deps.sh test creates it)")
-    if not any(Path(d, "qemu-system-x86_64").exists() for d in ("/usr/bin", "/usr/local/bin")):
-        missing.append("qemu-system-x86_64")
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("command qemu-system-x86_64")
     return missing
 
 
 def live_hosts() -> list[HermeticHost]:
     """Hosts started and not stopped yet (for leak checks)."""
     return [h for h in _live if h.running]
+
+
+def stray_processes() -> list[int]:
+    """PIDs of this process's hosts (unshare ... hermetic_host.sh) that no running host owns.
+
+    Only our own children: other test processes (pytest-xdist workers) run hosts of theirs.
+    """
+    owned = {h._proc.pid for h in live_hosts() if h._proc is not None}
+    stray = []
+    for pid in _all_pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv[0] == b"unshare"
+            and str(SCRIPT).encode() in argv
+            and _ppid(pid) == os.getpid()
+            and pid not in owned
+        ):
+            stray.append(pid)
+    return stray
 
 
 def _ns_id(pid: int, kind: str) -> tuple[int, int] | None:
@@ -91,6 +123,15 @@ def _ns_id(pid: int, kind: str) -> tuple[int, int] | None:
 
 def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm, in parentheses, may itself hold spaces and parentheses.
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _comm(pid: int) -> str:
@@ -121,7 +162,8 @@ def _libvirtd_conf(host_uuid: str, listen_tcp: bool) -> str:
 
 QEMU_CONF = """\
 # Written by tests/hosts/hermetic.py for one hermetic test host.
-# /dev/kvm is root-only where no udev grants the kvm group; QEMU runs as root.
+# /dev/kvm is root-only where no udev grants the kvm group; QEMU runs as root. (As
+# libvirt-qemu: "Could not access KVM kernel module: Permission denied".)
 user = "root"
 group = "root"
 # No AppArmor/SELinux profiles: they would be written outside the private directories.
@@ -173,6 +215,8 @@ class HermeticHost:
         """Start the namespaces, virtlogd and libvirtd; return once the socket answers.
 
         State in lib/ and etc/ survives stop()/start() (like a reboot); run/ starts empty.
+        Start from a thread that outlives the host: the kernel kills the host when the thread
+        that started it exits (PR_SET_PDEATHSIG, which also covers a crashed test process).
         """
         if self._proc is not None:
             raise HermeticHostError(f"host {self.name} is already running")
@@ -207,6 +251,9 @@ class HermeticHost:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._power_off_guests()
+        # unshare then logs "sigprocmask unblock failed: Invalid argument", as it cannot
+        # re-raise its child's SIGKILL on itself: harmless.
         if self._init_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._init_pid, signal.SIGKILL)
@@ -232,6 +279,18 @@ class HermeticHost:
             raise HermeticHostError(f"host {self.name}: processes survive stop: {stray}")
         self._init_pid = None
         self._ns = {}
+        _sync_newer(self._caps_dir(), CAPS_SEED)
+
+    def _power_off_guests(self, timeout: float = 3) -> None:
+        # SIGTERM lets QEMU flush its qcow2 metadata, so images stay consistent for tests
+        # that inspect them after stop(); a guest that lingers is SIGKILLed with the rest.
+        qemus = [pid for pid in self.pids() if _comm(pid).startswith("qemu-system")]
+        for pid in qemus:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in qemus):
+            time.sleep(0.01)
 
     def __enter__(self) -> HermeticHost:
         self.start()
@@ -253,8 +312,6 @@ class HermeticHost:
             return []
         found = []
         for pid in _all_pids():
-            if pid == os.getpid():
-                continue
             if any(_ns_id(pid, kind) == ns for kind, ns in self._ns.items()):
                 found.append(pid)
         return found
@@ -313,6 +370,17 @@ class HermeticHost:
             )
         return done.stdout
 
+    def path_outside(self, inside: str | Path) -> Path:
+        """Where a path that libvirt sees in the namespace is, seen from outside.
+
+        Only the libvirt directories are private: other paths are the same on both sides.
+        """
+        inside = Path(inside)
+        for sub, target in MOUNTS.items():
+            if inside.is_relative_to(target):
+                return self.root / sub / inside.relative_to(target)
+        return inside
+
     def connect(self) -> libvirt.virConnect:
         """A new read-write connection; the caller closes it."""
         return libvirt.open(self.uri)
@@ -331,6 +399,9 @@ class HermeticHost:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+        caps = self._caps_dir()
+        caps.mkdir(parents=True, exist_ok=True)
+        _sync_newer(CAPS_SEED, caps)
         etc = self.root / "etc"
         for conf in Path("/etc/libvirt").glob("*.conf"):
             shutil.copyfile(conf, etc / conf.name)
@@ -338,19 +409,17 @@ class HermeticHost:
         (etc / "libvirtd.conf").write_text(_libvirtd_conf(self.host_uuid, self.listen_tcp))
         (etc / "qemu.conf").write_text(QEMU_CONF)
 
+    def _caps_dir(self) -> Path:
+        return self.root / "cache" / "qemu" / "capabilities"
+
     def _wait_for_init(self, deadline: float) -> int:
         """Global PID of unshare's child, the init of the new PID namespace."""
         assert self._proc is not None
         me = _ns_id(os.getpid(), "pid")
         while time.monotonic() < deadline:
             for pid in _all_pids():
-                try:
-                    stat = Path(f"/proc/{pid}/stat").read_text()
-                except OSError:
-                    continue
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 # Only once it has entered the new PID namespace, so _ns is the host's.
-                if ppid == self._proc.pid and _ns_id(pid, "pid") not in (None, me):
+                if _ppid(pid) == self._proc.pid and _ns_id(pid, "pid") not in (None, me):
                     return pid
             self._check_alive()
             time.sleep(0.005)
@@ -402,13 +471,57 @@ class HermeticHost:
         return "\n".join(parts)
 
 
+class HostFactory:
+    """Makes started hosts under one base directory; close() stops them all."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = Path(base_dir)
+        self.hosts: list[HermeticHost] = []
+
+    def __call__(
+        self, name: str | None = None, *, listen_tcp: bool = False, start: bool = True
+    ) -> HermeticHost:
+        host = HermeticHost(self.base_dir, name or f"h{len(self.hosts) + 1}", listen_tcp)
+        if any(h.name == host.name for h in self.hosts):
+            raise HermeticHostError(f"host name {host.name!r} is taken")
+        self.hosts.append(host)
+        if start:
+            host.start()
+        return host
+
+    def close(self) -> None:
+        """Stop every host, even when one fails to; then raise the first failure."""
+        errors = []
+        for host in reversed(self.hosts):
+            try:
+                host.stop()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+def _sync_newer(src: Path, dst: Path) -> None:
+    """Copy src/*.xml files that are missing or older in dst, keeping mtimes."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.glob("*.xml"):
+        target = dst / f.name
+        with contextlib.suppress(OSError):
+            if target.exists() and target.stat().st_mtime >= f.stat().st_mtime:
+                continue
+            # Rename into place: other test processes may read the seed at the same time.
+            tmp = dst / f".{f.name}.{os.getpid()}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, target)
+
+
 def stop_all() -> None:
     """Stop every host still running (atexit fallback; fixtures stop their own)."""
     for host in live_hosts():
         with contextlib.suppress(Exception):
             host.stop()
 
-
-import atexit  # noqa: E402  (kept next to its single use)
 
 atexit.register(stop_all)

@@ -1,0 +1,177 @@
+"""What virtsync observed on a host, normalised to the fields it reasons about.
+
+Frozen dataclasses (not pydantic): a host with thousands of guests is observed
+every few seconds by the service, and these are built from trusted XML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PowerState = Literal["running", "stopped", "paused", "other"]
+
+
+@dataclass(frozen=True, order=True)
+class ResourceKey:
+    host: str
+    kind: str  # Guest | Network | StoragePool | Volume
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """virtsync's ownership record of one object (see hypervisor/ownership.py)."""
+
+    instance: str
+    kind: str
+    name: str
+    digest: str = ""
+    commit: str = ""
+    applied: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    volumes: tuple[str, ...] = ()  # "pool/volume" of the disks a guest's spec made
+
+
+@dataclass(frozen=True)
+class DiskState:
+    name: str  # the spec's disk name (from the ua- alias), else the target dev
+    target: str
+    bus: str
+    device: str = "disk"
+    format: str | None = None
+    pool: str | None = None
+    volume: str | None = None
+    path: str | None = None
+    capacity: int | None = None  # bytes, from the volume when known
+
+
+@dataclass(frozen=True)
+class NicState:
+    mac: str
+    network: str | None = None
+    bridge: str | None = None
+    model: str | None = None
+    tap: str | None = None  # live only: the host-side device
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """The essence of one domain definition (persistent or live)."""
+
+    uuid: str
+    virt_type: str
+    vcpus: int
+    max_vcpus: int
+    memory: int  # bytes: <currentMemory>
+    max_memory: int  # bytes: <memory>
+    cpu_mode: str | None = None
+    cpu_model: str | None = None
+    machine: str | None = None
+    firmware: str = "bios"
+    os_type: str = "hvm"
+    boot_order: tuple[str, ...] = ()
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    disks: tuple[DiskState, ...] = ()
+    interfaces: tuple[NicState, ...] = ()
+    graphics: str | None = None  # "vnc@127.0.0.1", "spice@…", or None
+    nvram: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedGuest:
+    name: str
+    uuid: str
+    state: PowerState
+    domain_id: int  # -1 when not running
+    persistent: GuestConfig | None  # None: transient domain
+    live: GuestConfig | None  # None: not running
+    autostart: bool
+    owner: Owner | None
+    xml: str = field(repr=False, compare=False, default="")  # persistent XML, for editing
+    block_job: bool = False
+
+
+@dataclass(frozen=True)
+class DhcpHostState:
+    mac: str
+    ip: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    mode: str  # nat | bridge | isolated | route | open
+    bridge: str | None
+    forward_dev: str | None = None
+    address: str | None = None  # "192.168.150.1/24"
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+    dhcp_hosts: tuple[DhcpHostState, ...] = ()
+    mtu: int | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedNetwork:
+    name: str
+    uuid: str
+    active: bool
+    autostart: bool
+    persistent: bool
+    config: NetworkConfig  # the persistent definition where there is one
+    live_config: NetworkConfig | None
+    owner: Owner | None
+    xml: str = field(repr=False, compare=False, default="")
+
+
+@dataclass(frozen=True)
+class ObservedVolume:
+    pool: str
+    name: str
+    path: str
+    capacity: int
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedPool:
+    name: str
+    uuid: str
+    type: str
+    path: str | None
+    active: bool
+    autostart: bool
+    owner: Owner | None
+    volumes: dict[str, ObservedVolume] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    driver: str  # QEMU | Xen | Test | …
+    virt_type: str  # what new guests get: kvm | qemu | xen | test
+    libvirt_version: int = 0
+    snapshots: bool = True
+    domain_metadata: bool = True
+    hotplug: bool = True  # attach/detach devices
+    block_resize: bool = True
+    volume_resize: bool = True
+    network_update: bool = True
+    uefi_loader: str | None = None  # path of OVMF code, when the host has it
+    notes: tuple[str, ...] = ()  # warnings worth showing, e.g. "no /dev/kvm: TCG"
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    uri: str
+    caps: HostCapabilities
+    guests: dict[str, ObservedGuest] = field(default_factory=dict)
+    networks: dict[str, ObservedNetwork] = field(default_factory=dict)
+    pools: dict[str, ObservedPool] = field(default_factory=dict)
+    leases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac → IPs
+    fingerprint: str = ""  # digest of everything observed, for saved plans

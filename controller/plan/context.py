@@ -1,0 +1,36 @@
+"""What the planner knows besides specs and observed state: pure inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    instance: str = "default"
+    prune: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    commit: str = ""
+
+
+def applied_fields(spec: BaseModel) -> dict[str, Any]:
+    """The declared fields of a spec, as JSON: what ownership records as last applied."""
+    out: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return out
+
+
+def digest(data: Any) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
+
+
+def declared(spec: BaseModel) -> set[str]:
+    """Spec field names (as written in YAML) the user declared."""
+    fields = spec.model_fields
+    return {fields[f].alias or f for f in spec.model_fields_set}

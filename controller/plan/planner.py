@@ -1,0 +1,239 @@
+"""desired × observed → Plan, for every host. Pure: no I/O, no clock (``now`` is an input)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from controller.model.state import HostState, ResourceKey
+from controller.plan.actions import (
+    Action,
+    FieldChange,
+    HostPlan,
+    Impact,
+    ObjectDrift,
+    Pending,
+    Phase,
+    Plan,
+    Problem,
+)
+from controller.plan.context import PlanOptions
+from controller.plan.guests import SUSPEND_ANNOTATION, plan_guest
+from controller.plan.networks import plan_network
+from controller.plan.storage import plan_pool
+from controller.spec.specset import SpecSet
+
+DEFAULT_MAX_DELETIONS = 10
+
+
+def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
+    """The plan of one host's slice of the specs."""
+    actions: list[Action] = []
+    pending: list[Pending] = []
+    problems: list[Problem] = []
+    drift: list[ObjectDrift] = []
+
+    for pool in specs.pools:
+        if pool.spec.host != host.host:
+            continue
+        pp = plan_pool(pool, host, opts)
+        actions += pp.actions
+        problems += pp.problems
+        drift.append(_standing(ResourceKey(host.host, "StoragePool", pool.metadata.name),
+                               pp.drift, pp.problems, pool_exists=pool.metadata.name in host.pools))
+    for net in specs.networks:
+        if net.spec.host != host.host:
+            continue
+        np = plan_network(net, host, opts)
+        actions += np.actions
+        problems += np.problems
+        drift.append(_standing(ResourceKey(host.host, "Network", net.metadata.name),
+                               np.drift, np.problems, pool_exists=net.metadata.name in host.networks))
+    for guest in specs.guests:
+        if guest.spec.host != host.host:
+            continue
+        gp = plan_guest(guest, host, opts)
+        actions += gp.actions
+        pending += gp.pending
+        problems += gp.problems
+        key = ResourceKey(host.host, "Guest", guest.metadata.name)
+        obs = host.guests.get(guest.metadata.name)
+        entry = _standing(key, gp.drift, gp.problems, pool_exists=obs is not None)
+        if entry.status == "in-sync" and gp.pending:
+            entry = ObjectDrift(key, "pending-restart", tuple(c for p in gp.pending for c in p.changes))
+        info = _guest_info(host, guest.metadata.name)
+        suspended = guest.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
+        drift.append(ObjectDrift(entry.key, entry.status, entry.changes,
+                                 "suspended" if suspended else guest.spec.reconcile,
+                                 entry.message, info))  # fmt: skip
+
+    extra, unmanaged, more_problems = _extra_objects(specs, host, opts)
+    problems += more_problems
+    for key in extra:
+        drift.append(ObjectDrift(key, "extra", message="managed by virtsync, gone from the specs"))
+        if opts.prune:
+            actions.extend(_delete_actions(key, host))
+    problems += _dependency_problems(specs, host, actions)
+    return HostPlan(
+        host=host.host,
+        uri=host.uri,
+        fingerprint=host.fingerprint,
+        actions=tuple(sorted(actions, key=lambda a: (a.phase, a.key))),
+        pending=tuple(pending),
+        problems=tuple(problems),
+        unmanaged=tuple(unmanaged),
+        notes=host.caps.notes,
+        drift=tuple(drift),
+    )
+
+
+def _standing(key: ResourceKey, changes: list[FieldChange], problems: list[Problem],
+              pool_exists: bool) -> ObjectDrift:  # fmt: skip
+    errors = [p.message for p in problems if p.key == key and p.severity == "error"]
+    if errors:
+        return ObjectDrift(key, "error", message="; ".join(errors))
+    if not pool_exists:
+        return ObjectDrift(key, "missing", tuple(changes))
+    return ObjectDrift(key, "drift" if changes else "in-sync", tuple(changes))
+
+
+def _guest_info(host: HostState, name: str) -> dict[str, object]:
+    obs = host.guests.get(name)
+    if obs is None:
+        return {}
+    info: dict[str, object] = {"state": obs.state}
+    if obs.live is not None:
+        info["liveMemory"] = obs.live.memory
+        ips = sorted({ip for n in obs.live.interfaces for ip in host.leases.get(n.mac, ())})
+        if ips:
+            info["addresses"] = ips
+    return info
+
+
+def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
+                   ) -> tuple[list[ResourceKey], list[ResourceKey], list[Problem]]:  # fmt: skip
+    """Owned objects gone from the specs, and objects virtsync does not own."""
+    want = {
+        "Guest": {g.metadata.name for g in specs.guests if g.spec.host == host.host},
+        "Network": {n.metadata.name for n in specs.networks if n.spec.host == host.host},
+        "StoragePool": {p.metadata.name for p in specs.pools if p.spec.host == host.host},
+    }
+    observed: Mapping[str, Mapping[str, object]] = {
+        "Guest": host.guests, "Network": host.networks, "StoragePool": host.pools,
+    }  # fmt: skip
+    extra: list[ResourceKey] = []
+    unmanaged: list[ResourceKey] = []
+    for kind, objects in observed.items():
+        for name, obj in sorted(objects.items()):
+            if name in want[kind]:
+                continue
+            owner = getattr(obj, "owner", None)
+            key = ResourceKey(host.host, kind, name)
+            if owner is not None and owner.instance == opts.instance:
+                extra.append(key)
+            else:
+                unmanaged.append(key)
+    return extra, unmanaged, []
+
+
+def _delete_actions(key: ResourceKey, host: HostState) -> list[Action]:
+    change = FieldChange("/", None, "defined", None, Impact.DELETE)
+    if key.kind == "Guest":
+        obs = host.guests[key.name]
+        delete_vols = _volumes_to_delete(host, key.name)
+        actions = [Action(key, "delete", Impact.DELETE, Phase.DELETE_GUESTS,
+                          "managed guest gone from the specs", (change,),
+                          {"volumes": delete_vols, "running": obs.state != "stopped"})]  # fmt: skip
+        for vol in delete_vols:
+            vkey = ResourceKey(key.host, "Volume", vol)
+            actions.append(Action(vkey, "delete-volume", Impact.DELETE, Phase.DELETE_VOLUMES,
+                                  f"deletePolicy: delete (guest {key.name})",
+                                  (FieldChange("/", None, vol, None, Impact.DELETE),),
+                                  {"pool": vol.split("/")[0], "volume": vol.split("/", 1)[1]}))  # fmt: skip
+        return actions
+    if key.kind == "Network":
+        return [Action(key, "delete-network", Impact.DELETE, Phase.DELETE_NETWORKS,
+                       "managed network gone from the specs", (change,))]  # fmt: skip
+    return [Action(key, "delete-pool", Impact.DELETE, Phase.DELETE_POOLS,
+                   "managed pool gone from the specs", (change,))]  # fmt: skip
+
+
+def _volumes_to_delete(host: HostState, guest: str) -> list[str]:
+    """Volumes of a pruned guest whose last-applied disk said deletePolicy: delete."""
+    obs = host.guests[guest]
+    if obs.owner is None:
+        return []
+    disks = obs.owner.applied.get("disks") or []
+    doomed = {d.get("name") for d in disks if isinstance(d, dict) and d.get("deletePolicy") == "delete"}
+    out = []
+    for vol in obs.owner.volumes:
+        stem = vol.split("/", 1)[-1].rsplit(".", 1)[0]
+        if stem.startswith(guest + "-") and stem[len(guest) + 1:] in doomed:
+            out.append(vol)
+    return out
+
+
+def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action]) -> list[Problem]:
+    """Refuse deleting a network or pool that a guest (desired or observed) still uses."""
+    problems: list[Problem] = []
+    deleted_guests = {a.key.name for a in actions if a.op == "delete"}
+    for action in actions:
+        if action.op not in ("delete-network", "delete-pool"):
+            continue
+        users: set[str] = set()
+        for g in specs.guests:
+            if g.spec.host != host.host:
+                continue
+            if action.op == "delete-network" and any(i.network == action.key.name for i in g.spec.interfaces):
+                users.add(g.metadata.name)
+            if action.op == "delete-pool" and any(d.pool == action.key.name for d in g.spec.disks):
+                users.add(g.metadata.name)
+        for name, obs in host.guests.items():
+            if name in deleted_guests or obs.persistent is None:
+                continue
+            if action.op == "delete-network" and any(
+                    n.network == action.key.name for n in obs.persistent.interfaces):  # fmt: skip
+                users.add(name)
+            if action.op == "delete-pool":
+                pool = host.pools.get(action.key.name)
+                prefix = (pool.path or "").rstrip("/") + "/" if pool else None
+                if prefix and any((d.path or "").startswith(prefix) for d in obs.persistent.disks):
+                    users.add(name)
+        if users:
+            problems.append(Problem(action.key, f"refusing to delete {action.key.kind} "
+                                    f"{action.key.name!r}: used by guest(s) {', '.join(sorted(users))}"))
+    return problems
+
+
+def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: int,
+                   force: bool) -> list[str]:  # fmt: skip
+    """The mass-deletion guard: too many deletions, or over half a host's managed guests."""
+    if force:
+        return []
+    out: list[str] = []
+    deletions = [a for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
+    if len(deletions) > max_deletions:
+        out.append(f"refusing to delete {len(deletions)} objects (more than --max-deletions "
+                   f"{max_deletions}); use --force if this is intended")  # fmt: skip
+    for hp in plan.hosts:
+        state = hosts.get(hp.host)
+        if state is None:
+            continue
+        managed = [g for g in state.guests.values() if g.owner and g.owner.instance == plan.instance]
+        doomed = [a for a in hp.actions if a.op == "delete"]
+        if managed and len(doomed) * 2 > len(managed):
+            out.append(f"refusing to delete {len(doomed)} of {len(managed)} managed guests on "
+                       f"{hp.host} (more than half); use --force if this is intended")
+    return out
+
+
+def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions,
+              spec_digest: str, failed: Mapping[str, str] | None = None) -> Plan:  # fmt: skip
+    hosts = []
+    for host in specs.hosts:
+        name = host.metadata.name
+        if failed and name in failed:
+            hosts.append(HostPlan(host=name, uri=host.spec.uri, fingerprint="", error=failed[name]))
+            continue
+        if name in states:
+            hosts.append(plan_host(specs.for_host(name), states[name], opts))
+    return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

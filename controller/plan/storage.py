@@ -1,0 +1,58 @@
+"""Diff of one storage pool (volumes are planned with the guests that use them)."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from controller.model.state import HostState, ResourceKey
+from controller.plan.actions import Action, FieldChange, Impact, Phase, Problem
+from controller.plan.context import PlanOptions, declared
+from controller.spec.models import StoragePool
+
+
+@dataclass
+class PoolPlan:
+    actions: list[Action] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    drift: list[FieldChange] = field(default_factory=list)
+
+
+def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan:
+    name = pool.metadata.name
+    key = ResourceKey(host.host, "StoragePool", name)
+    out = PoolPlan()
+    obs = host.pools.get(name)
+    spec = pool.spec
+    if obs is None:
+        change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
+        out.drift.append(change)
+        out.actions.append(Action(key, "define-pool", Impact.CREATE, Phase.POOLS,
+                                  "pool does not exist", (change,)))
+        return out
+    if obs.owner is None and not spec.adopt:
+        out.problems.append(Problem(key, f"a storage pool named {name!r} exists on {host.host} and "
+                                    "is not managed by virtsync; set adopt: true to take it over"))  # fmt: skip
+        return out
+    if obs.owner is not None and obs.owner.instance != opts.instance:
+        out.problems.append(Problem(key, f"pool {name!r} is managed by virtsync instance "
+                                    f"{obs.owner.instance!r}"))  # fmt: skip
+        return out
+    if obs.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
+        out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
+                                    f"{spec.path}: moving a pool is not supported"))  # fmt: skip
+    changes: list[FieldChange] = []
+    if obs.owner is None:
+        changes.append(FieldChange("/metadata/owner", "virtsync", None, None, Impact.LIVE, "adopt"))
+    if "autostart" in declared(spec) and spec.autostart != obs.autostart:
+        changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
+                                   Impact.LIVE))  # fmt: skip
+    if not obs.active:
+        changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
+    if changes:
+        out.drift.extend(c for c in changes if c.path != "/metadata/owner")
+        out.actions.append(Action(key, "update-pool", Impact.LIVE, Phase.POOLS,
+                                  "spec and pool differ", tuple(changes),
+                                  {"autostart": spec.autostart, "adopt": obs.owner is None,
+                                   "start": not obs.active}))  # fmt: skip
+    return out
