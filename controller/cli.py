@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(verbose=args.verbose)
     try:
+        if getattr(args, "post", None):
+            args.post(args)
         return int(args.func(args))
     except UsageError as exc:
         print(f"virtsync: error: {exc}", file=sys.stderr)

@@ -198,7 +198,12 @@ def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteConte
         vcpu = root.find("vcpu")
         if vcpu is None:
             vcpu = etree.Element("vcpu", placement="static")
-            (root.find("currentMemory") or root.find("memory")).addnext(vcpu)  # type: ignore[union-attr]
+            anchor = root.find("currentMemory")
+            anchor = anchor if anchor is not None else root.find("memory")
+            if anchor is not None:
+                anchor.addnext(vcpu)
+            else:
+                root.append(vcpu)
         current_max = int(vcpu.text) if vcpu.text else 0
         max_vcpus = spec.max_vcpus or spec.vcpus
         if fields is not None and not want("maxVcpus"):

@@ -130,15 +130,20 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         defined_changes = [c for c in defined_changes if c.impact != Impact.RECREATE]
         recreate = []
     owner_args = {"commit": opts.commit}
+    # New disks reach a running guest after their volumes exist (Phase.POWER).
+    attach = [op["disk"] for _, op in live_ops if op["op"] == "attach-disk"]
+    live_ops = [(c, op) for c, op in live_ops if op["op"] != "attach-disk"]
     if recreate:
         out.actions.append(Action(key, "recreate", Impact.RECREATE, Phase.GUESTS,
                                   "fields that need a new definition changed",
                                   tuple(defined_changes),
                                   {**owner_args, "restart": running and not stays_down,
                                    "fields": sorted(_fields_of(defined_changes))}))  # fmt: skip
-    elif defined_changes or live_ops or (obs.owner is None and spec.adopt):
+    elif defined_changes or live_ops:
+        # An adopted guest that already matches needs no write: ownership is recorded
+        # with its first change (until then it is never pruned, which is the safe side).
         impact = Impact.NEXT_BOOT if next_boot else Impact.LIVE
-        reason = "adopt existing guest" if obs.owner is None else "spec and definition differ"
+        reason = "spec and definition differ" + (" (adopting it)" if obs.owner is None else "")
         if not defined_changes and live_ops:
             reason = "running guest differs from its definition"
         out.actions.append(Action(key, "update", impact, Phase.GUESTS, reason,
@@ -146,6 +151,9 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                       c for c, _ in live_ops if c not in defined_changes),
                                   {**owner_args, "fields": sorted(_fields_of(defined_changes)),
                                    "live": [op for _, op in live_ops] if running else []}))  # fmt: skip
+    if attach and running and not recreate:
+        out.actions.append(Action(key, "attach-disks", Impact.LIVE, Phase.POWER,
+                                  "hot-plug new disks", (), {"disks": attach}))
     pend_changes = tuple(next_boot) + tuple(c for c, _ in pending)
     if restart_needed and not recreate and not stays_down:
         if may_restart:

@@ -73,6 +73,8 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
         if opts.prune:
             actions.extend(_delete_actions(key, host))
     problems += _dependency_problems(specs, host, actions)
+    refused = {p.key for p in problems if p.severity == "error"}
+    actions = [a for a in actions if a.key not in refused]
     return HostPlan(
         host=host.host,
         uri=host.uri,

@@ -42,15 +42,13 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
                                     f"{spec.path}: moving a pool is not supported"))  # fmt: skip
     changes: list[FieldChange] = []
-    if obs.owner is None:
-        changes.append(FieldChange("/metadata/owner", "virtsync", None, None, Impact.LIVE, "adopt"))
     if "autostart" in declared(spec) and spec.autostart != obs.autostart:
         changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
                                    Impact.LIVE))  # fmt: skip
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
     if changes:
-        out.drift.extend(c for c in changes if c.path != "/metadata/owner")
+        out.drift.extend(changes)
         out.actions.append(Action(key, "update-pool", Impact.LIVE, Phase.POOLS,
                                   "spec and pool differ", tuple(changes),
                                   {"autostart": spec.autostart, "adopt": obs.owner is None,

@@ -123,12 +123,13 @@ def _scalar(ev: ScalarEvent) -> Any:
     want = {f"{_CORE}int": int, f"{_CORE}float": float, f"{_CORE}bool": bool}.get(tag)
     if tag == f"{_CORE}null":
         if resolved is not None:
-            raise YamlProblem(f"{value!r} is not null", _mark(ev.start_mark))
+            raise YamlProblem(f"!!null {value!r} is not null", _mark(ev.start_mark))
         return None
     if want is float and isinstance(resolved, int) and not isinstance(resolved, bool):
         return float(resolved)
     if want is not None and type(resolved) is not want:
-        raise YamlProblem(f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}", _mark(ev.start_mark))
+        raise YamlProblem(f"{short_tag(tag)} {value!r} is not a valid {tag.rsplit(':', 1)[-1]}",
+                          _mark(ev.start_mark))  # fmt: skip
     return resolved
 
 

@@ -1,0 +1,57 @@
+"""What an apply did: one outcome per action, and counts for people and CI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.model.state import ResourceKey
+
+CREATE_OPS = {"define", "define-network", "define-pool", "create-volume"}
+DELETE_OPS = {"delete", "delete-network", "delete-pool", "delete-volume"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: ResourceKey
+    op: str
+    status: str  # created | updated | deleted | skipped | failed
+    detail: str = ""
+    seconds: float = 0.0
+    retryable: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
+                "op": self.op, "status": self.status, "detail": self.detail,
+                "seconds": round(self.seconds, 3), "retryable": self.retryable}  # fmt: skip
+
+
+def status_for(op: str) -> str:
+    if op in CREATE_OPS:
+        return "created"
+    if op in DELETE_OPS:
+        return "deleted"
+    return "updated"
+
+
+@dataclass
+class ChangeSet:
+    outcomes: list[Outcome] = field(default_factory=list)
+    unchanged: list[ResourceKey] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(o.status for o in self.outcomes)
+        c["unchanged"] = len(self.unchanged)
+        return {k: c.get(k, 0) for k in ("created", "updated", "unchanged", "deleted", "skipped",
+                                         "failed")}  # fmt: skip
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {k}" for k, n in self.counts().items())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"counts": self.counts(), "outcomes": [o.as_json() for o in self.outcomes]}

@@ -1,0 +1,508 @@
+"""Plan → libvirt calls → ChangeSet.
+
+Hosts run in parallel; within a host the phases run in order (pools →
+networks → guests → volumes → power → deletes) and the actions of one phase
+run concurrently, bounded, so starting 20 guests is not 20 waits in a row.
+A failed action fails only its object: later actions on the same object (or
+on volumes of a failed guest) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from controller.apply.changeset import ChangeSet, Outcome, status_for
+from controller.errors import PlanError, VirtsyncError
+from controller.hypervisor.domain_xml import (
+    WriteContext,
+    disk_element,
+    new_guest_xml,
+    read_guest,
+    update_guest_xml,
+)
+from controller.hypervisor.network_xml import dhcp_host_xml, network_xml, read_network
+from controller.hypervisor.operations import HostOps
+from controller.hypervisor.xmlutil import parse
+from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
+from controller.plan.actions import Action, HostPlan, Plan
+from controller.plan.context import applied_fields, digest
+from controller.plan.guests import owner_for
+from controller.plan.keys import match_nics
+from controller.spec.models import Guest, Network, StoragePool
+from controller.spec.specset import SpecSet
+
+Progress = Callable[[Outcome, int, int], None]
+
+
+@dataclass
+class ExecOptions:
+    instance: str = "default"
+    commit: str = ""
+    concurrency: int = 8
+
+
+class _HostRun:
+    def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
+                 opts: ExecOptions) -> None:  # fmt: skip
+        self.hp, self.specs, self.state, self.ops, self.opts = hp, specs, state, ops, opts
+        self.failed: set[str] = set()  # "Kind/name" of objects whose action failed
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------- helpers
+
+    def guest(self, name: str) -> Guest:
+        g = next((g for g in self.specs.guests if g.metadata.name == name), None)
+        if g is None:
+            raise PlanError(f"guest {name} is not in the specs")
+        return g
+
+    def network(self, name: str) -> Network:
+        n = next((n for n in self.specs.networks
+                  if n.metadata.name == name and n.spec.host == self.hp.host), None)  # fmt: skip
+        if n is None:
+            raise PlanError(f"network {name} is not in the specs")
+        return n
+
+    def pool(self, name: str) -> StoragePool:
+        p = next((p for p in self.specs.pools
+                  if p.metadata.name == name and p.spec.host == self.hp.host), None)  # fmt: skip
+        if p is None:
+            raise PlanError(f"pool {name} is not in the specs")
+        return p
+
+    def pool_paths(self) -> dict[str, str]:
+        paths = {n: p.path for n, p in self.state.pools.items() if p.path}
+        paths.update({p.metadata.name: p.spec.path for p in self.specs.pools
+                      if p.spec.host == self.hp.host})  # fmt: skip
+        return paths
+
+    def write_ctx(self, guest: Guest, owner: Owner, uuid: str | None = None) -> WriteContext:
+        return WriteContext(virt_type=self.state.caps.virt_type, pool_paths=self.pool_paths(),
+                            owner=owner, uuid=uuid,
+                            xen_pv=guest.spec.xen is not None and guest.spec.xen.mode == "pv")  # fmt: skip
+
+    def guest_owner(self, guest: Guest, obs: ObservedGuest | None) -> Owner:
+        data = owner_for(guest, self.opts.instance, self.opts.commit)
+        if not self.opts.commit and obs is not None and obs.owner is not None:
+            data["commit"] = obs.owner.commit  # the commit changes only with the object
+        return Owner(**data)
+
+    def net_owner(self, net: Network) -> Owner:
+        applied = applied_fields(net.spec)
+        return Owner(self.opts.instance, "Network", net.metadata.name, digest(applied),
+                     self.opts.commit, applied)  # fmt: skip
+
+    def blocked(self, action: Action) -> str | None:
+        deps = [f"{action.key.kind}/{action.key.name}"]
+        if "guest" in action.args:
+            deps.append(f"Guest/{action.args['guest']}")
+        if action.key.kind == "Guest" and action.op in ("start", "restart"):
+            g = self.guest(action.key.name)
+            deps += [f"Network/{i.network}" for i in g.spec.interfaces]
+            deps += [f"StoragePool/{d.pool}" for d in g.spec.disks if d.pool]
+            deps += [f"Volume/{d.pool}/{vol}" for d in g.spec.disks if d.pool
+                     for vol in [f"{g.metadata.name}-{d.name}"]]  # fmt: skip
+        with self.lock:
+            hit = [d for d in deps if d in self.failed or any(
+                f.startswith(d + ".") for f in self.failed if f.startswith("Volume/"))]  # fmt: skip
+        return f"skipped: {hit[0]} failed earlier" if hit else None
+
+    # ------------------------------------------------------------ running
+
+    def run(self, progress: Progress | None, counter: list[int], total: int) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for _, group in groupby(self.hp.actions, key=lambda a: a.phase):
+            batch = list(group)
+            with ThreadPoolExecutor(max_workers=max(1, self.opts.concurrency)) as pool:
+                for outcome in pool.map(self.run_one, batch):
+                    outcomes.append(outcome)
+                    if progress is not None:
+                        with self.lock:
+                            counter[0] += 1
+                            n = counter[0]
+                        progress(outcome, n, total)
+        return outcomes
+
+    def run_one(self, action: Action) -> Outcome:
+        started = time.monotonic()
+        why = self.blocked(action)
+        if why:
+            return Outcome(action.key, action.op, "skipped", why)
+        try:
+            detail = HANDLERS[action.op](self, action) or ""
+        except VirtsyncError as exc:
+            with self.lock:
+                self.failed.add(f"{action.key.kind}/{action.key.name}")
+            return Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
+                           time.monotonic() - started, exc.retryable)  # fmt: skip
+        return Outcome(action.key, action.op, status_for(action.op), detail,
+                       time.monotonic() - started)  # fmt: skip
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def _define_pool(run: _HostRun, a: Action) -> str:
+    p = run.pool(a.key.name)
+    run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance)
+    return f"dir pool at {p.spec.path}"
+
+
+def _update_pool(run: _HostRun, a: Action) -> str:
+    done = []
+    if a.args.get("adopt"):
+        run.ops.mark_pool(a.key.name, run.opts.instance)
+        done.append("adopted")
+    if a.args.get("start"):
+        run.ops.start_pool(a.key.name)
+        done.append("started")
+    if any(c.path == "/spec/autostart" for c in a.changes):
+        run.ops.set_pool_autostart(a.key.name, bool(a.args["autostart"]))
+        done.append(f"autostart {a.args['autostart']}")
+    return ", ".join(done)
+
+
+def _define_network(run: _HostRun, a: Action) -> str:
+    net = run.network(a.key.name)
+    if run.ops.network_xml(a.key.name) is not None:
+        raise _conflict(run, f"network {a.key.name} appeared since it was observed")
+    run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net)), net.spec.autostart)
+    return f"{net.spec.mode} network started"
+
+
+def _update_network(run: _HostRun, a: Action) -> str:
+    name = a.key.name
+    _check_network(run, name)
+    done = []
+    for op in a.args.get("ops", []):
+        if op["cmd"] == "range":
+            for cmd, start, end in (("delete", op["old_start"], op["old_end"]),
+                                    ("add", op["start"], op["end"])):  # fmt: skip
+                target = "both" if run.ops.network_active(name) else "config"
+                run.ops.network_update(name, cmd, "range", f"<range start='{start}' end='{end}'/>",
+                                       target)  # fmt: skip
+            done.append(f"DHCP range {op['start']}-{op['end']}")
+            continue
+        run.ops.network_update(name, op["cmd"], "host", dhcp_host_xml(op["mac"], op["ip"], op["name"]),
+                               op["target"])  # fmt: skip
+        done.append(f"{op['cmd']} lease {op['mac']} ({op['target']})")
+    if a.args.get("autostart") is not None:
+        run.ops.set_network_autostart(name, bool(a.args["autostart"]))
+        done.append(f"autostart {a.args['autostart']}")
+    return "; ".join(done)
+
+
+def _check_network(run: _HostRun, name: str) -> None:
+    obs = run.state.networks.get(name)
+    now = run.ops.network_xml(name)
+    if obs is not None and now != obs.xml:
+        raise _conflict(run, f"network {name} changed since it was observed")
+
+
+def _conflict(run: _HostRun, message: str) -> VirtsyncError:
+    from controller.errors import ConflictError
+
+    return ConflictError(message, host=run.hp.host)
+
+
+def _replug(run: _HostRun, network: str) -> list[str]:
+    """Plug running guests' NICs back onto a (re)started network: libvirt 9.0 does not."""
+    if not run.state.caps.hotplug:
+        return []
+    done = []
+    for g in run.state.guests.values():
+        if g.live is None:
+            continue
+        for nic in g.live.interfaces:
+            if nic.network != network:
+                continue
+            xml = _nic_xml_from_live(run.ops.live_xml(g.name), nic.mac)
+            if xml is None:
+                continue
+            run.ops.detach_live(g.name, xml)
+            _wait_nic_gone(run, g.name, nic.mac)
+            run.ops.attach_live(g.name, xml)
+            done.append(f"{g.name}:{nic.mac}")
+    return done
+
+
+def _nic_xml_from_live(live_xml: str, mac: str) -> str | None:
+    from lxml import etree
+
+    root = parse(live_xml)
+    for el in root.findall("devices/interface"):
+        m = el.find("mac")
+        if m is not None and (m.get("address") or "").lower() == mac:
+            for tag in ("target", "alias", "address"):
+                sub = el.find(tag)
+                if sub is not None and tag != "address":
+                    el.remove(sub)
+            return etree.tostring(el, encoding="unicode")
+    return None
+
+
+def _wait_nic_gone(run: _HostRun, guest: str, mac: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, _, cfg, _ = read_guest(run.ops.live_xml(guest))
+        if all(n.mac != mac for n in cfg.interfaces):
+            return
+        time.sleep(0.1)
+
+
+def _start_network(run: _HostRun, a: Action) -> str:
+    run.ops.start_network(a.key.name)
+    replugged = _replug(run, a.key.name)
+    return "started" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
+
+
+def _recreate_network(run: _HostRun, a: Action) -> str:
+    _check_network(run, a.key.name)
+    net = run.network(a.key.name)
+    obs = run.state.networks[a.key.name]
+    run.ops.delete_network(a.key.name)
+    run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net), obs.uuid),
+                           net.spec.autostart)  # fmt: skip
+    replugged = _replug(run, a.key.name)
+    return "recreated" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
+
+
+def _define_guest(run: _HostRun, a: Action) -> str:
+    guest = run.guest(a.key.name)
+    run.ops.check_unchanged(a.key.name, None)
+    xml = new_guest_xml(a.key.name, guest.spec, run.write_ctx(guest, run.guest_owner(guest, None)))
+    run.ops.define_guest(xml)
+    if guest.spec.autostart:
+        run.ops.set_guest_autostart(a.key.name, True)
+    return f"defined ({run.state.caps.virt_type})"
+
+
+def _update_guest(run: _HostRun, a: Action) -> str:
+    name = a.key.name
+    guest = run.guest(name)
+    obs = run.state.guests[name]
+    run.ops.check_unchanged(name, obs.xml)
+    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
+    new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
+    done = []
+    run.ops.define_guest(new_xml)
+    done.append("definition updated")
+    if "autostart" in a.args.get("fields", []):
+        run.ops.set_guest_autostart(name, guest.spec.autostart)
+    for op in a.args.get("live", []):
+        done.append(_live_op(run, name, guest, new_xml, op))
+    return "; ".join(done)
+
+
+def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str, Any]) -> str:
+    kind = op["op"]
+    if kind == "setmem":
+        run.ops.set_memory_live(name, int(op["bytes"]))
+        return "memory set live"
+    if kind == "setvcpus":
+        run.ops.set_vcpus_live(name, int(op["count"]))
+        return f"{op['count']} vCPUs live"
+    if kind == "detach-disk":
+        el = next((d for d in parse(run.ops.live_xml(name)).findall("devices/disk")
+                   if d.find("target") is not None
+                   and d.find("target").get("dev") == op["target"]), None)  # type: ignore[union-attr]  # fmt: skip
+        if el is not None:
+            from lxml import etree
+
+            run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
+        return f"detached disk {op['target']}"
+    if kind in ("attach-nic", "detach-nic"):
+        from lxml import etree
+
+        root = parse(new_xml if kind == "attach-nic" else run.ops.live_xml(name))
+        els = root.findall("devices/interface")
+        if kind == "attach-nic":
+            _, _, cfg, _ = read_guest(new_xml)
+            if "index" in op:
+                pairs, _ = match_nics(guest.spec.interfaces, cfg.interfaces)
+                idx = pairs[int(op["index"])][1]
+            else:
+                idx = next((i for i, n in enumerate(cfg.interfaces) if n.mac == op["mac"]), None)
+            if idx is None:
+                return "NIC not found in the definition"
+            run.ops.attach_live(name, etree.tostring(els[idx], encoding="unicode"))
+            return f"attached NIC {cfg.interfaces[idx].mac}"
+        for el in els:
+            m = el.find("mac")
+            if m is not None and (m.get("address") or "").lower() == op["mac"]:
+                run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
+        return f"detached NIC {op['mac']}"
+    raise PlanError(f"unknown live operation {kind}")
+
+
+def _attach_disks(run: _HostRun, a: Action) -> str:
+    name = a.key.name
+    xml = run.ops.guest_xml(name) or ""
+    _, _, cfg, _ = read_guest(xml)
+    done = []
+    from lxml import etree
+
+    root = parse(xml)
+    for disk_name in a.args["disks"]:
+        for el, state in zip(root.findall("devices/disk"), cfg.disks, strict=False):
+            if state.name == disk_name:
+                run.ops.attach_live(name, etree.tostring(el, encoding="unicode"))
+                done.append(disk_name)
+    return "attached " + ", ".join(done)
+
+
+def _recreate_guest(run: _HostRun, a: Action) -> str:
+    name = a.key.name
+    guest = run.guest(name)
+    obs = run.state.guests[name]
+    run.ops.check_unchanged(name, obs.xml)
+    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
+    new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
+    snapshots = run.ops.snapshot_xmls(name)
+    done = []
+    if obs.state != "stopped":
+        done.append(run.ops.stop(name, guest.spec.shutdown_timeout))
+    run.ops.undefine_guest(name, keep_nvram=True)
+    run.ops.define_guest(new_xml)
+    if snapshots:
+        run.ops.redefine_snapshots(name, snapshots)
+        done.append(f"{len(snapshots)} snapshot(s) re-registered")
+    if a.args.get("restart"):
+        run.ops.start(name, paused=guest.spec.state == "paused")
+        done.append("started")
+    return "recreated under the same UUID; " + "; ".join(done)
+
+
+def _create_volume(run: _HostRun, a: Action) -> str:
+    args = a.args
+    backing = None
+    capacity = int(args["capacity"] or 0)
+    src = args.get("from")
+    if src:
+        path = src if src.startswith("/") else run.ops.volume_path(args["pool"], src)
+        if path is None:
+            raise PlanError(f"image {src!r} not found in pool {args['pool']}")
+        backing = (path, "qcow2" if path.endswith(".qcow2") else "raw")
+    path = run.ops.create_volume(args["pool"], args["volume"], capacity, args["format"], backing)
+    return path
+
+
+def _resize_volume(run: _HostRun, a: Action) -> str:
+    args = a.args
+    obs = run.state.guests.get(args["guest"])
+    if obs is not None and obs.live is not None:
+        target = next((d.target for d in obs.live.disks if d.name == args["disk"]), None)
+        if target:
+            run.ops.block_resize(args["guest"], target, int(args["capacity"]))
+            return f"grown live ({target})"
+    run.ops.resize_volume(args["pool"], args["volume"], int(args["capacity"]))
+    return "grown"
+
+
+def _start(run: _HostRun, a: Action) -> str:
+    run.ops.start(a.key.name, paused=bool(a.args.get("paused")))
+    return "started paused" if a.args.get("paused") else "started"
+
+
+def _stop(run: _HostRun, a: Action) -> str:
+    return run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
+
+
+def _restart(run: _HostRun, a: Action) -> str:
+    how = run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
+    run.ops.start(a.key.name)
+    return f"{how}, started"
+
+
+def _suspend(run: _HostRun, a: Action) -> str:
+    run.ops.suspend(a.key.name)
+    return "paused"
+
+
+def _resume(run: _HostRun, a: Action) -> str:
+    run.ops.resume(a.key.name)
+    return "resumed"
+
+
+def _delete_guest(run: _HostRun, a: Action) -> str:
+    name = a.key.name
+    obs = run.state.guests[name]
+    run.ops.check_unchanged(name, obs.xml)
+    if obs.state != "stopped":
+        run.ops.destroy(name)
+    run.ops.undefine_guest(name, keep_nvram=bool(obs.owner and obs.owner.volumes and
+                                                  len(a.args.get("volumes", [])) < len(obs.owner.volumes)))  # fmt: skip
+    kept = [v for v in (obs.owner.volumes if obs.owner else ()) if v not in a.args.get("volumes", [])]
+    return "undefined" + (f"; volumes kept: {', '.join(kept)}" if kept else "")
+
+
+def _delete_volume(run: _HostRun, a: Action) -> str:
+    run.ops.delete_volume(a.args["pool"], a.args["volume"])
+    return "deleted"
+
+
+def _delete_network(run: _HostRun, a: Action) -> str:
+    _check_network(run, a.key.name)
+    run.ops.delete_network(a.key.name)
+    return "deleted"
+
+
+def _delete_pool(run: _HostRun, a: Action) -> str:
+    run.ops.delete_pool(a.key.name, run.opts.instance)
+    return "deleted"
+
+
+HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
+    "define-pool": _define_pool,
+    "update-pool": _update_pool,
+    "define-network": _define_network,
+    "update-network": _update_network,
+    "start-network": _start_network,
+    "recreate-network": _recreate_network,
+    "define": _define_guest,
+    "update": _update_guest,
+    "recreate": _recreate_guest,
+    "attach-disks": _attach_disks,
+    "create-volume": _create_volume,
+    "resize-volume": _resize_volume,
+    "start": _start,
+    "stop": _stop,
+    "restart": _restart,
+    "suspend": _suspend,
+    "resume": _resume,
+    "delete": _delete_guest,
+    "delete-volume": _delete_volume,
+    "delete-network": _delete_network,
+    "delete-pool": _delete_pool,
+}
+
+
+def execute(plan: Plan, specs: SpecSet, states: Mapping[str, HostState],
+            ops_for: Callable[[str], HostOps], opts: ExecOptions,
+            progress: Progress | None = None) -> ChangeSet:  # fmt: skip
+    """Carry out ``plan``; one host's failure never stops another host."""
+    total = len(plan.actions)
+    counter = [0]
+    runs = [
+        _HostRun(hp, specs.for_host(hp.host), states[hp.host], ops_for(hp.host), opts)
+        for hp in plan.hosts
+        if hp.actions and hp.host in states
+    ]
+    changes = ChangeSet()
+    with ThreadPoolExecutor(max_workers=max(1, len(runs))) as pool:
+        for outcomes in pool.map(lambda r: r.run(progress, counter, total), runs):
+            changes.outcomes.extend(outcomes)
+    touched = {(o.key.host, o.key.kind, o.key.name) for o in changes.outcomes}
+    for hp in plan.hosts:
+        for entry in hp.drift:
+            k = entry.key
+            if (k.host, k.kind, k.name) not in touched and entry.status in ("in-sync", "pending-restart"):
+                changes.unchanged.append(k)
+    return changes
+

@@ -1,0 +1,296 @@
+"""The engine verbs of the CLI: plan, apply, drift, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
+from controller.plan.planner import DEFAULT_MAX_DELETIONS
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def git_commit(paths: list[str]) -> str:
+    """HEAD of the git repository holding the specs, or "" outside one."""
+    if not paths:
+        return ""
+    where = Path(paths[0])
+    where = where if where.is_dir() else where.parent
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from controller.engine import select_hosts
+    from controller.spec.loader import load_specs
+    from controller.spec.yaml_reader import Limits
+
+    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size))
+    for d in result.diagnostics:
+        if d.severity == "warning":
+            print(d.render(), file=sys.stderr)
+    if result.errors:
+        raise SpecError(result.errors)
+    return select_hosts(result.specs, args.host or (), args.connect)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from controller.engine import Engine
+
+    return Engine(instance=args.instance)
+
+
+def _write(text: str, out: str | None) -> None:
+    if out and out != "-":
+        Path(out).write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _color(args: argparse.Namespace) -> bool:
+    return sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+
+
+# ------------------------------------------------------------------ plan
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from controller.report import plan_render
+
+    specs = _load(args)
+    engine = _engine(args)
+    try:
+        obs = engine.observe(specs)
+        plan = engine.plan(specs, obs, prune=args.prune, commit=args.commit)
+    finally:
+        engine.close()
+    if args.out:
+        doc = plan_render.render_json(plan, {"sources": [os.path.abspath(p) for p in args.paths],
+                                             "createdAt": datetime.now(UTC).isoformat(),
+                                             "hostsFilter": args.host or [],
+                                             "connect": args.connect})  # fmt: skip
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"saved plan to {args.out}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(plan_render.render_json(plan), indent=2))
+    elif args.format == "markdown":
+        sys.stdout.write(plan_render.render_markdown(plan))
+    else:
+        sys.stdout.write(plan_render.render_text(plan, color=_color(args)))
+    if plan.has_errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+# ----------------------------------------------------------------- apply
+
+
+def _saved_plan(path: str) -> dict[str, Any] | None:
+    p = Path(path)
+    if not p.is_file() or p.suffix != ".json":
+        return None
+    try:
+        doc = json.loads(p.read_text())
+    except (ValueError, OSError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("kind") == "plan" else None
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from controller.engine import spec_digest
+    from controller.plan.planner import guard_problems
+    from controller.report import plan_render
+
+    saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
+    if saved is not None:
+        args.paths = saved.get("sources") or []
+        args.host = saved.get("hostsFilter") or args.host
+        args.connect = saved.get("connect") or args.connect
+        args.prune = bool(saved.get("prune"))
+        if not args.paths:
+            raise UsageError("the saved plan names no spec sources")
+    specs = _load(args)
+    engine = _engine(args)
+    try:
+        obs = engine.observe(specs)
+        plan = engine.plan(specs, obs, prune=args.prune, commit=args.commit)
+        if saved is not None:
+            _check_saved(saved, plan, spec_digest(specs), args.instance)
+        sys.stdout.write(plan_render.render_text(plan, color=_color(args)))
+        refusals = guard_problems(plan, obs.states, args.max_deletions, args.force)
+        if refusals:
+            raise GuardRefusal("; ".join(refusals))
+        if not plan.has_changes:
+            return EXIT_ERROR if plan.has_errors else EXIT_OK
+        if args.dry_run:
+            print("dry run: nothing was changed", file=sys.stderr)
+            return EXIT_OK
+        if not args.yes and saved is None:
+            if not sys.stdin.isatty():
+                raise UsageError("refusing to apply without --yes: no terminal to ask on")
+            answer = input("Apply these changes? Only 'yes' is accepted: ")
+            if answer.strip() != "yes":
+                print("cancelled", file=sys.stderr)
+                return EXIT_ERROR
+        progress = _progress if (sys.stderr.isatty() or len(plan.actions) > 5) else None
+        changes = engine.execute(plan, specs, obs, commit=args.commit, concurrency=args.concurrency,
+                                 progress=progress)  # fmt: skip
+    finally:
+        engine.close()
+    for o in changes.failed:
+        print(f"FAILED {o.op} {o.key}: {o.detail}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(changes.as_json(), indent=2))
+    print(f"Apply: {changes.summary()}.", file=sys.stderr)
+    return EXIT_ERROR if (changes.failed or plan.has_errors) else EXIT_OK
+
+
+def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: str) -> None:
+    if saved.get("instance") != instance:
+        raise StalePlanError(f"the plan was made for instance {saved.get('instance')!r}, "
+                             f"not {instance!r}")  # fmt: skip
+    if saved.get("specDigest") != digest_now:
+        raise StalePlanError("the specs changed since the plan was made; run plan again")
+    then = {h["host"]: h.get("fingerprint") for h in saved.get("hosts", [])}
+    for hp in plan.hosts:
+        if then.get(hp.host) != hp.fingerprint:
+            raise StalePlanError(f"host {hp.host} changed since the plan was made; run plan again")
+
+
+def _progress(outcome: Any, n: int, total: int) -> None:
+    mark = {"failed": "FAILED", "skipped": "skipped"}.get(outcome.status, "ok")
+    print(f"[{n}/{total}] {outcome.op} {outcome.key.kind} {outcome.key.name}: {mark} "
+          f"({outcome.seconds:.1f}s) {outcome.detail}", file=sys.stderr)  # fmt: skip
+
+
+# ----------------------------------------------------------------- drift
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from controller.report import drift
+
+    specs = _load(args)
+    engine = _engine(args)
+    try:
+        obs = engine.observe(specs)
+        plan = engine.plan(specs, obs, commit=args.commit)
+    finally:
+        engine.close()
+    report = drift.DriftReport(plan, datetime.now(UTC), args.commit)
+    if args.format == "json":
+        text = json.dumps(drift.render_json(report), indent=2) + "\n"
+    elif args.format == "markdown":
+        text = drift.render_markdown(report)
+    elif args.format == "html":
+        text = drift.render_html(report)
+    else:
+        text = drift.render_text(report)
+    _write(text, args.output)
+    if report.has_errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if report.has_drift else EXIT_OK
+
+
+# ---------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from controller.hypervisor.connection import HostConnection
+    from controller.hypervisor.export import export_host
+
+    if args.connect:
+        uri = args.connect
+    elif args.specs:
+        ns = argparse.Namespace(paths=args.specs, max_file_size=args.max_file_size, host=[args.host],
+                                connect=None)  # fmt: skip
+        specs = _load(ns)
+        host = specs.host(args.host)
+        if host is None:
+            raise UsageError(f"host {args.host!r} is not in the specs")
+        uri = host.spec.uri
+    else:
+        raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
+    conn = HostConnection(args.host, uri)
+    try:
+        text = export_host(conn.get(), args.host, uri, args.names, include_host=bool(args.connect),
+                           instance=args.instance)  # fmt: skip
+    finally:
+        conn.close()
+    _write(text, args.output)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+
+def register(verb: Callable[..., argparse.ArgumentParser],
+             spec_args: Callable[[argparse.ArgumentParser], None]) -> None:  # fmt: skip
+    def common(p: argparse.ArgumentParser) -> None:
+        spec_args(p)
+        p.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+        p.add_argument("--connect", metavar="URI", help="override the Host's URI (one-host runs)")
+        _instance(p)
+        p.add_argument("--commit", default=None, help="git commit to record (default: HEAD of "
+                       "the spec repository)")  # fmt: skip
+        p.add_argument("--no-color", action="store_true", help="no colours even on a terminal")
+
+    p = verb("plan", cmd_plan, "show what would change on each host, and how")
+    common(p)
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--out", metavar="FILE", help="save the plan (JSON) for `apply FILE`")
+    p.add_argument("--prune", action="store_true", help="include deletions of managed objects "
+                   "gone from the specs")  # fmt: skip
+    p.set_defaults(post=_fill_commit)
+
+    p = verb("apply", cmd_apply, "converge the hosts (PATH… of specs, or a saved PLANFILE)")
+    common(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
+    p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
+    p.add_argument("--max-deletions", type=int, default=DEFAULT_MAX_DELETIONS, metavar="N",
+                   help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
+    p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N",
+                   help="actions run at once per host (default 8)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="json prints the ChangeSet")
+    p.set_defaults(post=_fill_commit)
+
+    p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects")
+    common(p)
+    p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here")
+    p.set_defaults(post=_fill_commit)
+
+    p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
+    p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")
+    p.add_argument("--host", required=True, metavar="NAME", help="host name for the specs")
+    p.add_argument("--connect", metavar="URI", help="libvirt URI of the host")
+    p.add_argument("--specs", action="append", metavar="PATH", help="spec tree naming the host")
+    p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", metavar="FILE")
+    _instance(p)
+
+
+def _instance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--instance", default=os.environ.get("VIRTSYNC_INSTANCE", "default"),
+                   help="name of this spec repository's virtsync instance; objects of other "
+                   "instances are never changed or pruned (env VIRTSYNC_INSTANCE; default: default)")
+
+
+def _fill_commit(args: argparse.Namespace) -> None:
+    if args.commit is None:
+        args.commit = git_commit(args.paths)

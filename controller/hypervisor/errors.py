@@ -1,0 +1,77 @@
+"""The one place where libvirt's errors become virtsync's typed errors.
+
+Like httpx's map_httpcore_exceptions: callers wrap libvirt calls in
+``libvirt_call(host, what)`` and never see libvirt.libvirtError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+
+from controller.errors import (
+    HostError,
+    HostUnreachable,
+    ObjectNotFound,
+    OperationFailed,
+    UnsupportedError,
+)
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+}
+_UNSUPPORTED = {
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+}
+_UNREACHABLE = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+}
+_TRANSIENT = {
+    libvirt.VIR_ERR_OPERATION_TIMEOUT,
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_OPERATION_INVALID,  # usually a state race: re-observe and retry
+    libvirt.VIR_ERR_RESOURCE_BUSY if hasattr(libvirt, "VIR_ERR_RESOURCE_BUSY") else -1,
+}
+
+
+def map_error(exc: libvirt.libvirtError, host: str, what: str) -> HostError:
+    code = exc.get_error_code()
+    domain = exc.get_error_domain()
+    message = f"{what}: {exc.get_error_message() or exc}"
+    if code in _NOT_FOUND:
+        return ObjectNotFound(message, host=host)
+    if code in _UNSUPPORTED:
+        return UnsupportedError(message, host=host)
+    if code in _UNREACHABLE and (code != libvirt.VIR_ERR_SYSTEM_ERROR or domain in (
+            libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)):  # fmt: skip
+        return HostUnreachable(message, host=host)
+    return OperationFailed(message, host=host, retryable=code in _TRANSIENT)
+
+
+@contextmanager
+def libvirt_call(host: str, what: str) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise map_error(exc, host, what) from None
+
+
+def quiet_libvirt() -> None:
+    """libvirt prints every error to stderr by default; virtsync reports them itself."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def is_not_found(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() in _NOT_FOUND

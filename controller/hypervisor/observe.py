@@ -1,0 +1,186 @@
+"""Read a host's whole state in bulk: domains, networks, pools, volumes, leases.
+
+Few round trips: one listAllDomains per state class (running, paused,
+persistent, autostart) instead of per-domain calls, then the persistent XML
+of every domain and the live XML of the running ones. Objects that vanish
+between listing and reading are skipped, not errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import libvirt
+
+from controller.hypervisor.domain_xml import read_guest
+from controller.hypervisor.errors import is_not_found, libvirt_call
+from controller.hypervisor.network_xml import read_network
+from controller.hypervisor.ownership import MARKER_PREFIX
+from controller.hypervisor.pool_xml import read_pool
+from controller.model.state import (
+    HostCapabilities,
+    HostState,
+    ObservedGuest,
+    ObservedNetwork,
+    ObservedPool,
+    ObservedVolume,
+    Owner,
+    PowerState,
+)
+
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
+
+
+def _uuids(conn: libvirt.virConnect, flags: int) -> set[str]:
+    return {d.UUIDString() for d in conn.listAllDomains(flags)}
+
+
+def observe_guests(conn: libvirt.virConnect, host: str) -> dict[str, ObservedGuest]:
+    with libvirt_call(host, "list domains"):
+        domains = conn.listAllDomains(0)
+        running = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
+        paused = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)
+        shutoff = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF)
+        persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    out: dict[str, ObservedGuest] = {}
+    for dom in domains:
+        guest = _observe_guest(dom, host, running, paused, shutoff, persistent, autostart)
+        if guest is not None:
+            out[guest.name] = guest
+    return out
+
+
+def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused: set[str],
+                   shutoff: set[str], persistent: set[str],
+                   autostart: set[str]) -> ObservedGuest | None:  # fmt: skip
+    try:
+        uuid = dom.UUIDString()
+        state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
+                             else "stopped" if uuid in shutoff else "other")  # fmt: skip
+        active = state in ("running", "paused") or (state == "other" and dom.isActive())
+        inactive_xml = dom.XMLDesc(_INACTIVE)
+        live_xml = dom.XMLDesc(0) if active else None
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None  # undefined between list and read
+        with libvirt_call(host, "read domain"):
+            raise
+    name, _, p_config, owner = read_guest(inactive_xml)
+    live_config = None
+    domain_id = -1
+    if live_xml is not None:
+        _, _, live_config, _ = read_guest(live_xml)
+        domain_id = int(dom.ID())
+    is_persistent = uuid in persistent
+    return ObservedGuest(
+        name=name,
+        uuid=uuid,
+        state=state,
+        domain_id=domain_id,
+        persistent=p_config if is_persistent else None,
+        live=live_config,
+        autostart=uuid in autostart,
+        owner=owner,
+        xml=inactive_xml,
+    )
+
+
+def observe_networks(conn: libvirt.virConnect, host: str) -> dict[str, ObservedNetwork]:
+    out: dict[str, ObservedNetwork] = {}
+    with libvirt_call(host, "list networks"):
+        nets = conn.listAllNetworks(0)
+    for net in nets:
+        try:
+            active = bool(net.isActive())
+            is_persistent = bool(net.isPersistent())
+            live_xml = net.XMLDesc(0)
+            try:
+                xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE) if is_persistent else live_xml
+            except libvirt.libvirtError as exc:
+                if is_not_found(exc):
+                    raise
+                xml = live_xml  # the test driver refuses the INACTIVE flag
+            auto = bool(net.autostart()) if is_persistent else False
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                continue
+            with libvirt_call(host, "read network"):
+                raise
+        name, uuid, config, owner = read_network(xml)
+        live_config = read_network(live_xml)[2] if active else None
+        out[name] = ObservedNetwork(name, uuid, active, auto, is_persistent, config, live_config,
+                                    owner, xml)  # fmt: skip
+    return out
+
+
+def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool]:
+    out: dict[str, ObservedPool] = {}
+    with libvirt_call(host, "list storage pools"):
+        pools = conn.listAllStoragePools(0)
+    for pool in pools:
+        try:
+            name, uuid, ptype, path = read_pool(pool.XMLDesc(0))
+            active = bool(pool.isActive())
+            auto = bool(pool.autostart())
+            volumes: dict[str, ObservedVolume] = {}
+            owner: Owner | None = None
+            if active:
+                for vol in pool.listAllVolumes(0):
+                    vname = vol.name()
+                    if vname.startswith(MARKER_PREFIX):
+                        owner = Owner(instance=vname[len(MARKER_PREFIX):], kind="StoragePool",
+                                      name=name)  # fmt: skip
+                        continue
+                    info = vol.info()
+                    volumes[vname] = ObservedVolume(name, vname, vol.path(), int(info[1]))
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                continue
+            with libvirt_call(host, "read storage pool"):
+                raise
+        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes)
+    return out
+
+
+def observe_leases(conn: libvirt.virConnect, networks: dict[str, ObservedNetwork]
+                   ) -> dict[str, tuple[str, ...]]:  # fmt: skip
+    leases: dict[str, list[str]] = defaultdict(list)
+    for name, net in networks.items():
+        if not net.active or net.config.address is None:
+            continue
+        try:
+            for lease in conn.networkLookupByName(name).DHCPLeases():
+                mac = (lease.get("mac") or "").lower()
+                if mac and lease.get("ipaddr"):
+                    leases[mac].append(lease["ipaddr"])
+        except libvirt.libvirtError:
+            continue  # leases are information; a driver without them is not an error
+    return {mac: tuple(ips) for mac, ips in leases.items()}
+
+
+def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNetwork],
+                pools: dict[str, ObservedPool]) -> str:  # fmt: skip
+    """A digest of everything a plan depends on: any out-of-band change alters it."""
+    h = hashlib.sha256()
+    for name in sorted(guests):
+        g = guests[name]
+        h.update(f"G{name}|{g.state}|{g.autostart}|{g.xml}|{g.live!r}".encode())
+    for name in sorted(networks):
+        n = networks[name]
+        h.update(f"N{name}|{n.active}|{n.autostart}|{n.xml}|{n.live_config!r}".encode())
+    for name in sorted(pools):
+        p = pools[name]
+        vols = sorted((v.name, v.capacity) for v in p.volumes.values())
+        h.update(f"P{name}|{p.active}|{p.autostart}|{p.path}|{p.owner!r}|{vols}".encode())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities) -> HostState:
+    guests = observe_guests(conn, host)
+    networks = observe_networks(conn, host)
+    pools = observe_pools(conn, host)
+    leases = observe_leases(conn, networks)
+    return HostState(host, uri, caps, guests, networks, pools, leases,
+                     fingerprint(guests, networks, pools))  # fmt: skip

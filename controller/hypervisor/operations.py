@@ -1,0 +1,298 @@
+"""The libvirt calls the executor makes, each mapped to typed errors.
+
+Every method takes names, XML and numbers (never libvirt objects), so the
+executor above stays free of libvirt.
+"""
+
+from __future__ import annotations
+
+import time
+
+import libvirt
+
+from controller.errors import ConflictError, OperationFailed
+from controller.hypervisor.connection import HostConnection
+from controller.hypervisor.errors import is_not_found, libvirt_call
+from controller.hypervisor.ownership import marker_volume
+from controller.hypervisor.pool_xml import pool_xml, volume_xml
+from controller.model.state import HostCapabilities
+
+_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+_NET_LIVE_CONFIG = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+
+
+class HostOps:
+    def __init__(self, conn: HostConnection, caps: HostCapabilities):
+        self.conn = conn
+        self.host = conn.host
+        self.caps = caps
+
+    def _c(self) -> libvirt.virConnect:
+        return self.conn.get()
+
+    def _dom(self, name: str) -> libvirt.virDomain:
+        with libvirt_call(self.host, f"look up guest {name}"):
+            return self._c().lookupByName(name)
+
+    # ------------------------------------------------------------ guests
+
+    def guest_xml(self, name: str) -> str | None:
+        try:
+            return str(self._c().lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                return None
+            with libvirt_call(self.host, f"read guest {name}"):
+                raise
+
+    def check_unchanged(self, name: str, observed_xml: str | None) -> None:
+        """Refuse to write over a change made since the plan's observation."""
+        now = self.guest_xml(name)
+        if now != observed_xml:
+            what = "appeared" if observed_xml is None else "vanished" if now is None else "changed"
+            raise ConflictError(f"guest {name} {what} since it was observed (another writer?)",
+                                host=self.host)  # fmt: skip
+
+    def define_guest(self, xml: str) -> None:
+        with libvirt_call(self.host, "define guest"):
+            self._c().defineXML(xml)
+
+    def undefine_guest(self, name: str, keep_nvram: bool = True) -> None:
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | (
+            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"undefine guest {name}"):
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                                libvirt.VIR_ERR_INVALID_ARG):  # fmt: skip
+                    raise
+                dom.undefine()  # drivers without undefineFlags (test, some libxl)
+
+    def snapshot_xmls(self, name: str) -> list[str]:
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"list snapshots of {name}"):
+            try:
+                snaps = dom.listAllSnapshots(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    return []
+                raise
+            return [s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE) for s in snaps]
+
+    def redefine_snapshots(self, name: str, xmls: list[str]) -> None:
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"re-register snapshots of {name}"):
+            for xml in xmls:
+                dom.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
+
+    def start(self, name: str, paused: bool = False) -> None:
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"start guest {name}"):
+            dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED if paused else 0)
+
+    def suspend(self, name: str) -> None:
+        with libvirt_call(self.host, f"pause guest {name}"):
+            self._dom(name).suspend()
+
+    def resume(self, name: str) -> None:
+        with libvirt_call(self.host, f"resume guest {name}"):
+            self._dom(name).resume()
+
+    def stop(self, name: str, timeout: float) -> str:
+        """Graceful shutdown for up to ``timeout`` seconds, then destroy. Says which it was."""
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"stop guest {name}"):
+            if not dom.isActive():
+                return "already stopped"
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not dom.isActive():
+                    return "shut down"
+                time.sleep(0.2)
+            if dom.isActive():
+                dom.destroy()
+                return f"destroyed after {timeout:g}s without shutting down"
+            return "shut down"
+
+    def destroy(self, name: str) -> None:
+        dom = self._dom(name)
+        with libvirt_call(self.host, f"destroy guest {name}"):
+            if dom.isActive():
+                dom.destroy()
+
+    def set_memory_live(self, name: str, size: int) -> None:
+        with libvirt_call(self.host, f"set memory of {name}"):
+            self._dom(name).setMemoryFlags(size // 1024, _LIVE)
+
+    def set_vcpus_live(self, name: str, count: int) -> None:
+        with libvirt_call(self.host, f"set vCPUs of {name}"):
+            self._dom(name).setVcpusFlags(count, _LIVE)
+
+    def attach_live(self, name: str, device_xml: str) -> None:
+        with libvirt_call(self.host, f"attach device to {name}"):
+            self._dom(name).attachDeviceFlags(device_xml, _LIVE)
+
+    def detach_live(self, name: str, device_xml: str) -> None:
+        with libvirt_call(self.host, f"detach device from {name}"):
+            self._dom(name).detachDeviceFlags(device_xml, _LIVE)
+
+    def set_guest_autostart(self, name: str, on: bool) -> None:
+        with libvirt_call(self.host, f"set autostart of {name}"):
+            self._dom(name).setAutostart(int(on))
+
+    def block_resize(self, name: str, target: str, size: int) -> None:
+        with libvirt_call(self.host, f"grow disk {target} of {name}"):
+            self._dom(name).blockResize(target, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def live_xml(self, name: str) -> str:
+        with libvirt_call(self.host, f"read guest {name}"):
+            return str(self._dom(name).XMLDesc(0))
+
+    # ----------------------------------------------------------- networks
+
+    def _net(self, name: str) -> libvirt.virNetwork:
+        with libvirt_call(self.host, f"look up network {name}"):
+            return self._c().networkLookupByName(name)
+
+    def network_xml(self, name: str) -> str | None:
+        try:
+            net = self._c().networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        with libvirt_call(self.host, f"read network {name}"):
+            try:
+                return str(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+            except libvirt.libvirtError:
+                return str(net.XMLDesc(0))
+
+    def define_network(self, xml: str, autostart: bool, start: bool = True) -> None:
+        with libvirt_call(self.host, "define network"):
+            net = self._c().networkDefineXML(xml)
+            if start and not net.isActive():
+                net.create()
+            net.setAutostart(int(autostart))
+
+    def start_network(self, name: str) -> None:
+        with libvirt_call(self.host, f"start network {name}"):
+            net = self._net(name)
+            if not net.isActive():
+                net.create()
+
+    def set_network_autostart(self, name: str, on: bool) -> None:
+        with libvirt_call(self.host, f"set autostart of network {name}"):
+            self._net(name).setAutostart(int(on))
+
+    def delete_network(self, name: str) -> None:
+        net = self._net(name)
+        with libvirt_call(self.host, f"delete network {name}"):
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
+
+    def network_update(self, name: str, command: str, section: str, xml: str, target: str) -> None:
+        cmd = {"add": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+               "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+               "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY}[command]  # fmt: skip
+        sec = {"host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+               "range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE}[section]  # fmt: skip
+        flags = {"live": libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE,
+                 "config": libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+                 "both": _NET_LIVE_CONFIG}[target]  # fmt: skip
+        with libvirt_call(self.host, f"update network {name}"):
+            self._net(name).update(cmd, sec, -1, xml, flags)
+
+    def network_active(self, name: str) -> bool:
+        with libvirt_call(self.host, f"read network {name}"):
+            return bool(self._net(name).isActive())
+
+    # -------------------------------------------------------------- pools
+
+    def _pool(self, name: str) -> libvirt.virStoragePool:
+        with libvirt_call(self.host, f"look up pool {name}"):
+            return self._c().storagePoolLookupByName(name)
+
+    def define_pool(self, name: str, path: str, autostart: bool, instance: str) -> None:
+        with libvirt_call(self.host, f"define pool {name}"):
+            pool = self._c().storagePoolDefineXML(pool_xml(name, path))
+            try:
+                pool.build(libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                                libvirt.VIR_ERR_OPERATION_FAILED):  # fmt: skip
+                    raise  # an existing directory is fine; anything else is not
+            pool.create()
+            pool.setAutostart(int(autostart))
+        self.mark_pool(name, instance)
+
+    def mark_pool(self, name: str, instance: str) -> None:
+        """Record ownership: pools have no <metadata>, so an empty marker volume does."""
+        pool = self._pool(name)
+        with libvirt_call(self.host, f"mark pool {name}"):
+            pool.createXML(volume_xml(marker_volume(instance), 0, None), 0)
+
+    def start_pool(self, name: str) -> None:
+        with libvirt_call(self.host, f"start pool {name}"):
+            pool = self._pool(name)
+            if not pool.isActive():
+                pool.create()
+
+    def set_pool_autostart(self, name: str, on: bool) -> None:
+        with libvirt_call(self.host, f"set autostart of pool {name}"):
+            self._pool(name).setAutostart(int(on))
+
+    def delete_pool(self, name: str, instance: str) -> None:
+        pool = self._pool(name)
+        with libvirt_call(self.host, f"delete pool {name}"):
+            if pool.isActive():
+                pool.refresh(0)
+                names = [v.name() for v in pool.listAllVolumes(0)]
+                others = [n for n in names if n != marker_volume(instance)]
+                if others:
+                    raise OperationFailed(f"pool {name} still holds volumes: {', '.join(others)}",
+                                          host=self.host)  # fmt: skip
+                if names:
+                    pool.storageVolLookupByName(marker_volume(instance)).delete(0)
+                pool.destroy()
+            pool.undefine()
+
+    def pool_path(self, name: str) -> str | None:
+        from controller.hypervisor.pool_xml import read_pool
+
+        with libvirt_call(self.host, f"read pool {name}"):
+            return read_pool(self._pool(name).XMLDesc(0))[3]
+
+    # ------------------------------------------------------------ volumes
+
+    def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
+                      backing: tuple[str, str] | None = None) -> str:  # fmt: skip
+        p = self._pool(pool)
+        with libvirt_call(self.host, f"create volume {pool}/{name}"):
+            vol = p.createXML(volume_xml(name, capacity, fmt, backing), 0)
+            return str(vol.path())
+
+    def volume_path(self, pool: str, name: str) -> str | None:
+        try:
+            return str(self._pool(pool).storageVolLookupByName(name).path())
+        except libvirt.libvirtError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def resize_volume(self, pool: str, name: str, capacity: int) -> None:
+        with libvirt_call(self.host, f"grow volume {pool}/{name}"):
+            self._pool(pool).storageVolLookupByName(name).resize(capacity, 0)
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        with libvirt_call(self.host, f"delete volume {pool}/{name}"):
+            self._pool(pool).storageVolLookupByName(name).delete(0)
