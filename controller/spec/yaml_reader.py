@@ -59,6 +59,16 @@ class Limits:
     # Nodes a file may expand to through aliases: a billion-laughs bomb hits this
     # long before it costs memory, while real anchors stay far below it.
     max_alias_nodes: int = 100_000
+    # Keys, values and documents in one file; None: one per 8 bytes of max_file_bytes.
+    # Each costs a few hundred bytes with its marks, so this bounds memory and time
+    # (8 MiB of "a," is 4 million nodes, a gigabyte); real specs take ~10 bytes a node.
+    max_nodes: int | None = None
+
+    @property
+    def node_limit(self) -> int:
+        if self.max_nodes is not None:
+            return self.max_nodes
+        return max(self.max_file_bytes // 8, 100_000)
 
 
 class YamlProblem(Exception):
@@ -149,9 +159,11 @@ class _Builder:
     when it has something to report.
     """
 
-    def __init__(self, limits: Limits, alias_budget: list[int], marks: bool):
+    def __init__(self, limits: Limits, alias_budget: list[int], node_budget: list[int],
+                 marks: bool):  # fmt: skip
         self.limits = limits
-        self.budget = alias_budget  # shared across the file's documents
+        self.budget = alias_budget  # both shared across the file's documents
+        self.nodes = node_budget
         self.anchors: dict[str, Any] = {}
         self.with_marks = marks
         self.marks: dict[Path, Mark] = {}
@@ -164,6 +176,7 @@ class _Builder:
         with_marks = self.with_marks
         max_depth = self.limits.max_depth
         marks = self.marks
+        nodes = self.nodes
         while True:
             ev = get_event()
             etype = type(ev)
@@ -174,6 +187,11 @@ class _Builder:
                 if not stack:
                     return frame[0]
                 continue
+            nodes[0] -= 1
+            if nodes[0] < 0:
+                raise YamlProblem(f"more than {self.limits.node_limit} YAML nodes (keys and "
+                                  "values) in one file; split it into smaller files",
+                                  _mark(ev.start_mark))  # fmt: skip
             parent = stack[-1] if stack else None
             if parent is not None and parent[3] is None and type(parent[0]) is dict:
                 self._take_key(parent, ev)
@@ -287,6 +305,7 @@ def read_documents(text: str, limits: Limits = Limits(), *, marks: bool = True) 
     parser = CParser(text)
     docs: list[Document] = []
     budget = [limits.max_alias_nodes]
+    nodes = [limits.node_limit]
     try:
         while True:
             ev = parser.get_event()
@@ -296,7 +315,8 @@ def read_documents(text: str, limits: Limits = Limits(), *, marks: bool = True) 
                 break
             if not isinstance(ev, DocumentStartEvent):
                 raise YamlProblem("unexpected YAML structure", _mark(ev.start_mark))
-            builder = _Builder(limits, budget, marks)
+            nodes[0] -= 1  # a document costs more than a node; it counts as one too
+            builder = _Builder(limits, budget, nodes, marks)
             data = builder.build(parser)
             end = parser.get_event()
             if not isinstance(end, DocumentEndEvent):

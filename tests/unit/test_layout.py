@@ -1,0 +1,59 @@
+"""The layout rules of DESIGN.md, checked on the source (an import-linter in miniature)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "controller"
+PURE = ("plan", "model", "report")
+IO_MODULES = {"libvirt", "subprocess", "socket", "requests", "urllib.request", "http", "watchdog",
+              "os", "shutil", "pathlib"}  # fmt: skip
+ADAPTERS = ("controller.hypervisor", "controller.apply", "controller.service", "controller.cli",
+            "controller.commands", "controller.engine")  # fmt: skip
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, node.lineno))
+    return out
+
+
+def _modules() -> list[Path]:
+    return sorted(PKG.rglob("*.py"))
+
+
+def test_layout_has_the_rooms_of_the_design() -> None:
+    for room in ("spec", "model", "hypervisor", "plan", "apply", "snapshots", "service", "report"):
+        assert (PKG / room / "__init__.py").is_file(), room
+    for module in ("cli.py", "errors.py", "logging.py"):
+        assert (PKG / module).is_file(), module
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_libvirt_is_imported_only_under_hypervisor(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    if rel.parts[0] == "hypervisor":
+        return
+    bad = [(m, line) for m, line in _imports(path) if m == "libvirt" or m.startswith("libvirt.")]
+    assert not bad, f"{rel} imports libvirt at line {bad[0][1]}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in _modules() if p.relative_to(PKG).parts[0] in PURE],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)  # fmt: skip
+def test_plan_model_and_report_are_free_of_io_and_adapters(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    for module, line in _imports(path):
+        top = module.split(".")[0]
+        assert top not in IO_MODULES and module not in IO_MODULES, f"{rel}:{line} imports {module}"
+        assert not module.startswith(ADAPTERS), f"{rel}:{line} imports the adapter {module}"
