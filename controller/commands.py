@@ -129,23 +129,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
         plan = engine.plan(specs, obs, prune=args.prune, commit=args.commit)
         if saved is not None:
             _check_saved(saved, plan, spec_digest(specs), args.instance)
-        sys.stdout.write(plan_render.render_text(plan, color=_color(args)))
+        # With --format json, stdout carries only the ChangeSet document.
+        plan_out = sys.stderr if args.format == "json" else sys.stdout
+        plan_out.write(plan_render.render_text(plan, color=_color(args)))
         refusals = guard_problems(plan, obs.states, args.max_deletions, args.force)
         if refusals:
             raise GuardRefusal("; ".join(refusals))
-        if not plan.has_changes:
-            return EXIT_ERROR if plan.has_errors else EXIT_OK
-        if args.dry_run:
+        if plan.has_changes and args.dry_run:
             print("dry run: nothing was changed", file=sys.stderr)
             return EXIT_OK
-        if not args.yes and saved is None:
+        if plan.has_changes and not args.yes and saved is None:
             if not sys.stdin.isatty():
-                raise UsageError("refusing to apply without --yes: no terminal to ask on")
+                # Exit 1 like any refusal (the contract): 64 is only for a mistyped command line.
+                raise GuardRefusal("refusing to apply without --yes: no terminal to ask on; "
+                                   "nothing was changed")  # fmt: skip
             answer = input("Apply these changes? Only 'yes' is accepted: ")
             if answer.strip() != "yes":
                 print("cancelled", file=sys.stderr)
                 return EXIT_ERROR
         progress = _progress if (sys.stderr.isatty() or len(plan.actions) > 5) else None
+        # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
         changes = engine.execute(plan, specs, obs, commit=args.commit, concurrency=args.concurrency,
                                  progress=progress)  # fmt: skip
     finally:
@@ -208,7 +211,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from controller.hypervisor.connection import HostConnection
+    from controller.engine import SHARED_POOL
     from controller.hypervisor.export import export_host
 
     if args.connect:
@@ -223,12 +226,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         uri = host.spec.uri
     else:
         raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
-    conn = HostConnection(args.host, uri)
-    try:
-        text = export_host(conn.get(), args.host, uri, args.names, include_host=bool(args.connect),
-                           instance=args.instance)  # fmt: skip
-    finally:
-        conn.close()
+    # The process's shared connection, like the other verbs: in-process runs (and the
+    # test driver, whose state lives in its connection) export what apply made.
+    conn = SHARED_POOL.for_host(args.host, uri)
+    text = export_host(conn.get(), args.host, uri, args.names, include_host=bool(args.connect),
+                       instance=args.instance)  # fmt: skip
     _write(text, args.output)
     return EXIT_OK
 

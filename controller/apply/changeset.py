@@ -54,4 +54,6 @@ class ChangeSet:
         return ", ".join(f"{n} {k}" for k, n in self.counts().items())
 
     def as_json(self) -> dict[str, Any]:
-        return {"counts": self.counts(), "outcomes": [o.as_json() for o in self.outcomes]}
+        # Versioned like plan and drift output: specs/apply.schema.json.
+        return {"schemaVersion": 1, "kind": "changeset", "counts": self.counts(),
+                "outcomes": [o.as_json() for o in self.outcomes]}  # fmt: skip

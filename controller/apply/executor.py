@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from copy import deepcopy
 from itertools import groupby
 from typing import Any
+
+from lxml import etree
 
 from controller.apply.changeset import ChangeSet, Outcome, status_for
 from controller.errors import PlanError, VirtsyncError
@@ -39,13 +42,11 @@ from controller.spec.specset import SpecSet
 
 Progress = Callable[[Outcome, int, int], None]
 
-
 @dataclass
 class ExecOptions:
     instance: str = "default"
     commit: str = ""
     concurrency: int = 8
-
 
 class _HostRun:
     def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
@@ -118,16 +119,24 @@ class _HostRun:
     def run(self, progress: Progress | None, counter: list[int], total: int) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for _, group in groupby(self.hp.actions, key=lambda a: a.phase):
-            batch = list(group)
+            # Objects run concurrently; one object's actions run in plan order (update-network
+            # before start-network: a config-only update of a started network misses it live).
+            chains: dict[ResourceKey, list[Action]] = {}
+            for action in group:
+                chains.setdefault(action.key, []).append(action)
             with ThreadPoolExecutor(max_workers=max(1, self.opts.concurrency)) as pool:
-                for outcome in pool.map(self.run_one, batch):
-                    outcomes.append(outcome)
-                    if progress is not None:
-                        with self.lock:
-                            counter[0] += 1
-                            n = counter[0]
-                        progress(outcome, n, total)
+                for chain in pool.map(self.run_chain, chains.values()):
+                    for outcome in chain:
+                        outcomes.append(outcome)
+                        if progress is not None:
+                            with self.lock:
+                                counter[0] += 1
+                                n = counter[0]
+                            progress(outcome, n, total)
         return outcomes
+
+    def run_chain(self, actions: list[Action]) -> list[Outcome]:
+        return [self.run_one(a) for a in actions]
 
     def run_one(self, action: Action) -> Outcome:
         started = time.monotonic()
@@ -144,15 +153,12 @@ class _HostRun:
         return Outcome(action.key, action.op, status_for(action.op), detail,
                        time.monotonic() - started)  # fmt: skip
 
-
 # ------------------------------------------------------------------ handlers
-
 
 def _define_pool(run: _HostRun, a: Action) -> str:
     p = run.pool(a.key.name)
     run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance)
     return f"dir pool at {p.spec.path}"
-
 
 def _update_pool(run: _HostRun, a: Action) -> str:
     done = []
@@ -167,14 +173,12 @@ def _update_pool(run: _HostRun, a: Action) -> str:
         done.append(f"autostart {a.args['autostart']}")
     return ", ".join(done)
 
-
 def _define_network(run: _HostRun, a: Action) -> str:
     net = run.network(a.key.name)
     if run.ops.network_xml(a.key.name) is not None:
         raise _conflict(run, f"network {a.key.name} appeared since it was observed")
     run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net)), net.spec.autostart)
     return f"{net.spec.mode} network started"
-
 
 def _update_network(run: _HostRun, a: Action) -> str:
     name = a.key.name
@@ -197,23 +201,31 @@ def _update_network(run: _HostRun, a: Action) -> str:
         done.append(f"autostart {a.args['autostart']}")
     return "; ".join(done)
 
-
 def _check_network(run: _HostRun, name: str) -> None:
     obs = run.state.networks.get(name)
     now = run.ops.network_xml(name)
     if obs is not None and now != obs.xml:
         raise _conflict(run, f"network {name} changed since it was observed")
 
-
 def _conflict(run: _HostRun, message: str) -> VirtsyncError:
     from controller.errors import ConflictError
 
     return ConflictError(message, host=run.hp.host)
 
-
 def _replug(run: _HostRun, network: str) -> list[str]:
-    """Plug running guests' NICs back onto a (re)started network: libvirt 9.0 does not."""
+    """Plug running guests' NICs back onto a (re)started network's bridge.
+
+    libvirt 9.0 leaves the taps of running guests off the new bridge, and a
+    detach + attach needs the guest to acknowledge the unplug (firmware-only
+    guests never do). Switching the live NIC to the bridge directly and back
+    to the network re-plugs the tap and restores its network port, with no
+    help from the guest.
+    """
     if not run.state.caps.hotplug:
+        return []
+    xml = run.ops.network_xml(network)
+    bridge = read_network(xml)[2].bridge if xml else None
+    if not bridge:
         return []
     done = []
     for g in run.state.guests.values():
@@ -222,45 +234,35 @@ def _replug(run: _HostRun, network: str) -> list[str]:
         for nic in g.live.interfaces:
             if nic.network != network:
                 continue
-            xml = _nic_xml_from_live(run.ops.live_xml(g.name), nic.mac)
-            if xml is None:
+            el = _live_nic(run.ops.live_xml(g.name), nic.mac)
+            if el is None:
                 continue
-            run.ops.detach_live(g.name, xml)
-            _wait_nic_gone(run, g.name, nic.mac)
-            run.ops.attach_live(g.name, xml)
+            via_bridge = deepcopy(el)
+            via_bridge.set("type", "bridge")
+            src = via_bridge.find("source")
+            if src is not None:
+                src.attrib.clear()
+                src.set("bridge", bridge)
+            run.ops.update_live(g.name, etree.tostring(via_bridge, encoding="unicode"))
+            src = el.find("source")
+            if src is not None:
+                for attr in ("portid", "bridge"):
+                    src.attrib.pop(attr, None)
+            run.ops.update_live(g.name, etree.tostring(el, encoding="unicode"))
             done.append(f"{g.name}:{nic.mac}")
     return done
 
-
-def _nic_xml_from_live(live_xml: str, mac: str) -> str | None:
-    from lxml import etree
-
-    root = parse(live_xml)
-    for el in root.findall("devices/interface"):
+def _live_nic(live_xml: str, mac: str) -> etree._Element | None:
+    for el in parse(live_xml).findall("devices/interface"):
         m = el.find("mac")
         if m is not None and (m.get("address") or "").lower() == mac:
-            for tag in ("target", "alias", "address"):
-                sub = el.find(tag)
-                if sub is not None and tag != "address":
-                    el.remove(sub)
-            return etree.tostring(el, encoding="unicode")
+            return el
     return None
-
-
-def _wait_nic_gone(run: _HostRun, guest: str, mac: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, _, cfg, _ = read_guest(run.ops.live_xml(guest))
-        if all(n.mac != mac for n in cfg.interfaces):
-            return
-        time.sleep(0.1)
-
 
 def _start_network(run: _HostRun, a: Action) -> str:
     run.ops.start_network(a.key.name)
     replugged = _replug(run, a.key.name)
     return "started" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
-
 
 def _recreate_network(run: _HostRun, a: Action) -> str:
     _check_network(run, a.key.name)
@@ -272,16 +274,16 @@ def _recreate_network(run: _HostRun, a: Action) -> str:
     replugged = _replug(run, a.key.name)
     return "recreated" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
 
-
 def _define_guest(run: _HostRun, a: Action) -> str:
     guest = run.guest(a.key.name)
-    run.ops.check_unchanged(a.key.name, None)
-    xml = new_guest_xml(a.key.name, guest.spec, run.write_ctx(guest, run.guest_owner(guest, None)))
-    run.ops.define_guest(xml)
+    # A transient (running, undefined) guest is defined again under its own UUID.
+    obs = run.state.guests.get(a.key.name)
+    run.ops.check_unchanged(a.key.name, obs.xml if obs is not None else None)
+    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid if obs is not None else None)
+    run.ops.define_guest(new_guest_xml(a.key.name, guest.spec, ctx))
     if guest.spec.autostart:
         run.ops.set_guest_autostart(a.key.name, True)
     return f"defined ({run.state.caps.virt_type})"
-
 
 def _update_guest(run: _HostRun, a: Action) -> str:
     name = a.key.name
@@ -299,7 +301,6 @@ def _update_guest(run: _HostRun, a: Action) -> str:
         done.append(_live_op(run, name, guest, new_xml, op))
     return "; ".join(done)
 
-
 def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str, Any]) -> str:
     kind = op["op"]
     if kind == "setmem":
@@ -313,12 +314,10 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str,
                    if d.find("target") is not None
                    and d.find("target").get("dev") == op["target"]), None)  # type: ignore[union-attr]  # fmt: skip
         if el is not None:
-            from lxml import etree
 
             run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
         return f"detached disk {op['target']}"
     if kind in ("attach-nic", "detach-nic"):
-        from lxml import etree
 
         root = parse(new_xml if kind == "attach-nic" else run.ops.live_xml(name))
         els = root.findall("devices/interface")
@@ -340,13 +339,11 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str,
         return f"detached NIC {op['mac']}"
     raise PlanError(f"unknown live operation {kind}")
 
-
 def _attach_disks(run: _HostRun, a: Action) -> str:
     name = a.key.name
     xml = run.ops.guest_xml(name) or ""
     _, _, cfg, _ = read_guest(xml)
     done = []
-    from lxml import etree
 
     root = parse(xml)
     for disk_name in a.args["disks"]:
@@ -355,7 +352,6 @@ def _attach_disks(run: _HostRun, a: Action) -> str:
                 run.ops.attach_live(name, etree.tostring(el, encoding="unicode"))
                 done.append(disk_name)
     return "attached " + ", ".join(done)
-
 
 def _recreate_guest(run: _HostRun, a: Action) -> str:
     name = a.key.name
@@ -378,7 +374,6 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
         done.append("started")
     return "recreated under the same UUID; " + "; ".join(done)
 
-
 def _create_volume(run: _HostRun, a: Action) -> str:
     args = a.args
     backing = None
@@ -392,7 +387,6 @@ def _create_volume(run: _HostRun, a: Action) -> str:
     path = run.ops.create_volume(args["pool"], args["volume"], capacity, args["format"], backing)
     return path
 
-
 def _resize_volume(run: _HostRun, a: Action) -> str:
     args = a.args
     obs = run.state.guests.get(args["guest"])
@@ -404,31 +398,25 @@ def _resize_volume(run: _HostRun, a: Action) -> str:
     run.ops.resize_volume(args["pool"], args["volume"], int(args["capacity"]))
     return "grown"
 
-
 def _start(run: _HostRun, a: Action) -> str:
     run.ops.start(a.key.name, paused=bool(a.args.get("paused")))
     return "started paused" if a.args.get("paused") else "started"
 
-
 def _stop(run: _HostRun, a: Action) -> str:
     return run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
-
 
 def _restart(run: _HostRun, a: Action) -> str:
     how = run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
     run.ops.start(a.key.name)
     return f"{how}, started"
 
-
 def _suspend(run: _HostRun, a: Action) -> str:
     run.ops.suspend(a.key.name)
     return "paused"
 
-
 def _resume(run: _HostRun, a: Action) -> str:
     run.ops.resume(a.key.name)
     return "resumed"
-
 
 def _delete_guest(run: _HostRun, a: Action) -> str:
     name = a.key.name
@@ -441,22 +429,18 @@ def _delete_guest(run: _HostRun, a: Action) -> str:
     kept = [v for v in (obs.owner.volumes if obs.owner else ()) if v not in a.args.get("volumes", [])]
     return "undefined" + (f"; volumes kept: {', '.join(kept)}" if kept else "")
 
-
 def _delete_volume(run: _HostRun, a: Action) -> str:
     run.ops.delete_volume(a.args["pool"], a.args["volume"])
     return "deleted"
-
 
 def _delete_network(run: _HostRun, a: Action) -> str:
     _check_network(run, a.key.name)
     run.ops.delete_network(a.key.name)
     return "deleted"
 
-
 def _delete_pool(run: _HostRun, a: Action) -> str:
     run.ops.delete_pool(a.key.name, run.opts.instance)
     return "deleted"
-
 
 HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
     "define-pool": _define_pool,
@@ -481,7 +465,6 @@ HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
     "delete-network": _delete_network,
     "delete-pool": _delete_pool,
 }
-
 
 def execute(plan: Plan, specs: SpecSet, states: Mapping[str, HostState],
             ops_for: Callable[[str], HostOps], opts: ExecOptions,

@@ -144,6 +144,10 @@ class HostOps:
         with libvirt_call(self.host, f"detach device from {name}"):
             self._dom(name).detachDeviceFlags(device_xml, _LIVE)
 
+    def update_live(self, name: str, device_xml: str) -> None:
+        with libvirt_call(self.host, f"update device of {name}"):
+            self._dom(name).updateDeviceFlags(device_xml, _LIVE)
+
     def set_guest_autostart(self, name: str, on: bool) -> None:
         with libvirt_call(self.host, f"set autostart of {name}"):
             self._dom(name).setAutostart(int(on))
@@ -225,15 +229,22 @@ class HostOps:
     def define_pool(self, name: str, path: str, autostart: bool, instance: str) -> None:
         with libvirt_call(self.host, f"define pool {name}"):
             pool = self._c().storagePoolDefineXML(pool_xml(name, path))
+        try:
+            with libvirt_call(self.host, f"start pool {name}"):
+                pool.build(0)  # mkdir for a dir pool; an existing directory is kept
+                pool.create()
+            self.mark_pool(name, instance)
+            with libvirt_call(self.host, f"set autostart of pool {name}"):
+                pool.setAutostart(int(autostart))
+        except Exception:
+            # Leave nothing unowned behind: an unmarked pool would block the next run.
             try:
-                pool.build(libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
-                                                libvirt.VIR_ERR_OPERATION_FAILED):  # fmt: skip
-                    raise  # an existing directory is fine; anything else is not
-            pool.create()
-            pool.setAutostart(int(autostart))
-        self.mark_pool(name, instance)
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+            except libvirt.libvirtError:
+                pass
+            raise
 
     def mark_pool(self, name: str, instance: str) -> None:
         """Record ownership: pools have no <metadata>, so an empty marker volume does."""

@@ -32,5 +32,5 @@ def digest(data: Any) -> str:
 
 def declared(spec: BaseModel) -> set[str]:
     """Spec field names (as written in YAML) the user declared."""
-    fields = spec.model_fields
+    fields = type(spec).model_fields  # instance access is deprecated since pydantic 2.11
     return {fields[f].alias or f for f in spec.model_fields_set}

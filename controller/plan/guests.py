@@ -91,18 +91,24 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     report_only = spec.reconcile == "report" or suspended
 
     if obs is None or obs.persistent is None:
-        if obs is not None and obs.persistent is None:
-            out.problems.append(Problem(key, f"guest {name!r} is transient (not defined); "
-                                        "virtsync manages persistent guests only"))  # fmt: skip
-            return out
-        change = FieldChange("/spec", desired="defined", defined=None, impact=Impact.CREATE)
+        # Still running but undefined out of band (transient): the checks above made sure it
+        # is ours (or adopted), so define it again under its UUID; it keeps running.
+        transient = obs is not None
+        change = FieldChange("/spec", desired="defined", defined=None,
+                             live=obs.state if obs is not None else None, impact=Impact.CREATE)
         out.drift.append(change)
+        power = _power_change(ctx, obs) if obs is not None else None
+        if power is not None:
+            out.drift.append(power)
         if not report_only:
             out.actions.append(Action(key, "define", Impact.CREATE, Phase.GUESTS,
-                                      "guest does not exist", (change,),
+                                      "guest is running but not defined (transient)" if transient
+                                      else "guest does not exist", (change,),
                                       {"commit": opts.commit}))  # fmt: skip
             out.actions.extend(volumes)
-            if spec.state in ("running", "paused"):
+            if power is not None and obs is not None:
+                out.actions.append(_power_action(key, spec, obs, power))
+            elif obs is None and spec.state in ("running", "paused"):
                 out.actions.append(Action(key, "start", Impact.LIVE, Phase.POWER,
                                           f"state: {spec.state}", args={"paused": spec.state == "paused"}))
         return out
@@ -110,6 +116,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     defined_changes, live_ops, pending = _config_changes(ctx, obs)
     power = _power_change(ctx, obs)
     out.drift.extend(defined_changes)
+    # Running guest differs from its (matching) definition, e.g. vCPUs set live: drift too.
+    out.drift.extend(c for c, _ in live_ops if c not in defined_changes)
     out.drift.extend(c for c, _ in pending)
     if power is not None:
         out.drift.append(power)
@@ -219,6 +227,8 @@ def _config_changes(
                             "definition differs from the running guest"))  # fmt: skip
 
     ceiling = spec.max_memory if "maxMemory" in d else persistent.max_memory
+    if live is not None:  # a running guest balloons only up to its running maximum
+        ceiling = min(ceiling, live.max_memory)
     mem_impact = Impact.LIVE if spec.memory <= ceiling else Impact.NEXT_BOOT
     if "memory" in d and not ctx.ignored("/spec/memory") and spec.memory != persistent.memory:
         change = FieldChange("/spec/memory", format_size(spec.memory), format_size(persistent.memory),
@@ -232,18 +242,24 @@ def _config_changes(
     elif "memory" in d and spec.memory > persistent.max_memory:
         pass  # the memory change above is next-boot and grows the ceiling
     vceiling = spec.max_vcpus if "maxVcpus" in d else persistent.max_vcpus
+    if live is not None:  # hot-plug reaches only the running maximum; a new one needs a boot
+        vceiling = min(vceiling, live.max_vcpus)
     if "vcpus" in d and not ctx.ignored("/spec/vcpus"):
-        impact = Impact.LIVE if spec.vcpus <= vceiling else Impact.NEXT_BOOT
+        fewer_live = live is not None and spec.vcpus < live.vcpus
+        impact = Impact.LIVE if spec.vcpus <= vceiling and not fewer_live else Impact.NEXT_BOOT
         if spec.vcpus != persistent.vcpus:
             changes.append(FieldChange("/spec/vcpus", spec.vcpus, persistent.vcpus,
                                        live.vcpus if live else None, impact))  # fmt: skip
         elif live is not None and live.vcpus != spec.vcpus:
-            if spec.vcpus <= live.max_vcpus:
+            # Hot-plug only adds vCPUs: most guests and machine types refuse unplug.
+            if live.vcpus < spec.vcpus <= live.max_vcpus:
                 c = FieldChange("/spec/vcpus", spec.vcpus, persistent.vcpus, live.vcpus, Impact.LIVE)
                 live_ops.append((c, {"op": "setvcpus", "count": spec.vcpus}))
             else:
                 pending.append((FieldChange("/spec/vcpus", spec.vcpus, persistent.vcpus, live.vcpus,
-                                            Impact.NEXT_BOOT), "above the running maximum"))  # fmt: skip
+                                            Impact.NEXT_BOOT),
+                                "vCPUs are only hot-plugged, never unplugged"
+                                if spec.vcpus < live.vcpus else "above the running maximum"))  # fmt: skip
     if "maxVcpus" in d and spec.max_vcpus is not None:
         check("maxVcpus", spec.max_vcpus, persistent.max_vcpus,
               live.max_vcpus if live else None, Impact.NEXT_BOOT)

@@ -57,7 +57,9 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
         problems += gp.problems
         key = ResourceKey(host.host, "Guest", guest.metadata.name)
         obs = host.guests.get(guest.metadata.name)
-        entry = _standing(key, gp.drift, gp.problems, pool_exists=obs is not None)
+        # Nothing to do but a restart that restartPolicy forbids: a status, not drift.
+        waiting = bool(gp.pending) and not gp.actions
+        entry = _standing(key, [] if waiting else gp.drift, gp.problems, pool_exists=obs is not None)
         if entry.status == "in-sync" and gp.pending:
             entry = ObjectDrift(key, "pending-restart", tuple(c for p in gp.pending for c in p.changes))
         info = _guest_info(host, guest.metadata.name)

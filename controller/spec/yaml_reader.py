@@ -5,8 +5,8 @@ instead of its composer, for three reasons: C speed (the round-trip loader is
 about 10× slower on large trees), marks for error messages, and limits that
 hostile input cannot get around: nesting depth is checked on the way down
 (libyaml keeps its own stack on the heap, so nothing recurses), aliases are
-charged by the size of what they expand to, keys must be unique, and no tag
-can construct anything but plain data.
+charged by the size of what they expand to, the nodes of a file are counted,
+keys must be unique, and no tag can construct anything but plain data.
 
 Plain scalars resolve by YAML 1.2's core schema: ``yes``/``no``/``on`` stay
 strings and ``52:54:00:00:00:01`` is a MAC, not a sexagesimal number.
@@ -20,7 +20,6 @@ from typing import Any
 
 from ruamel.yaml.cyaml import CParser
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.events import (
     AliasEvent,
     DocumentEndEvent,
@@ -33,6 +32,7 @@ from ruamel.yaml.events import (
     StreamEndEvent,
     StreamStartEvent,
 )
+from ruamel.yaml.reader import ReaderError
 
 Path = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line, column
@@ -40,7 +40,10 @@ Mark = tuple[int, int]  # 1-based line, column
 _CORE = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 _ALLOWED_TAGS |= {"!"}  # the non-specific tag libyaml gives quoted scalars
-_COLLECTION_TAGS = {MappingStartEvent: {f"{_CORE}map", "!"}, SequenceStartEvent: {f"{_CORE}seq", "!"}}
+_COLLECTION_TAGS = {
+    MappingStartEvent: {f"{_CORE}map", "!"},
+    SequenceStartEvent: {f"{_CORE}seq", "!"},
+}
 _INT_RE = re.compile(r"^[-+]?[0-9]+$")
 _HEX_OCT_RE = re.compile(r"^0x[0-9a-fA-F]+$|^0o[0-7]+$")  # core schema: no sign, no '_'
 # Decimal text → int is quadratic in the digits (Python refuses past 4300), and
@@ -59,16 +62,16 @@ class Limits:
     # Nodes a file may expand to through aliases: a billion-laughs bomb hits this
     # long before it costs memory, while real anchors stay far below it.
     max_alias_nodes: int = 100_000
-    # Keys, values and documents in one file; None: one per 8 bytes of max_file_bytes.
+    # Keys, values and documents in one file; None: one per 6 bytes of max_file_bytes.
     # Each costs a few hundred bytes with its marks, so this bounds memory and time
-    # (8 MiB of "a," is 4 million nodes, a gigabyte); real specs take ~10 bytes a node.
+    # (8 MiB of "a," is 4 million nodes, a gigabyte); real specs take 7-10 bytes a node.
     max_nodes: int | None = None
 
     @property
     def node_limit(self) -> int:
         if self.max_nodes is not None:
             return self.max_nodes
-        return max(self.max_file_bytes // 8, 100_000)
+        return max(self.max_file_bytes // 6, 100_000)
 
 
 class YamlProblem(Exception):
@@ -170,7 +173,8 @@ class _Builder:
         self.key_marks: dict[Path, Mark] = {}
 
     def build(self, parser: Any) -> Any:
-        # A frame: [container, path, anchor, pending_key, keys_seen: dict key → mark]
+        # A frame: [container, path, anchor, pending_key, keys_seen: dict key → mark,
+        #           merge: (parent frame, start event) when the container is a '<<' value]
         stack: list[list[Any]] = []
         get_event = parser.get_event
         with_marks = self.with_marks
@@ -186,6 +190,9 @@ class _Builder:
                     self.anchors[frame[2]] = frame[0]
                 if not stack:
                     return frame[0]
+                if frame[5] is not None:  # only now is the merged value complete
+                    target, start = frame[5]
+                    self._merge(target[0], frame[0], target[4], start)
                 continue
             nodes[0] -= 1
             if nodes[0] < 0:
@@ -223,9 +230,12 @@ class _Builder:
                     raise YamlProblem(f"nesting deeper than {max_depth} levels",
                                       _mark(ev.start_mark))  # fmt: skip
                 new: Any = {} if etype is MappingStartEvent else []
-                if parent is not None:
+                merge = None
+                if parent is not None and type(parent[0]) is dict and parent[3] == "<<":
+                    merge, parent[3] = (parent, ev), None
+                elif parent is not None:
                     self._store(parent, new, ev)
-                stack.append([new, path, ev.anchor, None, {}])
+                stack.append([new, path, ev.anchor, None, {}, merge])
                 continue
             elif etype is AliasEvent:
                 if ev.anchor not in self.anchors:
