@@ -235,6 +235,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------- serve
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _seconds(text: str) -> float:
+    from controller.spec.units import parse_duration
+
+    try:
+        return float(parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controller.logging import configure
+    from controller.service.git import GitSource
+    from controller.service.runner import Service, ServiceOptions
+    from controller.spec.yaml_reader import Limits
+
+    configure(json=args.log_format == "json", verbose=args.verbose)
+    if not args.paths and not args.git:
+        raise UsageError("serve needs a spec PATH or --git URL")
+    git = None
+    if args.git:
+        git = GitSource(url=args.git, branch=args.branch, subdir=args.git_path or "",
+                        ssh_key=args.git_ssh_key, token_file=args.git_token_file,
+                        **({"cache": Path(args.cache_dir)} if args.cache_dir else {}))  # fmt: skip
+    secret = Path(args.hook_secret_file).read_text().strip() if args.hook_secret_file else None
+    opts = ServiceOptions(
+        paths=args.paths, git=git, git_interval=args.git_interval, listen=args.listen,
+        instance=args.instance, prune=args.prune, force=args.force,
+        max_deletions=args.max_deletions, resync=args.resync, workers=args.workers,
+        notify=args.notify, hook_secret=secret, suspended=args.suspend,
+        thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
+        shutdown_timeout=args.shutdown_timeout, hosts=args.host or [],
+        limits=Limits(max_file_bytes=args.max_file_size),
+    )  # fmt: skip
+    return Service(opts).run()
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -276,6 +322,40 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here")
     p.set_defaults(post=_fill_commit)
+
+    p = verb("serve", cmd_serve, "keep the hosts converged: watch specs, git and libvirt events")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="spec files or directories")
+    p.add_argument("--git", metavar="URL", help="follow a git repository instead of local files")
+    p.add_argument("--branch", default="main", help="branch to follow (default main)")
+    p.add_argument("--git-path", metavar="DIR", help="spec directory inside the repository")
+    p.add_argument("--git-interval", type=_seconds, default=30.0, metavar="DURATION",
+                   help="poll interval (default 30s; POST /hooks/git pokes it)")
+    p.add_argument("--git-ssh-key", metavar="FILE", help="SSH private key for the repository")
+    p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
+    p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
+                   "(default ~/.cache/virtsync)")  # fmt: skip
+    p.add_argument("--hook-secret-file", metavar="FILE",
+                   help="shared secret for POST /hooks/git (header X-Virtsync-Secret)")
+    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="HTTP endpoints (default 127.0.0.1:8080)")
+    p.add_argument("--host", action="append", metavar="NAME", help="only this host (agent mode)")
+    _instance(p)
+    p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
+    p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
+    p.add_argument("--max-deletions", type=int, default=DEFAULT_MAX_DELETIONS, metavar="N")
+    p.add_argument("--resync", type=_seconds, default=300.0, metavar="DURATION",
+                   help="full resync interval, jittered ±10%% (default 5m)")
+    p.add_argument("--workers", type=int, default=4, help="reconciles at once (default 4)")
+    p.add_argument("--notify", metavar="URL", help="POST JSON notifications here")
+    p.add_argument("--suspend", action="store_true", help="start suspended: report only "
+                   "(SIGUSR1 toggles)")  # fmt: skip
+    p.add_argument("--thrash-limit", type=int, default=5, metavar="N",
+                   help="repairs of one object within --thrash-window that count as thrashing")
+    p.add_argument("--thrash-window", type=_seconds, default=600.0, metavar="DURATION")
+    p.add_argument("--shutdown-timeout", type=_seconds, default=60.0, metavar="DURATION",
+                   help="SIGTERM waits this long for reconciles in flight (default 60s)")
+    p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
 
     p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
     p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")

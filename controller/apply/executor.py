@@ -9,6 +9,7 @@ on volumes of a failed guest) are skipped with the reason.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -150,8 +151,20 @@ class _HostRun:
                 self.failed.add(f"{action.key.kind}/{action.key.name}")
             return Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
                            time.monotonic() - started, exc.retryable)  # fmt: skip
+        _die_if_asked(action)
         return Outcome(action.key, action.op, status_for(action.op), detail,
                        time.monotonic() - started)  # fmt: skip
+
+def _die_if_asked(action: Action) -> None:
+    """Tests of crash safety: VIRTSYNC_TEST_DIE_AFTER=OP[:NAME] kills the process right
+    after that action, as a `kill -9` would, so every action boundary can be tested."""
+    target = os.environ.get("VIRTSYNC_TEST_DIE_AFTER")
+    if not target:
+        return
+    op, _, name = target.partition(":")
+    if op == action.op and (not name or name == action.key.name):
+        os._exit(137)
+
 
 # ------------------------------------------------------------------ handlers
 
@@ -407,8 +420,9 @@ def _stop(run: _HostRun, a: Action) -> str:
 
 def _restart(run: _HostRun, a: Action) -> str:
     how = run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
-    run.ops.start(a.key.name)
-    return f"{how}, started"
+    paused = bool(a.args.get("paused"))  # state: paused comes back paused
+    run.ops.start(a.key.name, paused=paused)
+    return f"{how}, started" + (" paused" if paused else "")
 
 def _suspend(run: _HostRun, a: Action) -> str:
     run.ops.suspend(a.key.name)

@@ -30,6 +30,13 @@ from controller.model.state import (
 )
 
 _INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
+_TRANSIENT_PAUSE = {
+    getattr(libvirt, name)
+    for name in ("VIR_DOMAIN_PAUSED_STARTING_UP", "VIR_DOMAIN_PAUSED_MIGRATION",
+                 "VIR_DOMAIN_PAUSED_SAVE", "VIR_DOMAIN_PAUSED_DUMP", "VIR_DOMAIN_PAUSED_SNAPSHOT",
+                 "VIR_DOMAIN_PAUSED_POSTCOPY", "VIR_DOMAIN_PAUSED_FROM_SNAPSHOT")
+    if hasattr(libvirt, name)
+}  # fmt: skip
 
 
 def _uuids(conn: libvirt.virConnect, flags: int) -> set[str]:
@@ -59,6 +66,8 @@ def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused:
         uuid = dom.UUIDString()
         state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
                              else "stopped" if uuid in shutoff else "other")  # fmt: skip
+        if state == "paused" and dom.state()[1] in _TRANSIENT_PAUSE:
+            state = "other"  # starting up, migrating, saving…: not a pause to undo
         active = state in ("running", "paused") or (state == "other" and dom.isActive())
         inactive_xml = dom.XMLDesc(_INACTIVE)
         live_xml = dom.XMLDesc(0) if active else None
@@ -184,3 +193,45 @@ def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabi
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
                      fingerprint(guests, networks, pools))  # fmt: skip
+
+
+_STATE_OF = {
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+}
+
+
+def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> ObservedGuest | None:
+    """One guest, for a reconcile of a single key (the service's common case)."""
+    try:
+        dom = conn.lookupByName(name)
+        uuid = dom.UUIDString()
+        state_code = dom.state()[0]
+        persistent = bool(dom.isPersistent())
+        auto = bool(dom.autostart()) if persistent else False
+    except libvirt.libvirtError as exc:
+        if is_not_found(exc):
+            return None
+        with libvirt_call(host, f"read guest {name}"):
+            raise
+    state: PowerState = _STATE_OF.get(state_code, "other")  # type: ignore[assignment]
+    return _observe_guest(
+        dom, host,
+        running={uuid} if state == "running" else set(),
+        paused={uuid} if state == "paused" else set(),
+        shutoff={uuid} if state == "stopped" else set(),
+        persistent={uuid} if persistent else set(),
+        autostart={uuid} if auto else set(),
+    )  # fmt: skip
+
+
+def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,
+                      name: str) -> HostState:  # fmt: skip
+    """A HostState holding one guest (if it exists) with the host's networks and pools."""
+    guest = observe_one_guest(conn, host, name)
+    guests = {name: guest} if guest is not None else {}
+    networks = observe_networks(conn, host)
+    pools = observe_pools(conn, host)
+    return HostState(host, uri, caps, guests, networks, pools, {}, fingerprint(guests, networks, pools))

@@ -110,7 +110,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                 out.actions.append(_power_action(key, spec, obs, power))
             elif obs is None and spec.state in ("running", "paused"):
                 out.actions.append(Action(key, "start", Impact.LIVE, Phase.POWER,
-                                          f"state: {spec.state}", args={"paused": spec.state == "paused"}))
+                                          f"state: {spec.state}",
+                                          args={"paused": spec.state == "paused"}))  # fmt: skip
         return out
 
     defined_changes, live_ops, pending = _config_changes(ctx, obs)
@@ -163,14 +164,20 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         out.actions.append(Action(key, "attach-disks", Impact.LIVE, Phase.POWER,
                                   "hot-plug new disks", (), {"disks": attach}))
     pend_changes = tuple(next_boot) + tuple(c for c, _ in pending)
+    # A restart (or a recreate of a running guest) starts it in the wanted state itself; a
+    # resume or suspend after it would act on a guest that is no longer in the observed state.
+    restarts = bool(recreate) and running and not stays_down
     if restart_needed and not recreate and not stays_down:
         if may_restart:
+            restarts = True
             out.actions.append(Action(key, "restart", Impact.NEXT_BOOT, Phase.POWER,
-                                      "apply changes that need a restart", pend_changes,
-                                      {"timeout": spec.shutdown_timeout}))  # fmt: skip
+                                      "apply changes that need a restart",
+                                      pend_changes + ((power,) if power is not None else ()),
+                                      {"timeout": spec.shutdown_timeout,
+                                       "paused": spec.state == "paused"}))  # fmt: skip
         elif pend_changes:
             out.pending.append(Pending(key, f"pending restart ({why_not})", pend_changes))
-    if power is not None:
+    if power is not None and not restarts:
         out.actions.append(_power_action(key, spec, obs, power))
     return out
 
@@ -226,7 +233,9 @@ def _config_changes(
             pending.append((FieldChange(pointer, fmt(want), fmt(have), fmt(live_have), impact),
                             "definition differs from the running guest"))  # fmt: skip
 
-    ceiling = spec.max_memory if "maxMemory" in d else persistent.max_memory
+    ceiling = persistent.max_memory
+    if "maxMemory" in d and spec.max_memory is not None:
+        ceiling = spec.max_memory
     if live is not None:  # a running guest balloons only up to its running maximum
         ceiling = min(ceiling, live.max_memory)
     mem_impact = Impact.LIVE if spec.memory <= ceiling else Impact.NEXT_BOOT
@@ -241,7 +250,9 @@ def _config_changes(
               live.max_memory if live else None, Impact.NEXT_BOOT, show=format_size)
     elif "memory" in d and spec.memory > persistent.max_memory:
         pass  # the memory change above is next-boot and grows the ceiling
-    vceiling = spec.max_vcpus if "maxVcpus" in d else persistent.max_vcpus
+    vceiling = persistent.max_vcpus
+    if "maxVcpus" in d and spec.max_vcpus is not None:
+        vceiling = spec.max_vcpus
     if live is not None:  # hot-plug reaches only the running maximum; a new one needs a boot
         vceiling = min(vceiling, live.max_vcpus)
     if "vcpus" in d and not ctx.ignored("/spec/vcpus"):

@@ -59,7 +59,8 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
         obs = host.guests.get(guest.metadata.name)
         # Nothing to do but a restart that restartPolicy forbids: a status, not drift.
         waiting = bool(gp.pending) and not gp.actions
-        entry = _standing(key, [] if waiting else gp.drift, gp.problems, pool_exists=obs is not None)
+        entry = _standing(key, [] if waiting else gp.drift, gp.problems,
+                          pool_exists=obs is not None)  # fmt: skip
         if entry.status == "in-sync" and gp.pending:
             entry = ObjectDrift(key, "pending-restart", tuple(c for p in gp.pending for c in p.changes))
         info = _guest_info(host, guest.metadata.name)

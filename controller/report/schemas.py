@@ -61,7 +61,7 @@ _OBJECT_REF = {
 _FIELD_CHANGE = _object(
     {
         "path": {"type": "string", "pattern": "^/", "description": "JSON Pointer into the spec "
-                 "(/spec/memory) or the status (/status/active)."},  # fmt: skip
+                 "(/spec/memory) or the status (/status/active)."},
         "desired": _VALUE,
         "defined": _VALUE,
         "live": _VALUE,
@@ -97,8 +97,10 @@ _PROBLEM = _object(
     description="Something that stops part of the plan (name clash, shrink, unsupported).",
 )
 
-_UNMANAGED = _object({"kind": {"enum": KINDS}, "name": _NAME},
-                     description="An object on the host that this instance does not own.")  # fmt: skip
+_UNMANAGED = _object(
+    {"kind": {"enum": KINDS}, "name": _NAME},
+    description="An object on the host that this instance does not own.",
+)
 
 
 def plan_schema() -> dict[str, Any]:
@@ -107,7 +109,7 @@ def plan_schema() -> dict[str, Any]:
             "host": _NAME,
             "uri": {"type": "string"},
             "fingerprint": {"type": "string", "description": "Digest of what was observed; "
-                            "empty when the host could not be read."},  # fmt: skip
+                            "empty when the host could not be read."},
             "error": {**_NULLABLE_STRING, "description": "Why the host could not be observed."},
             "notes": {"type": "array", "items": {"type": "string"}},
             "actions": {"type": "array", "items": {"$ref": "#/$defs/action"}},
@@ -132,7 +134,7 @@ def plan_schema() -> dict[str, Any]:
                 "hasChanges": {"type": "boolean"},
                 "hasErrors": {"type": "boolean"},
                 "summary": _counts(["create", "change", "recreate", "delete", "volumes",
-                                    "pending", "errors"]),  # fmt: skip
+                                    "pending", "errors"]),
                 "hosts": {"type": "array", "items": host},
                 # Only in saved plans (plan --out): how to make the plan again at apply time.
                 "sources": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -197,7 +199,7 @@ def drift_schema() -> dict[str, Any]:
                 "inSync": {"type": "boolean"},
                 "hasErrors": {"type": "boolean"},
                 "summary": _counts(["in-sync", "drift", "missing", "extra", "pending-restart",
-                                    "error", "unmanaged", "unreachable"]),  # fmt: skip
+                                    "error", "unmanaged", "unreachable"]),
                 "hosts": {"type": "array", "items": host},
             }
         ),
@@ -225,7 +227,7 @@ def apply_schema() -> dict[str, Any]:
                 "schemaVersion": {"const": 1},
                 "kind": {"const": "changeset"},
                 "counts": _counts(["created", "updated", "unchanged", "deleted", "skipped",
-                                   "failed"]),  # fmt: skip
+                                   "failed"]),
                 "outcomes": {"type": "array", "items": outcome},
             }
         ),

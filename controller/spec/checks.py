@@ -55,7 +55,8 @@ def confine_path(
     if realpath is not None:
         real = realpath(norm)
         if not inside(real, [realpath(d) for d in dirs]):
-            return f"{path!r} resolves through a symlink to {real!r}, outside the allowed directories"
+            return (f"{path!r} resolves through a symlink to {real!r}, outside the allowed "
+                    "directories")  # fmt: skip
     return None
 
 
@@ -131,8 +132,9 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         if n.spec.bridge and n.spec.mode != "bridge":
             bkey = (n.spec.host, n.spec.bridge)
             if bkey in bridges:
+                other_name = bridges[bkey].obj.metadata.name
                 out.append(_diag(item, ("spec", "bridge"), f"bridge {n.spec.bridge!r} is already "
-                                 f"used by network {bridges[bkey].obj.metadata.name!r}"))  # fmt: skip
+                                 f"used by network {other_name!r}"))  # fmt: skip
             bridges[bkey] = item
         if n.spec.ipv4 is None:
             continue

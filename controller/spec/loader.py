@@ -11,8 +11,8 @@ import dataclasses
 import gc
 import os
 import stat
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,9 @@ def _decode(path: str, data: bytes) -> tuple[str | None, Diagnostic | None]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _position(data, exc.start)
+        byte = data[exc.start]
         return None, Diagnostic(
-            path, line, col, f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+            path, line, col, f"not valid UTF-8 (byte 0x{byte:02x}); save the file as UTF-8"
         )
     return text.removeprefix("\ufeff"), None
 
@@ -104,7 +105,8 @@ def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Dia
     except OSError as exc:
         return [], [Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}")]
     if len(data) > limits.max_file_bytes:  # grew while we looked
-        return [], [Diagnostic(name, 1, 1, f"file is over the limit of {limits.max_file_bytes} bytes")]
+        return [], [Diagnostic(name, 1, 1, f"file is over the limit of {limits.max_file_bytes} "
+                               "bytes")]  # fmt: skip
     text, problem = _decode(name, data)
     if problem is not None or text is None:
         return [], [problem] if problem else []
@@ -159,10 +161,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_specs(paths: Sequence[str | Path], limits: Limits = Limits()) -> LoadResult:
+def load_specs(paths: Sequence[str | Path], limits: Limits | None = None) -> LoadResult:
     """Read, validate and cross-check every spec under ``paths``."""
     with _gc_paused():
-        return _load(paths, limits)
+        return _load(paths, limits or Limits())
 
 
 def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:

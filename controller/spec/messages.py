@@ -97,7 +97,11 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         if field is None:
             return None
         current = next(
-            (t for t in _unwrap(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)),
+            (
+                t
+                for t in _unwrap(field.annotation)
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ),
             None,
         )
     return current

@@ -328,7 +328,11 @@ class Schedule(SpecModel):
 
 _SCHEDULE_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "description": "5-field cron expression, in UTC", "examples": ["0 3 * * *"]},
+        {
+            "type": "string",
+            "description": "5-field cron expression, in UTC",
+            "examples": ["0 3 * * *"],
+        },
         {
             "type": "object",
             "additionalProperties": False,
@@ -351,7 +355,8 @@ class SnapshotPolicySpec(SpecModel):
     )
     retain: Retain = Field(default_factory=Retain)
     frequent_period: Duration = Field(
-        default=DEFAULT_FREQUENT_PERIOD, description="Spacing of 'frequent' snapshots. Default: 15m."
+        default=DEFAULT_FREQUENT_PERIOD,
+        description="Spacing of 'frequent' snapshots. Default: 15m.",
     )
     quiesce: Literal["auto", "required", "off"] = Field(
         default="auto",
@@ -418,7 +423,9 @@ class SnapshotPolicy(_Resource):
     spec: SnapshotPolicySpec
 
 
-Resource = Annotated[Host | Network | StoragePool | Guest | SnapshotPolicy, Field(discriminator="kind")]
+Resource = Annotated[
+    Host | Network | StoragePool | Guest | SnapshotPolicy, Field(discriminator="kind")
+]
 KINDS: dict[str, type[_Resource]] = {
     "Host": Host,
     "Network": Network,

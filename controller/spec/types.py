@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -18,7 +17,9 @@ from controller.spec.units import DURATION_HINT, SIZE_HINT, parse_duration, pars
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
@@ -89,7 +90,9 @@ def _ipv4_interface(value: str) -> str:
 def _cron(value: str) -> str:
     fields = value.split()
     if len(fields) != 5:
-        raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+        raise ValueError(
+            f"{value!r} is not a 5-field cron expression (minute hour day month weekday)"
+        )
     if not croniter.is_valid(value):
         raise ValueError(f"{value!r} is not a valid cron expression")
     return value
@@ -99,7 +102,8 @@ def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)") from None
+        hint = "an IANA name such as Europe/Berlin"
+        raise ValueError(f"unknown timezone {value!r} ({hint})") from None
     return value
 
 
@@ -138,7 +142,9 @@ Duration = Annotated[
 ]
 Mac = Annotated[str, AfterValidator(_mac), Field(examples=["52:54:00:00:00:01"])]
 IPv4 = Annotated[str, AfterValidator(_ipv4), Field(examples=["192.168.150.10"])]
-IPv4Interface = Annotated[str, AfterValidator(_ipv4_interface), Field(examples=["192.168.150.1/24"])]
+IPv4Interface = Annotated[
+    str, AfterValidator(_ipv4_interface), Field(examples=["192.168.150.1/24"])
+]
 Cron = Annotated[str, AfterValidator(_cron), Field(examples=["0 3 * * *"])]
 InterfaceName = Annotated[str, AfterValidator(_ifname)]
 Timezone = Annotated[str, AfterValidator(_timezone), Field(examples=["UTC", "Europe/Berlin"])]

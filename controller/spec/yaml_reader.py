@@ -2,7 +2,7 @@
 
 Builds values straight from libyaml's event stream (ruamel.yaml's C parser)
 instead of its composer, for three reasons: C speed (the round-trip loader is
-about 10× slower on large trees), marks for error messages, and limits that
+about 10 times slower on large trees), marks for error messages, and limits that
 hostile input cannot get around: nesting depth is checked on the way down
 (libyaml keeps its own stack on the heap, so nothing recurses), aliases are
 charged by the size of what they expand to, the nodes of a file are counted,
@@ -338,6 +338,8 @@ def read_documents(text: str, limits: Limits = Limits(), *, marks: bool = True) 
         problem = exc.problem or exc.context or "invalid YAML"
         if _char_at(text, where) == "\t":
             problem += " (a tab: YAML indents with spaces only)"
+        elif problem == "found unexpected ':'":  # libyaml ends flow plain scalars at any ':'
+            problem += " (inside [ ] or { }, quote values that contain ':', e.g. MACs)"
         elif exc.problem and exc.context and exc.context_mark is not None:
             # Where the unfinished construct began: often far above the point of failure.
             line, col = _mark(exc.context_mark)

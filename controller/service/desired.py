@@ -1,0 +1,68 @@
+"""The desired state the service converges to: the last good spec set and its commit.
+
+A spec set that does not validate never replaces the last good one: its
+errors are kept for /status, logs and notifications, and nothing of it is applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from controller.errors import Diagnostic
+from controller.model.state import ResourceKey
+from controller.plan.context import applied_fields, digest
+from controller.spec.models import Guest, Network, StoragePool
+from controller.spec.specset import SpecSet
+
+
+def object_digests(specs: SpecSet) -> dict[ResourceKey, str]:
+    """Every host-placed object's key and a digest of all it declares."""
+    out: dict[ResourceKey, str] = {}
+    for item in specs.items:
+        obj = item.obj
+        if isinstance(obj, Guest | Network | StoragePool):
+            key = ResourceKey(obj.spec.host or "", obj.kind, obj.metadata.name)
+            out[key] = digest([applied_fields(obj.spec), obj.metadata.labels, obj.metadata.annotations])
+    for host in specs.hosts:
+        out[ResourceKey(host.metadata.name, "Host", host.metadata.name)] = digest(
+            [applied_fields(host.spec), host.metadata.labels])
+    return out
+
+
+@dataclass
+class LoadError:
+    commit: str
+    diagnostics: list[Diagnostic]
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class DesiredState:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.specs: SpecSet | None = None
+        self.commit = ""
+        self.loaded_at: datetime | None = None
+        self.error: LoadError | None = None
+        self._digests: dict[ResourceKey, str] = {}
+
+    def accept(self, specs: SpecSet, commit: str) -> tuple[set[ResourceKey], set[ResourceKey]]:
+        """Take a validated spec set; returns (changed or added keys, removed keys)."""
+        digests = object_digests(specs)
+        with self._lock:
+            old = self._digests
+            changed = {k for k, d in digests.items() if old.get(k) != d}
+            removed = set(old) - set(digests)
+            self.specs, self.commit, self._digests = specs, commit, digests
+            self.loaded_at = datetime.now(UTC)
+            self.error = None
+        return changed, removed
+
+    def reject(self, commit: str, diagnostics: list[Diagnostic]) -> None:
+        with self._lock:
+            self.error = LoadError(commit, diagnostics)
+
+    def snapshot(self) -> tuple[SpecSet | None, str]:
+        with self._lock:
+            return self.specs, self.commit

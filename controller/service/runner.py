@@ -1,0 +1,476 @@
+"""`virtsync serve`: the continuous reconciliation loop.
+
+Sources (spec files, a followed git branch, libvirt lifecycle events, a
+jittered resync) feed one de-duplicating queue keyed by (host, kind, name);
+workers run the same observe → plan → execute path as `virtsync apply`.
+A key of kind Host reconciles a host's whole slice (the only place pruning
+happens, from a complete validated spec set, under the mass-deletion guard);
+other keys reconcile one object.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controller.engine import Engine, Observation, select_hosts
+from controller.errors import HostError, VirtsyncError
+from controller.hypervisor.capabilities import probe
+from controller.hypervisor.events import HostEvents, start_event_loop
+from controller.hypervisor.observe import observe_for_guest
+from controller.logging import get_logger
+from controller.model.state import HostState, ResourceKey
+from controller.plan.actions import HostPlan, ObjectDrift, Plan
+from controller.plan.context import PlanOptions
+from controller.plan.planner import guard_problems, plan_host
+from controller.report.drift import DriftReport, render_json
+from controller.report.status_page import render_status_page
+from controller.service.desired import DesiredState
+from controller.service.git import GitFollower, GitSource
+from controller.service.http import Routes, serve_http
+from controller.service.metrics import Metrics
+from controller.service.notify import Notifier
+from controller.service.queue import WorkQueue
+from controller.service.status import StatusStore
+from controller.service.watch import SpecWatcher
+from controller.spec.loader import load_specs
+from controller.spec.models import Guest, Network, SnapshotPolicy, StoragePool
+from controller.spec.specset import SpecSet
+from controller.spec.yaml_reader import Limits
+
+log = get_logger("virtsync.service")
+
+
+@dataclass
+class ServiceOptions:
+    paths: list[str] = field(default_factory=list)
+    git: GitSource | None = None
+    git_interval: float = 30.0
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    instance: str = "default"
+    prune: bool = False
+    force: bool = False
+    max_deletions: int = 10
+    resync: float = 300.0
+    workers: int = 4
+    notify: str | None = None
+    hook_secret: str | None = None
+    suspended: bool = False
+    thrash_limit: int = 5  # repairs of one object …
+    thrash_window: float = 600.0  # … within this many seconds count as thrashing
+    shutdown_timeout: float = 60.0
+    hosts: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+
+class Service:
+    def __init__(self, opts: ServiceOptions):
+        self.opts = opts
+        self.queue: WorkQueue[ResourceKey] = WorkQueue()
+        self.engine = Engine(instance=opts.instance)
+        self.desired = DesiredState()
+        self.status = StatusStore(instance=opts.instance)
+        self.metrics = Metrics()
+        self.notifier = Notifier(opts.notify)
+        self.stopping = threading.Event()
+        self.suspended = opts.suspended
+        self.git = GitFollower(opts.git) if opts.git else None
+        self._events: dict[str, HostEvents] = {}
+        self._caps: dict[str, Any] = {}
+        self._repairs: dict[ResourceKey, deque[float]] = defaultdict(deque)
+        self._thrashing: dict[ResourceKey, float] = {}
+        self._reload_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._first_sync: set[str] = set()
+        self._host_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.http: Any = None
+
+    # ----------------------------------------------------------- sources
+
+    def reload(self, reason: str = "files changed") -> None:
+        """Load the specs (from the files, or the followed branch) and queue what changed."""
+        with self._reload_lock:
+            commit = ""
+            try:
+                if self.git is not None:
+                    commit = self.git.fetch()
+                    if commit == self.desired.commit and self.desired.specs is not None:
+                        return
+                    paths = [str(self.git.snapshot(commit))]
+                else:
+                    paths = self.opts.paths
+                    from controller.commands import git_commit
+
+                    commit = git_commit(paths)
+            except VirtsyncError as exc:
+                self.status.record("error", f"cannot read specs: {exc}")
+                log.error("spec source failed", error=str(exc))
+                return
+            result = load_specs(paths, self.opts.limits)
+            if result.errors:
+                shown = [d.render().replace(paths[0].rstrip("/") + "/", "") for d in result.errors]
+                self.desired.reject(commit, result.errors)
+                self.metrics.spec_errors.inc()
+                head = f"specs at {commit[:12] or 'the working tree'} are invalid; nothing from " \
+                       "them is applied, the last good specs stay in force"  # fmt: skip
+                self.status.record("error", f"{head}: {shown[0]}")
+                log.error("invalid specs", commit=commit, errors=shown[:20])
+                self.notifier.send("invalid-specs", f"{head}: {shown[0]}", commit=commit, errors=shown)
+                return
+            specs = select_hosts(result.specs, self.opts.hosts) if self.opts.hosts else result.specs
+            changed, removed = self.desired.accept(specs, commit)
+            self.status.forget_hosts({h.metadata.name for h in specs.hosts})
+            self.status.record("info", f"specs loaded ({reason}): commit {commit[:12] or '-'}, "
+                               f"{len(changed)} changed, {len(removed)} removed")  # fmt: skip
+            log.info("specs loaded", commit=commit, changed=len(changed), removed=len(removed),
+                     reason=reason)  # fmt: skip
+            # Guests changed alone are reconciled one by one; anything else on a host (a new
+            # host, a network or pool, a removal to prune) takes that host's whole slice,
+            # where ordering and pruning live.
+            whole = {k.host for k in removed} | {k.host for k in changed if k.kind != "Guest"}
+            for host in sorted(whole):
+                self.queue.add(ResourceKey(host, "Host", host))
+            for key in sorted(changed):
+                if key.host not in whole:
+                    self.queue.add(key)
+
+    def resync(self) -> None:
+        specs, _ = self.desired.snapshot()
+        if specs is None:
+            return
+        for host in specs.hosts:
+            self.queue.add(ResourceKey(host.metadata.name, "Host", host.metadata.name))
+
+    def _on_event(self, host: str, kind: str, name: str) -> None:
+        self.queue.add(ResourceKey(host, kind, name))
+
+    def _watch_hosts(self) -> None:
+        """Keep event callbacks registered; a reconnect queues the whole host."""
+        while not self.stopping.is_set():
+            specs, _ = self.desired.snapshot()
+            for host in specs.hosts if specs else []:
+                name = host.metadata.name
+                conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+                events = self._events.get(name)
+                if events is None or events.conn is not conn:
+                    events = self._events[name] = HostEvents(conn, self._on_event)
+                try:
+                    if events.ensure():
+                        self._caps.pop(name, None)
+                        log.info("watching host", host=name)
+                        self.queue.add(ResourceKey(name, "Host", name))
+                        self.metrics.up.labels(name).set(1)
+                except HostError as exc:
+                    self.metrics.up.labels(name).set(0)
+                    self.status.set_host(name, host.spec.uri, error=str(exc).removeprefix(f"{name}: "))
+            self.stopping.wait(1.0)
+
+    def _resync_loop(self) -> None:
+        while not self.stopping.wait(self.opts.resync * random.uniform(0.9, 1.1)):
+            self.resync()
+
+    def _git_loop(self) -> None:
+        while not self.stopping.wait(self.opts.git_interval):
+            self.reload("git poll")
+
+    # --------------------------------------------------------- reconcile
+
+    def _worker(self) -> None:
+        while not self.stopping.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                self.reconcile(key)
+                self.queue.forget(key)
+            except VirtsyncError as exc:
+                delay = self.queue.add_rate_limited(key)
+                self.metrics.errors.labels(key.host, key.kind).inc()
+                self.status.record("error", f"{key}: {exc} (retry in {delay:.1f}s)")
+                log.error("reconcile failed", host=key.host, kind=key.kind, name=key.name,
+                          error=str(exc), retry_in=round(delay, 1))  # fmt: skip
+            except Exception as exc:  # a bug must not kill the worker
+                delay = self.queue.add_rate_limited(key)
+                self.metrics.errors.labels(key.host, key.kind).inc()
+                log.exception("reconcile crashed", key=str(key), error=repr(exc))
+            finally:
+                self.queue.done(key)
+                self.metrics.queue_depth.set(self.queue.depth())
+                with self._busy_lock:
+                    self._busy -= 1
+
+    def reconcile(self, key: ResourceKey) -> None:
+        specs, commit = self.desired.snapshot()
+        if specs is None:
+            return
+        host = specs.host(key.host)
+        if host is None:
+            return
+        until = self._thrashing.get(key)
+        if until is not None and time.monotonic() < until:
+            return
+        started = time.monotonic()
+        rid = f"{random.getrandbits(32):08x}"
+        # One reconcile per host at a time: a whole-host pass and an object pass must
+        # not act on the same guest from two observations. Hosts run in parallel.
+        with self._host_locks[key.host]:
+            self._reconcile_locked(key, specs, commit, rid)
+        self.metrics.reconcile_seconds.labels(key.kind).observe(time.monotonic() - started)
+
+    def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
+        if key.kind == "Host":
+            self._reconcile_host(key.host, specs, commit, rid)
+        elif key.kind == "Guest" and any(g.metadata.name == key.name and g.spec.host == key.host
+                                         for g in specs.guests):  # fmt: skip
+            self._reconcile_guest(key, specs, commit, rid)
+        else:
+            self._reconcile_host(key.host, specs, commit, rid)
+
+    def _caps_for(self, name: str, conn: Any, configured: str | None) -> Any:
+        caps = self._caps.get(name)
+        if caps is None:
+            caps = self._caps[name] = probe(conn, name, configured)
+        return caps
+
+    def _reconcile_guest(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
+        host = specs.host(key.host)
+        assert host is not None
+        conn = self.engine.pool.for_host(key.host, host.spec.uri, float(host.spec.connect_timeout))
+        c = conn.get()
+        caps = self._caps_for(key.host, c, host.spec.hypervisor)
+        try:
+            state = observe_for_guest(c, key.host, host.spec.uri, caps, key.name)
+        except HostError:
+            self._caps.pop(key.host, None)
+            raise
+        slice_ = _guest_slice(specs, key)
+        opts = PlanOptions(instance=self.opts.instance, prune=False, commit=commit)
+        hp = plan_host(slice_, state, opts)
+        mine = tuple(a for a in hp.actions if a.key == key or a.args.get("guest") == key.name)
+        if len(mine) < len(hp.actions):
+            # A network or pool needs work too: that takes the whole host (NIC re-plugs
+            # reach every guest on a restarted network).
+            self.queue.add(ResourceKey(key.host, "Host", key.host))
+        hp = replace(hp, actions=mine, drift=tuple(d for d in hp.drift if d.key == key),
+                     pending=tuple(p for p in hp.pending if p.key == key))  # fmt: skip
+        self._carry_out(hp, slice_, state, commit, rid, full=False)
+
+    def _reconcile_host(self, name: str, specs: SpecSet, commit: str, rid: str) -> None:
+        slice_ = specs.for_host(name)
+        obs = self.engine.observe(slice_)
+        host = specs.host(name)
+        assert host is not None
+        if name in obs.failed:
+            self.metrics.up.labels(name).set(0)
+            self.status.set_host(name, host.spec.uri, error=obs.failed[name])
+            raise HostError(obs.failed[name], host=name, retryable=True)
+        self.metrics.up.labels(name).set(1)
+        state = obs.states[name]
+        opts = PlanOptions(instance=self.opts.instance, prune=self.opts.prune, commit=commit)
+        hp = plan_host(slice_, state, opts)
+        if self.opts.prune:
+            refusals = guard_problems(Plan((hp,), self.opts.instance, ""), obs.states,
+                                      self.opts.max_deletions, self.opts.force)  # fmt: skip
+            if refusals:
+                self.status.record("error", f"{name}: prune refused: {'; '.join(refusals)}")
+                self.notifier.send("prune-refused", f"{name}: {'; '.join(refusals)}", host=name)
+                hp = plan_host(slice_, state, PlanOptions(self.opts.instance, False, commit=commit))
+        self._carry_out(hp, slice_, state, commit, rid, full=True, obs=obs)
+
+    def _carry_out(self, hp: HostPlan, specs: SpecSet, state: HostState, commit: str, rid: str,
+                   *, full: bool, obs: Observation | None = None) -> None:  # fmt: skip
+        host = hp.host
+        uri = next((h.spec.uri for h in specs.hosts if h.metadata.name == host), hp.uri)
+        actions = hp.actions if not self.suspended else ()
+        outcomes = []
+        if actions:
+            plan = Plan((replace(hp, actions=actions),), self.opts.instance, "")
+            observation = obs or Observation(states={host: state})
+            changes = self.engine.execute(plan, specs, observation, commit=commit)
+            outcomes = changes.outcomes
+            for o in outcomes:
+                self.metrics.actions.labels(host, o.key.kind, o.op, o.status).inc()
+                log.info("action", host=host, kind=o.key.kind, name=o.key.name, op=o.op,
+                         outcome=o.status, detail=o.detail, seconds=round(o.seconds, 3),
+                         reconcile_id=rid, commit=commit)  # fmt: skip
+        failed = {(o.key.kind, o.key.name): o for o in outcomes if o.status == "failed"}
+        touched = {(o.key.kind, o.key.name) for o in outcomes}
+        pending = {p.key: p for p in hp.pending}
+        keep: set[ResourceKey] = set()
+        for entry in hp.drift:
+            k = entry.key
+            keep.add(k)
+            ident = (k.kind, k.name)
+            if ident in failed:
+                new = ObjectDrift(k, "error", entry.changes, entry.reconcile, failed[ident].detail, entry.info)
+            elif ident in touched and entry.status != "extra":
+                new = ObjectDrift(k, "pending-restart" if k in pending else "in-sync", (),
+                                  entry.reconcile, "", entry.info)  # fmt: skip
+                self._note_repair(k, entry)
+            else:
+                new = entry
+            before = self.status.set_object(new, pending.get(k))
+            self._notify_transition(before, new, commit)
+        if full:
+            self.status.drop_host_objects(host, keep)
+            self.status.set_host(host, uri, synced=True, unmanaged=hp.unmanaged, notes=hp.notes)
+            self.metrics.last_sync.labels(host).set(time.time())
+            self._first_sync.add(host)
+        else:
+            self.status.set_host(host, uri)
+        self.metrics.drift.labels(host).set(self.status.drift_count(host))
+        for p in hp.problems:
+            self.status.record(p.severity, f"{p.key}: {p.message}")
+        if failed:
+            first = next(iter(failed.values()))
+            raise HostError(f"{len(failed)} action(s) failed, first: {first.op} {first.key.name}: "
+                            f"{first.detail}", host=host, retryable=any(o.retryable for o in failed.values()))
+
+    def _note_repair(self, key: ResourceKey, entry: ObjectDrift) -> None:
+        """Thrash detection: an object changed back out of band again and again."""
+        if entry.status not in ("drift", "missing"):
+            return
+        now = time.monotonic()
+        times = self._repairs[key]
+        times.append(now)
+        while times and times[0] < now - self.opts.thrash_window:
+            times.popleft()
+        if len(times) > self.opts.thrash_limit:
+            self._thrashing[key] = now + self.opts.thrash_window
+            times.clear()
+            msg = (f"{key} was changed back out of band more than {self.opts.thrash_limit} times in "
+                   f"{self.opts.thrash_window / 60:g} min: backing off for as long")  # fmt: skip
+            self.status.record("warning", msg)
+            self.notifier.send("thrashing", msg, host=key.host, kind=key.kind, name=key.name)
+            self.queue.add_after(key, self.opts.thrash_window)
+
+    def _notify_transition(self, before: ObjectDrift | None, after: ObjectDrift, commit: str) -> None:
+        bad = ("drift", "missing", "extra", "error")
+        was_bad = before is not None and before.status in bad
+        k = after.key
+        if after.status in bad and not was_bad:
+            event = "apply-failed" if after.status == "error" else "drift"
+            text = f"{k.kind} {k.name} on {k.host}: {after.status}" + (
+                f" ({after.message})" if after.message else "")  # fmt: skip
+            self.status.record("warning" if event == "drift" else "error", text)
+            self.notifier.send(event, text, host=k.host, kind=k.kind, name=k.name, commit=commit,
+                               changes=[c.as_json() for c in after.changes])  # fmt: skip
+        elif was_bad and after.status in ("in-sync", "pending-restart"):
+            text = f"{k.kind} {k.name} on {k.host} recovered"
+            self.status.record("info", text)
+            self.notifier.send("recovered", text, host=k.host, kind=k.kind, name=k.name, commit=commit)
+
+    # ------------------------------------------------------------- views
+
+    def status_json(self) -> dict[str, Any]:
+        report = DriftReport(self.status.as_plan(), datetime.now(UTC), self.desired.commit)
+        doc = render_json(report)
+        err = self.desired.error
+        doc["service"] = {
+            "suspended": self.suspended,
+            "queueDepth": self.queue.depth(),
+            "specsLoadedAt": self.desired.loaded_at.isoformat() if self.desired.loaded_at else None,
+            "specError": None if err is None else {
+                "commit": err.commit or None,
+                "at": err.at.isoformat(),
+                "diagnostics": [d.as_json() for d in err.diagnostics],
+            },
+            "recentEvents": [{"at": ev.at.isoformat(), "level": ev.level, "message": ev.message}
+                             for ev in self.status.recent()],
+        }  # fmt: skip
+        return doc
+
+    def status_page(self) -> str:
+        err = self.desired.error
+        hosts = self.status.host_status()
+        return render_status_page(
+            self.status.as_plan(), commit=self.desired.commit, loaded_at=self.desired.loaded_at,
+            spec_error=[d.render() for d in err.diagnostics] if err else [],
+            events=[(ev.at, ev.level, ev.message) for ev in self.status.recent()],
+            last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended)  # fmt: skip
+
+    def ready(self) -> bool:
+        specs, _ = self.desired.snapshot()
+        return specs is not None and {h.metadata.name for h in specs.hosts} <= (
+            self._first_sync | set(self.status.host_status()))  # fmt: skip
+
+    # --------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        start_event_loop()  # before any connection is opened
+        host, port = self.opts.listen
+        self.http = serve_http(host, port, Routes(
+            health=lambda: not self.stopping.is_set() and all(t.is_alive() for t in self._workers),
+            ready=self.ready, metrics=self.metrics.render, status=self.status_json,
+            page=self.status_page, git_hook=(lambda: self._spawn(self.reload, "git hook"))
+            if self.git else None, hook_secret=self.opts.hook_secret))  # fmt: skip
+        log.info("listening", address=f"http://{host}:{self.http.server_address[1]}")
+        self.reload("start")
+        for i in range(max(1, self.opts.workers)):
+            t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self._spawn(self._watch_hosts)
+        self._spawn(self._resync_loop)
+        if self.git is not None:
+            self._spawn(self._git_loop)
+        else:
+            self.watcher = SpecWatcher([Path(p) for p in self.opts.paths], lambda: self.reload())
+            self.watcher.start()
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        threading.Thread(target=fn, args=args, daemon=True).start()
+
+    def stop(self) -> None:
+        """Finish the reconciles in flight (up to shutdown_timeout), then stop."""
+        self.stopping.set()
+        self.queue.close()
+        deadline = time.monotonic() + self.opts.shutdown_timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self.http is not None:
+            self.http.shutdown()
+        log.info("stopped")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._spawn(self.reload, "SIGHUP"))
+        signal.signal(signal.SIGUSR1, lambda *_: self._toggle_suspend())
+        self.start()
+        while not self.stopping.wait(0.5):
+            pass
+        self.stop()
+        return 0
+
+    def _toggle_suspend(self) -> None:
+        self.suspended = not self.suspended
+        self.status.record("warning", "suspended: reporting only" if self.suspended else "resumed")
+        if not self.suspended:
+            self.resync()
+
+
+def _guest_slice(specs: SpecSet, key: ResourceKey) -> SpecSet:
+    """The host, the guest and the host's networks and pools (the guest's references)."""
+    def keep(obj: Any) -> bool:
+        if isinstance(obj, Guest):
+            return bool(obj.metadata.name == key.name and obj.spec.host == key.host)
+        if isinstance(obj, Network | StoragePool):
+            return bool(obj.spec.host == key.host)
+        if isinstance(obj, SnapshotPolicy):
+            return True
+        return bool(obj.metadata.name == key.host)
+
+    return SpecSet(tuple(i for i in specs.items if keep(i.obj)))
+

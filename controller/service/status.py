@@ -1,0 +1,104 @@
+"""What the service knows right now, for /status, the status page and metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from controller.model.state import ResourceKey
+from controller.plan.actions import HostPlan, ObjectDrift, Pending, Plan
+
+
+@dataclass
+class HostStatus:
+    uri: str
+    error: str = ""
+    last_sync: datetime | None = None
+    unmanaged: tuple[ResourceKey, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    at: datetime
+    level: str  # info | warning | error
+    message: str
+
+
+@dataclass
+class StatusStore:
+    instance: str = "default"
+    objects: dict[ResourceKey, ObjectDrift] = field(default_factory=dict)
+    pending: dict[ResourceKey, Pending] = field(default_factory=dict)
+    hosts: dict[str, HostStatus] = field(default_factory=dict)
+    events: deque[ServiceEvent] = field(default_factory=lambda: deque(maxlen=50))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, level: str, message: str) -> None:
+        with self._lock:
+            self.events.appendleft(ServiceEvent(datetime.now(UTC), level, message))
+
+    def set_host(self, name: str, uri: str, *, error: str = "", synced: bool = False,
+                 unmanaged: tuple[ResourceKey, ...] | None = None,
+                 notes: tuple[str, ...] | None = None) -> None:  # fmt: skip
+        with self._lock:
+            hs = self.hosts.setdefault(name, HostStatus(uri))
+            hs.uri, hs.error = uri, error
+            if synced:
+                hs.last_sync = datetime.now(UTC)
+            if unmanaged is not None:
+                hs.unmanaged = unmanaged
+            if notes is not None:
+                hs.notes = notes
+
+    def set_object(self, drift: ObjectDrift, pending: Pending | None) -> ObjectDrift | None:
+        """Store an object's standing; returns the previous one."""
+        with self._lock:
+            before = self.objects.get(drift.key)
+            self.objects[drift.key] = drift
+            if pending is None:
+                self.pending.pop(drift.key, None)
+            else:
+                self.pending[drift.key] = pending
+            return before
+
+    def drop_host_objects(self, host: str, keep: set[ResourceKey]) -> None:
+        with self._lock:
+            for key in [k for k in self.objects if k.host == host and k not in keep]:
+                del self.objects[key]
+                self.pending.pop(key, None)
+
+    def forget_hosts(self, keep: set[str]) -> None:
+        with self._lock:
+            for name in [h for h in self.hosts if h not in keep]:
+                del self.hosts[name]
+            for key in [k for k in self.objects if k.host not in keep]:
+                del self.objects[key]
+
+    def as_plan(self) -> Plan:
+        """The stored standings shaped as a Plan, so the drift renderers can show them."""
+        with self._lock:
+            hosts = []
+            for name, hs in sorted(self.hosts.items()):
+                objs = tuple(sorted((o for k, o in self.objects.items() if k.host == name),
+                                    key=lambda o: (o.key.kind, o.key.name)))  # fmt: skip
+                pend = tuple(p for k, p in self.pending.items() if k.host == name)
+                hosts.append(HostPlan(host=name, uri=hs.uri, fingerprint="", pending=pend,
+                                      unmanaged=hs.unmanaged, notes=hs.notes, error=hs.error,
+                                      drift=objs))  # fmt: skip
+            return Plan(tuple(hosts), self.instance, "")
+
+    def drift_count(self, host: str) -> int:
+        with self._lock:
+            return sum(1 for k, o in self.objects.items()
+                       if k.host == host and o.status in ("drift", "missing", "extra", "error"))  # fmt: skip
+
+    def recent(self, n: int = 20) -> list[ServiceEvent]:
+        with self._lock:
+            return list(self.events)[:n]
+
+    def host_status(self) -> dict[str, HostStatus]:
+        with self._lock:
+            return {k: replace(v) for k, v in self.hosts.items()}
