@@ -57,9 +57,12 @@ def render_status_page(plan: Plan, *, commit: str, loaded_at: datetime | None,
                    + "</p>")  # fmt: skip
         out.append("<table><tr><th>Object</th><th>Status</th><th>Power</th><th>Drift</th><th>Mode</th></tr>")
         for o in hp.drift:
-            fields = "<br>".join(
+            if o.status == "missing":
+                fields = "not defined on the host"
+            else:
+                fields = "<br>".join(
                 f"<code>{e(c.path.removeprefix('/spec/'))}</code>: desired {e(_v(c.desired))}, "
-                f"defined {e(_v(c.defined))}, live {e(_v(c.live))}" for c in o.changes)  # fmt: skip
+                    f"defined {e(_v(c.defined))}, live {e(_v(c.live))}" for c in o.changes)  # fmt: skip
             if o.message:
                 fields = (fields + "<br>" if fields else "") + e(o.message)
             power = e(str(o.info.get("state", ""))) if o.info else ""

@@ -49,7 +49,7 @@ def unmanaged_domain(name: str, memory_mib: int = 64, running: bool = True) -> s
 
 def unmanaged_network(name: str, third_octet: int) -> str:
     return (f"<network><name>{name}</name><forward mode='nat'/>"
-            f"<bridge name='virbr-{name}'/><ip address='10.9.{third_octet}.1' prefix='24'>"
+            f"<bridge name='vbr{third_octet}'/><ip address='10.9.{third_octet}.1' prefix='24'>"
             f"<dhcp><range start='10.9.{third_octet}.10' end='10.9.{third_octet}.50'/></dhcp>"
             "</ip></network>")  # fmt: skip
 

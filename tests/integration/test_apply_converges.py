@@ -49,7 +49,7 @@ def test_applying_twice_changes_nothing(tmp_path: Path, virtsync: VirtsyncCli) -
     assert second.code == 0, second.err
     counts = second.json()["counts"]
     assert counts["created"] == counts["updated"] == counts["deleted"] == counts["failed"] == 0
-    assert "No changes" in second.out
+    assert "No changes" in second.err  # the plan goes to stderr; stdout is the JSON
     assert snapshot(connection(uri)) == before
 
 
