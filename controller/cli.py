@@ -92,7 +92,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="virtsync", description="GitOps for libvirt: converge KVM and Xen "
-                     "hosts to YAML specs.")  # fmt: skip
+                     "hosts to YAML specs.")
     parser.add_argument("--version", action="version", version=f"virtsync {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--max-file-size",
             type=_size_arg,
-            default=int(os.environ.get("VIRTSYNC_MAX_FILE_SIZE", 8 * 1024 * 1024)),
+            default=os.environ.get("VIRTSYNC_MAX_FILE_SIZE", "8MiB"),  # argparse applies type
             metavar="SIZE",
             help="refuse spec files larger than this (default 8MiB; env VIRTSYNC_MAX_FILE_SIZE)",
         )
@@ -163,5 +163,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"virtsync: internal error: {type(exc).__name__}: {exc} (run with --debug for "
-              "the traceback)", file=sys.stderr)  # fmt: skip
+              "the traceback)", file=sys.stderr)
         return EXIT_ERROR

@@ -26,7 +26,7 @@ def git_commit(paths: list[str]) -> str:
     where = where if where.is_dir() else where.parent
     try:
         out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)  # fmt: skip
+                             text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -81,7 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         doc = plan_render.render_json(plan, {"sources": [os.path.abspath(p) for p in args.paths],
                                              "createdAt": datetime.now(UTC).isoformat(),
                                              "hostsFilter": args.host or [],
-                                             "connect": args.connect})  # fmt: skip
+                                             "connect": args.connect})
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"saved plan to {args.out}", file=sys.stderr)
     if args.format == "json":
@@ -142,7 +142,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             if not sys.stdin.isatty():
                 # Exit 1 like any refusal (the contract): 64 is only for a mistyped command line.
                 raise GuardRefusal("refusing to apply without --yes: no terminal to ask on; "
-                                   "nothing was changed")  # fmt: skip
+                                   "nothing was changed")
             answer = input("Apply these changes? Only 'yes' is accepted: ")
             if answer.strip() != "yes":
                 print("cancelled", file=sys.stderr)
@@ -150,7 +150,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         progress = _progress if (sys.stderr.isatty() or len(plan.actions) > 5) else None
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
         changes = engine.execute(plan, specs, obs, commit=args.commit, concurrency=args.concurrency,
-                                 progress=progress)  # fmt: skip
+                                 progress=progress)
     finally:
         engine.close()
     for o in changes.failed:
@@ -164,7 +164,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: str) -> None:
     if saved.get("instance") != instance:
         raise StalePlanError(f"the plan was made for instance {saved.get('instance')!r}, "
-                             f"not {instance!r}")  # fmt: skip
+                             f"not {instance!r}")
     if saved.get("specDigest") != digest_now:
         raise StalePlanError("the specs changed since the plan was made; run plan again")
     then = {h["host"]: h.get("fingerprint") for h in saved.get("hosts", [])}
@@ -176,7 +176,7 @@ def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: st
 def _progress(outcome: Any, n: int, total: int) -> None:
     mark = {"failed": "FAILED", "skipped": "skipped"}.get(outcome.status, "ok")
     print(f"[{n}/{total}] {outcome.op} {outcome.key.kind} {outcome.key.name}: {mark} "
-          f"({outcome.seconds:.1f}s) {outcome.detail}", file=sys.stderr)  # fmt: skip
+          f"({outcome.seconds:.1f}s) {outcome.detail}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------- drift
@@ -218,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         uri = args.connect
     elif args.specs:
         ns = argparse.Namespace(paths=args.specs, max_file_size=args.max_file_size, host=[args.host],
-                                connect=None)  # fmt: skip
+                                connect=None)
         specs = _load(ns)
         host = specs.host(args.host)
         if host is None:
@@ -230,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # test driver, whose state lives in its connection) export what apply made.
     conn = SHARED_POOL.for_host(args.host, uri)
     text = export_host(conn.get(), args.host, uri, args.names, include_host=bool(args.connect),
-                       instance=args.instance)  # fmt: skip
+                       instance=args.instance)
     _write(text, args.output)
     return EXIT_OK
 
@@ -267,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.git:
         git = GitSource(url=args.git, branch=args.branch, subdir=args.git_path or "",
                         ssh_key=args.git_ssh_key, token_file=args.git_token_file,
-                        **({"cache": Path(args.cache_dir)} if args.cache_dir else {}))  # fmt: skip
+                        **({"cache": Path(args.cache_dir)} if args.cache_dir else {}))
     secret = Path(args.hook_secret_file).read_text().strip() if args.hook_secret_file else None
     opts = ServiceOptions(
         paths=args.paths, git=git, git_interval=args.git_interval, listen=args.listen,
@@ -277,7 +277,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
         shutdown_timeout=args.shutdown_timeout, hosts=args.host or [],
         limits=Limits(max_file_bytes=args.max_file_size),
-    )  # fmt: skip
+    )
     return Service(opts).run()
 
 
@@ -285,14 +285,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(verb: Callable[..., argparse.ArgumentParser],
-             spec_args: Callable[[argparse.ArgumentParser], None]) -> None:  # fmt: skip
+             spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         spec_args(p)
         p.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
         p.add_argument("--connect", metavar="URI", help="override the Host's URI (one-host runs)")
         _instance(p)
         p.add_argument("--commit", default=None, help="git commit to record (default: HEAD of "
-                       "the spec repository)")  # fmt: skip
+                       "the spec repository)")
         p.add_argument("--no-color", action="store_true", help="no colours even on a terminal")
 
     p = verb("plan", cmd_plan, "show what would change on each host, and how")
@@ -300,7 +300,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--out", metavar="FILE", help="save the plan (JSON) for `apply FILE`")
     p.add_argument("--prune", action="store_true", help="include deletions of managed objects "
-                   "gone from the specs")  # fmt: skip
+                   "gone from the specs")
     p.set_defaults(post=_fill_commit)
 
     p = verb("apply", cmd_apply, "converge the hosts (PATH… of specs, or a saved PLANFILE)")
@@ -333,7 +333,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--git-ssh-key", metavar="FILE", help="SSH private key for the repository")
     p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
-                   "(default ~/.cache/virtsync)")  # fmt: skip
+                   "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
                    help="shared secret for POST /hooks/git (header X-Virtsync-Secret)")
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
@@ -348,7 +348,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--workers", type=int, default=4, help="reconciles at once (default 4)")
     p.add_argument("--notify", metavar="URL", help="POST JSON notifications here")
     p.add_argument("--suspend", action="store_true", help="start suspended: report only "
-                   "(SIGUSR1 toggles)")  # fmt: skip
+                   "(SIGUSR1 toggles)")
     p.add_argument("--thrash-limit", type=int, default=5, metavar="N",
                    help="repairs of one object within --thrash-window that count as thrashing")
     p.add_argument("--thrash-window", type=_seconds, default=600.0, metavar="DURATION")

@@ -35,7 +35,7 @@ def spec_digest(specs: SpecSet) -> str:
         (item.obj.kind, item.obj.metadata.name, applied_fields(item.obj.spec),
          item.obj.metadata.labels, item.obj.metadata.annotations)
         for item in specs.items
-    ))  # fmt: skip
+    ))
 
 
 def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None) -> SpecSet:
@@ -49,7 +49,7 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
     if connect:
         if len(hosts) != 1:
             raise UsageError(f"--connect needs exactly one host; the specs have {len(hosts)} "
-                             "(choose one with --host)")  # fmt: skip
+                             "(choose one with --host)")
         only = hosts[0]
         new = only.model_copy(update={"spec": only.spec.model_copy(update={"uri": connect})})
         items = tuple(i for i in specs.for_host(only.metadata.name).items)
@@ -98,7 +98,7 @@ class Engine:
                 return host.metadata.name, state, "", time.monotonic() - started
             except HostError as exc:
                 return (host.metadata.name, None, str(exc).removeprefix(f"{host.metadata.name}: "),
-                        time.monotonic() - started)  # fmt: skip
+                        time.monotonic() - started)
 
         hosts = specs.hosts
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as ex:
@@ -111,20 +111,20 @@ class Engine:
         return obs
 
     def plan(self, specs: SpecSet, obs: Observation, *, prune: bool = False, commit: str = "",
-             now: datetime | None = None) -> Plan:  # fmt: skip
+             now: datetime | None = None) -> Plan:
         opts = PlanOptions(instance=self.instance, prune=prune, commit=commit,
-                           now=now or datetime.now(UTC))  # fmt: skip
+                           now=now or datetime.now(UTC))
         return make_plan(specs, obs.states, opts, spec_digest(specs), obs.failed)
 
     def execute(self, plan: Plan, specs: SpecSet, obs: Observation, *, commit: str = "",
-                concurrency: int = 8, progress: Progress | None = None) -> ChangeSet:  # fmt: skip
+                concurrency: int = 8, progress: Progress | None = None) -> ChangeSet:
         hosts = {h.metadata.name: h for h in specs.hosts}
 
         def ops_for(name: str) -> HostOps:
             return HostOps(self._connection(hosts[name]), obs.states[name].caps)
 
         return execute(plan, specs, obs.states, ops_for,
-                       ExecOptions(self.instance, commit, concurrency), progress)  # fmt: skip
+                       ExecOptions(self.instance, commit, concurrency), progress)
 
     def close(self) -> None:
         if self.pool is not SHARED_POOL:

@@ -141,7 +141,7 @@ import_base() {
 }
 
 build() {
-  local args=(--isolation chroot "${STORE[@]}" --layers --pull=false -t "$TAG" -f Dockerfile)
+  local args=(--isolation chroot "${STORE[@]}" --layers --pull=never -t "$TAG" -f Dockerfile)
   # A machine whose HTTPS traffic goes through an intercepting proxy trusts that proxy's CA
   # in its own bundle only (/usr/local/share/ca-certificates): lend the machine's bundle to
   # the build's pip (read-only, only while building; nothing of it stays in the image).

@@ -24,7 +24,7 @@ class Outcome:
     def as_json(self) -> dict[str, Any]:
         return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
                 "op": self.op, "status": self.status, "detail": self.detail,
-                "seconds": round(self.seconds, 3), "retryable": self.retryable}  # fmt: skip
+                "seconds": round(self.seconds, 3), "retryable": self.retryable}
 
 
 def status_for(op: str) -> str:
@@ -48,7 +48,7 @@ class ChangeSet:
         c = Counter(o.status for o in self.outcomes)
         c["unchanged"] = len(self.unchanged)
         return {k: c.get(k, 0) for k in ("created", "updated", "unchanged", "deleted", "skipped",
-                                         "failed")}  # fmt: skip
+                                         "failed")}
 
     def summary(self) -> str:
         return ", ".join(f"{n} {k}" for k, n in self.counts().items())
@@ -56,4 +56,4 @@ class ChangeSet:
     def as_json(self) -> dict[str, Any]:
         # Versioned like plan and drift output: specs/apply.schema.json.
         return {"schemaVersion": 1, "kind": "changeset", "counts": self.counts(),
-                "outcomes": [o.as_json() for o in self.outcomes]}  # fmt: skip
+                "outcomes": [o.as_json() for o in self.outcomes]}

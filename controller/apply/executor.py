@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from copy import deepcopy
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
@@ -25,7 +25,6 @@ from controller.apply.changeset import ChangeSet, Outcome, status_for
 from controller.errors import PlanError, VirtsyncError
 from controller.hypervisor.domain_xml import (
     WriteContext,
-    disk_element,
     new_guest_xml,
     read_guest,
     update_guest_xml,
@@ -51,7 +50,7 @@ class ExecOptions:
 
 class _HostRun:
     def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
-                 opts: ExecOptions) -> None:  # fmt: skip
+                 opts: ExecOptions) -> None:
         self.hp, self.specs, self.state, self.ops, self.opts = hp, specs, state, ops, opts
         self.failed: set[str] = set()  # "Kind/name" of objects whose action failed
         self.lock = threading.Lock()
@@ -66,14 +65,14 @@ class _HostRun:
 
     def network(self, name: str) -> Network:
         n = next((n for n in self.specs.networks
-                  if n.metadata.name == name and n.spec.host == self.hp.host), None)  # fmt: skip
+                  if n.metadata.name == name and n.spec.host == self.hp.host), None)
         if n is None:
             raise PlanError(f"network {name} is not in the specs")
         return n
 
     def pool(self, name: str) -> StoragePool:
         p = next((p for p in self.specs.pools
-                  if p.metadata.name == name and p.spec.host == self.hp.host), None)  # fmt: skip
+                  if p.metadata.name == name and p.spec.host == self.hp.host), None)
         if p is None:
             raise PlanError(f"pool {name} is not in the specs")
         return p
@@ -81,13 +80,13 @@ class _HostRun:
     def pool_paths(self) -> dict[str, str]:
         paths = {n: p.path for n, p in self.state.pools.items() if p.path}
         paths.update({p.metadata.name: p.spec.path for p in self.specs.pools
-                      if p.spec.host == self.hp.host})  # fmt: skip
+                      if p.spec.host == self.hp.host})
         return paths
 
     def write_ctx(self, guest: Guest, owner: Owner, uuid: str | None = None) -> WriteContext:
         return WriteContext(virt_type=self.state.caps.virt_type, pool_paths=self.pool_paths(),
                             owner=owner, uuid=uuid,
-                            xen_pv=guest.spec.xen is not None and guest.spec.xen.mode == "pv")  # fmt: skip
+                            xen_pv=guest.spec.xen is not None and guest.spec.xen.mode == "pv")
 
     def guest_owner(self, guest: Guest, obs: ObservedGuest | None) -> Owner:
         data = owner_for(guest, self.opts.instance, self.opts.commit)
@@ -98,7 +97,7 @@ class _HostRun:
     def net_owner(self, net: Network) -> Owner:
         applied = applied_fields(net.spec)
         return Owner(self.opts.instance, "Network", net.metadata.name, digest(applied),
-                     self.opts.commit, applied)  # fmt: skip
+                     self.opts.commit, applied)
 
     def blocked(self, action: Action) -> str | None:
         deps = [f"{action.key.kind}/{action.key.name}"]
@@ -109,10 +108,10 @@ class _HostRun:
             deps += [f"Network/{i.network}" for i in g.spec.interfaces]
             deps += [f"StoragePool/{d.pool}" for d in g.spec.disks if d.pool]
             deps += [f"Volume/{d.pool}/{vol}" for d in g.spec.disks if d.pool
-                     for vol in [f"{g.metadata.name}-{d.name}"]]  # fmt: skip
+                     for vol in [f"{g.metadata.name}-{d.name}"]]
         with self.lock:
             hit = [d for d in deps if d in self.failed or any(
-                f.startswith(d + ".") for f in self.failed if f.startswith("Volume/"))]  # fmt: skip
+                f.startswith(d + ".") for f in self.failed if f.startswith("Volume/"))]
         return f"skipped: {hit[0]} failed earlier" if hit else None
 
     # ------------------------------------------------------------ running
@@ -150,10 +149,10 @@ class _HostRun:
             with self.lock:
                 self.failed.add(f"{action.key.kind}/{action.key.name}")
             return Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
-                           time.monotonic() - started, exc.retryable)  # fmt: skip
+                           time.monotonic() - started, exc.retryable)
         _die_if_asked(action)
         return Outcome(action.key, action.op, status_for(action.op), detail,
-                       time.monotonic() - started)  # fmt: skip
+                       time.monotonic() - started)
 
 def _die_if_asked(action: Action) -> None:
     """Tests of crash safety: VIRTSYNC_TEST_DIE_AFTER=OP[:NAME] kills the process right
@@ -200,14 +199,14 @@ def _update_network(run: _HostRun, a: Action) -> str:
     for op in a.args.get("ops", []):
         if op["cmd"] == "range":
             for cmd, start, end in (("delete", op["old_start"], op["old_end"]),
-                                    ("add", op["start"], op["end"])):  # fmt: skip
+                                    ("add", op["start"], op["end"])):
                 target = "both" if run.ops.network_active(name) else "config"
                 run.ops.network_update(name, cmd, "range", f"<range start='{start}' end='{end}'/>",
-                                       target)  # fmt: skip
+                                       target)
             done.append(f"DHCP range {op['start']}-{op['end']}")
             continue
         run.ops.network_update(name, op["cmd"], "host", dhcp_host_xml(op["mac"], op["ip"], op["name"]),
-                               op["target"])  # fmt: skip
+                               op["target"])
         done.append(f"{op['cmd']} lease {op['mac']} ({op['target']})")
     if a.args.get("autostart") is not None:
         run.ops.set_network_autostart(name, bool(a.args["autostart"]))
@@ -260,7 +259,8 @@ def _replug(run: _HostRun, network: str) -> list[str]:
             src = el.find("source")
             if src is not None:
                 for attr in ("portid", "bridge"):
-                    src.attrib.pop(attr, None)
+                    if attr in src.attrib:
+                        del src.attrib[attr]
             run.ops.update_live(g.name, etree.tostring(el, encoding="unicode"))
             done.append(f"{g.name}:{nic.mac}")
     return done
@@ -283,7 +283,7 @@ def _recreate_network(run: _HostRun, a: Action) -> str:
     obs = run.state.networks[a.key.name]
     run.ops.delete_network(a.key.name)
     run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net), obs.uuid),
-                           net.spec.autostart)  # fmt: skip
+                           net.spec.autostart)
     replugged = _replug(run, a.key.name)
     return "recreated" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
 
@@ -325,7 +325,7 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str,
     if kind == "detach-disk":
         el = next((d for d in parse(run.ops.live_xml(name)).findall("devices/disk")
                    if d.find("target") is not None
-                   and d.find("target").get("dev") == op["target"]), None)  # type: ignore[union-attr]  # fmt: skip
+                   and d.find("target").get("dev") == op["target"]), None)  # type: ignore[union-attr]
         if el is not None:
 
             run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
@@ -439,7 +439,7 @@ def _delete_guest(run: _HostRun, a: Action) -> str:
     if obs.state != "stopped":
         run.ops.destroy(name)
     run.ops.undefine_guest(name, keep_nvram=bool(obs.owner and obs.owner.volumes and
-                                                  len(a.args.get("volumes", [])) < len(obs.owner.volumes)))  # fmt: skip
+                                                  len(a.args.get("volumes", [])) < len(obs.owner.volumes)))
     kept = [v for v in (obs.owner.volumes if obs.owner else ()) if v not in a.args.get("volumes", [])]
     return "undefined" + (f"; volumes kept: {', '.join(kept)}" if kept else "")
 
@@ -482,7 +482,7 @@ HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
 
 def execute(plan: Plan, specs: SpecSet, states: Mapping[str, HostState],
             ops_for: Callable[[str], HostOps], opts: ExecOptions,
-            progress: Progress | None = None) -> ChangeSet:  # fmt: skip
+            progress: Progress | None = None) -> ChangeSet:
     """Carry out ``plan``; one host's failure never stops another host."""
     total = len(plan.actions)
     counter = [0]

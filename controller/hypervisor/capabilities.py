@@ -20,7 +20,7 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
     domain_types = {d.get("type") for d in parse(caps_xml).iterfind("guest/arch/domain")}
     if driver == "Test":
         return HostCapabilities(driver="Test", virt_type="test", libvirt_version=version,
-                                hotplug=False, block_resize=False, volume_resize=False)  # fmt: skip
+                                hotplug=False, block_resize=False, volume_resize=False)
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
                                 snapshots=False, block_resize=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -44,7 +45,7 @@ class HostConnection:
             conn = future.result(timeout=self.timeout)
         except FutureTimeout:
             raise HostUnreachable(f"no answer from {self.uri} within {self.timeout:g}s",
-                                  host=self.host) from None  # fmt: skip
+                                  host=self.host) from None
         except libvirt.libvirtError as exc:
             err = map_error(exc, self.host, f"cannot connect to {self.uri}")
             raise HostUnreachable(str(err).removeprefix(f"{self.host}: "), host=self.host) from None
@@ -54,10 +55,8 @@ class HostConnection:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
-            except libvirt.libvirtError:
-                pass
         self._conn = None
 
     def close(self) -> None:

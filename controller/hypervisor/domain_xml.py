@@ -54,7 +54,7 @@ def read_guest_root(root: etree._Element) -> tuple[str, str, GuestConfig, Owner 
     loader = os_el.find("loader") if os_el is not None else None
     firmware = "bios"
     if os_el is not None and (os_el.get("firmware") == "efi" or (
-        loader is not None and loader.get("type") == "pflash")):  # fmt: skip
+        loader is not None and loader.get("type") == "pflash")):
         firmware = "uefi"
     cpu = root.find("cpu")
     graphics = root.find("devices/graphics")
@@ -77,7 +77,7 @@ def read_guest_root(root: etree._Element) -> tuple[str, str, GuestConfig, Owner 
         disks=tuple(_read_disk(name, d) for d in root.findall("devices/disk")),
         interfaces=tuple(_read_nic(i) for i in root.findall("devices/interface")),
         graphics=(f"{graphics.get('type')}@{graphics.get('listen', '')}"
-                  if graphics is not None else None),  # fmt: skip
+                  if graphics is not None else None),
         nvram=os_el.findtext("nvram") if os_el is not None else None,
     )
     return name, uuid, config, ownership.find_owner(root)
@@ -161,15 +161,12 @@ def new_guest_xml(name: str, spec: GuestSpec, ctx: WriteContext) -> str:
         remove(root.find("features"))  # PV guests have none; the test driver ignores them
     if ctx.xen_pv:
         root.find("os/type").text = "linux"  # type: ignore[union-attr]
-    if ctx.virt_type != "test":
-        set_text(root.find("devices"), "graphics", "")  # replaced below if declared
-        remove(root.find("devices/graphics"))
     edit_guest(root, name, spec, ctx, fields=None)
     return tostring(root)
 
 
 def update_guest_xml(xml: str, name: str, spec: GuestSpec, ctx: WriteContext,
-                     fields: Iterable[str]) -> str:  # fmt: skip
+                     fields: Iterable[str]) -> str:
     """The persistent definition with ``fields`` (spec names) set as the spec says."""
     root = parse(xml)
     edit_guest(root, name, spec, ctx, fields=set(fields))
@@ -177,7 +174,7 @@ def update_guest_xml(xml: str, name: str, spec: GuestSpec, ctx: WriteContext,
 
 
 def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteContext,
-               fields: set[str] | None) -> None:  # fmt: skip
+               fields: set[str] | None) -> None:
     """Write spec fields into a domain XML tree; ``fields=None`` writes all of them."""
 
     def want(f: str) -> bool:
@@ -241,7 +238,7 @@ def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteConte
             devices.remove(g)
         if spec.graphics.type != "none":
             etree.SubElement(devices, "graphics", type=spec.graphics.type, autoport="yes",
-                             listen=spec.graphics.listen)  # fmt: skip
+                             listen=spec.graphics.listen)
 
 
 def _insert_after(root: etree._Element, tag: str, after: tuple[str, ...]) -> etree._Element:
@@ -256,13 +253,14 @@ def _insert_after(root: etree._Element, tag: str, after: tuple[str, ...]) -> etr
 
 
 def _set_firmware(root: etree._Element, os_el: etree._Element, firmware: str,
-                  ctx: WriteContext) -> None:  # fmt: skip
+                  ctx: WriteContext) -> None:
     if ctx.virt_type == "test" or ctx.xen_pv:
         return  # the test driver has no firmware; PV guests boot their kernel
     if firmware == "uefi":
         os_el.set("firmware", "efi")  # libvirt picks OVMF and makes the NVRAM file
     elif os_el.get("firmware") == "efi" or os_el.find("loader") is not None:
-        os_el.attrib.pop("firmware", None)
+        if "firmware" in os_el.attrib:
+            del os_el.attrib["firmware"]
         remove(os_el.find("loader"))
         remove(os_el.find("nvram"))
 
@@ -292,10 +290,7 @@ def disk_path(name: str, disk: Disk, ctx: WriteContext) -> str:
 def disk_element(name: str, disk: Disk, ctx: WriteContext, target: str) -> etree._Element:
     el = etree.Element("disk", type="file", device=disk.device)
     if ctx.virt_type != "test":
-        drv = {"name": "qemu", "type": disk.format} if ctx.virt_type != "xen" else {"type": disk.format}
-        if ctx.virt_type == "xen":
-            drv["name"] = "qemu"
-        etree.SubElement(el, "driver", **drv)
+        etree.SubElement(el, "driver", name="qemu", type=disk.format)  # libxl takes qemu too
     etree.SubElement(el, "source", file=disk_path(name, disk, ctx))
     bus = "xen" if ctx.xen_pv and disk.bus == "virtio" else disk.bus
     etree.SubElement(el, "target", dev=target, bus=bus)
@@ -313,9 +308,9 @@ def _disk_key(guest: str, el: etree._Element) -> str:
 def _set_disks(devices: etree._Element, name: str, spec: GuestSpec, ctx: WriteContext) -> None:
     existing = {_disk_key(name, d): d for d in devices.findall("disk")}
     wanted = {d.name for d in spec.disks}
-    for key, el in existing.items():
+    for key, old in existing.items():
         if key not in wanted:
-            devices.remove(el)
+            devices.remove(old)
     used = {t.get("dev") for t in devices.findall("disk/target")}
     for disk in spec.disks:
         el = existing.get(disk.name)

@@ -55,7 +55,7 @@ def map_error(exc: libvirt.libvirtError, host: str, what: str) -> HostError:
     if code in _UNSUPPORTED:
         return UnsupportedError(message, host=host)
     if code in _UNREACHABLE and (code != libvirt.VIR_ERR_SYSTEM_ERROR or domain in (
-            libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)):  # fmt: skip
+            libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)):
         return HostUnreachable(message, host=host)
     return OperationFailed(message, host=host, retryable=code in _TRANSIENT)
 

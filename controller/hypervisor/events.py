@@ -8,6 +8,7 @@ enqueue work.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -60,16 +61,12 @@ class HostEvents:
             self.on_event(host, "Network", net.name())
 
         ids = [("dom", c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, dom_cb,
-                                                None))]  # fmt: skip
-        try:
+                                                None))]
+        with contextlib.suppress(libvirt.libvirtError):  # without network events: resyncs
             ids.append(("net", c.networkEventRegisterAny(None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE,
-                                                         net_cb, None)))  # fmt: skip
-        except libvirt.libvirtError:
-            pass  # drivers without network events still get resyncs
-        try:
+                                                         net_cb, None)))
+        with contextlib.suppress(libvirt.libvirtError):
             c.setKeepAlive(5, 3)  # notice a dead daemon within ~20 s even when idle
-        except libvirt.libvirtError:
-            pass
         self._registered = c
         self._ids = ids
         return True

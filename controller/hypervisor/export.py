@@ -24,7 +24,7 @@ def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
     cfg: GuestConfig = g.persistent or g.live  # type: ignore[assignment]
     spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running",
-                            "vcpus": cfg.vcpus}  # fmt: skip
+                            "vcpus": cfg.vcpus}
     if cfg.max_vcpus != cfg.vcpus:
         spec["maxVcpus"] = cfg.max_vcpus
     spec["memory"] = format_size(cfg.memory)
@@ -50,7 +50,7 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
     spec["interfaces"] = [
         {"network": n.network, "mac": n.mac, **({"model": n.model} if n.model else {})}
         for n in cfg.interfaces if n.network
-    ]  # fmt: skip
+    ]
     if cfg.graphics:
         gtype, _, listen = cfg.graphics.partition("@")
         if gtype in ("vnc", "spice"):
@@ -74,7 +74,7 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
             dhcp: dict[str, Any] = {"start": c.dhcp_start, "end": c.dhcp_end}
             if c.dhcp_hosts:
                 dhcp["hosts"] = [{"mac": h.mac, "ip": h.ip, **({"name": h.name} if h.name else {})}
-                                 for h in c.dhcp_hosts]  # fmt: skip
+                                 for h in c.dhcp_hosts]
             ipv4["dhcp"] = dhcp
         spec["ipv4"] = ipv4
     if c.mtu:
@@ -88,7 +88,7 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
 
 
 def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str], *,
-                include_host: bool, instance: str) -> str:  # fmt: skip
+                include_host: bool, instance: str) -> str:
     """YAML documents for ``host``'s guests and networks (all, or those in ``names``)."""
     caps = probe(conn, host, None)
     guests = observe_guests(conn, host)
@@ -102,12 +102,12 @@ def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str],
     chosen_guests = [g for n, g in sorted(guests.items()) if pick(n) and (g.persistent or g.live)]
     chosen_nets = [n for k, n in sorted(networks.items()) if pick(k)]
     used_nets = {i.network for g in chosen_guests for i in (g.persistent or g.live).interfaces  # type: ignore[union-attr]
-                 if i.network}  # fmt: skip
+                 if i.network}
     if not wanted:
         chosen_nets = [n for n in chosen_nets if n.persistent or n.name in used_nets]
     if include_host:
         dirs = sorted({posixpath.dirname(d.path) for g in chosen_guests
-                       for d in (g.persistent or g.live).disks if d.path})  # type: ignore[union-attr]  # fmt: skip
+                       for d in (g.persistent or g.live).disks if d.path})  # type: ignore[union-attr]
         hspec: dict[str, Any] = {"uri": uri}
         if caps.virt_type in ("kvm", "qemu"):
             hspec["hypervisor"] = caps.virt_type

@@ -61,7 +61,7 @@ def network_xml(name: str, spec: NetworkSpec, owner: Owner, uuid: str | None = N
         attrs = {"name": spec.bridge}
         if spec.mode != "bridge":
             attrs.update(stp="on", delay="0")
-        etree.SubElement(root, "bridge", **attrs)
+        etree.SubElement(root, "bridge", attrs)
     if spec.mtu:
         etree.SubElement(root, "mtu", size=str(spec.mtu))
     if spec.domain:

@@ -36,7 +36,7 @@ _TRANSIENT_PAUSE = {
                  "VIR_DOMAIN_PAUSED_SAVE", "VIR_DOMAIN_PAUSED_DUMP", "VIR_DOMAIN_PAUSED_SNAPSHOT",
                  "VIR_DOMAIN_PAUSED_POSTCOPY", "VIR_DOMAIN_PAUSED_FROM_SNAPSHOT")
     if hasattr(libvirt, name)
-}  # fmt: skip
+}
 
 
 def _uuids(conn: libvirt.virConnect, flags: int) -> set[str]:
@@ -61,11 +61,11 @@ def observe_guests(conn: libvirt.virConnect, host: str) -> dict[str, ObservedGue
 
 def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused: set[str],
                    shutoff: set[str], persistent: set[str],
-                   autostart: set[str]) -> ObservedGuest | None:  # fmt: skip
+                   autostart: set[str]) -> ObservedGuest | None:
     try:
         uuid = dom.UUIDString()
         state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
-                             else "stopped" if uuid in shutoff else "other")  # fmt: skip
+                             else "stopped" if uuid in shutoff else "other")
         if state == "paused" and dom.state()[1] in _TRANSIENT_PAUSE:
             state = "other"  # starting up, migrating, saving…: not a pause to undo
         active = state in ("running", "paused") or (state == "other" and dom.isActive())
@@ -120,7 +120,7 @@ def observe_networks(conn: libvirt.virConnect, host: str) -> dict[str, ObservedN
         name, uuid, config, owner = read_network(xml)
         live_config = read_network(live_xml)[2] if active else None
         out[name] = ObservedNetwork(name, uuid, active, auto, is_persistent, config, live_config,
-                                    owner, xml)  # fmt: skip
+                                    owner, xml)
     return out
 
 
@@ -140,7 +140,7 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
                     vname = vol.name()
                     if vname.startswith(MARKER_PREFIX):
                         owner = Owner(instance=vname[len(MARKER_PREFIX):], kind="StoragePool",
-                                      name=name)  # fmt: skip
+                                      name=name)
                         continue
                     info = vol.info()
                     volumes[vname] = ObservedVolume(name, vname, vol.path(), int(info[1]))
@@ -154,7 +154,7 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
 
 
 def observe_leases(conn: libvirt.virConnect, networks: dict[str, ObservedNetwork]
-                   ) -> dict[str, tuple[str, ...]]:  # fmt: skip
+                   ) -> dict[str, tuple[str, ...]]:
     leases: dict[str, list[str]] = defaultdict(list)
     for name, net in networks.items():
         if not net.active or net.config.address is None:
@@ -170,7 +170,7 @@ def observe_leases(conn: libvirt.virConnect, networks: dict[str, ObservedNetwork
 
 
 def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNetwork],
-                pools: dict[str, ObservedPool]) -> str:  # fmt: skip
+                pools: dict[str, ObservedPool]) -> str:
     """A digest of everything a plan depends on: any out-of-band change alters it."""
     h = hashlib.sha256()
     for name in sorted(guests):
@@ -192,7 +192,7 @@ def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabi
     pools = observe_pools(conn, host)
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
-                     fingerprint(guests, networks, pools))  # fmt: skip
+                     fingerprint(guests, networks, pools))
 
 
 _STATE_OF = {
@@ -224,11 +224,11 @@ def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> Observe
         shutoff={uuid} if state == "stopped" else set(),
         persistent={uuid} if persistent else set(),
         autostart={uuid} if auto else set(),
-    )  # fmt: skip
+    )
 
 
 def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,
-                      name: str) -> HostState:  # fmt: skip
+                      name: str) -> HostState:
     """A HostState holding one guest (if it exists) with the host's networks and pools."""
     guest = observe_one_guest(conn, host, name)
     guests = {name: guest} if guest is not None else {}

@@ -52,7 +52,7 @@ class HostOps:
         if now != observed_xml:
             what = "appeared" if observed_xml is None else "vanished" if now is None else "changed"
             raise ConflictError(f"guest {name} {what} since it was observed (another writer?)",
-                                host=self.host)  # fmt: skip
+                                host=self.host)
 
     def define_guest(self, xml: str) -> None:
         with libvirt_call(self.host, "define guest"):
@@ -67,7 +67,7 @@ class HostOps:
                 dom.undefineFlags(flags)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
-                                                libvirt.VIR_ERR_INVALID_ARG):  # fmt: skip
+                                                libvirt.VIR_ERR_INVALID_ARG):
                     raise
                 dom.undefine()  # drivers without undefineFlags (test, some libxl)
 
@@ -215,12 +215,12 @@ class HostOps:
     def network_update(self, name: str, command: str, section: str, xml: str, target: str) -> None:
         cmd = {"add": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
                "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-               "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY}[command]  # fmt: skip
+               "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY}[command]
         sec = {"host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-               "range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE}[section]  # fmt: skip
+               "range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE}[section]
         flags = {"live": libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE,
                  "config": libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-                 "both": _NET_LIVE_CONFIG}[target]  # fmt: skip
+                 "both": _NET_LIVE_CONFIG}[target]
         with libvirt_call(self.host, f"update network {name}"):
             self._net(name).update(cmd, sec, -1, xml, flags)
 
@@ -279,7 +279,7 @@ class HostOps:
                 others = [n for n in names if n != marker_volume(instance)]
                 if others:
                     raise OperationFailed(f"pool {name} still holds volumes: {', '.join(others)}",
-                                          host=self.host)  # fmt: skip
+                                          host=self.host)
                 if names:
                     pool.storageVolLookupByName(marker_volume(instance)).delete(0)
                 pool.destroy()
@@ -294,7 +294,7 @@ class HostOps:
     # ------------------------------------------------------------ volumes
 
     def create_volume(self, pool: str, name: str, capacity: int, fmt: str,
-                      backing: tuple[str, str] | None = None) -> str:  # fmt: skip
+                      backing: tuple[str, str] | None = None) -> str:
         p = self._pool(pool)
         with libvirt_call(self.host, f"create volume {pool}/{name}"):
             vol = p.createXML(volume_xml(name, capacity, fmt, backing), 0)

@@ -11,7 +11,7 @@ def read_pool(xml: str) -> tuple[str, str, str, str | None]:
     """(name, uuid, type, target path)."""
     root = parse(xml)
     return (root.findtext("name") or "", root.findtext("uuid") or "", root.get("type", ""),
-            root.findtext("target/path"))  # fmt: skip
+            root.findtext("target/path"))
 
 
 def pool_xml(name: str, path: str) -> str:
@@ -23,7 +23,7 @@ def pool_xml(name: str, path: str) -> str:
 
 
 def volume_xml(name: str, capacity: int, fmt: str | None,
-               backing: tuple[str, str] | None = None) -> str:  # fmt: skip
+               backing: tuple[str, str] | None = None) -> str:
     root = etree.Element("volume")
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "capacity", unit="bytes").text = str(capacity)

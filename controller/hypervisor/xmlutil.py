@@ -12,7 +12,7 @@ _UNITS = {
     "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
     "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
-}  # fmt: skip
+}
 
 
 def parse(xml: str) -> etree._Element:
@@ -48,5 +48,6 @@ def set_text(parent: etree._Element, tag: str, text: str, **attrs: str) -> etree
 
 
 def remove(el: etree._Element | None) -> None:
-    if el is not None and el.getparent() is not None:
-        el.getparent().remove(el)
+    parent = el.getparent() if el is not None else None
+    if el is not None and parent is not None:
+        parent.remove(el)

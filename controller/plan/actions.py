@@ -44,7 +44,7 @@ class FieldChange:
 
     def as_json(self) -> dict[str, Any]:
         out = {"path": self.path, "desired": self.desired, "defined": self.defined,
-               "live": self.live, "impact": str(self.impact)}  # fmt: skip
+               "live": self.live, "impact": str(self.impact)}
         if self.note:
             out["note"] = self.note
         return out
@@ -86,7 +86,7 @@ class Pending:
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
-                "reason": self.reason, "changes": [c.as_json() for c in self.changes]}  # fmt: skip
+                "reason": self.reason, "changes": [c.as_json() for c in self.changes]}
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Problem:
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
-                "severity": self.severity, "message": self.message}  # fmt: skip
+                "severity": self.severity, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class ObjectDrift:
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
                                "status": self.status, "reconcile": self.reconcile,
-                               "changes": [c.as_json() for c in self.changes]}  # fmt: skip
+                               "changes": [c.as_json() for c in self.changes]}
         if self.message:
             out["message"] = self.message
         if self.info:

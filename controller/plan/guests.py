@@ -76,11 +76,11 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
 
     if obs is not None and obs.owner is None and not spec.adopt:
         out.problems.append(Problem(key, f"a guest named {name!r} exists on {host.host} and is "
-                                    "not managed by virtsync; set adopt: true to take it over"))  # fmt: skip
+                                    "not managed by virtsync; set adopt: true to take it over"))
         return out
     if obs is not None and obs.owner is not None and obs.owner.instance != opts.instance:
         out.problems.append(Problem(key, f"guest {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}, not {opts.instance!r}"))  # fmt: skip
+                                    f"{obs.owner.instance!r}, not {opts.instance!r}"))
         return out
     if spec.xen is not None and host.caps.virt_type not in ("xen", "test"):
         out.problems.append(Problem(key, f"host {host.host} is not a Xen host ({host.caps.driver})"))
@@ -104,14 +104,14 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
             out.actions.append(Action(key, "define", Impact.CREATE, Phase.GUESTS,
                                       "guest is running but not defined (transient)" if transient
                                       else "guest does not exist", (change,),
-                                      {"commit": opts.commit}))  # fmt: skip
+                                      {"commit": opts.commit}))
             out.actions.extend(volumes)
             if power is not None and obs is not None:
                 out.actions.append(_power_action(key, spec, obs, power))
             elif obs is None and spec.state in ("running", "paused"):
                 out.actions.append(Action(key, "start", Impact.LIVE, Phase.POWER,
                                           f"state: {spec.state}",
-                                          args={"paused": spec.state == "paused"}))  # fmt: skip
+                                          args={"paused": spec.state == "paused"}))
         return out
 
     defined_changes, live_ops, pending = _config_changes(ctx, obs)
@@ -130,7 +130,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     recreate = [c for c in defined_changes if c.impact == Impact.RECREATE]
     next_boot = [c for c in defined_changes if c.impact == Impact.NEXT_BOOT]
     restart_needed = running and (bool(next_boot) or bool(recreate) or
-                                  any(reason for _, reason in pending))  # fmt: skip
+                                  any(reason for _, reason in pending))
     may_restart, why_not = _may_restart(spec, opts.now)
     stays_down = spec.state == "stopped"
 
@@ -147,7 +147,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                   "fields that need a new definition changed",
                                   tuple(defined_changes),
                                   {**owner_args, "restart": running and not stays_down,
-                                   "fields": sorted(_fields_of(defined_changes))}))  # fmt: skip
+                                   "fields": sorted(_fields_of(defined_changes))}))
     elif defined_changes or live_ops:
         # An adopted guest that already matches needs no write: ownership is recorded
         # with its first change (until then it is never pruned, which is the safe side).
@@ -159,7 +159,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                   tuple(defined_changes) + tuple(
                                       c for c, _ in live_ops if c not in defined_changes),
                                   {**owner_args, "fields": sorted(_fields_of(defined_changes)),
-                                   "live": [op for _, op in live_ops] if running else []}))  # fmt: skip
+                                   "live": [op for _, op in live_ops] if running else []}))
     if attach and running and not recreate:
         out.actions.append(Action(key, "attach-disks", Impact.LIVE, Phase.POWER,
                                   "hot-plug new disks", (), {"disks": attach}))
@@ -174,7 +174,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                       "apply changes that need a restart",
                                       pend_changes + ((power,) if power is not None else ()),
                                       {"timeout": spec.shutdown_timeout,
-                                       "paused": spec.state == "paused"}))  # fmt: skip
+                                       "paused": spec.state == "paused"}))
         elif pend_changes:
             out.pending.append(Pending(key, f"pending restart ({why_not})", pend_changes))
     if power is not None and not restarts:
@@ -220,7 +220,7 @@ def _config_changes(
     pending: list[tuple[FieldChange, str]] = []
 
     def check(fld: str, want: Any, have: Any, live_have: Any, impact: Impact,
-              show: Any = None, same: Any = None) -> None:  # fmt: skip
+              show: Any = None, same: Any = None) -> None:
         pointer = f"/spec/{fld}"
         if fld not in d or ctx.ignored(pointer):
             return
@@ -228,10 +228,10 @@ def _config_changes(
         fmt = show or (lambda v: v)
         if not eq(want, have):
             changes.append(FieldChange(pointer, fmt(want), fmt(have),
-                                       fmt(live_have) if live else None, impact))  # fmt: skip
+                                       fmt(live_have) if live else None, impact))
         elif live is not None and impact != Impact.LIVE and not eq(want, live_have):
             pending.append((FieldChange(pointer, fmt(want), fmt(have), fmt(live_have), impact),
-                            "definition differs from the running guest"))  # fmt: skip
+                            "definition differs from the running guest"))
 
     ceiling = persistent.max_memory
     if "maxMemory" in d and spec.max_memory is not None:
@@ -241,7 +241,7 @@ def _config_changes(
     mem_impact = Impact.LIVE if spec.memory <= ceiling else Impact.NEXT_BOOT
     if "memory" in d and not ctx.ignored("/spec/memory") and spec.memory != persistent.memory:
         change = FieldChange("/spec/memory", format_size(spec.memory), format_size(persistent.memory),
-                             format_size(live.memory) if live else None, mem_impact)  # fmt: skip
+                             format_size(live.memory) if live else None, mem_impact)
         changes.append(change)
         if live is not None and mem_impact == Impact.LIVE:
             live_ops.append((change, {"op": "setmem", "bytes": spec.memory}))
@@ -260,7 +260,7 @@ def _config_changes(
         impact = Impact.LIVE if spec.vcpus <= vceiling and not fewer_live else Impact.NEXT_BOOT
         if spec.vcpus != persistent.vcpus:
             changes.append(FieldChange("/spec/vcpus", spec.vcpus, persistent.vcpus,
-                                       live.vcpus if live else None, impact))  # fmt: skip
+                                       live.vcpus if live else None, impact))
         elif live is not None and live.vcpus != spec.vcpus:
             # Hot-plug only adds vCPUs: most guests and machine types refuse unplug.
             if live.vcpus < spec.vcpus <= live.max_vcpus:
@@ -270,7 +270,7 @@ def _config_changes(
                 pending.append((FieldChange("/spec/vcpus", spec.vcpus, persistent.vcpus, live.vcpus,
                                             Impact.NEXT_BOOT),
                                 "vCPUs are only hot-plugged, never unplugged"
-                                if spec.vcpus < live.vcpus else "above the running maximum"))  # fmt: skip
+                                if spec.vcpus < live.vcpus else "above the running maximum"))
     if "maxVcpus" in d and spec.max_vcpus is not None:
         check("maxVcpus", spec.max_vcpus, persistent.max_vcpus,
               live.max_vcpus if live else None, Impact.NEXT_BOOT)
@@ -280,7 +280,7 @@ def _config_changes(
         # The running XML expands host-model into a full CPU: compare definitions only.
         if "cpu" in d and not ctx.ignored("/spec/cpu") and want_cpu != have_cpu:
             changes.append(FieldChange("/spec/cpu", _cpu_str(want_cpu), _cpu_str(have_cpu), None,
-                                       guest_impact("cpu")))  # fmt: skip
+                                       guest_impact("cpu")))
     if spec.machine:
         check("machine", spec.machine, persistent.machine, live.machine if live else None,
               guest_impact("machine"), same=machine_matches)
@@ -299,7 +299,7 @@ def _config_changes(
               live.graphics if live else None, guest_impact("graphics"))
     if "autostart" in d and not ctx.ignored("/spec/autostart") and spec.autostart != obs.autostart:
         changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
-                                   Impact.LIVE))  # fmt: skip
+                                   Impact.LIVE))
     if "disks" in d:
         _disk_changes(ctx, persistent, live, hotplug, changes, live_ops, pending)
     if "interfaces" in d:
@@ -365,7 +365,7 @@ def _boot_str(value: tuple[Any, ...] | None) -> str | None:
 
 def _disk_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, hotplug: bool,
                   changes: list[FieldChange], live_ops: list[tuple[FieldChange, dict[str, Any]]],
-                  pending: list[tuple[FieldChange, str]]) -> None:  # fmt: skip
+                  pending: list[tuple[FieldChange, str]]) -> None:
     spec = ctx.spec
     have = {d.name: d for d in persistent.disks}
     running = {d.name: d for d in live.disks} if live else {}
@@ -389,13 +389,13 @@ def _disk_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, 
             if cur.bus != bus:
                 changes.append(FieldChange(pointer + "/bus", bus, cur.bus,
                                            running[disk.name].bus if disk.name in running else None,
-                                           Impact.NEXT_BOOT))  # fmt: skip
+                                           Impact.NEXT_BOOT))
     wanted = {d.name for d in spec.disks}
-    for name, cur in have.items():
+    for name in have:
         if name not in wanted and not ctx.ignored("/spec/disks"):
             changes.append(FieldChange("/spec/disks/-", None, name, name if name in running else None,
                                        Impact.LIVE if hotplug or live is None else Impact.NEXT_BOOT,
-                                       "detach disk (volume kept)"))  # fmt: skip
+                                       "detach disk (volume kept)"))
     for name in running:
         if name not in have and name not in wanted and hotplug:
             c = FieldChange("/spec/disks/-", None, None, name, Impact.LIVE, "detach disk (live)")
@@ -404,7 +404,7 @@ def _disk_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, 
 
 def _nic_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, hotplug: bool,
                  changes: list[FieldChange], live_ops: list[tuple[FieldChange, dict[str, Any]]],
-                 pending: list[tuple[FieldChange, str]]) -> None:  # fmt: skip
+                 pending: list[tuple[FieldChange, str]]) -> None:
     spec = ctx.spec
     pairs, extra = match_nics(spec.interfaces, persistent.interfaces)
     add_impact = Impact.LIVE if (hotplug or live is None) else Impact.NEXT_BOOT
@@ -415,20 +415,20 @@ def _nic_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, h
             continue
         if idx is None:
             changes.append(FieldChange(pointer, f"{want.network} {want.mac or ''}".strip(), None,
-                                       None, add_impact, "attach NIC"))  # fmt: skip
+                                       None, add_impact, "attach NIC"))
             continue
         cur = persistent.interfaces[idx]
         if "model" in want.model_fields_set and not ctx.ignored(pointer + "/model") and (
-                cur.model != want.model):  # fmt: skip
+                cur.model != want.model):
             live_model = running_macs[cur.mac].model if cur.mac in running_macs else None
             changes.append(FieldChange(pointer + "/model", want.model, cur.model, live_model,
-                                       Impact.NEXT_BOOT))  # fmt: skip
+                                       Impact.NEXT_BOOT))
         if not ctx.ignored(pointer + "/network") and cur.network != want.network:
             changes.append(FieldChange(pointer + "/network", want.network, cur.network,
-                                       None, Impact.NEXT_BOOT))  # fmt: skip
+                                       None, Impact.NEXT_BOOT))
         if live is not None and cur.mac not in running_macs:
             c = FieldChange(pointer, f"{want.network} {cur.mac}", f"{cur.network} {cur.mac}", None,
-                            Impact.LIVE, "attach NIC (live)")  # fmt: skip
+                            Impact.LIVE, "attach NIC (live)")
             if hotplug:
                 live_ops.append((c, {"op": "attach-nic", "mac": cur.mac}))
             else:
@@ -440,12 +440,12 @@ def _nic_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, h
         changes.append(FieldChange("/spec/interfaces/-", None, f"{cur.network} {cur.mac}",
                                    f"{cur.network} {cur.mac}" if cur.mac in running_macs else None,
                                    Impact.LIVE if hotplug or live is None else Impact.NEXT_BOOT,
-                                   "detach NIC"))  # fmt: skip
+                                   "detach NIC"))
     persistent_macs = {n.mac for n in persistent.interfaces}
     for mac, nic in running_macs.items():
         if mac not in persistent_macs and hotplug and not ctx.ignored("/spec/interfaces"):
             c = FieldChange("/spec/interfaces/-", None, None, f"{nic.network} {mac}", Impact.LIVE,
-                            "detach NIC (live)")  # fmt: skip
+                            "detach NIC (live)")
             live_ops.append((c, {"op": "detach-nic", "mac": mac}))
 
 
@@ -460,7 +460,7 @@ def _power_change(ctx: _Ctx, obs: ObservedGuest) -> FieldChange | None:
 
 
 def _power_action(key: ResourceKey, spec: GuestSpec, obs: ObservedGuest,
-                  change: FieldChange) -> Action:  # fmt: skip
+                  change: FieldChange) -> Action:
     want, have = spec.state, obs.state
     if want == "running":
         op = "resume" if have == "paused" else "start"
@@ -485,12 +485,12 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
         if vol is None:
             size = disk.size or 0
             change = FieldChange(f"/spec/disks/{i}", format_size(size) if size else disk.from_,
-                                 None, None, Impact.CREATE)  # fmt: skip
+                                 None, None, Impact.CREATE)
             actions.append(Action(vkey, "create-volume", Impact.CREATE, Phase.VOLUMES,
                                   f"disk {disk.name} of guest {guest.metadata.name}", (change,),
                                   {"pool": disk.pool, "volume": vol_name, "capacity": size,
                                    "format": disk.format, "from": disk.from_,
-                                   "guest": guest.metadata.name, "disk": disk.name}))  # fmt: skip
+                                   "guest": guest.metadata.name, "disk": disk.name}))
             continue
         if disk.size is None or "size" not in disk.model_fields_set:
             continue
@@ -500,15 +500,15 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
         if disk.size < vol.capacity:
             out.problems.append(Problem(key, f"disk {disk.name}: size {format_size(disk.size)} is "
                                         f"smaller than the volume ({format_size(vol.capacity)}); "
-                                        "disks are never shrunk"))  # fmt: skip
+                                        "disks are never shrunk"))
         elif disk.size > vol.capacity:
             change = FieldChange(pointer, format_size(disk.size), format_size(vol.capacity), None,
-                                 Impact.LIVE)  # fmt: skip
+                                 Impact.LIVE)
             out.drift.append(change)
             actions.append(Action(vkey, "resize-volume", Impact.LIVE, Phase.VOLUMES,
                                   f"grow disk {disk.name}", (change,),
                                   {"pool": disk.pool, "volume": vol_name, "capacity": disk.size,
-                                   "guest": guest.metadata.name, "disk": disk.name}))  # fmt: skip
+                                   "guest": guest.metadata.name, "disk": disk.name}))
     return actions
 
 
@@ -516,6 +516,6 @@ def owner_for(guest: Guest, instance: str, commit: str) -> dict[str, Any]:
     """The ownership record's content for a guest (see hypervisor/ownership.py)."""
     applied = applied_fields(guest.spec)
     vols = tuple(f"{d.pool}/{volume_name(guest.metadata.name, d.name, d.format)}"
-                 for d in guest.spec.disks if d.pool)  # fmt: skip
+                 for d in guest.spec.disks if d.pool)
     return {"instance": instance, "kind": "Guest", "name": guest.metadata.name,
             "digest": digest(applied), "commit": commit, "applied": applied, "volumes": vols}

@@ -28,7 +28,7 @@ def match_nics(
     for i, n in enumerate(observed):
         if i not in taken and n.mac not in claimed:
             free_by_net[n.network].append(i)
-    for pos, (want, hit) in enumerate(pairs):
+    for pos, (want, _) in enumerate(pairs):
         if want.mac is None and free_by_net[want.network]:
             i = free_by_net[want.network].pop(0)
             taken.add(i)

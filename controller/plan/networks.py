@@ -37,7 +37,7 @@ def desired_config(spec: NetworkSpec) -> NetworkConfig:
 
 
 def _hosts_diff(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ...]
-                ) -> list[dict[str, Any]]:  # fmt: skip
+                ) -> list[dict[str, Any]]:
     """networkUpdate operations turning ``have`` static leases into ``want``, keyed by MAC."""
     w = {h.mac: h for h in want}
     h = {x.mac: x for x in have}
@@ -61,11 +61,11 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     spec = net.spec
     if obs is not None and obs.owner is None and not spec.adopt:
         out.problems.append(Problem(key, f"a network named {name!r} exists on {host.host} and is "
-                                    "not managed by virtsync; set adopt: true to take it over"))  # fmt: skip
+                                    "not managed by virtsync; set adopt: true to take it over"))
         return out
     if obs is not None and obs.owner is not None and obs.owner.instance != opts.instance:
         out.problems.append(Problem(key, f"network {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}"))  # fmt: skip
+                                    f"{obs.owner.instance!r}"))
         return out
     if obs is None:
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
@@ -86,7 +86,7 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     def cmp(fld: str, a: Any, b: Any, present: bool) -> None:
         if present and a != b:
             recreate.append(FieldChange(f"/spec/{fld.replace('.', '/')}", a, b, None,
-                                        NETWORK_FIELDS[fld].impact))  # fmt: skip
+                                        NETWORK_FIELDS[fld].impact))
 
     cmp("mode", want.mode, have.mode, "mode" in d)
     cmp("bridge", want.bridge, have.bridge, "bridge" in d)
@@ -99,11 +99,11 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         if want.dhcp_start and (want.dhcp_start, want.dhcp_end) != (have.dhcp_start, have.dhcp_end):
             c = FieldChange("/spec/ipv4/dhcp", f"{want.dhcp_start}-{want.dhcp_end}",
                             f"{have.dhcp_start}-{have.dhcp_end}" if have.dhcp_start else None,
-                            None, Impact.LIVE if have.dhcp_start else Impact.RECREATE)  # fmt: skip
+                            None, Impact.LIVE if have.dhcp_start else Impact.RECREATE)
             (live if have.dhcp_start else recreate).append(c)
             if have.dhcp_start:
                 ops.append({"cmd": "range", "start": want.dhcp_start, "end": want.dhcp_end,
-                            "old_start": have.dhcp_start, "old_end": have.dhcp_end})  # fmt: skip
+                            "old_start": have.dhcp_start, "old_end": have.dhcp_end})
         if "hosts" in dhcp_declared:
             for target, cfg in (("config", have), ("live", obs.live_config)):
                 if cfg is None or (target == "live" and not obs.active):
@@ -117,23 +117,23 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
                                         [f"{h.mac}={h.ip}" for h in want.dhcp_hosts],
                                         [f"{h.mac}={h.ip}" for h in have.dhcp_hosts],
                                         [f"{h.mac}={h.ip}" for h in obs.live_config.dhcp_hosts]
-                                        if obs.live_config else None, Impact.LIVE))  # fmt: skip
+                                        if obs.live_config else None, Impact.LIVE))
     if "autostart" in d and spec.autostart != obs.autostart:
         live.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None, Impact.LIVE))
     out.drift.extend(recreate + live)
     if recreate:
         out.actions.append(Action(key, "recreate-network", Impact.RECREATE, Phase.NETWORKS,
                                   "fields that need a new definition changed",
-                                  tuple(recreate + live), {"commit": opts.commit}))  # fmt: skip
+                                  tuple(recreate + live), {"commit": opts.commit}))
         return out
     if live:
         out.actions.append(Action(key, "update-network", Impact.LIVE, Phase.NETWORKS,
                                   "spec and network differ", tuple(live),
                                   {"ops": ops, "autostart": spec.autostart if "autostart" in d
-                                   else None}))  # fmt: skip
+                                   else None}))
     if not obs.active:
         change = FieldChange("/status/active", True, False, False, Impact.LIVE)
         out.drift.append(change)
         out.actions.append(Action(key, "start-network", Impact.LIVE, Phase.NETWORKS,
-                                  "network is not active", (change,)))  # fmt: skip
+                                  "network is not active", (change,)))
     return out

@@ -60,14 +60,14 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
         # Nothing to do but a restart that restartPolicy forbids: a status, not drift.
         waiting = bool(gp.pending) and not gp.actions
         entry = _standing(key, [] if waiting else gp.drift, gp.problems,
-                          pool_exists=obs is not None)  # fmt: skip
+                          pool_exists=obs is not None)
         if entry.status == "in-sync" and gp.pending:
             entry = ObjectDrift(key, "pending-restart", tuple(c for p in gp.pending for c in p.changes))
         info = _guest_info(host, guest.metadata.name)
         suspended = guest.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
         drift.append(ObjectDrift(entry.key, entry.status, entry.changes,
                                  "suspended" if suspended else guest.spec.reconcile,
-                                 entry.message, info))  # fmt: skip
+                                 entry.message, info))
 
     extra, unmanaged, more_problems = _extra_objects(specs, host, opts)
     problems += more_problems
@@ -92,7 +92,7 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
 
 
 def _standing(key: ResourceKey, changes: list[FieldChange], problems: list[Problem],
-              pool_exists: bool) -> ObjectDrift:  # fmt: skip
+              pool_exists: bool) -> ObjectDrift:
     errors = [p.message for p in problems if p.key == key and p.severity == "error"]
     if errors:
         return ObjectDrift(key, "error", message="; ".join(errors))
@@ -115,7 +115,7 @@ def _guest_info(host: HostState, name: str) -> dict[str, object]:
 
 
 def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
-                   ) -> tuple[list[ResourceKey], list[ResourceKey], list[Problem]]:  # fmt: skip
+                   ) -> tuple[list[ResourceKey], list[ResourceKey], list[Problem]]:
     """Owned objects gone from the specs, and objects virtsync does not own."""
     want = {
         "Guest": {g.metadata.name for g in specs.guests if g.spec.host == host.host},
@@ -124,7 +124,7 @@ def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
     }
     observed: Mapping[str, Mapping[str, object]] = {
         "Guest": host.guests, "Network": host.networks, "StoragePool": host.pools,
-    }  # fmt: skip
+    }
     extra: list[ResourceKey] = []
     unmanaged: list[ResourceKey] = []
     for kind, objects in observed.items():
@@ -147,19 +147,19 @@ def _delete_actions(key: ResourceKey, host: HostState) -> list[Action]:
         delete_vols = _volumes_to_delete(host, key.name)
         actions = [Action(key, "delete", Impact.DELETE, Phase.DELETE_GUESTS,
                           "managed guest gone from the specs", (change,),
-                          {"volumes": delete_vols, "running": obs.state != "stopped"})]  # fmt: skip
+                          {"volumes": delete_vols, "running": obs.state != "stopped"})]
         for vol in delete_vols:
             vkey = ResourceKey(key.host, "Volume", vol)
             actions.append(Action(vkey, "delete-volume", Impact.DELETE, Phase.DELETE_VOLUMES,
                                   f"deletePolicy: delete (guest {key.name})",
                                   (FieldChange("/", None, vol, None, Impact.DELETE),),
-                                  {"pool": vol.split("/")[0], "volume": vol.split("/", 1)[1]}))  # fmt: skip
+                                  {"pool": vol.split("/")[0], "volume": vol.split("/", 1)[1]}))
         return actions
     if key.kind == "Network":
         return [Action(key, "delete-network", Impact.DELETE, Phase.DELETE_NETWORKS,
-                       "managed network gone from the specs", (change,))]  # fmt: skip
+                       "managed network gone from the specs", (change,))]
     return [Action(key, "delete-pool", Impact.DELETE, Phase.DELETE_POOLS,
-                   "managed pool gone from the specs", (change,))]  # fmt: skip
+                   "managed pool gone from the specs", (change,))]
 
 
 def _volumes_to_delete(host: HostState, guest: str) -> list[str]:
@@ -196,7 +196,7 @@ def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action])
             if name in deleted_guests or obs.persistent is None:
                 continue
             if action.op == "delete-network" and any(
-                    n.network == action.key.name for n in obs.persistent.interfaces):  # fmt: skip
+                    n.network == action.key.name for n in obs.persistent.interfaces):
                 users.add(name)
             if action.op == "delete-pool":
                 pool = host.pools.get(action.key.name)
@@ -210,7 +210,7 @@ def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action])
 
 
 def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: int,
-                   force: bool) -> list[str]:  # fmt: skip
+                   force: bool) -> list[str]:
     """The mass-deletion guard: too many deletions, or over half a host's managed guests."""
     if force:
         return []
@@ -218,7 +218,7 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     deletions = [a for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
     if len(deletions) > max_deletions:
         out.append(f"refusing to delete {len(deletions)} objects (more than --max-deletions "
-                   f"{max_deletions}); use --force if this is intended")  # fmt: skip
+                   f"{max_deletions}); use --force if this is intended")
     for hp in plan.hosts:
         state = hosts.get(hp.host)
         if state is None:
@@ -232,7 +232,7 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
 
 
 def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions,
-              spec_digest: str, failed: Mapping[str, str] | None = None) -> Plan:  # fmt: skip
+              spec_digest: str, failed: Mapping[str, str] | None = None) -> Plan:
     hosts = []
     for host in specs.hosts:
         name = host.metadata.name

@@ -22,10 +22,10 @@ class FieldPolicy:
 
 GUEST_FIELDS: dict[str, FieldPolicy] = {
     "memory": FieldPolicy(Impact.LIVE, "balloon (setMemoryFlags) up to maxMemory; beyond it the "
-                          "ceiling grows at next boot"),  # fmt: skip
+                          "ceiling grows at next boot"),
     "maxMemory": FieldPolicy(Impact.NEXT_BOOT, "memory ceiling in the definition"),
     "vcpus": FieldPolicy(Impact.LIVE, "vCPU hot-plug (setVcpusFlags) up to maxVcpus; beyond it "
-                         "next boot"),  # fmt: skip
+                         "next boot"),
     "maxVcpus": FieldPolicy(Impact.NEXT_BOOT, "vCPU ceiling in the definition"),
     "cpu": FieldPolicy(Impact.NEXT_BOOT, "CPU mode and model"),
     "machine": FieldPolicy(Impact.RECREATE, "machine type changes device addressing"),
@@ -35,7 +35,7 @@ GUEST_FIELDS: dict[str, FieldPolicy] = {
     "disks[+]": FieldPolicy(Impact.LIVE, "attach (hot-plug) after the volume is made"),
     "disks[-]": FieldPolicy(Impact.LIVE, "detach; the volume is kept unless deletePolicy: delete"),
     "disks[].size": FieldPolicy(Impact.LIVE, "grow the volume (blockResize while running); never "
-                                "shrunk"),  # fmt: skip
+                                "shrunk"),
     "disks[].bus": FieldPolicy(Impact.NEXT_BOOT, "disk bus"),
     "interfaces[+]": FieldPolicy(Impact.LIVE, "attach NIC (hot-plug)"),
     "interfaces[-]": FieldPolicy(Impact.LIVE, "detach NIC"),
@@ -45,7 +45,7 @@ GUEST_FIELDS: dict[str, FieldPolicy] = {
     "graphics": FieldPolicy(Impact.NEXT_BOOT, "graphics console"),
     "autostart": FieldPolicy(Impact.LIVE, "setAutostart"),
     "state": FieldPolicy(Impact.LIVE, "start, shutdown (then destroy after shutdownTimeout), "
-                         "suspend, resume"),  # fmt: skip
+                         "suspend, resume"),
 }
 
 NETWORK_FIELDS: dict[str, FieldPolicy] = {

@@ -32,19 +32,19 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         return out
     if obs.owner is None and not spec.adopt:
         out.problems.append(Problem(key, f"a storage pool named {name!r} exists on {host.host} and "
-                                    "is not managed by virtsync; set adopt: true to take it over"))  # fmt: skip
+                                    "is not managed by virtsync; set adopt: true to take it over"))
         return out
     if obs.owner is not None and obs.owner.instance != opts.instance:
         out.problems.append(Problem(key, f"pool {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}"))  # fmt: skip
+                                    f"{obs.owner.instance!r}"))
         return out
     if obs.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
         out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
-                                    f"{spec.path}: moving a pool is not supported"))  # fmt: skip
+                                    f"{spec.path}: moving a pool is not supported"))
     changes: list[FieldChange] = []
     if "autostart" in declared(spec) and spec.autostart != obs.autostart:
         changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
-                                   Impact.LIVE))  # fmt: skip
+                                   Impact.LIVE))
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
     if changes:
@@ -52,5 +52,5 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         out.actions.append(Action(key, "update-pool", Impact.LIVE, Phase.POOLS,
                                   "spec and pool differ", tuple(changes),
                                   {"autostart": spec.autostart, "adopt": obs.owner is None,
-                                   "start": not obs.active}))  # fmt: skip
+                                   "start": not obs.active}))
     return out

@@ -71,10 +71,10 @@ def render_text(report: DriftReport) -> str:
                 continue
             mode = f" [{o.reconcile}]" if o.reconcile != "enforce" else ""
             lines.append(f"  {o.status.upper():15} {o.key.kind} {o.key.name}{mode}"
-                         + (f" — {o.message}" if o.message else ""))  # fmt: skip
+                         + (f" — {o.message}" if o.message else ""))
             for ch in o.changes:
                 lines.append(f"      {_field(ch):32} desired={_v(ch.desired)}  "
-                             f"defined={_v(ch.defined)}  live={_v(ch.live)}")  # fmt: skip
+                             f"defined={_v(ch.defined)}  live={_v(ch.live)}")
         for k in hp.unmanaged:
             lines.append(f"  {'UNMANAGED':15} {k.kind} {k.name}")
     counts = report.counts()
@@ -126,7 +126,7 @@ def render_markdown(report: DriftReport) -> str:
             rows = o.changes or (None,)
             for ch in rows:
                 cells = (["", "", "", ""] if ch is None else
-                         [_field(ch), _v(ch.desired), _v(ch.defined), _v(ch.live)])  # fmt: skip
+                         [_field(ch), _v(ch.desired), _v(ch.defined), _v(ch.live)])
                 cells = [x.replace("|", "\\|") for x in cells]
                 out.append(f"| {o.key.kind} `{o.key.name}` | {o.status} | " + " | ".join(cells) + " |")
         for k in hp.unmanaged:
@@ -149,22 +149,22 @@ def render_html(report: DriftReport) -> str:
              f"<p>Generated {e(report.generated_at.isoformat())}; instance "
              f"<code>{e(report.plan.instance)}</code>"
              + (f"; commit <code>{e(report.commit)}</code>" if report.commit else "") + ".</p>",
-             "<p>" + ", ".join(f"{n} {e(k)}" for k, n in report.counts().items() if n) + "</p>"]  # fmt: skip
+             "<p>" + ", ".join(f"{n} {e(k)}" for k, n in report.counts().items() if n) + "</p>"]
     for hp in report.plan.hosts:
         parts.append(f"<h2>Host <code>{e(hp.host)}</code> <small>{e(hp.uri)}</small></h2>")
         if hp.error:
             parts.append(f"<p class='error'>unreachable: {e(hp.error)}</p>")
             continue
         parts.append("<table><tr><th>Object</th><th>Status</th><th>Field</th><th>Desired</th>"
-                     "<th>Defined</th><th>Live</th></tr>")  # fmt: skip
+                     "<th>Defined</th><th>Live</th></tr>")
         for o in hp.drift:
             rows = o.changes or (None,)
             for ch in rows:
                 cells = ("", "", "", "") if ch is None else (
-                    _field(ch), _v(ch.desired), _v(ch.defined), _v(ch.live))  # fmt: skip
+                    _field(ch), _v(ch.desired), _v(ch.defined), _v(ch.live))
                 parts.append(f"<tr><td>{e(o.key.kind)} <code>{e(o.key.name)}</code></td>"
                              f"<td class='{e(o.status)}'>{e(o.status)}</td>"
-                             + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")  # fmt: skip
+                             + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
         for k in hp.unmanaged:
             parts.append(f"<tr><td>{e(k.kind)} <code>{e(k.name)}</code></td>"
                          "<td class='unmanaged'>unmanaged</td><td></td><td></td><td></td><td></td></tr>")

@@ -11,7 +11,7 @@ PLAN_SCHEMA_VERSION = 1
 _SYMBOL = {Impact.CREATE: "+", Impact.DELETE: "-", Impact.RECREATE: "-/+"}
 _COLOR = {"+": "32", "-": "31", "-/+": "35", "~": "33", "!": "31"}
 _IMPACT_LABEL = {Impact.LIVE: "live", Impact.NEXT_BOOT: "next boot", Impact.RECREATE: "recreate",
-                 Impact.CREATE: "create", Impact.DELETE: "delete"}  # fmt: skip
+                 Impact.CREATE: "create", Impact.DELETE: "delete"}
 
 
 def symbol(action: Action) -> str:
@@ -101,7 +101,7 @@ def render_text(plan: Plan, color: bool = False) -> str:
         tail = "No changes. The hosts match the specs."
     else:
         tail = (f"Plan: {s['create']} to create, {s['change']} to change, {s['recreate']} to "
-                f"recreate, {s['delete']} to delete ({s['volumes']} volumes to make).")  # fmt: skip
+                f"recreate, {s['delete']} to delete ({s['volumes']} volumes to make).")
     if s["pending"]:
         tail += f" {s['pending']} pending restart(s)."
     if s["errors"]:
@@ -115,7 +115,7 @@ def render_markdown(plan: Plan) -> str:
     out = ["## virtsync plan", ""]
     out.append(f"**{s['create']}** to create · **{s['change']}** to change · **{s['recreate']}** "
                f"to recreate · **{s['delete']}** to delete · {s['pending']} pending restart · "
-               f"{s['errors']} errors")  # fmt: skip
+               f"{s['errors']} errors")
     out.append("")
     for hp in plan.hosts:
         out.append(f"### Host `{hp.host}`")
@@ -129,9 +129,9 @@ def render_markdown(plan: Plan) -> str:
             out.append("|---|---|---|---|---|")
             for a in hp.actions:
                 changes = "<br>".join(_md(change_line(c)) for c in a.changes
-                                      if c.path != "/spec") or _md(a.reason)  # fmt: skip
+                                      if c.path != "/spec") or _md(a.reason)
                 out.append(f"| `{symbol(a)}` | {a.key.kind} `{a.key.name}` | {a.op} | "
-                           f"{_IMPACT_LABEL[a.impact]} | {changes} |")  # fmt: skip
+                           f"{_IMPACT_LABEL[a.impact]} | {changes} |")
         else:
             out.append("No changes.")
         for p in hp.problems:

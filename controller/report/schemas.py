@@ -20,7 +20,7 @@ OPS = [
     "recreate-network", "define", "update", "recreate", "attach-disks", "create-volume",
     "resize-volume", "start", "stop", "restart", "suspend", "resume", "delete",
     "delete-volume", "delete-network", "delete-pool",
-]  # fmt: skip
+]
 DRIFT_STATUSES = ["in-sync", "drift", "missing", "pending-restart", "extra", "unmanaged", "error"]
 OUTCOME_STATUSES = ["created", "updated", "deleted", "skipped", "failed"]
 
@@ -35,7 +35,7 @@ _VALUE = {
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None,
-            description: str = "") -> dict[str, Any]:  # fmt: skip
+            description: str = "") -> dict[str, Any]:
     """A closed object: every listed key required unless ``required`` says otherwise."""
     out: dict[str, Any] = {
         "type": "object",
@@ -119,7 +119,7 @@ def plan_schema() -> dict[str, Any]:
         }
     )
     required = ["schemaVersion", "kind", "instance", "specDigest", "prune", "hasChanges",
-                "hasErrors", "summary", "hosts"]  # fmt: skip
+                "hasErrors", "summary", "hosts"]
     return {
         "$schema": DRAFT,
         "$id": SCHEMA_BASE + "plan.schema.json",

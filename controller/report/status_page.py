@@ -31,7 +31,7 @@ def _v(value: Any) -> str:
 def render_status_page(plan: Plan, *, commit: str, loaded_at: datetime | None,
                        spec_error: Sequence[str], events: Sequence[tuple[datetime, str, str]],
                        last_sync: dict[str, datetime | None], suspended: bool,
-                       refresh: int = 5) -> str:  # fmt: skip
+                       refresh: int = 5) -> str:
     e = html.escape
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -51,10 +51,10 @@ def render_status_page(plan: Plan, *, commit: str, loaded_at: datetime | None,
     for hp in plan.hosts:
         synced = last_sync.get(hp.host)
         state = f"<span class='down'>unreachable: {e(hp.error)}</span>" if hp.error else (
-            "<span class='ok'>up</span>")  # fmt: skip
+            "<span class='ok'>up</span>")
         out.append(f"<h2>Host <code>{e(hp.host)}</code> {state}</h2><p class='meta'>{e(hp.uri)}"
                    + (f" · last full sync {e(synced.isoformat(timespec='seconds'))}" if synced else "")
-                   + "</p>")  # fmt: skip
+                   + "</p>")
         out.append("<table><tr><th>Object</th><th>Status</th><th>Power</th><th>Drift</th><th>Mode</th></tr>")
         for o in hp.drift:
             if o.status == "missing":
@@ -62,7 +62,7 @@ def render_status_page(plan: Plan, *, commit: str, loaded_at: datetime | None,
             else:
                 fields = "<br>".join(
                 f"<code>{e(c.path.removeprefix('/spec/'))}</code>: desired {e(_v(c.desired))}, "
-                    f"defined {e(_v(c.defined))}, live {e(_v(c.live))}" for c in o.changes)  # fmt: skip
+                    f"defined {e(_v(c.defined))}, live {e(_v(c.live))}" for c in o.changes)
             if o.message:
                 fields = (fields + "<br>" if fields else "") + e(o.message)
             power = e(str(o.info.get("state", ""))) if o.info else ""
@@ -71,17 +71,17 @@ def render_status_page(plan: Plan, *, commit: str, loaded_at: datetime | None,
                 power += f" <small>{e(', '.join(addrs))}</small>"
             out.append(f"<tr><td>{e(o.key.kind)} <code>{e(o.key.name)}</code></td>"
                        f"<td class='{e(o.status)}'>{e(o.status)}</td><td>{power}</td>"
-                       f"<td>{fields}</td><td>{e(o.reconcile)}</td></tr>")  # fmt: skip
+                       f"<td>{fields}</td><td>{e(o.reconcile)}</td></tr>")
         for k in hp.unmanaged:
             out.append(f"<tr><td>{e(k.kind)} <code>{e(k.name)}</code></td><td class='unmanaged'>"
-                       "unmanaged</td><td></td><td></td><td></td></tr>")  # fmt: skip
+                       "unmanaged</td><td></td><td></td><td></td></tr>")
         out.append("</table>")
         for p in hp.pending:
             out.append(f"<p class='pending-restart'>pending: {e(p.key.kind)} <code>{e(p.key.name)}"
-                       f"</code> — {e(p.reason)}</p>")  # fmt: skip
+                       f"</code> — {e(p.reason)}</p>")
     out.append("<h2>Recent events</h2><table><tr><th>When</th><th>Level</th><th>Message</th></tr>")
     for at, level, message in events:
         out.append(f"<tr><td>{e(at.isoformat(timespec='seconds'))}</td><td class='{e(level)}'>"
-                   f"{e(level)}</td><td>{e(message)}</td></tr>")  # fmt: skip
+                   f"{e(level)}</td><td>{e(message)}</td></tr>")
     out.append("</table></body></html>")
     return "\n".join(out) + "\n"

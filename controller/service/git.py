@@ -47,7 +47,7 @@ class GitFollower:
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
         if self.source.ssh_key:
             env["GIT_SSH_COMMAND"] = (f"ssh -i {self.source.ssh_key} -o IdentitiesOnly=yes "
-                                      "-o StrictHostKeyChecking=accept-new -o BatchMode=yes")  # fmt: skip
+                                      "-o StrictHostKeyChecking=accept-new -o BatchMode=yes")
         return env
 
     def _git(self, *args: str, capture: bool = True) -> str:
@@ -57,7 +57,7 @@ class GitFollower:
             cmd += ["-c", f"http.extraHeader=Authorization: Bearer {token}"]
         cmd += list(args)
         proc = subprocess.run(cmd, env=self._env(), capture_output=capture, text=True, timeout=120,
-                              check=False)  # fmt: skip
+                              check=False)
         if proc.returncode != 0:
             err = (proc.stderr or "").strip().splitlines()
             raise GitError(f"git {args[0]} failed: {err[-1] if err else proc.returncode}")
@@ -70,7 +70,7 @@ class GitFollower:
             self._git("init", "--bare", "-q", str(self.mirror))
         ref = f"refs/remotes/origin/{self.source.branch}"
         self._git("--git-dir", str(self.mirror), "fetch", "-q", "--no-tags", self.source.url,
-                  f"+refs/heads/{self.source.branch}:{ref}")  # fmt: skip
+                  f"+refs/heads/{self.source.branch}:{ref}")
         return self._git("--git-dir", str(self.mirror), "rev-parse", ref).strip()
 
     def snapshot(self, sha: str) -> Path:
@@ -82,7 +82,7 @@ class GitFollower:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         proc = subprocess.run(["git", "--git-dir", str(self.mirror), "archive", "--format=tar", sha],
-                              capture_output=True, timeout=120, check=False)  # fmt: skip
+                              capture_output=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise GitError(f"git archive {sha[:12]} failed: {proc.stderr.decode(errors='replace')}")
         with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
@@ -93,7 +93,7 @@ class GitFollower:
 
     def _prune_snapshots(self, keep: str, retain: int = 3) -> None:
         dirs = sorted((p for p in self.snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+                      key=lambda p: p.stat().st_mtime, reverse=True)
         for old in dirs[retain:]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)

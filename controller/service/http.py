@@ -19,7 +19,7 @@ class Routes:
     def __init__(self, *, health: Callable[[], bool], ready: Callable[[], bool],
                  metrics: Callable[[], bytes], status: Callable[[], dict[str, Any]],
                  page: Callable[[], str], git_hook: Callable[[], None] | None,
-                 hook_secret: str | None) -> None:  # fmt: skip
+                 hook_secret: str | None) -> None:
         self.health, self.ready, self.metrics = health, ready, metrics
         self.status, self.page = status, page
         self.git_hook, self.hook_secret = git_hook, hook_secret
@@ -29,7 +29,7 @@ def serve_http(host: str, port: int, routes: Routes) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "virtsync"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             return  # requests are not worth a log line each
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
@@ -40,7 +40,7 @@ def serve_http(host: str, port: int, routes: Routes) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 ok = routes.health()
@@ -57,7 +57,7 @@ def serve_http(host: str, port: int, routes: Routes) -> ThreadingHTTPServer:
             else:
                 self._send(404, b"not found\n", "text/plain")
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        def do_POST(self) -> None:
             path = self.path.split("?", 1)[0]
             length = int(self.headers.get("Content-Length") or 0)
             if length:

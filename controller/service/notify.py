@@ -27,16 +27,16 @@ class Notifier:
         try:
             self._q.put_nowait({"event": event, "text": f"virtsync: {text}", **fields})
         except queue.Full:
-            log.warning("notification dropped", event=event)
+            log.warning("notification dropped", notification=event)
 
     def _run(self) -> None:
         while True:
             msg = self._q.get()
             body = json.dumps(msg).encode()
             req = urllib.request.Request(self.url or "", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+                                         headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read()
             except OSError as exc:
-                log.warning("notification failed", event=msg["event"], error=str(exc))
+                log.warning("notification failed", notification=msg["event"], error=str(exc))

@@ -57,7 +57,7 @@ class WorkQueue(Generic[K]):
             self._failures[key] = n + 1
         delay = min(self._max, self._base * (2**n)) * random.uniform(0.9, 1.1)
         self.add_after(key, delay)
-        return delay
+        return float(delay)
 
     def forget(self, key: K) -> None:
         with self._cond:

@@ -121,7 +121,7 @@ class Service:
                 self.desired.reject(commit, result.errors)
                 self.metrics.spec_errors.inc()
                 head = f"specs at {commit[:12] or 'the working tree'} are invalid; nothing from " \
-                       "them is applied, the last good specs stay in force"  # fmt: skip
+                       "them is applied, the last good specs stay in force"
                 self.status.record("error", f"{head}: {shown[0]}")
                 log.error("invalid specs", commit=commit, errors=shown[:20])
                 self.notifier.send("invalid-specs", f"{head}: {shown[0]}", commit=commit, errors=shown)
@@ -130,9 +130,9 @@ class Service:
             changed, removed = self.desired.accept(specs, commit)
             self.status.forget_hosts({h.metadata.name for h in specs.hosts})
             self.status.record("info", f"specs loaded ({reason}): commit {commit[:12] or '-'}, "
-                               f"{len(changed)} changed, {len(removed)} removed")  # fmt: skip
+                               f"{len(changed)} changed, {len(removed)} removed")
             log.info("specs loaded", commit=commit, changed=len(changed), removed=len(removed),
-                     reason=reason)  # fmt: skip
+                     reason=reason)
             # Guests changed alone are reconciled one by one; anything else on a host (a new
             # host, a network or pool, a removal to prune) takes that host's whole slice,
             # where ordering and pruning live.
@@ -199,7 +199,7 @@ class Service:
                 self.metrics.errors.labels(key.host, key.kind).inc()
                 self.status.record("error", f"{key}: {exc} (retry in {delay:.1f}s)")
                 log.error("reconcile failed", host=key.host, kind=key.kind, name=key.name,
-                          error=str(exc), retry_in=round(delay, 1))  # fmt: skip
+                          error=str(exc), retry_in=round(delay, 1))
             except Exception as exc:  # a bug must not kill the worker
                 delay = self.queue.add_rate_limited(key)
                 self.metrics.errors.labels(key.host, key.kind).inc()
@@ -232,7 +232,7 @@ class Service:
         if key.kind == "Host":
             self._reconcile_host(key.host, specs, commit, rid)
         elif key.kind == "Guest" and any(g.metadata.name == key.name and g.spec.host == key.host
-                                         for g in specs.guests):  # fmt: skip
+                                         for g in specs.guests):
             self._reconcile_guest(key, specs, commit, rid)
         else:
             self._reconcile_host(key.host, specs, commit, rid)
@@ -263,7 +263,7 @@ class Service:
             # reach every guest on a restarted network).
             self.queue.add(ResourceKey(key.host, "Host", key.host))
         hp = replace(hp, actions=mine, drift=tuple(d for d in hp.drift if d.key == key),
-                     pending=tuple(p for p in hp.pending if p.key == key))  # fmt: skip
+                     pending=tuple(p for p in hp.pending if p.key == key))
         self._carry_out(hp, slice_, state, commit, rid, full=False)
 
     def _reconcile_host(self, name: str, specs: SpecSet, commit: str, rid: str) -> None:
@@ -281,7 +281,7 @@ class Service:
         hp = plan_host(slice_, state, opts)
         if self.opts.prune:
             refusals = guard_problems(Plan((hp,), self.opts.instance, ""), obs.states,
-                                      self.opts.max_deletions, self.opts.force)  # fmt: skip
+                                      self.opts.max_deletions, self.opts.force)
             if refusals:
                 self.status.record("error", f"{name}: prune refused: {'; '.join(refusals)}")
                 self.notifier.send("prune-refused", f"{name}: {'; '.join(refusals)}", host=name)
@@ -289,7 +289,7 @@ class Service:
         self._carry_out(hp, slice_, state, commit, rid, full=True, obs=obs)
 
     def _carry_out(self, hp: HostPlan, specs: SpecSet, state: HostState, commit: str, rid: str,
-                   *, full: bool, obs: Observation | None = None) -> None:  # fmt: skip
+                   *, full: bool, obs: Observation | None = None) -> None:
         host = hp.host
         uri = next((h.spec.uri for h in specs.hosts if h.metadata.name == host), hp.uri)
         actions = hp.actions if not self.suspended else ()
@@ -303,7 +303,7 @@ class Service:
                 self.metrics.actions.labels(host, o.key.kind, o.op, o.status).inc()
                 log.info("action", host=host, kind=o.key.kind, name=o.key.name, op=o.op,
                          outcome=o.status, detail=o.detail, seconds=round(o.seconds, 3),
-                         reconcile_id=rid, commit=commit)  # fmt: skip
+                         reconcile_id=rid, commit=commit)
         failed = {(o.key.kind, o.key.name): o for o in outcomes if o.status == "failed"}
         touched = {(o.key.kind, o.key.name) for o in outcomes}
         pending = {p.key: p for p in hp.pending}
@@ -316,7 +316,7 @@ class Service:
                 new = ObjectDrift(k, "error", entry.changes, entry.reconcile, failed[ident].detail, entry.info)
             elif ident in touched and entry.status != "extra":
                 new = ObjectDrift(k, "pending-restart" if k in pending else "in-sync", (),
-                                  entry.reconcile, "", entry.info)  # fmt: skip
+                                  entry.reconcile, "", entry.info)
                 self._note_repair(k, entry)
             else:
                 new = entry
@@ -350,7 +350,7 @@ class Service:
             self._thrashing[key] = now + self.opts.thrash_window
             times.clear()
             msg = (f"{key} was changed back out of band more than {self.opts.thrash_limit} times in "
-                   f"{self.opts.thrash_window / 60:g} min: backing off for as long")  # fmt: skip
+                   f"{self.opts.thrash_window / 60:g} min: backing off for as long")
             self.status.record("warning", msg)
             self.notifier.send("thrashing", msg, host=key.host, kind=key.kind, name=key.name)
             self.queue.add_after(key, self.opts.thrash_window)
@@ -362,10 +362,10 @@ class Service:
         if after.status in bad and not was_bad:
             event = "apply-failed" if after.status == "error" else "drift"
             text = f"{k.kind} {k.name} on {k.host}: {after.status}" + (
-                f" ({after.message})" if after.message else "")  # fmt: skip
+                f" ({after.message})" if after.message else "")
             self.status.record("warning" if event == "drift" else "error", text)
             self.notifier.send(event, text, host=k.host, kind=k.kind, name=k.name, commit=commit,
-                               changes=[c.as_json() for c in after.changes])  # fmt: skip
+                               changes=[c.as_json() for c in after.changes])
         elif was_bad and after.status in ("in-sync", "pending-restart"):
             text = f"{k.kind} {k.name} on {k.host} recovered"
             self.status.record("info", text)
@@ -388,7 +388,7 @@ class Service:
             },
             "recentEvents": [{"at": ev.at.isoformat(), "level": ev.level, "message": ev.message}
                              for ev in self.status.recent()],
-        }  # fmt: skip
+        }
         return doc
 
     def status_page(self) -> str:
@@ -398,12 +398,12 @@ class Service:
             self.status.as_plan(), commit=self.desired.commit, loaded_at=self.desired.loaded_at,
             spec_error=[d.render() for d in err.diagnostics] if err else [],
             events=[(ev.at, ev.level, ev.message) for ev in self.status.recent()],
-            last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended)  # fmt: skip
+            last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended)
 
     def ready(self) -> bool:
         specs, _ = self.desired.snapshot()
         return specs is not None and {h.metadata.name for h in specs.hosts} <= (
-            self._first_sync | set(self.status.host_status()))  # fmt: skip
+            self._first_sync | set(self.status.host_status()))
 
     # --------------------------------------------------------- lifecycle
 
@@ -414,7 +414,7 @@ class Service:
             health=lambda: not self.stopping.is_set() and all(t.is_alive() for t in self._workers),
             ready=self.ready, metrics=self.metrics.render, status=self.status_json,
             page=self.status_page, git_hook=(lambda: self._spawn(self.reload, "git hook"))
-            if self.git else None, hook_secret=self.opts.hook_secret))  # fmt: skip
+            if self.git else None, hook_secret=self.opts.hook_secret))
         log.info("listening", address=f"http://{host}:{self.http.server_address[1]}")
         self.reload("start")
         for i in range(max(1, self.opts.workers)):

@@ -42,7 +42,7 @@ class StatusStore:
 
     def set_host(self, name: str, uri: str, *, error: str = "", synced: bool = False,
                  unmanaged: tuple[ResourceKey, ...] | None = None,
-                 notes: tuple[str, ...] | None = None) -> None:  # fmt: skip
+                 notes: tuple[str, ...] | None = None) -> None:
         with self._lock:
             hs = self.hosts.setdefault(name, HostStatus(uri))
             hs.uri, hs.error = uri, error
@@ -83,17 +83,17 @@ class StatusStore:
             hosts = []
             for name, hs in sorted(self.hosts.items()):
                 objs = tuple(sorted((o for k, o in self.objects.items() if k.host == name),
-                                    key=lambda o: (o.key.kind, o.key.name)))  # fmt: skip
+                                    key=lambda o: (o.key.kind, o.key.name)))
                 pend = tuple(p for k, p in self.pending.items() if k.host == name)
                 hosts.append(HostPlan(host=name, uri=hs.uri, fingerprint="", pending=pend,
                                       unmanaged=hs.unmanaged, notes=hs.notes, error=hs.error,
-                                      drift=objs))  # fmt: skip
+                                      drift=objs))
             return Plan(tuple(hosts), self.instance, "")
 
     def drift_count(self, host: str) -> int:
         with self._lock:
             return sum(1 for k, o in self.objects.items()
-                       if k.host == host and o.status in ("drift", "missing", "extra", "error"))  # fmt: skip
+                       if k.host == host and o.status in ("drift", "missing", "extra", "error"))
 
     def recent(self, n: int = 20) -> list[ServiceEvent]:
         with self._lock:

@@ -56,12 +56,12 @@ def confine_path(
         real = realpath(norm)
         if not inside(real, [realpath(d) for d in dirs]):
             return (f"{path!r} resolves through a symlink to {real!r}, outside the allowed "
-                    "directories")  # fmt: skip
+                    "directories")
     return None
 
 
 def _diag(item: Located, path: tuple[str | int, ...], message: str, severity: str = "error",
-          key: bool = False) -> Diagnostic:  # fmt: skip
+          key: bool = False) -> Diagnostic:
     line, col = item.where(*path, key=key)
     return Diagnostic(item.file, line, col, message, severity)
 
@@ -77,7 +77,7 @@ def _duplicates(items: list[Located], what: str, per_host: bool = False) -> Iter
             line, _ = prev.where("metadata", "name")
             on = f" on host {item.obj.spec.host!r}" if per_host else ""
             yield _diag(item, ("metadata", "name"), f"duplicate {what} {name!r}{on} "
-                        f"(also defined at {prev.file}:{line})")  # fmt: skip
+                        f"(also defined at {prev.file}:{line})")
         else:
             first[k] = item
 
@@ -104,7 +104,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         h = item.obj
         if not urlsplit(h.spec.uri).scheme:
             out.append(_diag(item, ("spec", "uri"), f"{h.spec.uri!r} is not a libvirt URI "
-                             "(e.g. qemu:///system)"))  # fmt: skip
+                             "(e.g. qemu:///system)"))
         elif uri_is_xen(h.spec.uri) and h.spec.hypervisor not in (None, "xen"):
             out.append(_diag(item, ("spec", "hypervisor"),
                              f"hypervisor {h.spec.hypervisor} does not match the Xen URI"))
@@ -134,7 +134,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             if bkey in bridges:
                 other_name = bridges[bkey].obj.metadata.name
                 out.append(_diag(item, ("spec", "bridge"), f"bridge {n.spec.bridge!r} is already "
-                                 f"used by network {other_name!r}"))  # fmt: skip
+                                 f"used by network {other_name!r}"))
             bridges[bkey] = item
         if n.spec.ipv4 is None:
             continue
@@ -170,7 +170,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         xen = host_is_xen(host)
         if spec.xen is not None and not xen:
             out.append(_diag(item, ("spec", "xen"), f"'xen' applies only to guests of Xen hosts; "
-                             f"host {host.metadata.name!r} is not one"))  # fmt: skip
+                             f"host {host.metadata.name!r} is not one"))
         for i, nic in enumerate(spec.interfaces):
             if (spec.host, nic.network) not in net_index:
                 out.append(_diag(item, ("spec", "interfaces", i, "network"),

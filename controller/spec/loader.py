@@ -99,14 +99,14 @@ def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Dia
         size = st.st_size
         if size > limits.max_file_bytes:
             return [], [Diagnostic(name, 1, 1, f"file is {size} bytes, over the limit of "
-                                   f"{limits.max_file_bytes} (--max-file-size)")]  # fmt: skip
+                                   f"{limits.max_file_bytes} (--max-file-size)")]
         with path.open("rb") as fh:
             data = fh.read(limits.max_file_bytes + 1)
     except OSError as exc:
         return [], [Diagnostic(name, 1, 1, f"cannot read: {exc.strerror or exc}")]
     if len(data) > limits.max_file_bytes:  # grew while we looked
         return [], [Diagnostic(name, 1, 1, f"file is over the limit of {limits.max_file_bytes} "
-                               "bytes")]  # fmt: skip
+                               "bytes")]
     text, problem = _decode(name, data)
     if problem is not None or text is None:
         return [], [problem] if problem else []
@@ -128,7 +128,7 @@ def validate_document(path: str, index: int, doc: Document) -> tuple[Any | None,
     data = doc.data
     if not isinstance(data, dict):
         return None, [at((), f"document {index + 1} is not a mapping (got {describe(data)}); "
-                         "expected apiVersion, kind, metadata and spec")]  # fmt: skip
+                         "expected apiVersion, kind, metadata and spec")]
     api = data.get("apiVersion")
     if api != API_VERSION:
         what = f"apiVersion {api!r} is not supported" if api is not None else "missing apiVersion"
@@ -182,7 +182,7 @@ def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:
                 located.append(Located(obj, str(path), doc))
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(str(paths[0]) if paths else ".", 1, 1,
-                                      "no spec files (*.yaml, *.yml) found"))  # fmt: skip
+                                      "no spec files (*.yaml, *.yml) found"))
     specs = SpecSet.build(located)
     diagnostics.extend(check_spec_set(specs))
     return LoadResult(specs, _sorted(dataclasses.replace(d, message=clip(d.message))

@@ -81,7 +81,7 @@ class HostSpec(SpecModel):
     connect_timeout: Duration = Field(
         default=10, description="How long to try to connect before the host counts as down. "
         "Default: 10s."
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ Network
@@ -133,15 +133,15 @@ class NetworkSpec(SpecModel):
         if self.mode == "bridge":
             if self.bridge is None:
                 raise FieldError("mode", "mode bridge needs 'bridge': the name of an existing "
-                                 "host bridge")  # fmt: skip
+                                 "host bridge")
             if self.ipv4 is not None:
                 raise FieldError("ipv4", "mode bridge takes no 'ipv4': the host bridge's own "
-                                 "network provides addresses")  # fmt: skip
+                                 "network provides addresses")
         if self.mode == "route" and self.ipv4 is None:
             raise FieldError("mode", "mode route needs 'ipv4' (the routed subnet)")
         if self.forward_dev and self.mode not in ("nat", "route"):
             raise FieldError("forwardDev", f"'forwardDev' only applies to modes nat and route, "
-                             f"not {self.mode}")  # fmt: skip
+                             f"not {self.mode}")
         return self
 
 
@@ -164,7 +164,7 @@ class Disk(SpecModel):
     size: Size | None = Field(default=None, description="Capacity; grown live, never shrunk.")
     pool: Name | None = Field(default=None, description="Pool holding the disk's volume.")
     path: str | None = Field(default=None, description="An existing file (inside allowedDirs) "
-                             "instead of a pool volume.")  # fmt: skip
+                             "instead of a pool volume.")
     format: Literal["qcow2", "raw"] = Field(default="qcow2", description="Default: qcow2.")
     from_: str | None = Field(
         default=None,
@@ -184,12 +184,12 @@ class Disk(SpecModel):
     def _has_source(self) -> Disk:
         if self.path is None and self.pool is None:
             raise ValueError(f"disk {self.name!r} needs a 'pool' (a new or existing volume) "
-                             "or a 'path' (an existing file)")  # fmt: skip
+                             "or a 'path' (an existing file)")
         if self.path is not None and self.pool is not None:
             raise FieldError("path", f"disk {self.name!r}: give 'pool' or 'path', not both")
         if self.pool is not None and self.size is None and self.from_ is None:
             raise FieldError("pool", f"disk {self.name!r} in a pool needs a 'size' or a "
-                             "'from' image")  # fmt: skip
+                             "'from' image")
         return self
 
 
@@ -239,12 +239,12 @@ class GuestSpec(SpecModel):
     )
     vcpus: int = Field(default=1, ge=1, le=4096, description="vCPUs. Default: 1.")
     max_vcpus: int | None = Field(default=None, ge=1, le=4096,
-                                  description="Hot-plug ceiling. Default: vcpus.")  # fmt: skip
+                                  description="Hot-plug ceiling. Default: vcpus.")
     memory: Size = Field(default=512 * 1024**2, description="Memory. Default: 512MiB.")
     max_memory: Size | None = Field(default=None, description="Balloon ceiling. Default: memory.")
     cpu: Cpu | None = None
     machine: str | None = Field(default=None, description="Machine type, e.g. q35. "
-                                "Default: the hypervisor's.")  # fmt: skip
+                                "Default: the hypervisor's.")
     firmware: Literal["bios", "uefi"] = Field(default="bios", description="Default: bios.")
     os_type: str | None = Field(default=None, description="OS hint (libosinfo id), e.g. debian12.")
     xen: XenOptions | None = Field(default=None, description="Only for guests of Xen hosts.")
@@ -281,18 +281,18 @@ class GuestSpec(SpecModel):
             raise FieldError("host", "'host' is required: the name of a kind: Host")
         if self.max_memory is not None and self.max_memory < self.memory:
             raise FieldError("maxMemory", f"maxMemory {format_size(self.max_memory)} is smaller "
-                             f"than memory {format_size(self.memory)}")  # fmt: skip
+                             f"than memory {format_size(self.memory)}")
         if self.max_vcpus is not None and self.max_vcpus < self.vcpus:
             raise FieldError("maxVcpus", f"maxVcpus {self.max_vcpus} is smaller than vcpus "
-                             f"{self.vcpus}")  # fmt: skip
+                             f"{self.vcpus}")
         if self.restart_policy == "window" and self.window is None:
             raise FieldError("restartPolicy", "restartPolicy window needs 'window' (schedule, "
-                             "duration)")  # fmt: skip
+                             "duration)")
         names = [d.name for d in self.disks]
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldError(("disks", i, "name"), f"disk name {name!r} is used twice; disk "
-                                 "names must be unique within a guest")  # fmt: skip
+                                 "names must be unique within a guest")
         if self.xen is not None and self.xen.mode == "pv" and self.firmware == "uefi":
             raise FieldError("firmware", "Xen PV guests have no firmware: remove 'firmware: uefi'")
         return self
@@ -364,11 +364,11 @@ class SnapshotPolicySpec(SpecModel):
         "and record it; required: fail without the agent; off. Default: auto.",
     )
     memory: bool = Field(default=False, description="Include memory of running guests. "
-                         "Default: false.")  # fmt: skip
+                         "Default: false.")
     before_restart: bool = Field(
         default=False, description="Snapshot before any change that restarts or recreates. "
         "Default: false."
-    )  # fmt: skip
+    )
 
     @model_validator(mode="before")
     @classmethod

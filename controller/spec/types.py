@@ -133,7 +133,7 @@ Size = Annotated[
     Field(gt=0),
     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?\s*([KMGT]i?B?|B)$",
                     "description": SIZE_HINT, "examples": ["512MiB", "2GiB"]}),
-]  # fmt: skip
+]
 Duration = Annotated[
     int,
     BeforeValidator(_duration),

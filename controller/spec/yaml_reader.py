@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml.cyaml import CParser
+from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
@@ -126,7 +126,7 @@ def _scalar(ev: ScalarEvent) -> Any:
     tag = ev.tag
     if tag is not None and tag not in _ALLOWED_TAGS:
         raise YamlProblem(f"tag {short_tag(tag)} is not allowed: specs hold plain data only",
-                          _mark(ev.start_mark))  # fmt: skip
+                          _mark(ev.start_mark))
     value = ev.value
     if tag is None and ev.implicit[0]:
         return resolve_plain(value)
@@ -142,7 +142,7 @@ def _scalar(ev: ScalarEvent) -> Any:
         return float(resolved)
     if want is not None and type(resolved) is not want:
         raise YamlProblem(f"{short_tag(tag)} {value!r} is not a valid {tag.rsplit(':', 1)[-1]}",
-                          _mark(ev.start_mark))  # fmt: skip
+                          _mark(ev.start_mark))
     return resolved
 
 
@@ -163,7 +163,7 @@ class _Builder:
     """
 
     def __init__(self, limits: Limits, alias_budget: list[int], node_budget: list[int],
-                 marks: bool):  # fmt: skip
+                 marks: bool):
         self.limits = limits
         self.budget = alias_budget  # both shared across the file's documents
         self.nodes = node_budget
@@ -198,7 +198,7 @@ class _Builder:
             if nodes[0] < 0:
                 raise YamlProblem(f"more than {self.limits.node_limit} YAML nodes (keys and "
                                   "values) in one file; split it into smaller files",
-                                  _mark(ev.start_mark))  # fmt: skip
+                                  _mark(ev.start_mark))
             parent = stack[-1] if stack else None
             if parent is not None and parent[3] is None and type(parent[0]) is dict:
                 self._take_key(parent, ev)
@@ -221,14 +221,14 @@ class _Builder:
             elif etype is MappingStartEvent or etype is SequenceStartEvent:
                 if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
                     raise YamlProblem(f"tag {short_tag(ev.tag)} is not allowed: specs hold "
-                                      "plain data only", _mark(ev.start_mark))  # fmt: skip
+                                      "plain data only", _mark(ev.start_mark))
                 if ev.tag is not None and ev.tag not in _COLLECTION_TAGS[etype]:
                     what = "mapping" if etype is MappingStartEvent else "sequence"
                     raise YamlProblem(f"tag {short_tag(ev.tag)} cannot tag a {what}",
-                                      _mark(ev.start_mark))  # fmt: skip
+                                      _mark(ev.start_mark))
                 if len(stack) >= max_depth:
                     raise YamlProblem(f"nesting deeper than {max_depth} levels",
-                                      _mark(ev.start_mark))  # fmt: skip
+                                      _mark(ev.start_mark))
                 new: Any = {} if etype is MappingStartEvent else []
                 merge = None
                 if parent is not None and type(parent[0]) is dict and parent[3] == "<<":
@@ -245,7 +245,7 @@ class _Builder:
                 if self.budget[0] < 0:
                     raise YamlProblem("too many alias expansions (a YAML alias bomb?): over "
                                       f"{self.limits.max_alias_nodes} nodes",
-                                      _mark(ev.start_mark))  # fmt: skip
+                                      _mark(ev.start_mark))
             else:
                 raise YamlProblem(f"unexpected YAML event {etype.__name__}", _mark(ev.start_mark))
             if parent is None:
@@ -257,13 +257,13 @@ class _Builder:
             raise YamlProblem("mapping keys must be plain strings", _mark(ev.start_mark))
         if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
             raise YamlProblem(f"tag {short_tag(ev.tag)} is not allowed: specs hold plain data only",
-                              _mark(ev.start_mark))  # fmt: skip
+                              _mark(ev.start_mark))
         key = ev.value
         seen: dict[str, Any] = parent[4]
         if key in seen:
             line, col = _mark(seen[key])
             raise YamlProblem(f"duplicate key {key!r} (first defined at line {line}, column {col})",
-                              _mark(ev.start_mark))  # fmt: skip
+                              _mark(ev.start_mark))
         seen[key] = ev.start_mark
         parent[3] = key
         if self.with_marks:
@@ -348,7 +348,7 @@ def read_documents(text: str, limits: Limits = Limits(), *, marks: bool = True) 
         raise YamlProblem(f"invalid YAML: {problem}", where) from None
     except ReaderError as exc:  # e.g. a control character; position is a UTF-8 byte offset
         raise YamlProblem(f"invalid YAML: {exc.reason} (U+{exc.character:04X})",
-                          _offset_mark(text, exc.position)) from None  # fmt: skip
+                          _offset_mark(text, exc.position)) from None
     except YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}".splitlines()[0], (1, 1)) from None
     finally:

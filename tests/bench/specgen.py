@@ -6,12 +6,12 @@ from pathlib import Path
 
 
 def write_tree(root: Path, *, guests: int, files: int, hosts: int, networks: int,
-               uri: str = "test:///default") -> Path:  # fmt: skip
+               uri: str = "test:///default") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     infra = []
     for h in range(hosts):
         infra.append(f"apiVersion: virtsync/v1\nkind: Host\nmetadata:\n  name: host{h}\n"
-                     f"  labels: {{rack: r{h % 4}}}\nspec:\n  uri: {uri}\n")  # fmt: skip
+                     f"  labels: {{rack: r{h % 4}}}\nspec:\n  uri: {uri}\n")
         infra.append(f"apiVersion: virtsync/v1\nkind: StoragePool\nmetadata:\n  name: images\n"
                      f"spec:\n  host: host{h}\n  path: /var/lib/libvirt/images/pool{h}\n")
     for n in range(networks):

@@ -22,14 +22,14 @@ def test_validate_ten_thousand_guests_is_fast_and_small(tmp_path: Path) -> None:
     for _ in range(3):
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "controller", "validate", str(tree)],
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+                              capture_output=True, text=True, timeout=60)
         runs.append(time.perf_counter() - started)
         assert proc.returncode == 0, proc.stderr
         assert "10000 Guest" in proc.stdout
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     best, worst = min(runs), max(runs)
     print(f"\nvalidate: {size / 1e6:.1f} MB of YAML, 10,000 guests / 100 files / 20 hosts / "
-          f"50 networks")  # fmt: skip
+          f"50 networks")
     print(f"  wall: best {best:.2f} s, worst {worst:.2f} s (target < 3 s; ratio {best / 3:.2f})")
     print(f"  peak RSS: {peak_mb:.0f} MB (target < 500 MB; ratio {peak_mb / 500:.2f})")
     assert best < 3.0

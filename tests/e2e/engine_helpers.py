@@ -15,7 +15,7 @@ EXAMPLES = ROOT / "examples"
 
 def virtsync(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "controller", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def ok(proc: subprocess.CompletedProcess[str], code: int = 0) -> str:

@@ -43,7 +43,7 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "serve", *self.args, "--listen",
              f"127.0.0.1:{self.port}"], cwd=ROOT, env=env, stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for(lambda: self.get("/healthz", raw=True) == b"ok\n", 20, "service up", self)
         return self
 
@@ -102,7 +102,7 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, svc: ServeProce
             return value
         if svc is not None and svc.proc is not None and svc.proc.poll() is not None:
             raise AssertionError(f"service exited ({svc.proc.returncode}) waiting for {what}:\n"
-                                 + svc.logs()[-4000:])  # fmt: skip
+                                 + svc.logs()[-4000:])
         time.sleep(0.05)
     tail = svc.logs()[-4000:] if svc is not None else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
@@ -119,7 +119,7 @@ class NotificationSink:
             def log_message(self, *args: Any) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 sink.messages.append(json.loads(body))
                 self.send_response(200)

@@ -190,11 +190,12 @@ def test_prune_deletes_only_managed_guests_of_this_instance(
     (other / "g.yaml").write_text(
         "apiVersion: virtsync/v1\nkind: Host\nmetadata: {name: homelab}\nspec: {uri: \"qemu:///system\"}\n"
         "---\napiVersion: virtsync/v1\nkind: Guest\nmetadata: {name: theirs}\n"
-        "spec: {host: homelab, state: stopped, memory: 64MiB}\n")  # fmt: skip
+        "spec: {host: homelab, state: stopped, memory: 64MiB}\n")
     ok(virtsync("apply", str(other), "--connect", host.uri, "--yes", "--instance", "other"))
     # worker leaves the specs; its root disk has deletePolicy: delete
     text = (specs / "guests.yaml").read_text()
-    (specs / "guests.yaml").write_text(text[: text.index("---\napiVersion: virtsync/v1\nkind: Guest\nmetadata:\n  name: worker")])
+    worker_doc = "---\napiVersion: virtsync/v1\nkind: Guest\nmetadata:\n  name: worker"
+    (specs / "guests.yaml").write_text(text[: text.index(worker_doc)])
     plan = ok(virtsync("plan", str(specs), "--connect", host.uri, "--prune"), 2)
     assert "- delete Guest worker" in plan
     assert "handmade" not in plan.split("unmanaged")[0] and "theirs" not in plan.split("unmanaged")[0]
@@ -218,7 +219,7 @@ def test_mass_deletion_guard_refuses_and_changes_nothing(homelab: tuple[Path, He
 
 
 def test_export_then_plan_has_nothing_to_do(homelab: tuple[Path, HermeticHost], tmp_path: Path) -> None:
-    specs, host = homelab
+    _specs, host = homelab
     host.virsh("define", str(_handmade_guest(tmp_path, "handmade")))
     out = tmp_path / "exported.yaml"
     ok(virtsync("export", "--host", "homelab", "--connect", host.uri, "-o", str(out)))
@@ -257,5 +258,5 @@ def test_two_hosts_converge_independently(hermetic_host_factory: HostFactory, tm
 def _handmade_guest(tmp_path: Path, name: str) -> Path:
     xml = tmp_path / f"{name}.xml"
     xml.write_text(f"<domain type='{virt_type()}'><name>{name}</name><memory unit='MiB'>32</memory>"
-                   "<os><type>hvm</type></os></domain>")  # fmt: skip
+                   "<os><type>hvm</type></os></domain>")
     return xml

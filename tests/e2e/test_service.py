@@ -70,13 +70,13 @@ def sink() -> Iterator[NotificationSink]:
 
 @pytest.fixture
 def serve_files(tmp_path: Path, hermetic_host: HermeticHost, sink: NotificationSink
-                ) -> Iterator[tuple[ServeProcess, Path, HermeticHost]]:  # fmt: skip
+                ) -> Iterator[tuple[ServeProcess, Path, HermeticHost]]:
     specs = write_specs(tmp_path / "specs", hermetic_host.uri)
     svc = ServeProcess([str(specs), "--notify", sink.url, "--resync", "10m"], tmp_path / "serve.log")
     svc.start()
     try:
         wait_for(lambda: svc.objects().get("Guest/web", {}).get("status") == "in-sync", 60,
-                 "first convergence", svc)  # fmt: skip
+                 "first convergence", svc)
         yield svc, specs, hermetic_host
     finally:
         svc.stop()
@@ -99,7 +99,7 @@ def test_editing_a_spec_file_converges_the_host(serve_files: tuple[ServeProcess,
     wait_for(lambda: "131072" in host.virsh("dumpxml", "--inactive", "web"), 10, "memory applied", svc)
     actions = [e for e in svc.log_events() if e.get("event") == "action"]
     assert actions and {"host", "kind", "name", "op", "outcome", "seconds", "reconcile_id",
-                        "commit"} <= set(actions[-1])  # fmt: skip
+                        "commit"} <= set(actions[-1])
 
 
 def test_destroyed_guest_is_started_again_and_report_guest_only_shows_drift(
@@ -130,11 +130,11 @@ def test_bad_spec_changes_nothing_and_is_reported(
     before = host.virsh("dumpxml", "--inactive", "web")
     text = (specs / "guests.yaml").read_text()
     (specs / "guests.yaml").write_text(text.replace("memory: 96MiB", "memory: 200MiB")
-                                       .replace("memory: 64MiB", "memory: lots"))  # fmt: skip
+                                       .replace("memory: 64MiB", "memory: lots"))
     wait_for(lambda: svc.status()["service"]["specError"], 10, "spec error in /status", svc)
     err = svc.status()["service"]["specError"]
     assert any("guests.yaml" in d["file"] and d["line"] > 0 and "memory" in d["message"]
-               for d in err["diagnostics"])  # fmt: skip
+               for d in err["diagnostics"])
     wait_for(lambda: "invalid-specs" in sink.events(), 5, "notification", svc)
     assert any(e.get("event") == "invalid specs" for e in svc.log_events())
     time.sleep(1)
@@ -148,7 +148,7 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
                           text=True, env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
                                           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-                                          "PATH": "/usr/bin:/bin", "HOME": str(repo)}).stdout.strip()  # fmt: skip
+                                          "PATH": "/usr/bin:/bin", "HOME": str(repo)}).stdout.strip()
 
 
 def test_following_a_git_branch_applies_good_commits_only(
@@ -165,7 +165,7 @@ def test_following_a_git_branch_applies_good_commits_only(
     svc = ServeProcess(["--git", str(repo), "--branch", "main", "--git-path", "specs",
                         "--git-interval", "1h", "--hook-secret-file", str(secret),
                         "--cache-dir", str(tmp_path / "cache"), "--notify", sink.url],
-                       tmp_path / "serve.log")  # fmt: skip
+                       tmp_path / "serve.log")
     svc.start()
     try:
         first = _git(repo, "rev-parse", "HEAD")
@@ -177,7 +177,7 @@ def test_following_a_git_branch_applies_good_commits_only(
             import urllib.request
 
             req = urllib.request.Request(svc.url + "/hooks/git", data=b"{}", method="POST",
-                                         headers={"X-Virtsync-Secret": "s3cret"})  # fmt: skip
+                                         headers={"X-Virtsync-Secret": "s3cret"})
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return int(resp.status)
 
@@ -191,7 +191,7 @@ def test_following_a_git_branch_applies_good_commits_only(
         text = (repo / "specs" / "guests.yaml").read_text()
         (repo / "specs" / "guests.yaml").write_text(text.replace("memory: 112MiB", "memory: 160MiB")
                                                     .replace("state: running\n  memory: 64MiB",
-                                                             "state: runing\n  memory: 64MiB"))  # fmt: skip
+                                                             "state: runing\n  memory: 64MiB"))
         _git(repo, "commit", "-q", "-am", "typo")
         bad = _git(repo, "rev-parse", "HEAD")
         assert poke() == 202
@@ -249,7 +249,7 @@ def test_kill_9_mid_apply_then_restart_converges_without_duplicates(
     try:
         wait_for(lambda: svc.objects().get("Guest/web", {}).get("status") == "in-sync"
                  and svc.objects().get("Network/svcnet", {}).get("status") == "in-sync", 60,
-                 "converged after the crash", svc)  # fmt: skip
+                 "converged after the crash", svc)
         assert host_names(hermetic_host) == ["web"]
         assert hermetic_host.virsh("net-list", "--all", "--name").split() == ["svcnet"]
         assert _domstate(hermetic_host, "web") == "running"
@@ -264,7 +264,7 @@ def host_names(host: HermeticHost) -> list[str]:
 def test_sigterm_exits_cleanly_and_sighup_reloads(
     serve_files: tuple[ServeProcess, Path, HermeticHost],
 ) -> None:
-    svc, specs, host = serve_files
+    svc, _specs, _host = serve_files
     assert svc.proc is not None
     svc.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: any("SIGHUP" in (e.get("reason") or "") for e in svc.log_events()), 10, "reload", svc)
@@ -278,7 +278,7 @@ def test_metrics_and_health_endpoints(serve_files: tuple[ServeProcess, Path, Her
     text = svc.get("/metrics", raw=True).decode()
     for name in ("virtsync_reconcile_duration_seconds_bucket", "virtsync_actions_total",
                  'virtsync_drift_objects{host="svc"}', "virtsync_queue_depth",
-                 'virtsync_last_successful_sync_timestamp_seconds{host="svc"}'):  # fmt: skip
+                 'virtsync_last_successful_sync_timestamp_seconds{host="svc"}'):
         assert name in text, name
     assert re.search(r'virtsync_actions_total\{.*op="start".*\} [1-9]', text)
 
@@ -294,12 +294,12 @@ def test_status_page_renders_in_headless_chromium(serve_files: tuple[ServeProces
     profile = svc.log_path.parent / "chromium-profile"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}"]  # fmt: skip
+             f"--user-data-dir={profile}"]
     dom = subprocess.run([chromium, *flags, "--dump-dom", svc.url + "/"], capture_output=True,
-                         text=True, timeout=90)  # fmt: skip
+                         text=True, timeout=90)
     assert "Guest <code>watched</code>" in dom.stdout and "missing" in dom.stdout, dom.stderr[-2000:]
     assert "http://" not in dom.stdout.split("<body>")[0].replace(svc.url, "")  # nothing from outside
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,900", svc.url + "/"],
-                   capture_output=True, timeout=90)  # fmt: skip
+                   capture_output=True, timeout=90)
     assert shot.is_file() and shot.stat().st_size > 5000
     json.loads(json.dumps(svc.status()))

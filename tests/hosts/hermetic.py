@@ -229,7 +229,7 @@ class HermeticHost:
             "unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc",
             "--propagation", "private", "--kill-child=SIGKILL",
             "bash", str(SCRIPT), str(self.root),
-        ]  # fmt: skip
+        ]
         if self.listen_tcp:
             argv.append("--listen")
         env = {**os.environ, "HERMETIC_PYTHON": sys.executable}

@@ -44,14 +44,14 @@ def unmanaged_domain(name: str, memory_mib: int = 64, running: bool = True) -> s
     state = "" if running else "<test:runstate>5</test:runstate>"
     return (f"<domain type='test' xmlns:test='{TEST_NS}'><name>{name}</name>"
             f"<memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
-            f"{state}</domain>")  # fmt: skip
+            f"{state}</domain>")
 
 
 def unmanaged_network(name: str, third_octet: int) -> str:
     return (f"<network><name>{name}</name><forward mode='nat'/>"
             f"<bridge name='vbr{third_octet}'/><ip address='10.9.{third_octet}.1' prefix='24'>"
             f"<dhcp><range start='10.9.{third_octet}.10' end='10.9.{third_octet}.50'/></dhcp>"
-            "</ip></network>")  # fmt: skip
+            "</ip></network>")
 
 
 def connection(uri: str, host: str = HOST) -> libvirt.virConnect:
@@ -64,21 +64,21 @@ def connection(uri: str, host: str = HOST) -> libvirt.virConnect:
 
 def host_doc(uri: str, name: str = HOST) -> dict[str, Any]:
     return {"apiVersion": "virtsync/v1", "kind": "Host", "metadata": {"name": name},
-            "spec": {"uri": uri}}  # fmt: skip
+            "spec": {"uri": uri}}
 
 
 def guest_doc(name: str, host: str = HOST, labels: dict[str, str] | None = None,
-              **spec: Any) -> dict[str, Any]:  # fmt: skip
+              **spec: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if labels:
         meta["labels"] = labels
     return {"apiVersion": "virtsync/v1", "kind": "Guest", "metadata": meta,
-            "spec": {"host": host, **spec}}  # fmt: skip
+            "spec": {"host": host, **spec}}
 
 
 def network_doc(name: str, host: str = HOST, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "virtsync/v1", "kind": "Network", "metadata": {"name": name},
-            "spec": {"host": host, **spec}}  # fmt: skip
+            "spec": {"host": host, **spec}}
 
 
 def write_specs(directory: Path, docs: Sequence[dict[str, Any]], name: str = "specs.yaml") -> Path:
@@ -146,6 +146,6 @@ def snapshot(conn: libvirt.virConnect) -> dict[str, Any]:
     doms = {}
     for d in conn.listAllDomains(0):
         doms[d.name()] = (d.isActive(), d.isPersistent(), d.autostart(), d.ID(),
-                          d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), d.XMLDesc(0))  # fmt: skip
+                          d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), d.XMLDesc(0))
     nets = {n.name(): (n.isActive(), n.autostart(), n.XMLDesc(0)) for n in conn.listAllNetworks(0)}
     return {"domains": doms, "networks": nets}

@@ -59,7 +59,7 @@ def test_quickstart_guests_get_ownership_metadata(tmp_path: Path, virtsync: Virt
     conn = connection(uri)
     ns = "https://virtsync.dev/xmlns/owner/v1"
     meta = conn.lookupByName("web1").metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns,
-                                               libvirt.VIR_DOMAIN_AFFECT_CONFIG)  # fmt: skip
+                                               libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     assert 'instance="default"' in meta and 'name="web1"' in meta
     legacy = conn.lookupByName("legacy-vm").XMLDesc(0)
     assert ns not in legacy

@@ -26,7 +26,7 @@ def networks(draw: st.DrawFn, at_least: int = 0) -> list[dict[str, Any]]:
         third = draw(st.integers(0, 255))
         base = f"10.{100 + i}.{third}"  # distinct second octets: subnets never overlap
         out.append({"name": f"net{i}", "base": base, "autostart": draw(st.booleans()),
-                    "dhcp": draw(st.booleans())})  # fmt: skip
+                    "dhcp": draw(st.booleans())})
     return out
 
 
@@ -39,7 +39,7 @@ def guests(draw: st.DrawFn, nets: list[dict[str, Any]]) -> list[dict[str, Any]]:
         memory = draw(st.sampled_from(MEMORY_MIB))
         spec: dict[str, Any] = {"vcpus": vcpus, "memory": f"{memory}MiB",
                                 "state": draw(st.sampled_from(["running", "stopped", "paused"])),
-                                "autostart": draw(st.booleans())}  # fmt: skip
+                                "autostart": draw(st.booleans())}
         if draw(st.booleans()):
             spec["maxVcpus"] = vcpus + draw(st.integers(0, 3))
         if draw(st.booleans()):
@@ -75,30 +75,30 @@ def transitions(draw: st.DrawFn) -> tuple[SpecPair, SpecPair]:
 
 
 def _documents(uri: str, nets: list[dict[str, Any]], gspecs: list[dict[str, Any]],
-               leases: list[bool]) -> list[dict[str, Any]]:  # fmt: skip
+               leases: list[bool]) -> list[dict[str, Any]]:
     docs = [host_doc(uri)]
     for n in nets:
         ipv4: dict[str, Any] = {"address": f"{n['base']}.1/24"}
         if n["dhcp"]:
             hosts = []
             nics = [nic for g in gspecs for nic in g.get("interfaces", [])
-                    if nic["network"] == n["name"] and "mac" in nic]  # fmt: skip
+                    if nic["network"] == n["name"] and "mac" in nic]
             for k, (nic, wanted) in enumerate(zip(nics, leases, strict=False)):
                 if wanted:
                     hosts.append({"mac": nic["mac"], "ip": f"{n['base']}.{100 + k}"})
             ipv4["dhcp"] = {"start": f"{n['base']}.10", "end": f"{n['base']}.99", "hosts": hosts}
         docs.append(network_doc(n["name"], mode="nat", bridge=f"vsprop{n['name'][-1]}",
-                                ipv4=ipv4, autostart=n["autostart"]))  # fmt: skip
+                                ipv4=ipv4, autostart=n["autostart"]))
     for i, spec in enumerate(gspecs):
         docs.append(guest_doc(f"g{i}", **spec))
     return docs
 
 
 @settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(specs=spec_sets(), leases=st.lists(st.booleans(), min_size=24, max_size=24))
 def test_apply_converges_and_a_second_apply_changes_nothing(
-        specs: SpecPair, leases: list[bool]) -> None:  # fmt: skip
+        specs: SpecPair, leases: list[bool]) -> None:
     nets, gspecs = specs
     with tempfile.TemporaryDirectory(prefix="virtsync-prop-") as tmp:
         root = Path(tmp)
@@ -147,10 +147,10 @@ def _converge(engine: Engine, path: Path, prune: bool = False) -> None:
 
 
 @settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(pair=transitions(), leases=st.lists(st.booleans(), min_size=24, max_size=24))
 def test_any_spec_set_converges_from_any_other(pair: tuple[SpecPair, SpecPair],
-                                               leases: list[bool]) -> None:  # fmt: skip
+                                               leases: list[bool]) -> None:
     before, after = pair
     with tempfile.TemporaryDirectory(prefix="virtsync-prop-") as tmp:
         root = Path(tmp)
@@ -169,7 +169,7 @@ def test_any_spec_set_converges_from_any_other(pair: tuple[SpecPair, SpecPair],
             leftover = [(a.op, a.key.name, [c.as_json() for c in a.changes]) for a in again.actions]
             assert not again.has_changes, leftover
             pending = [(p.key.name, [c.as_json() for c in p.changes])
-                       for h in again.hosts for p in h.pending]  # fmt: skip
+                       for h in again.hosts for p in h.pending]
             assert not pending
         finally:
             engine.close()

@@ -101,7 +101,7 @@ CASES = {
         _lease_removed, "Network", "lab", "drift", "/spec/ipv4/dhcp/hosts",
         ["52:54:00:00:01:01=192.168.150.11"], [], [],
         lambda c: "52:54:00:00:01:01" in c.networkLookupByName("lab").XMLDesc(0)),
-}  # fmt: skip
+}
 
 
 def specs_for(tmp_path: Path) -> Path:
@@ -116,12 +116,12 @@ def specs_for(tmp_path: Path) -> Path:
 
 def _object(report: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
     return next(o for h in report["hosts"] for o in h["objects"]
-                if o["kind"] == kind and o["name"] == name)  # fmt: skip
+                if o["kind"] == kind and o["name"] == name)
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_out_of_band_change_is_drift_and_apply_repairs_it(tmp_path: Path, virtsync: VirtsyncCli,
-                                                          case: Case) -> None:  # fmt: skip
+                                                          case: Case) -> None:
     uri = write_host(tmp_path)
     specs = specs_for(tmp_path)
     assert virtsync("apply", specs, "--connect", uri, "--yes").code == 0
@@ -154,13 +154,13 @@ def _all_objects(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_one_apply_repairs_every_kind_of_drift_at_once(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = specs_for(tmp_path)
     assert virtsync("apply", specs, "--connect", uri, "--yes").code == 0
     conn = connection(uri)
     for change in (_memory_config, _vcpus_live, _autostart_off, _undefine_running,
-                   _lease_removed, _network_stopped):  # fmt: skip
+                   _lease_removed, _network_stopped):
         change(conn)
 
     drift = virtsync("drift", specs, "--connect", uri, "--format", "json")
@@ -168,7 +168,7 @@ def test_one_apply_repairs_every_kind_of_drift_at_once(
     paths = {(o["name"], c["path"]) for o in _all_objects(drift.json()) for c in o["changes"]}
     assert paths >= {("web1", "/spec/memory"), ("web1", "/spec/vcpus"), ("web1", "/spec/autostart"),
                      ("web2", "/spec"), ("lab", "/status/active"),
-                     ("lab", "/spec/ipv4/dhcp/hosts")}  # fmt: skip
+                     ("lab", "/spec/ipv4/dhcp/hosts")}
 
     applied = virtsync("apply", specs, "--connect", uri, "--yes")
     assert applied.code == 0, applied.out + applied.err
@@ -181,7 +181,7 @@ def test_one_apply_repairs_every_kind_of_drift_at_once(
 
 
 def test_vcpus_hot_added_out_of_band_are_a_pending_restart_not_unplugged(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = specs_for(tmp_path)  # web1: restartPolicy never
     assert virtsync("apply", specs, "--connect", uri, "--yes").code == 0

@@ -26,14 +26,14 @@ def test_apply_without_yes_and_without_a_terminal_refuses(tmp_path: Path) -> Non
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.run([sys.executable, "-m", "controller", "apply", str(QUICKSTART),
                            "--connect", uri], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=60, check=False)  # fmt: skip
+                          text=True, cwd=ROOT, env=env, timeout=60, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "refusing to apply without --yes" in proc.stderr
     assert "Apply:" not in proc.stderr
 
 
 def test_apply_without_yes_changes_nothing(tmp_path: Path, virtsync: VirtsyncCli,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     uri = write_host(tmp_path)
     with open(os.devnull) as devnull:
         monkeypatch.setattr(sys, "stdin", devnull)
@@ -58,7 +58,7 @@ def test_apply_without_yes_changes_nothing(tmp_path: Path, virtsync: VirtsyncCli
     ["export", "--host", "kvm1"],
     [],
 ], ids=["unknown verb", "missing paths", "bad format", "bad number", "unknown host",
-        "export without uri", "no verb"])  # fmt: skip
+        "export without uri", "no verb"])
 def test_usage_errors_exit_64(argv: list[str], virtsync: VirtsyncCli) -> None:
     result = virtsync(*argv)
     assert result.code == 64, result.err
@@ -68,7 +68,7 @@ def test_usage_errors_exit_64(argv: list[str], virtsync: VirtsyncCli) -> None:
 def test_connect_with_several_hosts_is_a_usage_error(tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = write_specs(tmp_path / "specs", [host_doc(uri, "a"), host_doc(uri, "b"),
-                                             guest_doc("g", host="a")])  # fmt: skip
+                                             guest_doc("g", host="a")])
     result = virtsync("plan", specs, "--connect", uri)
     assert result.code == 64
     assert "--connect needs exactly one host" in result.err
@@ -86,7 +86,7 @@ def test_plan_and_drift_exit_2_only_for_changes(tmp_path: Path, virtsync: Virtsy
 def test_invalid_specs_exit_1_with_file_and_line(tmp_path: Path, virtsync: VirtsyncCli) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: virtsync/v1\nkind: Guest\nmetadata: {name: x}\n"
-                   "spec: {host: h, vcpus: 0}\n")  # fmt: skip
+                   "spec: {host: h, vcpus: 0}\n")
     for verb in ("validate", "plan", "apply", "drift"):
         result = virtsync(verb, bad)
         assert result.code == 1, verb

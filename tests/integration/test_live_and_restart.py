@@ -26,7 +26,7 @@ def _specs(tmp_path: Path, uri: str, **spec: Any) -> Path:
 
 
 def test_memory_increase_within_max_is_applied_live_without_restart(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = _specs(tmp_path, uri, memory="128MiB", maxMemory="256MiB")
     assert virtsync("apply", specs, "--yes").code == 0
@@ -49,7 +49,7 @@ def test_memory_increase_within_max_is_applied_live_without_restart(
 
 
 def test_vcpus_beyond_the_maximum_with_restart_never_become_pending(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = _specs(tmp_path, uri, vcpus=1, maxVcpus=2, restartPolicy="never")
     assert virtsync("apply", specs, "--yes").code == 0
@@ -86,7 +86,7 @@ def test_vcpus_beyond_the_maximum_with_restart_never_become_pending(
 
 
 def test_vcpus_beyond_the_definition_maximum_without_max_declared_are_pending(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = _specs(tmp_path, uri, vcpus=1)
     assert virtsync("apply", specs, "--yes").code == 0
@@ -100,7 +100,7 @@ def test_vcpus_beyond_the_definition_maximum_without_max_declared_are_pending(
 
 
 def test_restart_on_change_restarts_the_guest_with_the_new_value(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = _specs(tmp_path, uri, memory="128MiB", restartPolicy="onChange")
     assert virtsync("apply", specs, "--yes").code == 0

@@ -66,18 +66,18 @@ def _scenario(tmp_path: Path, uri: str) -> Path:
         guest_doc("waits", vcpus=4, memory="64MiB", restartPolicy="never"),
         guest_doc("fresh", state="stopped", memory="64MiB"),
         guest_doc("legacy", memory="64MiB"),  # clashes with an unmanaged guest
-    ])  # fmt: skip
+    ])
 
 
 def test_plan_drift_apply_and_saved_plan_outputs_match_their_schemas(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path, unmanaged_domain("legacy"))
     first = write_specs(tmp_path / "first", [
         host_doc(uri), guest_doc("waits", vcpus=1, memory="64MiB"),
         guest_doc("doomed", memory="64MiB"), guest_doc("doomed2", memory="64MiB"),
         guest_doc("live", vcpus=1, maxVcpus=2, memory="64MiB", maxMemory="256MiB"),
         guest_doc("keep", memory="64MiB"), guest_doc("keep2", memory="64MiB"),
-    ])  # fmt: skip
+    ])
     applied = virtsync("apply", first, "--yes", "--format", "json")
     assert applied.code == 0, applied.err
     assert_valid("apply.schema.json", applied.json())
@@ -116,7 +116,7 @@ def test_plan_drift_apply_and_saved_plan_outputs_match_their_schemas(
 
 
 def test_unreachable_host_outputs_match_their_schemas(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = f"test://{tmp_path / 'missing' / 'host.xml'}"
     specs = write_specs(tmp_path / "specs", [host_doc(uri), guest_doc("a", memory="64MiB")])
     plan = virtsync("plan", specs, "--format", "json")
@@ -135,7 +135,7 @@ def test_validate_outputs_match_their_schema(tmp_path: Path, virtsync: VirtsyncC
     assert_valid("validate.schema.json", good.json())
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: virtsync/v1\nkind: Guest\nmetadata: {name: x}\n"
-                   "spec: {host: h, vcpus: 0, memory: lots}\n")  # fmt: skip
+                   "spec: {host: h, vcpus: 0, memory: lots}\n")
     invalid = virtsync("validate", bad, "--format", "json")
     assert invalid.code == 1
     doc = invalid.json()

@@ -28,7 +28,7 @@ def _names(conn: libvirt.virConnect) -> set[str]:
 
 
 def test_prune_deletes_a_managed_guest_gone_from_the_specs(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path, unmanaged_domain("legacy"))
     specs = _guests(tmp_path, uri, ["a", "b", "c"])
     assert virtsync("apply", specs, "--yes").code == 0
@@ -66,7 +66,7 @@ def test_prune_never_deletes_an_unmanaged_guest(tmp_path: Path, virtsync: Virtsy
 
 
 def test_prune_never_deletes_a_guest_of_another_instance(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     theirs = write_specs(tmp_path / "other", [host_doc(uri), guest_doc("theirs", memory="64MiB")])
     assert virtsync("apply", theirs, "--instance", "other", "--yes").code == 0
@@ -86,7 +86,7 @@ def test_prune_never_deletes_a_guest_of_another_instance(
 
 
 def test_mass_deletion_guard_refuses_more_than_half_the_managed_guests(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     assert virtsync("apply", _guests(tmp_path, uri, ["a", "b", "c", "d"]), "--yes").code == 0
     conn = connection(uri)
@@ -104,7 +104,7 @@ def test_mass_deletion_guard_refuses_more_than_half_the_managed_guests(
 
 
 def test_mass_deletion_guard_refuses_more_than_max_deletions(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     assert virtsync("apply", _guests(tmp_path, uri, list("abcdef")), "--yes").code == 0
     conn = connection(uri)
@@ -122,7 +122,7 @@ def test_mass_deletion_guard_refuses_more_than_max_deletions(
 
 
 def test_guest_named_like_an_unmanaged_guest_is_a_plan_error(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path, unmanaged_domain("legacy", memory_mib=64))
     specs = _guests(tmp_path, uri, ["legacy"], vcpus=2)
     plan = virtsync("plan", specs)
@@ -140,7 +140,7 @@ def test_guest_named_like_an_unmanaged_guest_is_a_plan_error(
 
 
 def test_adopt_takes_over_an_existing_unmanaged_guest(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path, unmanaged_domain("legacy", memory_mib=64))
     matching = _guests(tmp_path, uri, ["legacy"], adopt=True)
     plan = virtsync("plan", matching)

@@ -19,7 +19,7 @@ from tests.integration.conftest import (
 
 
 def test_saved_plan_is_refused_after_an_out_of_band_change(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     assert virtsync("apply", QUICKSTART, "--connect", uri, "--yes").code == 0
     conn = connection(uri)
@@ -49,14 +49,14 @@ def test_saved_plan_applies_when_nothing_changed(tmp_path: Path, virtsync: Virts
 
 
 def test_saved_plan_is_refused_when_the_specs_changed(
-        tmp_path: Path, virtsync: VirtsyncCli) -> None:  # fmt: skip
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
     uri = write_host(tmp_path)
     specs = tmp_path / "lab.yaml"
     specs.write_text((QUICKSTART / "lab.yaml").read_text())
     plan_file = tmp_path / "plan.json"
     assert virtsync("plan", specs, "--connect", uri, "--out", plan_file).code == 2
     specs.write_text(specs.read_text().replace("memory: 128MiB\n  maxMemory", "memory: 192MiB\n"
-                                               "  maxMemory"))  # fmt: skip
+                                               "  maxMemory"))
     refused = virtsync("apply", plan_file)
     assert refused.code == 1 and "specs changed since the plan was made" in refused.err
     assert [d.name() for d in connection(uri).listAllDomains(0)] == []
@@ -64,7 +64,7 @@ def test_saved_plan_is_refused_when_the_specs_changed(
 
 def test_export_of_a_host_plans_no_changes(tmp_path: Path, virtsync: VirtsyncCli) -> None:
     body = (unmanaged_domain("legacy") + unmanaged_domain("old", running=False)
-            + unmanaged_network("legacy-net", 7))  # fmt: skip
+            + unmanaged_network("legacy-net", 7))
     uri = write_host(tmp_path, body)
     assert virtsync("apply", QUICKSTART, "--connect", uri, "--yes").code == 0
     conn = connection(uri)

@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "controller"
 PURE = ("plan", "model", "report")
 IO_MODULES = {"libvirt", "subprocess", "socket", "requests", "urllib.request", "http", "watchdog",
-              "os", "shutil", "pathlib"}  # fmt: skip
+              "os", "shutil", "pathlib"}
 ADAPTERS = ("controller.hypervisor", "controller.apply", "controller.service", "controller.cli",
-            "controller.commands", "controller.engine")  # fmt: skip
+            "controller.commands", "controller.engine")
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
@@ -50,7 +50,7 @@ def test_libvirt_is_imported_only_under_hypervisor(path: Path) -> None:
 @pytest.mark.parametrize(
     "path", [p for p in _modules() if p.relative_to(PKG).parts[0] in PURE],
     ids=lambda p: str(p.relative_to(ROOT)),
-)  # fmt: skip
+)
 def test_plan_model_and_report_are_free_of_io_and_adapters(path: Path) -> None:
     rel = path.relative_to(PKG)
     for module, line in _imports(path):
