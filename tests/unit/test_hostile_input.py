@@ -175,10 +175,6 @@ def test_max_file_size_comes_from_the_environment(tmp_path: Path) -> None:
     assert message.endswith("over the limit of 1024 (--max-file-size)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/cli.py parses VIRTSYNC_MAX_FILE_SIZE with int(): '1KiB' is a traceback",
-)
 def test_max_file_size_from_the_environment_takes_units(tmp_path: Path) -> None:
     path = write(tmp_path, _spec_of_about(2048))
     _, _, message = one_error(validate(path, env={"VIRTSYNC_MAX_FILE_SIZE": "1KiB"}), path)
