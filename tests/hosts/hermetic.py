@@ -436,14 +436,24 @@ class HermeticHost:
         errors: list[BaseException] = []
 
         def probe() -> None:
-            try:
-                conn = libvirt.open(self.uri)
+            # The socket file exists between bind() and listen(): "connection refused"
+            # then only means "not yet", so retry until the deadline.
+            while True:
                 try:
-                    conn.getLibVersion()
-                finally:
-                    conn.close()
-            except BaseException as e:
-                errors.append(e)
+                    conn = libvirt.open(self.uri)
+                    try:
+                        conn.getLibVersion()
+                    finally:
+                        conn.close()
+                    return
+                except libvirt.libvirtError as e:
+                    if "Connection refused" not in str(e) or time.monotonic() > deadline:
+                        errors.append(e)
+                        return
+                    time.sleep(0.02)
+                except BaseException as e:
+                    errors.append(e)
+                    return
 
         # libvirt.open has no timeout of its own; a hung daemon must not hang the test run.
         thread = threading.Thread(target=probe, daemon=True)
