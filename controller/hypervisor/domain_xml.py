@@ -120,12 +120,14 @@ def _read_nic(el: etree._Element) -> NicState:
     source = el.find("source")
     model = el.find("model")
     target = el.find("target")
+    rom = el.find("rom")
     return NicState(
         mac=(mac.get("address", "") if mac is not None else "").lower(),
         network=source.get("network") if source is not None else None,
         bridge=source.get("bridge") if source is not None else None,
         model=model.get("type") if model is not None else None,
         tap=target.get("dev") if target is not None else None,
+        boot_rom=not (rom is not None and (rom.get("enabled") == "no" or rom.get("bar") == "off")),
     )
 
 
@@ -338,13 +340,24 @@ def _free_target(bus: str, used: set[str | None]) -> str:
     return target_name(prefix, i)
 
 
-def nic_element(nic_network: str, mac: str | None, model: str) -> etree._Element:
+def nic_element(nic_network: str, mac: str | None, model: str, boot_rom: bool = True) -> etree._Element:
     el = etree.Element("interface", type="network")
     if mac:
         etree.SubElement(el, "mac", address=mac)
     etree.SubElement(el, "source", network=nic_network)
     etree.SubElement(el, "model", type=model)
+    _set_rom(el, boot_rom)
     return el
+
+
+def _set_rom(el: etree._Element, boot_rom: bool) -> None:
+    rom = el.find("rom")
+    if boot_rom:
+        remove(rom)
+    else:
+        rom = rom if rom is not None else etree.SubElement(el, "rom")
+        rom.attrib.clear()
+        rom.set("enabled", "no")
 
 
 def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
@@ -357,7 +370,7 @@ def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
         devices.remove(current[i])
     for want, obs_index in pairs:
         if obs_index is None:
-            _append_device(devices, nic_element(want.network, want.mac, want.model))
+            _append_device(devices, nic_element(want.network, want.mac, want.model, want.boot_rom))
             continue
         el = current[obs_index]
         if want.mac:
@@ -368,6 +381,8 @@ def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
             src.attrib.clear()
             src.set("network", want.network)
         child(el, "model", type=want.model)
+        if "boot_rom" in want.model_fields_set:
+            _set_rom(el, want.boot_rom)
 
 
 def _append_device(devices: etree._Element, el: etree._Element) -> None:

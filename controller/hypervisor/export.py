@@ -48,7 +48,8 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
         disks.append(disk)
     spec["disks"] = disks
     spec["interfaces"] = [
-        {"network": n.network, "mac": n.mac, **({"model": n.model} if n.model else {})}
+        {"network": n.network, "mac": n.mac, **({"model": n.model} if n.model else {}),
+         **({} if n.boot_rom else {"bootRom": False})}
         for n in cfg.interfaces if n.network
     ]
     if cfg.graphics:

@@ -55,6 +55,7 @@ class NicState:
     bridge: str | None = None
     model: str | None = None
     tap: str | None = None  # live only: the host-side device
+    boot_rom: bool = True
 
 
 @dataclass(frozen=True)

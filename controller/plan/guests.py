@@ -423,6 +423,9 @@ def _nic_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, h
             live_model = running_macs[cur.mac].model if cur.mac in running_macs else None
             changes.append(FieldChange(pointer + "/model", want.model, cur.model, live_model,
                                        Impact.NEXT_BOOT))
+        if "boot_rom" in want.model_fields_set and not ctx.ignored(pointer + "/bootRom") and (
+                cur.boot_rom != want.boot_rom):
+            changes.append(FieldChange(pointer + "/bootRom", want.boot_rom, cur.boot_rom, None, Impact.NEXT_BOOT))
         if not ctx.ignored(pointer + "/network") and cur.network != want.network:
             changes.append(FieldChange(pointer + "/network", want.network, cur.network,
                                        None, Impact.NEXT_BOOT))

@@ -41,6 +41,7 @@ GUEST_FIELDS: dict[str, FieldPolicy] = {
     "interfaces[-]": FieldPolicy(Impact.LIVE, "detach NIC"),
     "interfaces[].model": FieldPolicy(Impact.NEXT_BOOT, "NIC model"),
     "interfaces[].network": FieldPolicy(Impact.NEXT_BOOT, "NIC network"),
+    "interfaces[].bootRom": FieldPolicy(Impact.NEXT_BOOT, "NIC boot ROM"),
     "interfaces[].mac": FieldPolicy(Impact.LIVE, "a new MAC is a new NIC: detach + attach"),
     "graphics": FieldPolicy(Impact.NEXT_BOOT, "graphics console"),
     "autostart": FieldPolicy(Impact.LIVE, "setAutostart"),

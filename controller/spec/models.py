@@ -199,6 +199,11 @@ class Interface(SpecModel):
     model: Literal["virtio", "e1000", "e1000e", "rtl8139", "netfront"] = Field(
         default="virtio", description="Default: virtio."
     )
+    boot_rom: bool = Field(
+        default=True,
+        description="Load the NIC's network-boot ROM (iPXE). false keeps guests that never boot "
+        "from the network from spinning in it. Default: true.",
+    )
 
 
 class Cpu(SpecModel):

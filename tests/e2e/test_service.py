@@ -47,7 +47,7 @@ spec:
   state: running
   memory: {web_memory}
   maxMemory: 256MiB
-  interfaces: [{{network: svcnet, mac: "52:54:00:20:00:01"}}]
+  interfaces: [{{network: svcnet, mac: "52:54:00:20:00:01", bootRom: false}}]
 ---
 apiVersion: virtsync/v1
 kind: Guest
