@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -100,7 +101,7 @@ class _HostRun:
                      self.opts.commit, applied)
 
     def blocked(self, action: Action) -> str | None:
-        deps = [f"{action.key.kind}/{action.key.name}"]
+        deps = [f"{action.key.kind}/{action.key.name}", *action.args.get("needs", [])]
         if "guest" in action.args:
             deps.append(f"Guest/{action.args['guest']}")
         if action.key.kind == "Guest" and action.op in ("start", "restart"):
@@ -389,16 +390,56 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
 
 def _create_volume(run: _HostRun, a: Action) -> str:
     args = a.args
-    backing = None
     capacity = int(args["capacity"] or 0)
-    src = args.get("from")
-    if src:
-        path = src if src.startswith("/") else run.ops.volume_path(args["pool"], src)
-        if path is None:
-            raise PlanError(f"image {src!r} not found in pool {args['pool']}")
-        backing = (path, "qcow2" if path.endswith(".qcow2") else "raw")
-    path = run.ops.create_volume(args["pool"], args["volume"], capacity, args["format"], backing)
-    return path
+    source = args.get("source")
+    if not source:
+        return run.ops.create_volume(args["pool"], args["volume"], capacity, args["format"])
+    kind, ref = source
+    if kind == "path":
+        path, fmt, base_cap = ref, run.ops.file_format(ref), None
+    else:
+        info = run.ops.volume_info(args["pool"], ref)
+        if info is None:
+            raise PlanError(f"image {ref!r} not found in pool {args['pool']}")
+        path, fmt, base_cap = info
+    if args.get("clone") == "full" and kind == "volume":
+        made = run.ops.clone_volume(args["pool"], ref, args["volume"], args["format"])
+        if capacity and base_cap and capacity > base_cap:
+            run.ops.resize_volume(args["pool"], args["volume"], capacity)
+        return f"{made} (full copy of {ref})"
+    if args.get("clone") == "full":
+        raise PlanError(f"a full clone needs an image volume in the pool, not the file {ref}")
+    made = run.ops.create_volume(args["pool"], args["volume"], max(capacity, base_cap or 0), "qcow2",
+                                 backing=(path, fmt))
+    return f"{made} (linked to {path})"
+
+
+def _fetch_image(run: _HostRun, a: Action) -> str:
+    from controller.images.download import fetch_image
+
+    args = a.args
+    local = fetch_image(args["url"], args["sha256"], image_cache_dir())
+    run.ops.upload_volume(args["pool"], args["volume"], local)
+    return f"downloaded, verified (sha256) and uploaded as {args['volume']}"
+
+
+def image_cache_dir() -> Path:
+    base = os.environ.get("VIRTSYNC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "virtsync")
+    return Path(base) / "images"
+
+
+def _write_seed(run: _HostRun, a: Action) -> str:
+    from controller.images.seed import build_seed_iso
+
+    guest = run.guest(a.args["guest"])
+    ci = guest.spec.cloud_init
+    assert ci is not None
+    meta = ci.meta_data if ci.meta_data is not None else (
+        f"instance-id: {guest.metadata.name}\nlocal-hostname: {guest.metadata.name}\n")
+    data = build_seed_iso(ci.user_data or "#cloud-config\n", meta, ci.network_config)
+    run.ops.write_volume(a.args["pool"], a.args["volume"], data)
+    return f"seed ISO written ({len(data)} bytes)"
 
 def _resize_volume(run: _HostRun, a: Action) -> str:
     args = a.args
@@ -468,6 +509,8 @@ HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
     "recreate": _recreate_guest,
     "attach-disks": _attach_disks,
     "create-volume": _create_volume,
+    "fetch-image": _fetch_image,
+    "write-seed": _write_seed,
     "resize-volume": _resize_volume,
     "start": _start,
     "stop": _stop,

@@ -16,6 +16,7 @@ from lxml import etree
 from controller.hypervisor import ownership
 from controller.hypervisor.xmlutil import child, parse, remove, set_text, to_bytes, tostring
 from controller.model.naming import volume_name
+from controller.plan.disks import SEED_DISK, effective_disks, seed_volume
 from controller.model.state import DiskState, GuestConfig, NicState, Owner
 from controller.spec.models import Disk, GuestSpec
 
@@ -58,6 +59,7 @@ def read_guest_root(root: etree._Element) -> tuple[str, str, GuestConfig, Owner 
         firmware = "uefi"
     cpu = root.find("cpu")
     graphics = root.find("devices/graphics")
+    agent = next((t for t in root.findall("devices/channel/target") if t.get("name") == AGENT_CHANNEL), None)
     config = GuestConfig(
         uuid=uuid,
         virt_type=root.get("type", ""),
@@ -79,6 +81,8 @@ def read_guest_root(root: etree._Element) -> tuple[str, str, GuestConfig, Owner 
         graphics=(f"{graphics.get('type')}@{graphics.get('listen', '')}"
                   if graphics is not None else None),
         nvram=os_el.findtext("nvram") if os_el is not None else None,
+        agent=agent is not None,
+        agent_connected=agent is not None and agent.get("state") == "connected",
     )
     return name, uuid, config, ownership.find_owner(root)
 
@@ -231,8 +235,10 @@ def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteConte
             if spec.cpu.model:
                 set_text(cpu, "model", spec.cpu.model)
     devices = child(root, "devices")
-    if want("disks"):
+    if want("disks") or want("cloudInit"):
         _set_disks(devices, name, spec, ctx)
+    if want("agent"):
+        _set_agent(devices, spec.agent)
     if want("interfaces"):
         _set_interfaces(devices, spec)
     if want("graphics") and spec.graphics is not None:
@@ -286,7 +292,24 @@ def disk_path(name: str, disk: Disk, ctx: WriteContext) -> str:
     if disk.path:
         return disk.path
     pool_dir = ctx.pool_paths.get(disk.pool or "", "")
-    return f"{pool_dir.rstrip('/')}/{volume_name(name, disk.name, disk.format)}"
+    vol = seed_volume(name) if disk.name == SEED_DISK else volume_name(name, disk.name, disk.format)
+    return f"{pool_dir.rstrip('/')}/{vol}"
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _set_agent(devices: etree._Element, on: bool) -> None:
+    present = [c for c in devices.findall("channel")
+               if c.find("target") is not None and c.find("target").get("name") == AGENT_CHANNEL]  # type: ignore[union-attr]
+    if on and not present:
+        ch = etree.Element("channel", type="unix")
+        etree.SubElement(ch, "source", mode="bind")
+        etree.SubElement(ch, "target", type="virtio", name=AGENT_CHANNEL)
+        _append_device(devices, ch)
+    if not on:
+        for c in present:
+            devices.remove(c)
 
 
 def disk_element(name: str, disk: Disk, ctx: WriteContext, target: str) -> etree._Element:
@@ -308,13 +331,14 @@ def _disk_key(guest: str, el: etree._Element) -> str:
 
 
 def _set_disks(devices: etree._Element, name: str, spec: GuestSpec, ctx: WriteContext) -> None:
+    disks = effective_disks(spec)
     existing = {_disk_key(name, d): d for d in devices.findall("disk")}
-    wanted = {d.name for d in spec.disks}
+    wanted = {d.name for d in disks}
     for key, old in existing.items():
         if key not in wanted:
             devices.remove(old)
     used = {t.get("dev") for t in devices.findall("disk/target")}
-    for disk in spec.disks:
+    for disk in disks:
         el = existing.get(disk.name)
         bus = "xen" if ctx.xen_pv and disk.bus == "virtio" else disk.bus
         if el is not None:

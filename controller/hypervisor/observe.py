@@ -19,6 +19,7 @@ from controller.hypervisor.network_xml import read_network
 from controller.hypervisor.ownership import MARKER_PREFIX
 from controller.hypervisor.pool_xml import read_pool
 from controller.model.state import (
+    GuestDetails,
     HostCapabilities,
     HostState,
     ObservedGuest,
@@ -169,6 +170,41 @@ def observe_leases(conn: libvirt.virConnect, networks: dict[str, ObservedNetwork
     return {mac: tuple(ips) for mac, ips in leases.items()}
 
 
+def guest_details(conn: libvirt.virConnect, guests: dict[str, ObservedGuest]) -> dict[str, GuestDetails]:
+    """Agent facts of running guests whose agent channel is connected (bounded: 3 s a call)."""
+    import base64
+    import json
+
+    import libvirt_qemu
+
+    out: dict[str, GuestDetails] = {}
+    for name, g in guests.items():
+        if g.live is None or not g.live.agent_connected:
+            continue
+        addresses: list[str] = []
+        uptime = None
+        try:
+            dom = conn.lookupByName(name)
+            ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+            for iface_name, iface in sorted(ifaces.items()):
+                if iface_name == "lo":
+                    continue
+                addresses += [a["addr"] for a in iface.get("addrs") or [] if a.get("addr")]
+            handle = json.loads(libvirt_qemu.qemuAgentCommand(
+                dom, json.dumps({"execute": "guest-file-open", "arguments": {"path": "/proc/uptime"}}), 3, 0))
+            try:
+                read = json.loads(libvirt_qemu.qemuAgentCommand(
+                    dom, json.dumps({"execute": "guest-file-read", "arguments": {"handle": handle["return"]}}), 3, 0))
+                uptime = float(base64.b64decode(read["return"]["buf-b64"]).split()[0])
+            finally:
+                libvirt_qemu.qemuAgentCommand(
+                    dom, json.dumps({"execute": "guest-file-close", "arguments": {"handle": handle["return"]}}), 3, 0)
+        except (libvirt.libvirtError, KeyError, ValueError, IndexError, TypeError):
+            pass  # an agent that does not answer (yet) is information too
+        out[name] = GuestDetails(True, tuple(addresses), uptime)
+    return out
+
+
 def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNetwork],
                 pools: dict[str, ObservedPool]) -> str:
     """A digest of everything a plan depends on: any out-of-band change alters it."""
@@ -192,7 +228,7 @@ def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabi
     pools = observe_pools(conn, host)
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
-                     fingerprint(guests, networks, pools))
+                     fingerprint(guests, networks, pools), guest_details(conn, guests))
 
 
 _STATE_OF = {

@@ -6,7 +6,9 @@ executor above stays free of libvirt.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 
 import libvirt
 
@@ -14,7 +16,7 @@ from controller.errors import ConflictError, OperationFailed
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
-from controller.hypervisor.pool_xml import pool_xml, volume_xml
+from controller.hypervisor.pool_xml import pool_xml, volume_format, volume_xml
 from controller.model.state import HostCapabilities
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -299,6 +301,66 @@ class HostOps:
         with libvirt_call(self.host, f"create volume {pool}/{name}"):
             vol = p.createXML(volume_xml(name, capacity, fmt, backing), 0)
             return str(vol.path())
+
+    def volume_info(self, pool: str, name: str) -> tuple[str, str, int] | None:
+        """(path, format, capacity) of a volume, after a refresh so files copied in by hand count."""
+        p = self._pool(pool)
+        with libvirt_call(self.host, f"read volume {pool}/{name}"):
+            with contextlib.suppress(libvirt.libvirtError):
+                p.refresh(0)
+            try:
+                vol = p.storageVolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            return str(vol.path()), volume_format(vol.XMLDesc(0)) or "raw", int(vol.info()[1])
+
+    @staticmethod
+    def file_format(path: str) -> str:
+        # Only a guess for files named directly: libvirt's probe does the same by header.
+        return "qcow2" if path.endswith((".qcow2", ".qcow")) else "raw"
+
+    def clone_volume(self, pool: str, source: str, name: str, fmt: str) -> str:
+        p = self._pool(pool)
+        with libvirt_call(self.host, f"clone volume {pool}/{source} → {name}"):
+            src = p.storageVolLookupByName(source)
+            cap = int(src.info()[1])
+            vol = p.createXMLFrom(volume_xml(name, cap, fmt), src, 0)
+            return str(vol.path())
+
+    def write_volume(self, pool: str, name: str, data: bytes) -> None:
+        """Replace a volume's whole content (a seed ISO): delete, create, upload."""
+        p = self._pool(pool)
+        with libvirt_call(self.host, f"write volume {pool}/{name}"):
+            with contextlib.suppress(libvirt.libvirtError):
+                p.storageVolLookupByName(name).delete(0)
+            vol = p.createXML(volume_xml(name, len(data), "raw"), 0)
+            stream = self._c().newStream(0)
+            vol.upload(stream, 0, len(data), 0)
+            view = memoryview(data)
+            for off in range(0, len(data), 1 << 20):
+                stream.send(bytes(view[off:off + (1 << 20)]))
+            stream.finish()
+
+    def upload_volume(self, pool: str, name: str, path: Path) -> None:
+        """Upload a local file into a new volume (works over remote connections too)."""
+        size = path.stat().st_size
+        p = self._pool(pool)
+        with libvirt_call(self.host, f"upload {path.name} to {pool}/{name}"):
+            vol = p.createXML(volume_xml(name, size, "raw"), 0)
+            try:
+                stream = self._c().newStream(0)
+                vol.upload(stream, 0, size, 0)
+                with path.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        stream.send(chunk)
+                stream.finish()
+                p.refresh(0)  # libvirt re-probes the format (qcow2 header) of the new content
+            except libvirt.libvirtError:
+                with contextlib.suppress(libvirt.libvirtError):
+                    vol.delete(0)
+                raise
 
     def volume_path(self, pool: str, name: str) -> str | None:
         try:

@@ -81,6 +81,8 @@ class GuestConfig:
     interfaces: tuple[NicState, ...] = ()
     graphics: str | None = None  # "vnc@127.0.0.1", "spice@…", or None
     nvram: str | None = None
+    agent: bool = False  # has the qemu-guest-agent channel
+    agent_connected: bool = False  # live only: the agent answers on it
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,15 @@ class HostCapabilities:
 
 
 @dataclass(frozen=True)
+class GuestDetails:
+    """What a running guest's agent tells (information, never compared)."""
+
+    agent_connected: bool = False
+    addresses: tuple[str, ...] = ()  # from the agent; DHCP leases fill in where it has none
+    uptime: float | None = None  # seconds, from the guest's /proc/uptime
+
+
+@dataclass(frozen=True)
 class HostState:
     host: str
     uri: str
@@ -176,3 +187,4 @@ class HostState:
     pools: dict[str, ObservedPool] = field(default_factory=dict)
     leases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac → IPs
     fingerprint: str = ""  # digest of everything observed, for saved plans
+    details: dict[str, GuestDetails] = field(default_factory=dict, compare=False)

@@ -22,6 +22,7 @@ class Phase(IntEnum):
 
     POOLS = 10
     NETWORKS = 20
+    IMAGES = 25  # base images fetched and verified before anything of their guests is defined
     GUESTS = 30
     VOLUMES = 40
     POWER = 50

@@ -22,6 +22,9 @@ class PlanOptions:
 def applied_fields(spec: BaseModel) -> dict[str, Any]:
     """The declared fields of a spec, as JSON: what ownership records as last applied."""
     out: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(out.get("cloudInit"), dict):
+        # cloud-init may hold secrets: only its digest is ever recorded or shown
+        out["cloudInit"] = digest(out["cloudInit"])
     return out
 
 

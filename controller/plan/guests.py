@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -18,9 +18,10 @@ from controller.model.naming import volume_name
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import Action, FieldChange, Impact, Pending, Phase, Problem
 from controller.plan.context import PlanOptions, applied_fields, declared, digest
+from controller.plan.disks import SEED_DISK, effective_disks, image_volume, seed_volume
 from controller.plan.keys import match_nics
 from controller.plan.policy import guest_impact
-from controller.spec.models import Guest, GuestSpec, RestartWindow
+from controller.spec.models import Disk, Guest, GuestSpec, RestartWindow
 from controller.spec.units import format_size
 
 SUSPEND_ANNOTATION = "virtsync/suspend"
@@ -104,7 +105,9 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
             out.actions.append(Action(key, "define", Impact.CREATE, Phase.GUESTS,
                                       "guest is running but not defined (transient)" if transient
                                       else "guest does not exist", (change,),
-                                      {"commit": opts.commit}))
+                                      {"commit": opts.commit,
+                                       # its images must be fetched and verified first
+                                       "needs": [f"Volume/{a.key.name}" for a in volumes if a.op == "fetch-image"]}))
             out.actions.extend(volumes)
             if power is not None and obs is not None:
                 out.actions.append(_power_action(key, spec, obs, power))
@@ -300,8 +303,16 @@ def _config_changes(
     if "autostart" in d and not ctx.ignored("/spec/autostart") and spec.autostart != obs.autostart:
         changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
                                    Impact.LIVE))
-    if "disks" in d:
+    if "disks" in d or "cloudInit" in d:
         _disk_changes(ctx, persistent, live, hotplug, changes, live_ops, pending)
+    if "cloudInit" in d and not ctx.ignored("/spec/cloudInit") and obs.owner is not None:
+        want_seed = applied_fields(spec).get("cloudInit")
+        had_seed = obs.owner.applied.get("cloudInit")
+        if had_seed is not None and want_seed != had_seed:
+            changes.append(FieldChange("/spec/cloudInit", want_seed, had_seed, None, Impact.NEXT_BOOT,
+                                       "seed ISO rebuilt"))
+    if "agent" in d and not ctx.ignored("/spec/agent"):
+        check("agent", spec.agent, persistent.agent, live.agent if live else None, Impact.NEXT_BOOT)
     if "interfaces" in d:
         _nic_changes(ctx, persistent, live, hotplug, changes, live_ops, pending)
     if live is not None:
@@ -370,13 +381,20 @@ def _disk_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, 
     have = {d.name: d for d in persistent.disks}
     running = {d.name: d for d in live.disks} if live else {}
     add_impact = Impact.LIVE if (hotplug or live is None) else Impact.NEXT_BOOT
-    for i, disk in enumerate(spec.disks):
-        pointer = f"/spec/disks/{i}"
+    for i, disk in enumerate(effective_disks(spec)):
+        seed = disk.name == SEED_DISK and i >= len(spec.disks)
+        pointer = "/spec/cloudInit" if seed else f"/spec/disks/{i}"
         if ctx.ignored(pointer):
             continue
         cur = have.get(disk.name)
         if cur is None:
-            changes.append(FieldChange(pointer, disk.name, None, None, add_impact, "attach disk"))
+            if seed:  # a CD-ROM on IDE/SATA is not hot-pluggable: the seed counts at next boot
+                changes.append(FieldChange(pointer, "seed ISO attached", None, None, Impact.NEXT_BOOT,
+                                           "attach cloud-init seed"))
+            else:
+                changes.append(FieldChange(pointer, disk.name, None, None, add_impact, "attach disk"))
+            continue
+        if seed:
             continue
         if live is not None and disk.name not in running:
             c = FieldChange(pointer, disk.name, disk.name, None, add_impact, "attach disk (live)")
@@ -390,7 +408,7 @@ def _disk_changes(ctx: _Ctx, persistent: GuestConfig, live: GuestConfig | None, 
                 changes.append(FieldChange(pointer + "/bus", bus, cur.bus,
                                            running[disk.name].bus if disk.name in running else None,
                                            Impact.NEXT_BOOT))
-    wanted = {d.name for d in spec.disks}
+    wanted = {d.name for d in effective_disks(spec)}
     for name in have:
         if name not in wanted and not ctx.ignored("/spec/disks"):
             changes.append(FieldChange("/spec/disks/-", None, name, name if name in running else None,
@@ -478,22 +496,32 @@ def _power_action(key: ResourceKey, spec: GuestSpec, obs: ObservedGuest,
 def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestPlan) -> list[Action]:
     """Volumes to make or grow for the guest's pool disks."""
     actions: list[Action] = []
+    name = guest.metadata.name
     for i, disk in enumerate(guest.spec.disks):
         if disk.pool is None:
             continue
-        vol_name = volume_name(guest.metadata.name, disk.name, disk.format)
+        vol_name = volume_name(name, disk.name, disk.format)
         pool = host.pools.get(disk.pool)
         vol = pool.volumes.get(vol_name) if pool else None
         vkey = ResourceKey(host.host, "Volume", f"{disk.pool}/{vol_name}")
         if vol is None:
+            source = _image_source(key, disk, host, out, actions)
+            if source is False:
+                continue
             size = disk.size or 0
+            base_cap = source[2] if source else None
+            if base_cap is not None and size and size < base_cap:
+                out.problems.append(Problem(key, f"disk {disk.name}: size {format_size(size)} is smaller than "
+                                            f"its image ({format_size(base_cap)}); disks are never shrunk"))
+                continue
             change = FieldChange(f"/spec/disks/{i}", format_size(size) if size else disk.from_,
-                                 None, None, Impact.CREATE)
+                                 None, None, Impact.CREATE, f"{disk.clone} clone of {disk.from_}" if disk.from_ else "")
             actions.append(Action(vkey, "create-volume", Impact.CREATE, Phase.VOLUMES,
-                                  f"disk {disk.name} of guest {guest.metadata.name}", (change,),
+                                  f"disk {disk.name} of guest {name}", (change,),
                                   {"pool": disk.pool, "volume": vol_name, "capacity": size,
                                    "format": disk.format, "from": disk.from_,
-                                   "guest": guest.metadata.name, "disk": disk.name}))
+                                   "source": list(source[:2]) if source else None, "clone": disk.clone,
+                                   "guest": name, "disk": disk.name}))
             continue
         if disk.size is None or "size" not in disk.model_fields_set:
             continue
@@ -512,7 +540,48 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
                                   f"grow disk {disk.name}", (change,),
                                   {"pool": disk.pool, "volume": vol_name, "capacity": disk.size,
                                    "guest": guest.metadata.name, "disk": disk.name}))
+    seed_pool_name = next((d.pool for d in guest.spec.disks if d.pool), None)
+    if guest.spec.cloud_init is not None and seed_pool_name is not None:
+        pool = host.pools.get(seed_pool_name)
+        seed = seed_volume(name)
+        want = applied_fields(guest.spec).get("cloudInit")
+        obs = host.guests.get(name)
+        had = obs.owner.applied.get("cloudInit") if obs is not None and obs.owner is not None else None
+        if pool is None or seed not in pool.volumes or want != had:
+            change = FieldChange("/spec/cloudInit", want, had, None, Impact.CREATE if had is None else Impact.NEXT_BOOT,
+                                 "NoCloud seed ISO")
+            actions.append(Action(ResourceKey(host.host, "Volume", f"{seed_pool_name}/{seed}"), "write-seed",
+                                  change.impact, Phase.VOLUMES, f"cloud-init seed of guest {name}", (change,),
+                                  {"pool": seed_pool_name, "volume": seed, "guest": name}))
     return actions
+
+
+def _image_source(key: ResourceKey, disk: Disk, host: HostState, out: GuestPlan,
+                  actions: list[Action]) -> tuple[str, str, int | None] | None | Literal[False]:
+    """Where a disk's `from` image comes from: (kind, name-or-path, capacity); None without
+    one; False after a plan problem. A URL image missing from the pool is fetched first."""
+    src = disk.from_
+    if src is None:
+        return None
+    pool = host.pools.get(disk.pool or "")
+    if src.startswith(("http://", "https://")):
+        vol = image_volume(disk.sha256 or "", src)
+        have = pool.volumes.get(vol) if pool else None
+        if have is None:
+            vkey = ResourceKey(host.host, "Volume", f"{disk.pool}/{vol}")
+            if not any(a.key == vkey for a in actions):
+                actions.append(Action(vkey, "fetch-image", Impact.CREATE, Phase.IMAGES, f"download {src}",
+                                      (FieldChange("/spec/disks/-/from", src, None, None, Impact.CREATE),),
+                                      {"pool": disk.pool, "volume": vol, "url": src, "sha256": disk.sha256}))
+            return ("volume", vol, None)
+        return ("volume", vol, have.capacity)
+    if src.startswith("/"):
+        return ("path", src, None)
+    have = pool.volumes.get(src) if pool else None
+    if have is None and pool is not None:
+        out.problems.append(Problem(key, f"disk {disk.name}: image {src!r} is not a volume of pool {disk.pool}"))
+        return False
+    return ("volume", src, have.capacity if have else None)
 
 
 def owner_for(guest: Guest, instance: str, commit: str) -> dict[str, Any]:

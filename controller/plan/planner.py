@@ -108,9 +108,15 @@ def _guest_info(host: HostState, name: str) -> dict[str, object]:
     info: dict[str, object] = {"state": obs.state}
     if obs.live is not None:
         info["liveMemory"] = obs.live.memory
-        ips = sorted({ip for n in obs.live.interfaces for ip in host.leases.get(n.mac, ())})
+        details = host.details.get(name)
+        info["agent"] = "connected" if obs.live.agent_connected else ("not connected" if obs.live.agent else "none")
+        ips = list(details.addresses) if details else []
+        if not ips:  # no agent (or it has no address yet): the networks' DHCP leases
+            ips = sorted({ip for n in obs.live.interfaces for ip in host.leases.get(n.mac, ())})
         if ips:
             info["addresses"] = ips
+        if details is not None and details.uptime is not None:
+            info["uptimeSeconds"] = round(details.uptime)
     return info
 
 

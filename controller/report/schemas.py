@@ -159,7 +159,10 @@ def drift_schema() -> dict[str, Any]:
         {
             "state": {"enum": ["running", "stopped", "paused", "other"]},
             "liveMemory": {**_COUNT, "description": "Bytes the running guest has (balloon)."},
-            "addresses": {"type": "array", "items": {"type": "string"}},
+            "addresses": {"type": "array", "items": {"type": "string"},
+                          "description": "From the guest agent, else the networks' DHCP leases."},
+            "agent": {"enum": ["connected", "not connected", "none"]},
+            "uptimeSeconds": {**_COUNT, "description": "From the guest's /proc/uptime, via the agent."},
         },
         required=["state"],
         description="What a guest is doing now: information, never drift.",

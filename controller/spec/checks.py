@@ -205,6 +205,9 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
                 why = confine_path(value, allowed, realpath)
                 if why:
                     out.append(_diag(item, ("spec", "disks", i, fld), why))
+        if spec.cloud_init is not None and not any(d.pool for d in spec.disks):
+            out.append(_diag(item, ("spec", "cloudInit"), "cloudInit needs a disk in a pool: the seed ISO "
+                             "is kept in that pool"))
         if spec.boot:
             for fld in ("kernel", "initrd"):
                 value = getattr(spec.boot, fld)

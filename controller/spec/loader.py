@@ -23,6 +23,7 @@ from controller.errors import Diagnostic, SpecError
 from controller.spec.checks import check_spec_set
 from controller.spec.messages import clip, describe, explain, locate
 from controller.spec.models import API_VERSION, KINDS
+from controller.spec.references import referenced_files, resolve_cloud_init
 from controller.spec.specset import Located, SpecSet
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
 
@@ -110,6 +111,8 @@ def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Dia
     text, problem = _decode(name, data)
     if problem is not None or text is None:
         return [], [problem] if problem else []
+    if text.startswith("#cloud-config"):
+        return [], []  # cloud-init user-data kept beside the specs, not a spec
     try:
         return read_documents(text, limits), []
     except YamlProblem as exc:
@@ -180,6 +183,17 @@ def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:
             diagnostics.extend(problems)
             if obj is not None:
                 located.append(Located(obj, str(path), doc))
+    # Files a guest names as its cloud-init are not specs, whatever their suffix.
+    cloud_files = set().union(*(referenced_files(i) for i in located)) if located else set()
+    if cloud_files:
+        located = [i for i in located if str(Path(i.file).resolve()) not in cloud_files]
+        diagnostics = [d for d in diagnostics if str(Path(d.file).resolve()) not in cloud_files]
+    resolved = []
+    for item in located:
+        item, problems = resolve_cloud_init(item)
+        diagnostics.extend(problems)
+        resolved.append(item)
+    located = resolved
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(str(paths[0]) if paths else ".", 1, 1,
                                       "no spec files (*.yaml, *.yml) found"))

@@ -7,6 +7,8 @@ and editors.
 
 from __future__ import annotations
 
+import re
+
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -29,6 +31,7 @@ from controller.spec.types import (
 from controller.spec.units import format_size
 
 API_VERSION = "virtsync/v1"
+_SHA256 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 DEFAULT_WINDOW_DURATION = 3600
 DEFAULT_FREQUENT_PERIOD = 900
@@ -169,7 +172,13 @@ class Disk(SpecModel):
     from_: str | None = Field(
         default=None,
         alias="from",
-        description="Image to clone: a volume of the pool, or a file inside allowedDirs.",
+        description="Image to start from: a volume of the pool, a file inside allowedDirs, or an "
+        "http(s):// URL (with sha256; downloaded once into the pool).",
+    )
+    sha256: str | None = Field(default=None, description="Digest of a 'from' URL image; required for URLs.")
+    clone: Literal["linked", "full"] = Field(
+        default="linked",
+        description="linked: a qcow2 overlay on the image (fast, small); full: a copy. Default: linked.",
     )
     bus: Literal["virtio", "scsi", "sata", "ide", "xen"] = Field(
         default="virtio", description="Default: virtio (xen on Xen PV guests)."
@@ -190,6 +199,17 @@ class Disk(SpecModel):
         if self.pool is not None and self.size is None and self.from_ is None:
             raise FieldError("pool", f"disk {self.name!r} in a pool needs a 'size' or a "
                              "'from' image")
+        url = self.from_ is not None and self.from_.startswith(("http://", "https://"))
+        if url and self.sha256 is None:
+            raise FieldError("from", f"disk {self.name!r}: an image URL needs 'sha256' (its digest)")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise FieldError("sha256", f"{self.sha256!r} is not a sha256 digest (64 hex digits)")
+        if url and self.pool is None:
+            raise FieldError("from", f"disk {self.name!r}: an image URL is downloaded into a pool: "
+                             "give 'pool'")
+        if self.clone == "linked" and self.from_ is not None and self.format != "qcow2":
+            raise FieldError("clone", f"disk {self.name!r}: a linked clone is a qcow2 overlay: "
+                             "use format qcow2 or clone: full")
         return self
 
 
@@ -204,6 +224,28 @@ class Interface(SpecModel):
         description="Load the NIC's network-boot ROM (iPXE). false keeps guests that never boot "
         "from the network from spinning in it. Default: true.",
     )
+
+
+class CloudInit(SpecModel):
+    """NoCloud seed: virtsync builds a 'cidata' ISO, keeps it in the guest's pool and
+    attaches it as a CD-ROM. Inline text, or *File paths relative to the spec file.
+    ${env:NAME} and ${file:PATH} inside the text are replaced when the specs load;
+    plans, reports and logs show only a digest."""
+
+    user_data: str | None = Field(default=None, description="#cloud-config … (inline).")
+    user_data_file: str | None = Field(default=None, description="File with the user-data.")
+    meta_data: str | None = Field(default=None, description="Default: instance-id and hostname from the guest.")
+    meta_data_file: str | None = None
+    network_config: str | None = None
+    network_config_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_each(self) -> CloudInit:
+        for name in ("user_data", "meta_data", "network_config"):
+            if getattr(self, name) is not None and getattr(self, name + "_file") is not None:
+                raise FieldError(to_camel(name) + "File", f"give {to_camel(name)} or "
+                                 f"{to_camel(name)}File, not both")
+        return self
 
 
 class Cpu(SpecModel):
@@ -257,6 +299,10 @@ class GuestSpec(SpecModel):
     disks: list[Disk] = Field(default_factory=list)
     interfaces: list[Interface] = Field(default_factory=list)
     graphics: Graphics | None = None
+    agent: bool = Field(default=False, description="Add the qemu-guest-agent channel (IP addresses, "
+                        "fsfreeze for quiesced snapshots). Default: false.")
+    cloud_init: CloudInit | None = Field(default=None, description="cloud-init NoCloud seed (needs a disk "
+                                         "in a pool, where the seed ISO is kept).")
     autostart: bool = Field(default=False, description="Start with the host. Default: false.")
     restart_policy: Literal["never", "onChange", "window"] = Field(
         default="never",
