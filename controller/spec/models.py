@@ -207,6 +207,8 @@ class Disk(SpecModel):
         if url and self.pool is None:
             raise FieldError("from", f"disk {self.name!r}: an image URL is downloaded into a pool: "
                              "give 'pool'")
+        if self.device == "cdrom" and self.bus in ("virtio", "xen"):
+            raise FieldError("bus", f"disk {self.name!r}: a CD-ROM needs bus sata, ide or scsi")
         if self.clone == "linked" and self.from_ is not None and self.format != "qcow2":
             raise FieldError("clone", f"disk {self.name!r}: a linked clone is a qcow2 overlay: "
                              "use format qcow2 or clone: full")

@@ -106,8 +106,18 @@ def container(image: str) -> Iterator[str]:
 
 
 def run_in(container: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    """Runs cmd in the container as the image's user (`buildah run` honours USER)."""
-    return _run(["buildah", "run", "--isolation", "chroot", *STORE, container, "--", *cmd])
+    """Runs cmd in the container as the image's user (`buildah run` honours USER).
+
+    One more try if the command was SIGKILLed from outside ("subprocess exited on killed"):
+    seen while another run of the suite stopped its hermetic hosts, whose clean-up kills
+    by namespace inode number, and the kernel hands a freed number to the next new mount
+    namespace, such as the one `buildah run` makes.
+    """
+    argv = ["buildah", "run", "--isolation", "chroot", *STORE, container, "--", *cmd]
+    res = _run(argv)
+    if res.returncode != 0 and "exited on killed" in res.stderr:
+        res = _run(argv)
+    return res
 
 
 def test_the_image_builds(build_failure: str | None) -> None:
