@@ -31,7 +31,7 @@ AREAS: list[tuple[str, float, list[str]]] = [
     ("boot", 8, ["tests/e2e", "-m", "boot"]),
 ]
 # Areas whose issues are still open print this instead of silently passing.
-NOT_YET = [ ("snapshots", 5), ("xen", 20), ("fleet", 8)]
+NOT_YET = [("snapshots", 5), ("xen", 20), ("fleet", 8)]
 
 
 def sh(cmd: list[str], **kw: object) -> int:

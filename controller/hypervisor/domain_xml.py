@@ -16,8 +16,8 @@ from lxml import etree
 from controller.hypervisor import ownership
 from controller.hypervisor.xmlutil import child, parse, remove, set_text, to_bytes, tostring
 from controller.model.naming import volume_name
-from controller.plan.disks import SEED_DISK, effective_disks, seed_volume
 from controller.model.state import DiskState, GuestConfig, NicState, Owner
+from controller.plan.disks import SEED_DISK, effective_disks, seed_volume
 from controller.spec.models import Disk, GuestSpec
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd", "xen": "xvd"}

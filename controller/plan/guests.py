@@ -557,7 +557,7 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
 
 
 def _image_source(key: ResourceKey, disk: Disk, host: HostState, out: GuestPlan,
-                  actions: list[Action]) -> tuple[str, str, int | None] | None | Literal[False]:
+                  actions: list[Action]) -> tuple[str, str, int | None] | Literal[False] | None:
     """Where a disk's `from` image comes from: (kind, name-or-path, capacity); None without
     one; False after a plan problem. A URL image missing from the pool is fetched first."""
     src = disk.from_

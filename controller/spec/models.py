@@ -8,7 +8,6 @@ and editors.
 from __future__ import annotations
 
 import re
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
