@@ -43,7 +43,7 @@ def _load(args: argparse.Namespace) -> Any:
             print(d.render(), file=sys.stderr)
     if result.errors:
         raise SpecError(result.errors)
-    return select_hosts(result.specs, args.host or (), args.connect)
+    return select_hosts(result.specs, args.host or (), args.connect, getattr(args, "host_selector", None) or ())
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -289,6 +289,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     def common(p: argparse.ArgumentParser) -> None:
         spec_args(p)
         p.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
+        p.add_argument("--host-selector", action="append", metavar="KEY=VALUE",
+                       help="only hosts with this label (repeatable: all must match)")
         p.add_argument("--connect", metavar="URI", help="override the Host's URI (one-host runs)")
         _instance(p)
         p.add_argument("--commit", default=None, help="git commit to record (default: HEAD of "
@@ -338,7 +340,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="shared secret for POST /hooks/git (header X-Virtsync-Secret)")
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
                    help="HTTP endpoints (default 127.0.0.1:8080)")
-    p.add_argument("--host", action="append", metavar="NAME", help="only this host (agent mode)")
+    p.add_argument("--host", "--this-host", action="append", metavar="NAME", dest="host",
+                   help="reconcile only this host's slice (agent mode: one serve per hypervisor)")
     _instance(p)
     p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
     p.add_argument("--force", action="store_true", help="override the mass-deletion guard")

@@ -38,9 +38,22 @@ def spec_digest(specs: SpecSet) -> str:
     ))
 
 
-def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None) -> SpecSet:
-    """Limit the spec set to some hosts; ``--connect`` overrides the URI of a one-host run."""
+def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None,
+                 selector: Sequence[str] = ()) -> SpecSet:
+    """Limit the spec set to some hosts (by name, or by Host labels ``key=value``);
+    ``--connect`` overrides the URI of a one-host run."""
     hosts = specs.hosts
+    if selector:
+        wanted: dict[str, str] = {}
+        for term in selector:
+            key, sep, value = term.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--host-selector {term!r} is not key=value")
+            wanted[key] = value
+        hosts = [h for h in hosts if wanted.items() <= h.metadata.labels.items()]
+        if not hosts:
+            raise UsageError(f"no host has the labels {wanted}")
+        names = [*names, *(h.metadata.name for h in hosts)] if names else [h.metadata.name for h in hosts]
     if names:
         unknown = sorted(set(names) - {h.metadata.name for h in hosts})
         if unknown:

@@ -182,7 +182,8 @@ def _download(url: str, f: IO[bytes], expected: str, timeout: float, chunk: int,
                 _truncate(f)  # 200 to a Range request: the body is the whole image
             digest = _hash_part(f, chunk)
             try:
-                done = _pump(response.read, f, digest, start, total, chunk, progress)
+                # read1: whatever has arrived, up to chunk; read() would wait for a full chunk
+                done = _pump(response.read1, f, digest, start, total, chunk, progress)
             except _NetworkError as e:
                 raise ImageDownloadError(f"{url}: transfer broken off: {_reason(e)}") from e
         if total is not None and done != total:
@@ -262,7 +263,12 @@ def _pump(
     chunk: int,
     progress: Progress | None,
 ) -> int:
-    """Append read()'s blocks to the part until EOF; the part's size then. Read errors propagate."""
+    """Append read()'s blocks to the part until EOF; the part's size then. Read errors propagate.
+
+    read() may return short blocks (it should, so that a stall loses no received bytes);
+    progress is reported about once per chunk, and at the end.
+    """
+    reported = done
     while block := read(chunk):
         try:
             f.write(block)
@@ -270,8 +276,11 @@ def _pump(
             raise ImageCacheError(f"cannot write {f.name}: {e.strerror}") from e
         digest.update(block)
         done += len(block)
-        if progress is not None:
+        if progress is not None and done - reported >= chunk:
             progress(done, total)
+            reported = done
+    if progress is not None and done != reported:
+        progress(done, total)
     return done
 
 

@@ -80,7 +80,13 @@ def render_text(report: DriftReport) -> str:
     counts = report.counts()
     lines.append("")
     lines.append("Summary: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    lines.append("In sync." if not report.has_drift else "Drift found.")
+    unreachable = report.counts()["unreachable"]
+    if report.has_drift:
+        lines.append("Drift found." + (f" {unreachable} host(s) could not be checked." if unreachable else ""))
+    elif unreachable:
+        lines.append(f"Not known: {unreachable} host(s) could not be checked.")
+    else:
+        lines.append("In sync.")
     return "\n".join(lines) + "\n"
 
 
