@@ -44,15 +44,15 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
     ``--connect`` overrides the URI of a one-host run."""
     hosts = specs.hosts
     if selector:
-        wanted: dict[str, str] = {}
+        labels: dict[str, str] = {}
         for term in selector:
             key, sep, value = term.partition("=")
             if not sep or not key:
                 raise UsageError(f"--host-selector {term!r} is not key=value")
-            wanted[key] = value
-        hosts = [h for h in hosts if wanted.items() <= h.metadata.labels.items()]
+            labels[key] = value
+        hosts = [h for h in hosts if labels.items() <= h.metadata.labels.items()]
         if not hosts:
-            raise UsageError(f"no host has the labels {wanted}")
+            raise UsageError(f"no host has the labels {labels}")
         names = [*names, *(h.metadata.name for h in hosts)] if names else [h.metadata.name for h in hosts]
     if names:
         unknown = sorted(set(names) - {h.metadata.name for h in hosts})

@@ -123,10 +123,15 @@ def fetch_image(
         if final.exists():  # another worker finished it while we waited for the lock
             part.unlink(missing_ok=True)
             return final
-        if source is None:
-            actual = _download(url, f, expected, timeout, chunk, progress)
-        else:
-            actual = _copy_local(url, source, f, chunk, progress)
+        try:
+            if source is None:
+                actual = _download(url, f, expected, timeout, chunk, progress)
+            else:
+                actual = _copy_local(url, source, f, chunk, progress)
+        except ImageError:
+            if f.seek(0, os.SEEK_END) == 0:  # nothing to resume (404, refused…): leave no litter
+                part.unlink(missing_ok=True)
+            raise
         _publish(f, part, final, url, expected, actual)
     return final
 
@@ -136,7 +141,7 @@ def _claimed(part: Path) -> Iterator[IO[bytes]]:
     """The part file, opened and exclusively locked: one writer per image, across threads and processes."""
     while True:
         try:
-            f = os.fdopen(os.open(part, os.O_RDWR | os.O_CREAT, 0o644), "r+b")
+            f = open(part, "r+b", opener=_create)  # noqa: SIM115 (closed by the caller's with)
         except OSError as e:
             raise ImageCacheError(f"cannot open {part}: {e.strerror}") from e
         try:
@@ -149,6 +154,10 @@ def _claimed(part: Path) -> Iterator[IO[bytes]]:
         f.close()  # the previous holder renamed or deleted the part we waited on: claim afresh
     with f:
         yield f
+
+
+def _create(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CREAT, 0o644)  # "r+b" that creates, without truncating like "w+b"
 
 
 def _is_current(f: IO[bytes], path: Path) -> bool:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import gmtime, struct_time
 from types import ModuleType
 from typing import Any
 
@@ -55,9 +56,9 @@ class _FrozenTime:
         return SOURCE_DATE
 
     @staticmethod
-    def localtime(secs: float | None = None) -> time.struct_time:
+    def localtime(secs: float | None = None) -> struct_time:
         # UTC, so the date fields and GMT offset do not depend on the host's TZ
-        return time.gmtime(SOURCE_DATE if secs is None else secs)
+        return gmtime(SOURCE_DATE if secs is None else secs)
 
 
 @contextmanager

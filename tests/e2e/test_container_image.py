@@ -143,6 +143,14 @@ def test_commands_run_as_the_unprivileged_user(container: str) -> None:
     assert res.stdout.strip() == "10001"
 
 
+def test_git_and_ssh_are_there_for_serve_git(container: str) -> None:
+    """`virtsync serve --git URL` runs git (and ssh for ssh:// repositories and qemu+ssh://)."""
+    res = run_in(container, "sh", "-c", "git --version && ssh -V 2>&1 && echo home=$HOME")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "git version" in res.stdout and "OpenSSH" in res.stdout
+    assert "home=/var/lib/virtsync" in res.stdout
+
+
 def test_libvirt_comes_from_debian(container: str) -> None:
     """python3-libvirt (Debian's), not a libvirt-python built from PyPI's sources."""
     code = "import libvirt; print(libvirt.__file__); print(libvirt.getVersion())"
