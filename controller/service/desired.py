@@ -63,6 +63,10 @@ class DesiredState:
         with self._lock:
             self.error = LoadError(commit, diagnostics)
 
+    def digest_of(self, key: ResourceKey) -> str | None:
+        with self._lock:
+            return self._digests.get(key)
+
     def snapshot(self) -> tuple[SpecSet | None, str]:
         with self._lock:
             return self.specs, self.commit

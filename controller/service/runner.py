@@ -86,6 +86,7 @@ class Service:
         self._caps: dict[str, Any] = {}
         self._repairs: dict[ResourceKey, deque[float]] = defaultdict(deque)
         self._thrashing: dict[ResourceKey, float] = {}
+        self._repair_target: dict[ResourceKey, str | None] = {}
         self._reload_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._busy = 0
@@ -341,6 +342,11 @@ class Service:
         """Thrash detection: an object changed back out of band again and again."""
         if entry.status not in ("drift", "missing"):
             return
+        # A change of the spec is not thrashing: count only repairs toward the same desired state.
+        wanted = self.desired.digest_of(key)
+        if self._repair_target.get(key) != wanted:
+            self._repair_target[key] = wanted
+            self._repairs[key].clear()
         now = time.monotonic()
         times = self._repairs[key]
         times.append(now)
