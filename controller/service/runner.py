@@ -293,7 +293,11 @@ class Service:
                    *, full: bool, obs: Observation | None = None) -> None:
         host = hp.host
         uri = next((h.spec.uri for h in specs.hosts if h.metadata.name == host), hp.uri)
-        actions = hp.actions if not self.suspended else ()
+        now = time.monotonic()
+        backed_off = {k for k, until in self._thrashing.items() if until > now}
+        actions = () if self.suspended else tuple(
+            a for a in hp.actions
+            if a.key not in backed_off and ResourceKey(host, "Guest", str(a.args.get("guest", ""))) not in backed_off)
         outcomes = []
         if actions:
             plan = Plan((replace(hp, actions=actions),), self.opts.instance, "")
@@ -340,7 +344,7 @@ class Service:
 
     def _note_repair(self, key: ResourceKey, entry: ObjectDrift) -> None:
         """Thrash detection: an object changed back out of band again and again."""
-        if entry.status not in ("drift", "missing"):
+        if entry.status != "drift":  # creating a missing object is not a repair of one
             return
         # A change of the spec is not thrashing: count only repairs toward the same desired state.
         wanted = self.desired.digest_of(key)

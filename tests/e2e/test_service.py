@@ -303,3 +303,24 @@ def test_status_page_renders_in_headless_chromium(serve_files: tuple[ServeProces
                    capture_output=True, timeout=90)
     assert shot.is_file() and shot.stat().st_size > 5000
     json.loads(json.dumps(svc.status()))
+
+
+def test_an_object_changed_back_again_and_again_is_reported_and_left_alone(
+    tmp_path: Path, hermetic_host: HermeticHost, sink: NotificationSink,
+) -> None:
+    specs = write_specs(tmp_path / "specs", hermetic_host.uri)
+    svc = ServeProcess([str(specs), "--thrash-limit", "2", "--thrash-window", "2m", "--notify", sink.url],
+                       tmp_path / "serve.log").start()
+    try:
+        wait_for(lambda: svc.objects().get("Guest/web", {}).get("status") == "in-sync", 60, "sync", svc)
+        for _ in range(3):
+            hermetic_host.virsh("destroy", "web")
+            wait_for(lambda: _domstate(hermetic_host, "web") == "running", 15, "repaired", svc)
+        wait_for(lambda: "thrashing" in sink.events(), 10, "thrashing notification", svc)
+        hermetic_host.virsh("destroy", "web")
+        time.sleep(3)
+        assert _domstate(hermetic_host, "web") == "shut off", "a thrashing guest must be left alone"
+        events = [e["message"] for e in svc.status()["service"]["recentEvents"]]
+        assert any("changed back out of band more than 2 times" in m for m in events)
+    finally:
+        svc.stop()
