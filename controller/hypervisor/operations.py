@@ -117,6 +117,8 @@ class HostOps:
         with libvirt_call(self.host, f"stop guest {name}"):
             if not dom.isActive():
                 return "already stopped"
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()  # a paused guest cannot act on the shutdown request
             try:
                 dom.shutdown()
             except libvirt.libvirtError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import (
@@ -75,7 +76,8 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
         drift.append(ObjectDrift(key, "extra", message="managed by virtsync, gone from the specs"))
         if opts.prune:
             actions.extend(_delete_actions(key, host))
-    problems += _dependency_problems(specs, host, actions)
+    more, actions = _dependency_problems(specs, host, actions)
+    problems += more
     refused = {p.key for p in problems if p.severity == "error"}
     actions = [a for a in actions if a.key not in refused]
     return HostPlan(
@@ -183,36 +185,50 @@ def _volumes_to_delete(host: HostState, guest: str) -> list[str]:
     return out
 
 
-def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action]) -> list[Problem]:
-    """Refuse deleting a network or pool that a guest (desired or observed) still uses."""
+def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action]
+                         ) -> tuple[list[Problem], list[Action]]:
+    """Refuse deleting a network or pool that a guest still uses.
+
+    A managed guest whose planned update drops the network (or pool) no longer counts
+    as a user: the deletion then waits for that update (``needs``) and is skipped if it
+    fails, so a network never disappears under a guest that still has a NIC on it.
+    """
     problems: list[Problem] = []
+    out: list[Action] = []
     deleted_guests = {a.key.name for a in actions if a.op == "delete"}
+    desired = {g.metadata.name: g for g in specs.guests if g.spec.host == host.host}
     for action in actions:
         if action.op not in ("delete-network", "delete-pool"):
+            out.append(action)
             continue
+        net = action.op == "delete-network"
         users: set[str] = set()
-        for g in specs.guests:
-            if g.spec.host != host.host:
-                continue
-            if action.op == "delete-network" and any(i.network == action.key.name for i in g.spec.interfaces):
-                users.add(g.metadata.name)
-            if action.op == "delete-pool" and any(d.pool == action.key.name for d in g.spec.disks):
-                users.add(g.metadata.name)
-        for name, obs in host.guests.items():
-            if name in deleted_guests or obs.persistent is None:
-                continue
-            if action.op == "delete-network" and any(
-                    n.network == action.key.name for n in obs.persistent.interfaces):
+        waits: set[str] = set()
+        for name, g in desired.items():
+            if net and any(i.network == action.key.name for i in g.spec.interfaces):
                 users.add(name)
-            if action.op == "delete-pool":
+            if not net and any(d.pool == action.key.name for d in g.spec.disks):
+                users.add(name)
+        for name, obs in host.guests.items():
+            if name in deleted_guests or obs.persistent is None or name in users:
+                continue
+            if net:
+                uses = any(n.network == action.key.name for n in obs.persistent.interfaces)
+            else:
                 pool = host.pools.get(action.key.name)
                 prefix = (pool.path or "").rstrip("/") + "/" if pool else None
-                if prefix and any((d.path or "").startswith(prefix) for d in obs.persistent.disks):
-                    users.add(name)
+                uses = bool(prefix) and any((d.path or "").startswith(prefix or "") for d in obs.persistent.disks)
+            if not uses:
+                continue
+            updating = name in desired and any(a.key.kind == "Guest" and a.key.name == name
+                                               and a.op in ("update", "recreate") for a in actions)
+            (waits if updating else users).add(name)
         if users:
             problems.append(Problem(action.key, f"refusing to delete {action.key.kind} "
                                     f"{action.key.name!r}: used by guest(s) {', '.join(sorted(users))}"))
-    return problems
+        out.append(replace(action, args={**action.args, "needs": sorted(f"Guest/{n}" for n in waits)})
+                   if waits else action)
+    return problems, out
 
 
 def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: int,
