@@ -241,6 +241,9 @@ class HermeticHost:
         try:
             self._init_pid = self._wait_for_init(deadline)
             self._ns = {k: ns for k in ("net", "pid", "mnt") if (ns := _ns_id(self._init_pid, k))}
+            # Hold the namespaces open: the kernel reuses a freed namespace's number at once, and
+            # stop() must not mistake a newer namespace (another suite's) for this host's.
+            self._ns_fds = [os.open(f"/proc/{self._init_pid}/ns/{k}", os.O_RDONLY) for k in self._ns]
             self._wait_ready(deadline)
         except BaseException:
             self.stop()
@@ -279,6 +282,10 @@ class HermeticHost:
             raise HermeticHostError(f"host {self.name}: processes survive stop: {stray}")
         self._init_pid = None
         self._ns = {}
+        for fd in getattr(self, "_ns_fds", []):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._ns_fds = []
         _sync_newer(self._caps_dir(), CAPS_SEED)
 
     def _power_off_guests(self, timeout: float = 3) -> None:
