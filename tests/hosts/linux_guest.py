@@ -118,7 +118,8 @@ def guest_domain_xml(
 ) -> str:
     """Domain XML for the test guest: direct kernel boot, agent channel, NIC, data disk.
 
-    ``serial_log``: a file that receives the serial console (ttyS0), else a pty.
+    ``serial_log``: a file that receives the serial console (ttyS0), else a pty; it is appended
+    to, so a second start of the guest adds its boot after the first's.
     ``data_disk``: a raw (or ``.qcow2``) image, attached as the first virtio disk.
     No ``<cpu>``: on a nested VM, host-model/host-passthrough make QEMU abort (DESIGN.md).
     """
