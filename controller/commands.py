@@ -15,7 +15,7 @@ from typing import Any
 from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
 from controller.plan.planner import DEFAULT_MAX_DELETIONS
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
 
 
 def git_commit(paths: list[str]) -> str:
@@ -281,6 +281,78 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Service(opts).run()
 
 
+# ------------------------------------------------------------- snapshots
+
+
+def _snapshot_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from controller.hypervisor.snapshots import SnapshotOps
+
+    specs = _load(args)
+    engine = _engine(args)
+    obs = engine.observe(specs)
+    for host, why in obs.failed.items():
+        print(f"host {host}: unreachable: {why}", file=sys.stderr)
+    hosts = {h.metadata.name: h for h in specs.hosts}
+
+    def ops_for(name: str) -> SnapshotOps:
+        h = hosts[name]
+        return SnapshotOps(engine.pool.for_host(name, h.spec.uri, float(h.spec.connect_timeout)), args.instance)
+
+    return specs, obs, ops_for
+
+
+def cmd_snapshots_run(args: argparse.Namespace) -> int:
+    from controller.snapshots.runner import run_pass
+
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    if at.tzinfo is None:
+        raise UsageError(f"--at {args.at!r} needs a timezone, e.g. 2026-01-01T03:00:00Z")
+    specs, obs, ops_for = _snapshot_setup(args)
+    outcomes = run_pass(specs, obs.states, ops_for, at)
+    for o in outcomes:
+        print(f"{o.host}/{o.guest} [{o.policy}] {o.action} {o.snapshot} {o.detail}".rstrip())
+    if not outcomes:
+        print("nothing due")
+    return EXIT_ERROR if obs.failed or any(o.action == "failed" for o in outcomes) else EXIT_OK
+
+
+def cmd_snapshots_list(args: argparse.Namespace) -> int:
+    specs, obs, ops_for = _snapshot_setup(args)
+    rows = []
+    for g in specs.guests:
+        host = g.spec.host or ""
+        state = obs.states.get(host)
+        if state is None or g.metadata.name not in state.guests or not state.caps.snapshots:
+            continue
+        if args.guest and g.metadata.name not in args.guest:
+            continue
+        for r in sorted(ops_for(host).list(g.metadata.name), key=lambda r: r.created):
+            rows.append({"host": host, "guest": g.metadata.name, "name": r.name, "created": r.created.isoformat(),
+                         "policy": r.policy, "quiesced": r.quiesced, "external": r.external, "state": r.state})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['host']}/{r['guest']}  {r['name']}  {r['created']}  policy={r['policy'] or '-'}  "
+                  f"quiesced={r['quiesced']}  {'external' if r['external'] else 'internal'}")
+    return EXIT_ERROR if obs.failed else EXIT_OK
+
+
+def cmd_snapshots_restore(args: argparse.Namespace) -> int:
+    specs, _, ops_for = _snapshot_setup(args)
+    guest = next((g for g in specs.guests if g.metadata.name == args.guest), None)
+    if guest is None:
+        raise UsageError(f"guest {args.guest!r} is not in the specs")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise GuardRefusal("refusing to revert without --yes: no terminal to ask on")
+        if input(f"Revert {args.guest} to {args.snapshot}? Its current state is lost. Type 'yes': ").strip() != "yes":
+            return EXIT_ERROR
+    ops_for(guest.spec.host or "").revert(args.guest, args.snapshot)
+    print(f"{args.guest} reverted to {args.snapshot}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -359,6 +431,26 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="SIGTERM waits this long for reconciles in flight (default 60s)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
+
+    p = verb("snapshots", lambda a: (a.snap_parser.print_help(), EXIT_USAGE)[1],
+             "snapshot policies: run a pass, list, restore")
+    p.set_defaults(snap_parser=p)
+    snap = p.add_subparsers(dest="snap_verb", metavar="ACTION", parser_class=type(p))
+    s = snap.add_parser("run", help="one scheduling pass: take what is due, prune by retention")
+    s.set_defaults(func=cmd_snapshots_run)
+    common(s)
+    s.add_argument("--at", metavar="TIME", help="the pass's time (ISO 8601 with zone; default now)")
+    s = snap.add_parser("list", help="snapshots of the guests in the specs")
+    s.set_defaults(func=cmd_snapshots_list)
+    common(s)
+    s.add_argument("--guest", action="append", metavar="NAME")
+    s.add_argument("--format", choices=("text", "json"), default="text")
+    s = snap.add_parser("restore", help="revert a guest to a snapshot")
+    s.set_defaults(func=cmd_snapshots_restore)
+    s.add_argument("guest", metavar="GUEST")
+    s.add_argument("snapshot", metavar="SNAPSHOT")
+    common(s)
+    s.add_argument("--yes", "-y", action="store_true")
 
     p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
     p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")

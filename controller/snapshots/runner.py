@@ -1,0 +1,81 @@
+"""One scheduling pass on real hosts: list snapshots, decide (pure), take and prune."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from controller.errors import HostError, VirtsyncError
+from controller.hypervisor.snapshots import SnapshotOps, SnapshotRecord
+from controller.model.state import HostState
+from controller.snapshots.model import GuestSnapshots, Snapshot
+from controller.snapshots.policies import plan_pass
+from controller.spec.specset import SpecSet
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    host: str
+    guest: str
+    policy: str
+    action: str  # took | deleted | skipped | failed
+    snapshot: str
+    detail: str = ""
+
+
+def to_snapshot(r: SnapshotRecord) -> Snapshot:
+    return Snapshot(r.name, r.created, r.policy, r.quiesced)
+
+
+def run_pass(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[str], SnapshotOps],
+             at: datetime) -> list[PassOutcome]:
+    """Take what is due and prune what retention says, on every host, for every guest."""
+    out: list[PassOutcome] = []
+    policies = specs.policies
+    if not policies:
+        return out
+    for host_name, state in sorted(states.items()):
+        guests = [g for g in specs.guests if g.spec.host == host_name and g.metadata.name in state.guests]
+        if not guests:
+            continue
+        if not state.caps.snapshots:
+            out.extend(PassOutcome(host_name, g.metadata.name, "-", "skipped", "",
+                                   f"snapshots are not supported on {host_name} ({state.caps.driver})")
+                       for g in guests)
+            continue
+        ops = ops_for(host_name)
+        existing: dict[str, GuestSnapshots] = {}
+        for g in guests:
+            try:
+                existing[g.metadata.name] = GuestSnapshots(
+                    g.metadata.labels, tuple(to_snapshot(r) for r in ops.list(g.metadata.name)))
+            except HostError as exc:
+                out.append(PassOutcome(host_name, g.metadata.name, "-", "failed", "", str(exc)))
+        by_name = {p.metadata.name: p for p in policies}
+        for d in plan_pass(existing, policies, at):
+            if not d.changes:
+                continue
+            policy = by_name[d.policy].spec
+            if d.take is not None:
+                try:
+                    if ops.block_job_running(d.guest):
+                        out.append(PassOutcome(host_name, d.guest, d.policy, "skipped", d.take.name,
+                                               "a block job runs on the guest"))
+                        continue
+                    quiesced, external = ops.take(d.guest, d.take.name, d.policy, d.take.created,
+                                                  quiesce=policy.quiesce, memory=policy.memory)
+                    out.append(PassOutcome(host_name, d.guest, d.policy, "took", d.take.name,
+                                           f"{'external' if external else 'internal'}, quiesced={quiesced}"))
+                except VirtsyncError as exc:
+                    out.append(PassOutcome(host_name, d.guest, d.policy, "failed", d.take.name,
+                                           str(exc).removeprefix(f"{host_name}: ")))
+                    continue  # its deletions assumed the new snapshot: leave them to the next pass
+            for name in d.delete:
+                try:
+                    ops.delete(d.guest, name)
+                    out.append(PassOutcome(host_name, d.guest, d.policy, "deleted", name))
+                except VirtsyncError as exc:
+                    out.append(PassOutcome(host_name, d.guest, d.policy, "failed", name,
+                                           str(exc).removeprefix(f"{host_name}: ")))
+    return out

@@ -1,0 +1,106 @@
+"""Snapshot policies on a real libvirtd host: 40 simulated days of passes, restore, quiesce."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.engine import Engine, select_hosts
+from controller.hypervisor.connection import ConnectionPool
+from controller.hypervisor.snapshots import SnapshotOps
+from controller.snapshots.model import GuestSnapshots, Snapshot
+from controller.snapshots.policies import plan_pass
+from controller.snapshots.runner import run_pass
+from controller.spec.loader import load_specs
+from tests.e2e.engine_helpers import ok, virtsync
+from tests.hosts.hermetic import HermeticHost
+
+pytestmark = [pytest.mark.e2e, pytest.mark.snapshots, pytest.mark.timeout(600)]
+
+
+def _specs(tmp: Path, uri: str, state: str = "stopped", policy: str = "") -> Path:
+    d = tmp / "specs"
+    d.mkdir(exist_ok=True)
+    (tmp / "pool").mkdir(exist_ok=True)
+    (d / "lab.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: snap}}
+spec: {{uri: "{uri}", storage: {{allowedDirs: ["{tmp}"]}}}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: snappool}}
+spec: {{host: snap, path: "{tmp}/pool"}}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: db, labels: {{backup: hourly}}}}
+spec:
+  host: snap
+  state: {state}
+  memory: 64MiB
+  disks: [{{name: root, pool: snappool, size: 64MiB}}]
+  restartPolicy: onChange
+  shutdownTimeout: 5s
+---
+apiVersion: virtsync/v1
+kind: SnapshotPolicy
+metadata: {{name: hdw}}
+spec:
+  selector: {{matchLabels: {{backup: hourly}}}}
+  schedule: {{every: 4h}}
+  retain: {{hourly: 6, daily: 7, weekly: 4}}
+  quiesce: off
+{policy}""")
+    return d
+
+
+def test_forty_simulated_days_leave_exactly_what_the_retention_rule_keeps(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    specs = _specs(tmp_path, hermetic_host.uri)
+    ok(virtsync("apply", str(specs), "--yes"))
+    hermetic_host.virsh("snapshot-create-as", "db", "manual-before")  # a person's snapshot
+    loaded = select_hosts(load_specs([specs]).raise_for_errors())
+    engine = Engine(pool=ConnectionPool())
+    obs = engine.observe(loaded)
+    conn = engine.pool.for_host("snap", hermetic_host.uri)
+    ops = SnapshotOps(conn, "default")
+    # The same 40 days, decided by the pure core alone: the expected end state.
+    model: list[Snapshot] = [Snapshot("manual-before", datetime(2026, 1, 1, tzinfo=UTC))]
+    start = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    took = deleted = 0
+    for step in range(40 * 6):
+        at = start + timedelta(hours=4 * step)
+        outcomes = run_pass(loaded, obs.states, lambda _h: ops, at)
+        assert not [o for o in outcomes if o.action == "failed"], outcomes
+        took += sum(o.action == "took" for o in outcomes)
+        deleted += sum(o.action == "deleted" for o in outcomes)
+        for d in plan_pass({"db": GuestSnapshots({"backup": "hourly"}, tuple(model))}, loaded.policies, at):
+            gone = set(d.delete)
+            model = [s for s in model if s.name not in gone] + ([d.take] if d.take else [])
+    listed = set(hermetic_host.virsh("snapshot-list", "db", "--name").split())
+    assert listed == {s.name for s in model}
+    assert "manual-before" in listed
+    assert took == 240 and deleted == 240 - (len(listed) - 1)
+    print(f"\n40 days: {took} taken, {deleted} pruned, {len(listed) - 1} kept by policy hdw + 1 manual")
+    out = ok(virtsync("snapshots", "list", str(specs)))
+    assert "policy=hdw" in out and "manual-before" in out and "policy=-" in out
+    engine.close()
+
+
+def test_snapshots_run_and_restore_bring_back_the_old_definition(tmp_path: Path, hermetic_host: HermeticHost) -> None:
+    specs = _specs(tmp_path, hermetic_host.uri)
+    ok(virtsync("apply", str(specs), "--yes"))
+    out = ok(virtsync("snapshots", "run", str(specs), "--at", "2026-03-01T10:00:00Z"))
+    assert "took vs-hdw-20260301T100000Z" in out
+    assert "nothing due" in ok(virtsync("snapshots", "run", str(specs), "--at", "2026-03-01T10:00:05Z"))
+    (specs / "lab.yaml").write_text((specs / "lab.yaml").read_text().replace("memory: 64MiB", "memory: 96MiB"))
+    ok(virtsync("apply", str(specs), "--yes"))
+    assert "98304" in hermetic_host.virsh("dumpxml", "--inactive", "db")
+    proc = virtsync("snapshots", "restore", "db", "vs-hdw-20260301T100000Z", str(specs))
+    ok(proc, 1)  # no terminal and no --yes: refused
+    ok(virtsync("snapshots", "restore", "db", "vs-hdw-20260301T100000Z", str(specs), "--yes"))
+    assert "65536" in hermetic_host.virsh("dumpxml", "--inactive", "db")
