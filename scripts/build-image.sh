@@ -217,7 +217,8 @@ else
 fi
 
 cd "$ROOT"
-digest=$(inputs_digest)
+[ -f Dockerfile ] && [ -f .dockerignore ] || die "no Dockerfile or .dockerignore in $ROOT"
+digest=$(inputs_digest) || die "cannot compute the digest of the image's inputs"
 old_id=$(image_id "$TAG")
 if [ -z "${VIRTSYNC_IMAGE_REBUILD:-}" ] && [ -n "$old_id" ] && [ -s "$STAMP" ] &&
    [ "$(cat "$STAMP")" = "$digest $old_id" ]; then
