@@ -104,3 +104,46 @@ def test_snapshots_run_and_restore_bring_back_the_old_definition(tmp_path: Path,
     ok(proc, 1)  # no terminal and no --yes: refused
     ok(virtsync("snapshots", "restore", "db", "vs-hdw-20260301T100000Z", str(specs), "--yes"))
     assert "65536" in hermetic_host.virsh("dumpxml", "--inactive", "db")
+
+
+def test_quiesce_records_what_happened_and_required_fails_without_an_agent(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    from tests.hosts.linux_guest import ensure_test_guest, link_or_copy, make_ext4_image, wait_for_agent
+
+    kernel, initrd = ensure_test_guest()
+    boot = tmp_path / "boot"
+    kernel, initrd = link_or_copy(kernel, boot), link_or_copy(initrd, boot)
+    specs = _specs(tmp_path, hermetic_host.uri, state="running")
+    make_ext4_image(tmp_path / "pool" / "fs.img", 32)
+    text = (specs / "lab.yaml").read_text()
+    text = text.replace('spec: {uri: "', 'spec: {hypervisor: qemu, uri: "')
+    text = text.replace("  quiesce: off\n", "  quiesce: auto\n")
+    text += f"""---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: linux, labels: {{backup: hourly}}}}
+spec:
+  host: snap
+  memory: 256MiB
+  agent: true
+  boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  disks: [{{name: data, pool: snappool, from: fs.img, clone: linked}}]
+"""
+    (specs / "lab.yaml").write_text(text)
+    ok(virtsync("apply", str(specs), "--yes"))
+    wait_for_agent(hermetic_host, "linux", timeout=120)
+    out = ok(virtsync("snapshots", "run", str(specs), "--at", "2026-05-01T00:00:00Z"))
+    assert "snap/linux [hdw] took vs-hdw-20260501T000000Z external, quiesced=True" in out
+    assert "snap/db [hdw] took vs-hdw-20260501T000000Z internal, quiesced=False" in out  # no agent: auto
+    listed = ok(virtsync("snapshots", "list", str(specs), "--format", "json"))
+    assert '"quiesced": true' in listed and '"quiesced": false' in listed
+    # the overlay chain is the declared disk now: nothing to repair
+    assert "No changes" in ok(virtsync("plan", str(specs)))
+    # required, and no agent on db: a clear failure and no snapshot
+    (specs / "lab.yaml").write_text((specs / "lab.yaml").read_text().replace("quiesce: auto", "quiesce: required"))
+    before = hermetic_host.virsh("snapshot-list", "db", "--name").split()
+    proc = virtsync("snapshots", "run", str(specs), "--at", "2026-05-01T04:00:00Z")
+    ok(proc, 1)
+    assert "snap/db [hdw] failed" in proc.stdout and "quiesce" in proc.stdout
+    assert hermetic_host.virsh("snapshot-list", "db", "--name").split() == before
