@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,10 @@ def _update_guest(run: _HostRun, a: Action) -> str:
     ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
     new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
     done = []
+    if a.args.get("snapshot_first"):
+        taken = _snapshot_before_restart(run, name).removeprefix("; ")
+        if taken:
+            done.append(taken)
     run.ops.define_guest(new_xml)
     done.append("definition updated")
     if "autostart" in a.args.get("fields", []):
@@ -374,6 +379,7 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
     run.ops.check_unchanged(name, obs.xml)
     ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
     new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
+    before = _snapshot_before_restart(run, name)
     snapshots = run.ops.snapshot_xmls(name)
     done = []
     if obs.state != "stopped":
@@ -386,7 +392,7 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
     if a.args.get("restart"):
         run.ops.start(name, paused=guest.spec.state == "paused")
         done.append("started")
-    return "recreated under the same UUID; " + "; ".join(done)
+    return "recreated under the same UUID; " + "; ".join(done) + before
 
 def _create_volume(run: _HostRun, a: Action) -> str:
     args = a.args
@@ -459,11 +465,34 @@ def _start(run: _HostRun, a: Action) -> str:
 def _stop(run: _HostRun, a: Action) -> str:
     return run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
 
+def _snapshot_before_restart(run: _HostRun, name: str) -> str:
+    """beforeRestart: a snapshot of the guest right before a restart or recreate."""
+    from controller.hypervisor.snapshots import SnapshotOps
+    from controller.snapshots.naming import snapshot_name
+
+    guest = run.guest(name)
+    wanted = [p for p in run.specs.policies if p.spec.before_restart
+              and p.spec.selector.match_labels.items() <= guest.metadata.labels.items()]
+    if not wanted:
+        return ""
+    if not run.state.caps.snapshots:
+        return "; no snapshot before the restart (the host has no snapshot API)"
+    ops = SnapshotOps(run.ops.conn, run.opts.instance)
+    now = datetime.now(UTC).replace(microsecond=0)
+    done = []
+    for policy in sorted(wanted, key=lambda p: p.metadata.name):
+        snap = snapshot_name(policy.metadata.name, now)
+        ops.take(name, snap, policy.metadata.name, now, quiesce=policy.spec.quiesce, memory=policy.spec.memory)
+        done.append(snap)
+    return f"; snapshot {', '.join(done)} taken first"
+
+
 def _restart(run: _HostRun, a: Action) -> str:
+    before = "" if a.args.get("snapshot_taken") else _snapshot_before_restart(run, a.key.name)
     how = run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
     paused = bool(a.args.get("paused"))  # state: paused comes back paused
     run.ops.start(a.key.name, paused=paused)
-    return f"{how}, started" + (" paused" if paused else "")
+    return f"{how}, started" + (" paused" if paused else "") + before
 
 def _suspend(run: _HostRun, a: Action) -> str:
     run.ops.suspend(a.key.name)

@@ -182,6 +182,13 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
             out.pending.append(Pending(key, f"pending restart ({why_not})", pend_changes))
     if power is not None and not restarts:
         out.actions.append(_power_action(key, spec, obs, power))
+    # beforeRestart snapshots must show the old definition: the update takes it, before it writes.
+    update = next((a for a in out.actions if a.op == "update"), None)
+    if update is not None and any(a.op == "restart" for a in out.actions):
+        update.args["snapshot_first"] = True
+        for a in out.actions:
+            if a.op == "restart":
+                a.args["snapshot_taken"] = True
     return out
 
 

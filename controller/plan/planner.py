@@ -70,6 +70,15 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
                                  "suspended" if suspended else guest.spec.reconcile,
                                  entry.message, info))
 
+    if not host.caps.snapshots:
+        for policy in specs.policies:
+            chosen = [g.metadata.name for g in specs.guests if g.spec.host == host.host
+                      and policy.spec.selector.match_labels.items() <= g.metadata.labels.items()]
+            if chosen:
+                problems.append(Problem(ResourceKey(host.host, "SnapshotPolicy", policy.metadata.name),
+                                        f"snapshots are not supported on host {host.host} ({host.caps.driver}: "
+                                        f"no snapshot API); policy {policy.metadata.name} will not snapshot "
+                                        f"{', '.join(sorted(chosen))}", severity="warning"))
     extra, unmanaged, more_problems = _extra_objects(specs, host, opts)
     problems += more_problems
     for key in extra:

@@ -45,8 +45,6 @@ def plan_retention(policy: str, spec: SnapshotPolicySpec, snapshots: Iterable[Sn
     clock skew cannot delete anything.
     """
     own = sorted((s for s in snapshots if s.policy == policy), key=_age, reverse=True)
-    import os
-    if os.environ.get("MUT"): own = own[:1] + sorted(own[1:], key=_age)
     reasons: dict[str, list[str]] = {own[0].name: [LATEST]} if own else {}
     counts = [(bucket, n) for bucket in BUCKETS if (n := getattr(spec.retain, bucket)) > 0]
     if counts:

@@ -147,3 +147,20 @@ spec:
     ok(proc, 1)
     assert "snap/db [hdw] failed" in proc.stdout and "quiesce" in proc.stdout
     assert hermetic_host.virsh("snapshot-list", "db", "--name").split() == before
+
+
+def test_a_restart_of_a_before_restart_guest_is_preceded_by_a_snapshot_that_restore_brings_back(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    specs = _specs(tmp_path, hermetic_host.uri, state="running", policy="  beforeRestart: true\n")
+    ok(virtsync("apply", str(specs), "--yes"))
+    (specs / "lab.yaml").write_text((specs / "lab.yaml").read_text().replace("memory: 64MiB", "memory: 80MiB\n  "
+                                                                             "maxMemory: 80MiB"))
+    out = ok(virtsync("apply", str(specs), "--yes"))
+    assert "restart" in out
+    snaps = hermetic_host.virsh("snapshot-list", "db", "--name").split()
+    assert len(snaps) == 1 and snaps[0].startswith("vs-hdw-"), snaps
+    assert "81920" in hermetic_host.virsh("dumpxml", "--inactive", "db")
+    hermetic_host.virsh("destroy", "db")
+    ok(virtsync("snapshots", "restore", "db", snaps[0], str(specs), "--yes"))
+    assert "65536" in hermetic_host.virsh("dumpxml", "--inactive", "db")  # the old definition is back
