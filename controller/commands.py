@@ -275,7 +275,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_deletions=args.max_deletions, resync=args.resync, workers=args.workers,
         notify=args.notify, hook_secret=secret, suspended=args.suspend,
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
-        shutdown_timeout=args.shutdown_timeout, hosts=args.host or [],
+        shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size),
     )
     return Service(opts).run()
@@ -429,6 +429,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--thrash-window", type=_seconds, default=600.0, metavar="DURATION")
     p.add_argument("--shutdown-timeout", type=_seconds, default=60.0, metavar="DURATION",
                    help="SIGTERM waits this long for reconciles in flight (default 60s)")
+    p.add_argument("--snapshot-interval", type=_seconds, default=60.0, metavar="DURATION",
+                   help="how often snapshot policies are checked (default 1m)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
 

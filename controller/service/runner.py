@@ -66,6 +66,7 @@ class ServiceOptions:
     thrash_limit: int = 5  # repairs of one object …
     thrash_window: float = 600.0  # … within this many seconds count as thrashing
     shutdown_timeout: float = 60.0
+    snapshot_interval: float = 60.0  # how often the snapshot scheduler looks; policies decide
     hosts: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
 
@@ -178,6 +179,36 @@ class Service:
     def _resync_loop(self) -> None:
         while not self.stopping.wait(self.opts.resync * random.uniform(0.9, 1.1)):
             self.resync()
+
+    def _snapshot_loop(self) -> None:
+        """Snapshot policies: a scheduling pass every snapshot_interval (the schedule decides)."""
+        from controller.hypervisor.snapshots import SnapshotOps
+        from controller.snapshots.runner import run_pass
+
+        while not self.stopping.wait(self.opts.snapshot_interval):
+            specs, _ = self.desired.snapshot()
+            if specs is None or not specs.policies or self.suspended:
+                continue
+            hosts = {h.metadata.name: h for h in specs.hosts}
+            for name, host in hosts.items():
+                with self._host_locks[name]:  # never while a reconcile acts on the host
+                    obs = self.engine.observe(specs.for_host(name))
+                    if name in obs.failed:
+                        continue
+                    conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+                    ops = SnapshotOps(conn, self.opts.instance)
+
+                    def ops_for(_host: str, ops: SnapshotOps = ops) -> SnapshotOps:
+                        return ops
+
+                    for o in run_pass(specs.for_host(name), obs.states, ops_for, datetime.now(UTC)):
+                        level = "error" if o.action == "failed" else "info"
+                        self.status.record(level, f"snapshot {o.action}: {o.host}/{o.guest} {o.snapshot} {o.detail}")
+                        log.info("snapshot", host=o.host, guest=o.guest, policy=o.policy, outcome=o.action,
+                                 snapshot=o.snapshot, detail=o.detail)
+                        if o.action == "failed":
+                            self.notifier.send("snapshot-failed", f"snapshot of {o.guest} on {o.host} failed: "
+                                               f"{o.detail}", host=o.host, name=o.guest)
 
     def _git_loop(self) -> None:
         while not self.stopping.wait(self.opts.git_interval):
@@ -433,6 +464,7 @@ class Service:
             self._workers.append(t)
         self._spawn(self._watch_hosts)
         self._spawn(self._resync_loop)
+        self._spawn(self._snapshot_loop)
         if self.git is not None:
             self._spawn(self._git_loop)
         else:

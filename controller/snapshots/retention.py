@@ -41,8 +41,7 @@ class RetentionPlan:
 def plan_retention(policy: str, spec: SnapshotPolicySpec, snapshots: Iterable[Snapshot]) -> RetentionPlan:
     """Split policy ``policy``'s snapshots among ``snapshots`` into keep and delete.
 
-    Counts, not ages: no clock is involved, so a service down for a month keeps what it had, and
-    clock skew cannot delete anything.
+    Counts, not ages: no clock is read, so a service down for a month keeps what it had.
     """
     own = sorted((s for s in snapshots if s.policy == policy), key=_age, reverse=True)
     reasons: dict[str, list[str]] = {own[0].name: [LATEST]} if own else {}

@@ -324,3 +324,36 @@ def test_an_object_changed_back_again_and_again_is_reported_and_left_alone(
         assert any("changed back out of band more than 2 times" in m for m in events)
     finally:
         svc.stop()
+
+
+def test_the_service_runs_snapshot_policies(tmp_path: Path, hermetic_host: HermeticHost) -> None:
+    specs = write_specs(tmp_path / "specs", hermetic_host.uri)
+    (specs / "snap.yaml").write_text("""apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {name: svcpool}
+spec: {host: svc, path: /var/lib/libvirt/images/svcpool}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {name: snapped, labels: {backup: "yes"}}
+spec:
+  host: svc
+  state: stopped
+  memory: 64MiB
+  disks: [{name: root, pool: svcpool, size: 32MiB}]
+---
+apiVersion: virtsync/v1
+kind: SnapshotPolicy
+metadata: {name: often}
+spec:
+  selector: {matchLabels: {backup: "yes"}}
+  schedule: {every: 1h}
+  retain: {hourly: 2}
+""")
+    svc = ServeProcess([str(specs), "--snapshot-interval", "2s"], tmp_path / "serve.log").start()
+    try:
+        wait_for(lambda: hermetic_host.virsh("snapshot-list", "snapped", "--name").strip().startswith("vs-often-"),
+                 30, "a snapshot taken by the service", svc)
+        assert any(e.get("event") == "snapshot" and e.get("outcome") == "took" for e in svc.log_events())
+    finally:
+        svc.stop()

@@ -124,8 +124,15 @@ def test_pv_domu_boots_on_nat_network(xen_host: XenHost, conn: libvirt.virConnec
     # Its netfront NIC, on dom0's bridge through netback, takes a lease from the network's dnsmasq.
     text = xen_host.wait_for_console(f"[domU {DOMU}] virtsync-test-guest: lease ", timeout=120)
     print(f"PV domU took a DHCP lease {time.monotonic() - t0:.1f} s after start")
-    leases = net.DHCPLeases()
-    assert any(lease["mac"] == MAC for lease in leases), (leases, text[-2000:])
+    # libvirt's lease file is written by its dnsmasq helper, a moment after the guest has its lease.
+    deadline = time.monotonic() + 60
+    while True:
+        leases = net.DHCPLeases()
+        if any(lease["mac"] == MAC for lease in leases):
+            break
+        assert time.monotonic() < deadline, (leases, text[-2000:])
+        time.sleep(1)
+    print(f"libvirt lists the lease {time.monotonic() - t0:.1f} s after start: {leases[0]['ipaddr']}")
 
 
 def test_libxl_metadata_and_refusals(conn: libvirt.virConnect) -> None:

@@ -102,6 +102,8 @@ def doc_example_rows() -> dict[str, tuple[str, ...] | None]:
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[0]):
+            when = at(cells[0])
+            assert cells[1] == f"{when:%a}, week {when.isocalendar().week}"
             rows[cells[0]] = tuple(cells[2].split(", ")) if cells[3] == "keep" else None
     return rows
 
