@@ -163,6 +163,12 @@ def drift_schema() -> dict[str, Any]:
                           "description": "From the guest agent, else the networks' DHCP leases."},
             "agent": {"enum": ["connected", "not connected", "none"]},
             "uptimeSeconds": {**_COUNT, "description": "From the guest's /proc/uptime, via the agent."},
+            "snapshots": {"type": "array", "description": "Newest snapshot per policy selecting the guest: ok, "
+                          "warning (older than 1.5 schedule periods), critical (3 periods, or none).",
+                          "items": _object({"policy": {"type": "string"},
+                                            "status": {"enum": ["ok", "warning", "critical"]},
+                                            "newest": {"type": ["string", "null"]},
+                                            "ageSeconds": {"type": ["integer", "null"]}})},
         },
         required=["state"],
         description="What a guest is doing now: information, never drift.",

@@ -164,3 +164,22 @@ def test_a_restart_of_a_before_restart_guest_is_preceded_by_a_snapshot_that_rest
     hermetic_host.virsh("destroy", "db")
     ok(virtsync("snapshots", "restore", "db", snaps[0], str(specs), "--yes"))
     assert "65536" in hermetic_host.virsh("dumpxml", "--inactive", "db")  # the old definition is back
+
+
+def test_drift_shows_each_guests_newest_snapshot_age(tmp_path: Path, hermetic_host: HermeticHost) -> None:
+    import json
+
+    specs = _specs(tmp_path, hermetic_host.uri)
+    ok(virtsync("apply", str(specs), "--yes"))
+    doc = json.loads(ok(virtsync("drift", str(specs), "--format", "json")))
+    db = next(o for h in doc["hosts"] for o in h["objects"] if o["name"] == "db")
+    assert db["info"]["snapshots"] == [{"policy": "hdw", "status": "critical", "newest": None, "ageSeconds": None}]
+    assert "SNAPSHOTS CRITICAL Guest db: policy hdw, none" in ok(virtsync("drift", str(specs)))
+    ok(virtsync("snapshots", "run", str(specs)))  # now: a fresh snapshot
+    doc = json.loads(ok(virtsync("drift", str(specs), "--format", "json")))
+    db = next(o for h in doc["hosts"] for o in h["objects"] if o["name"] == "db")
+    assert db["info"]["snapshots"][0]["status"] == "ok" and db["info"]["snapshots"][0]["ageSeconds"] < 60
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "specs" / "drift.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
