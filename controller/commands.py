@@ -209,36 +209,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any, instance: str) -> None:
-    """Per guest a policy selects: its newest snapshot's age and ok/warning/critical."""
-    from controller.errors import HostError
     from controller.hypervisor.snapshots import SnapshotOps
-    from controller.snapshots.monitor import freshness
-    from controller.snapshots.policies import policies_for
-    from controller.snapshots.runner import to_snapshot
+    from controller.snapshots.runner import annotate_freshness
 
-    if not specs.policies:
-        return
-    now = datetime.now(UTC)
-    guests = {g.metadata.name: g for g in specs.guests}
     hosts = {h.metadata.name: h for h in specs.hosts}
-    for hp in plan.hosts:
-        if hp.error:
-            continue
-        host = hosts[hp.host]
-        ops = SnapshotOps(engine.pool.for_host(hp.host, host.spec.uri, float(host.spec.connect_timeout)), instance)
-        for entry in hp.drift:
-            g = guests.get(entry.key.name)
-            if entry.key.kind != "Guest" or g is None or entry.status == "missing":
-                continue
-            chosen = policies_for(g.metadata.labels, specs.policies)
-            if not chosen:
-                continue
-            try:
-                snaps = [to_snapshot(r) for r in ops.list(g.metadata.name)]
-            except HostError:
-                continue  # e.g. a driver without snapshots: the plan already says so
-            entry.info["snapshots"] = [freshness(p.metadata.name, p.spec.schedule, snaps, now).as_json()
-                                       for p in chosen]
+
+    def ops_for(name: str) -> SnapshotOps:
+        h = hosts[name]
+        return SnapshotOps(engine.pool.for_host(name, h.spec.uri, float(h.spec.connect_timeout)), instance)
+
+    annotate_freshness(specs, plan.hosts, ops_for, datetime.now(UTC))
 
 
 # ---------------------------------------------------------------- export

@@ -319,6 +319,22 @@ class Service:
                 self.notifier.send("prune-refused", f"{name}: {'; '.join(refusals)}", host=name)
                 hp = plan_host(slice_, state, PlanOptions(self.opts.instance, False, commit=commit))
         self._carry_out(hp, slice_, state, commit, rid, full=True, obs=obs)
+        if slice_.policies and state.caps.snapshots:
+            self._snapshot_status(name, slice_, host)
+
+    def _snapshot_status(self, name: str, specs: SpecSet, host: Any) -> None:
+        """Newest-snapshot freshness per guest into /status (read after the host's reconcile)."""
+        from controller.hypervisor.snapshots import SnapshotOps
+        from controller.snapshots.runner import annotate_freshness
+
+        conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+        plan = self.status.as_plan()
+        mine = [hp for hp in plan.hosts if hp.host == name]
+        annotate_freshness(specs, mine, lambda _h: SnapshotOps(conn, self.opts.instance), datetime.now(UTC))
+        for hp in mine:
+            for entry in hp.drift:
+                if "snapshots" in entry.info:
+                    self.status.set_object(entry, self.status.pending.get(entry.key))
 
     def _carry_out(self, hp: HostPlan, specs: SpecSet, state: HostState, commit: str, rid: str,
                    *, full: bool, obs: Observation | None = None) -> None:

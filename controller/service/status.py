@@ -57,6 +57,8 @@ class StatusStore:
         """Store an object's standing; returns the previous one."""
         with self._lock:
             before = self.objects.get(drift.key)
+            if before is not None and "snapshots" in before.info and "snapshots" not in drift.info:
+                drift.info["snapshots"] = before.info["snapshots"]  # known until the next full pass
             self.objects[drift.key] = drift
             if pending is None:
                 self.pending.pop(drift.key, None)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from controller.errors import HostError, VirtsyncError
 from controller.hypervisor.snapshots import SnapshotOps, SnapshotRecord
 from controller.model.state import HostState
+from controller.plan.actions import HostPlan
 from controller.snapshots.model import GuestSnapshots, Snapshot
-from controller.snapshots.policies import plan_pass
+from controller.snapshots.monitor import freshness
+from controller.snapshots.policies import plan_pass, policies_for
 from controller.spec.specset import SpecSet
 
 
@@ -79,3 +81,28 @@ def run_pass(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[st
                     out.append(PassOutcome(host_name, d.guest, d.policy, "failed", name,
                                            str(exc).removeprefix(f"{host_name}: ")))
     return out
+
+
+def annotate_freshness(specs: SpecSet, host_plans: Iterable[HostPlan], ops_for: Callable[[str], SnapshotOps],
+                       now: datetime) -> None:
+    """Put each policy's newest-snapshot freshness into the guests' drift info (for drift and /status)."""
+    if not specs.policies:
+        return
+    guests = {g.metadata.name: g for g in specs.guests}
+    for hp in host_plans:
+        if hp.error:
+            continue
+        ops = ops_for(hp.host)
+        for entry in hp.drift:
+            g = guests.get(entry.key.name)
+            if entry.key.kind != "Guest" or g is None or entry.status == "missing":
+                continue
+            chosen = policies_for(g.metadata.labels, specs.policies)
+            if not chosen:
+                continue
+            try:
+                snaps = [to_snapshot(r) for r in ops.list(g.metadata.name)]
+            except HostError:
+                continue  # a driver without snapshots: the plan already warns
+            entry.info["snapshots"] = [freshness(p.metadata.name, p.spec.schedule, snaps, now).as_json()
+                                       for p in chosen]

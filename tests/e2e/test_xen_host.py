@@ -10,13 +10,15 @@ metadata (where ownership lives) and what libxl refuses: snapshots.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.hosts.linux_guest import BOOTED_LINE
-from tests.hosts.xen_host import DOM0_GUEST_INITRD, DOM0_GUEST_KERNEL, XenHost, ensure_xen_host_image
+from tests.hosts.xen_host import DOM0_GUEST_INITRD, DOM0_GUEST_KERNEL, QEMU, XenHost, ensure_xen_host_image
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -64,6 +66,10 @@ DOMAIN_XML = f"""\
 
 @pytest.fixture(scope="module")
 def xen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XenHost]:
+    if shutil.which(QEMU) is None:
+        pytest.skip(f"the Xen test host needs {QEMU}")
+    if os.geteuid() != 0:
+        pytest.skip("building the Xen test host image needs root (debootstrap, chroot)")
     t0 = time.monotonic()
     image = ensure_xen_host_image()
     print(f"\nxen host image ready in {time.monotonic() - t0:.1f} s ({image})")

@@ -13,6 +13,7 @@ and initrd are inside dom0 at :data:`DOM0_GUEST_KERNEL` and :data:`DOM0_GUEST_IN
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import signal
@@ -105,6 +106,7 @@ class XenHost:
         with open(self.workdir / "qemu.stderr", "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                          start_new_session=True)
+        atexit.register(self.stop)  # no QEMU outlives the test process, even on an aborted run
         last = ""
         libvirt.registerErrorHandler(lambda *_: None, None)
         while True:
@@ -156,6 +158,7 @@ class XenHost:
             time.sleep(0.5)
 
     def stop(self) -> None:
+        """Kills QEMU (by its pid; its domUs go with it). Idempotent."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
