@@ -17,13 +17,15 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
         version = conn.getLibVersion()
         caps_xml = conn.getCapabilities()
     notes: list[str] = []
-    domain_types = {d.get("type") for d in parse(caps_xml).iterfind("guest/arch/domain")}
+    root = parse(caps_xml)
+    domain_types = {d.get("type") for d in root.iterfind("guest/arch/domain")}
+    guest_types = tuple(sorted({t.text or "" for t in root.iterfind("guest/os_type")}))
     if driver == "Test":
         return HostCapabilities(driver="Test", virt_type="test", libvirt_version=version,
                                 hotplug=False, block_resize=False, volume_resize=False)
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
-                                snapshots=False, block_resize=False,
+                                snapshots=False, block_resize=False, guest_types=guest_types,
                                 notes=("libvirt's Xen (libxl) driver has no snapshot API",))
     virt_type = configured if configured in ("kvm", "qemu") else None
     if virt_type is None:

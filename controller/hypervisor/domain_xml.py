@@ -163,12 +163,40 @@ def new_guest_xml(name: str, spec: GuestSpec, ctx: WriteContext) -> str:
     if ctx.uuid:
         root.find("name").addnext(etree.Element("uuid"))  # type: ignore[union-attr]
         root.find("uuid").text = ctx.uuid  # type: ignore[union-attr]
-    if ctx.virt_type == "xen" or ctx.virt_type == "test":
-        remove(root.find("features"))  # PV guests have none; the test driver ignores them
-    if ctx.xen_pv:
-        root.find("os/type").text = "linux"  # type: ignore[union-attr]
+    if ctx.virt_type == "test" or (ctx.virt_type == "xen" and spec.xen is not None and spec.xen.mode != "hvm"):
+        remove(root.find("features"))  # PV/PVH guests have none; the test driver ignores them
+    if ctx.virt_type == "xen":
+        _xen_os(root, spec.xen.mode if spec.xen is not None else "pv")
     edit_guest(root, name, spec, ctx, fields=None)
     return tostring(root)
+
+
+# Xen guest types as libvirt's libxl driver names them: (os type, machine).
+XEN_OS = {"pv": ("linux", "xenpv"), "hvm": ("hvm", "xenfv"), "pvh": ("xenpvh", "xenpvh")}
+XEN_HVMLOADER = "/usr/lib/xen-4.17/boot/hvmloader"
+
+
+def _xen_os(root: etree._Element, mode: str) -> None:
+    os_type, machine = XEN_OS[mode]
+    type_el = root.find("os/type")
+    assert type_el is not None
+    type_el.text = os_type
+    type_el.set("arch", "x86_64")
+    type_el.set("machine", machine)
+    console = root.find("devices/console")
+    if console is not None:
+        console.clear()
+        console.set("type", "pty")
+        etree.SubElement(console, "target", type="xen" if mode != "hvm" else "serial", port="0")
+    if mode == "hvm":
+        os_el = root.find("os")
+        assert os_el is not None
+        loader = etree.Element("loader", type="rom")
+        loader.text = XEN_HVMLOADER
+        type_el.addnext(loader)
+        features = root.find("features")
+        if features is not None and features.find("pae") is None:
+            etree.SubElement(features, "pae")
 
 
 def update_guest_xml(xml: str, name: str, spec: GuestSpec, ctx: WriteContext,
@@ -262,8 +290,8 @@ def _insert_after(root: etree._Element, tag: str, after: tuple[str, ...]) -> etr
 
 def _set_firmware(root: etree._Element, os_el: etree._Element, firmware: str,
                   ctx: WriteContext) -> None:
-    if ctx.virt_type == "test" or ctx.xen_pv:
-        return  # the test driver has no firmware; PV guests boot their kernel
+    if ctx.virt_type in ("test", "xen"):
+        return  # the test driver has no firmware; Xen guests: PV/PVH boot a kernel, HVM hvmloader
     if firmware == "uefi":
         os_el.set("firmware", "efi")  # libvirt picks OVMF and makes the NVRAM file
     elif os_el.get("firmware") == "efi" or os_el.find("loader") is not None:
@@ -317,7 +345,7 @@ def disk_element(name: str, disk: Disk, ctx: WriteContext, target: str) -> etree
     if ctx.virt_type != "test":
         etree.SubElement(el, "driver", name="qemu", type=disk.format)  # libxl takes qemu too
     etree.SubElement(el, "source", file=disk_path(name, disk, ctx))
-    bus = "xen" if ctx.xen_pv and disk.bus == "virtio" else disk.bus
+    bus = "xen" if ctx.virt_type == "xen" and disk.bus == "virtio" else disk.bus
     etree.SubElement(el, "target", dev=target, bus=bus)
     if disk.device == "cdrom":
         etree.SubElement(el, "readonly")
@@ -340,7 +368,7 @@ def _set_disks(devices: etree._Element, name: str, spec: GuestSpec, ctx: WriteCo
     used = {t.get("dev") for t in devices.findall("disk/target")}
     for disk in disks:
         el = existing.get(disk.name)
-        bus = "xen" if ctx.xen_pv and disk.bus == "virtio" else disk.bus
+        bus = "xen" if ctx.virt_type == "xen" and disk.bus == "virtio" else disk.bus
         if el is not None:
             target = el.find("target")
             if target is not None and target.get("bus") != bus:
@@ -384,6 +412,13 @@ def _set_rom(el: etree._Element, boot_rom: bool) -> None:
         rom.set("enabled", "no")
 
 
+def _nic_model(spec: GuestSpec, want_model: str, declared: bool) -> str:
+    """libxl has no virtio NICs: Xen guests get netfront (PV/PVH) or e1000 (HVM) unless told."""
+    if spec.xen is None or declared:
+        return want_model
+    return "e1000" if spec.xen.mode == "hvm" else "netfront"
+
+
 def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
     from controller.plan.keys import match_nics
 
@@ -394,7 +429,8 @@ def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
         devices.remove(current[i])
     for want, obs_index in pairs:
         if obs_index is None:
-            _append_device(devices, nic_element(want.network, want.mac, want.model, want.boot_rom))
+            model = _nic_model(spec, want.model, "model" in want.model_fields_set)
+            _append_device(devices, nic_element(want.network, want.mac, model, want.boot_rom))
             continue
         el = current[obs_index]
         if want.mac:
@@ -404,7 +440,7 @@ def _set_interfaces(devices: etree._Element, spec: GuestSpec) -> None:
             el.set("type", "network")
             src.attrib.clear()
             src.set("network", want.network)
-        child(el, "model", type=want.model)
+        child(el, "model", type=_nic_model(spec, want.model, "model" in want.model_fields_set))
         if "boot_rom" in want.model_fields_set:
             _set_rom(el, want.boot_rom)
 

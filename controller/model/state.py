@@ -165,6 +165,7 @@ class HostCapabilities:
     volume_resize: bool = True
     network_update: bool = True
     uefi_loader: str | None = None  # path of OVMF code, when the host has it
+    guest_types: tuple[str, ...] = ()  # os types the host's capabilities list: hvm, xen, xenpvh
     notes: tuple[str, ...] = ()  # warnings worth showing, e.g. "no /dev/kvm: TCG"
 
 

@@ -86,6 +86,13 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     if spec.xen is not None and host.caps.virt_type not in ("xen", "test"):
         out.problems.append(Problem(key, f"host {host.host} is not a Xen host ({host.caps.driver})"))
         return out
+    if spec.xen is not None and host.caps.virt_type == "xen" and host.caps.guest_types:
+        needed = {"pv": "xen", "hvm": "hvm", "pvh": "xenpvh"}[spec.xen.mode]
+        if needed not in host.caps.guest_types:
+            out.problems.append(Problem(key, f"host {host.host} cannot run Xen {spec.xen.mode.upper()} guests: "
+                                        f"its libvirt capabilities list no '{needed}' guests (they list "
+                                        f"{', '.join(host.caps.guest_types)}; HVM needs VMX/SVM)"))
+            return out
 
     volumes = _volume_actions(key, guest, host, out)
     suspended = guest.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
