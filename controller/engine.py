@@ -31,11 +31,14 @@ class Observation:
 
 
 def spec_digest(specs: SpecSet) -> str:
-    return digest(sorted(
-        (item.obj.kind, item.obj.metadata.name, applied_fields(item.obj.spec),
-         item.obj.metadata.labels, item.obj.metadata.annotations)
-        for item in specs.items
-    ))
+    # Sorted by identity only: the same network name on several hosts must not compare dicts.
+    def ident(obj: object) -> tuple[str, str, str]:
+        spec = getattr(obj, "spec", None)
+        return (getattr(obj, "kind", ""), str(getattr(spec, "host", "") or ""), obj.metadata.name)
+
+    items = sorted(specs.items, key=lambda i: ident(i.obj))
+    return digest([(ident(i.obj), applied_fields(i.obj.spec), i.obj.metadata.labels, i.obj.metadata.annotations)
+                   for i in items])
 
 
 def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None,

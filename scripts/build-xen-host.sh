@@ -17,8 +17,9 @@
 #   VERSION      package versions + this script's hash + the test guest's VERSION hash
 # The test guest of scripts/build-test-guest.sh sits inside dom0 at
 # /var/lib/libvirt/boot/vmlinuz and /var/lib/libvirt/boot/initrd.img, so a PV domU can name them.
-# Intermediate state lives in $out/work (debs, extracted packages, the debootstrap root, which is
-# kept and reused while the package versions it was made from stay the same).
+# Intermediate state lives in $out/work: the two .debs and the debootstrap root (about 540 MB),
+# kept and reused while the package versions it was made from stay the same. The root comes
+# from the suite's main archive only (debootstrap takes one suite), not from bookworm-security.
 # This machine only downloads packages (apt-get download, dpkg -x); it installs debootstrap and
 # cpio if missing, nothing else. Each step's duration goes to stderr; the output dir to stdout.
 set -euo pipefail
@@ -161,7 +162,7 @@ root_stamp=$(printf '%s\n' "suite $suite" "${root_pkgs[@]}")
 if [ "$force" = 1 ] || [ ! -x "$root/usr/sbin/libvirtd" ] || [ "$(cat "$work/root.stamp" 2>/dev/null)" != "$root_stamp" ]; then
   rm -rf "$root" "$work/root.stamp"
   include=$(IFS=,; echo "${INCLUDE[*]}")
-  say "debootstrap $suite into $root (about 2.5 min)"
+  say "debootstrap $suite into $root (1-2 min)"
   debootstrap --variant=minbase --include="$include" "$suite" "$root" "$mirror" \
     >"$work/debootstrap.log" 2>&1 \
     || die "debootstrap failed (Debian package mirror unreachable?):
@@ -257,7 +258,7 @@ step_done "pack dom0 initramfs ($(du -m "$out/dom0.cpio.gz.new" | cut -f1) MB)"
 mv -f "$out/xen.new" "$out/xen"
 mv -f "$out/vmlinuz.new" "$out/vmlinuz"
 mv -f "$out/dom0.cpio.gz.new" "$out/dom0.cpio.gz"
-rm -rf "$work/xenpkg"
+rm -rf "$work/xenpkg" "$work/kernel"  # re-extracted (3-11 s) on a rebuild; the root is kept
 echo "$stamp" >"$out/VERSION"
 awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN {printf "build-xen-host: built in %.1f s\n", b - a}' >&2
 echo "$out"
