@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from controller.apply.changeset import ChangeSet
 from controller.apply.executor import ExecOptions, Progress, execute
@@ -32,9 +33,8 @@ class Observation:
 
 def spec_digest(specs: SpecSet) -> str:
     # Sorted by identity only: the same network name on several hosts must not compare dicts.
-    def ident(obj: object) -> tuple[str, str, str]:
-        spec = getattr(obj, "spec", None)
-        return (getattr(obj, "kind", ""), str(getattr(spec, "host", "") or ""), obj.metadata.name)
+    def ident(obj: Any) -> tuple[str, str, str]:
+        return (obj.kind, str(getattr(obj.spec, "host", "") or ""), obj.metadata.name)
 
     items = sorted(specs.items, key=lambda i: ident(i.obj))
     return digest([(ident(i.obj), applied_fields(i.obj.spec), i.obj.metadata.labels, i.obj.metadata.annotations)
