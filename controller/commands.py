@@ -85,7 +85,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"saved plan to {args.out}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(plan_render.render_json(plan), indent=2))
+        print(json.dumps(plan_render.render_json(plan), indent=2 if sys.stdout.isatty() else None))
     elif args.format == "markdown":
         sys.stdout.write(plan_render.render_markdown(plan))
     else:
@@ -195,7 +195,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     _add_snapshot_freshness(specs, plan, engine, args.instance)
     report = drift.DriftReport(plan, datetime.now(UTC), args.commit)
     if args.format == "json":
-        text = json.dumps(drift.render_json(report), indent=2) + "\n"
+        # Indented for people; compact otherwise (the indenting encoder is pure Python: a
+        # fleet's report takes seconds that way).
+        indent = 2 if sys.stdout.isatty() and not args.output else None
+        text = json.dumps(drift.render_json(report), indent=indent) + "\n"
     elif args.format == "markdown":
         text = drift.render_markdown(report)
     elif args.format == "html":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from controller.spec.models import Guest, Host, Network, SnapshotPolicy, StoragePool
@@ -56,12 +57,21 @@ class SpecSet:
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.metadata.name == name), None)
 
+    @cached_property
+    def _by_host(self) -> dict[str, list[Located]]:
+        """Items per host, in order; policies (not host-bound) under every host. Built once:
+        a fleet asks for every host's slice, and a scan per host would be quadratic."""
+        placed: dict[str, list[Located]] = {}
+        policies = [i for i in self.items if isinstance(i.obj, SnapshotPolicy)]
+        for item in self.items:
+            obj = item.obj
+            if isinstance(obj, SnapshotPolicy):
+                continue
+            host = obj.metadata.name if isinstance(obj, Host) else obj.spec.host
+            placed.setdefault(str(host), []).append(item)
+        return {h: items + policies for h, items in placed.items()} | {"": policies}
+
     def for_host(self, name: str) -> SpecSet:
         """The slice of one host: its Host object, and what is placed on it."""
-        def keep(obj: Any) -> bool:
-            if isinstance(obj, Host):
-                return bool(obj.metadata.name == name)
-            if isinstance(obj, SnapshotPolicy):
-                return True
-            return bool(obj.spec.host == name)
-        return SpecSet(tuple(i for i in self.items if keep(i.obj)))
+        by_host = self._by_host
+        return SpecSet(tuple(by_host.get(name, by_host[""])))
