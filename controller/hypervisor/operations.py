@@ -160,6 +160,18 @@ class HostOps:
         with libvirt_call(self.host, f"update device of {name}"):
             self._dom(name).updateDeviceFlags(device_xml, _LIVE)
 
+    def migrate(self, name: str, dest_uri: str, address: str | None, copy_storage: bool) -> None:
+        """Live, peer-to-peer migration to ``dest_uri``; persistent there, undefined here."""
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+        if copy_storage:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        params: dict[str, str] = {}
+        if address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        with libvirt_call(self.host, f"migrate {name} to {dest_uri}"):
+            self._dom(name).migrateToURI3(dest_uri, params, flags)
+
     def set_guest_autostart(self, name: str, on: bool) -> None:
         with libvirt_call(self.host, f"set autostart of {name}"):
             self._dom(name).setAutostart(int(on))

@@ -26,12 +26,15 @@ from controller.spec.specset import SpecSet
 DEFAULT_MAX_DELETIONS = 10
 
 
-def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
-    """The plan of one host's slice of the specs."""
+def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
+              moves_in: Mapping[str, str] | None = None, moves_out: frozenset[str] = frozenset()) -> HostPlan:
+    """The plan of one host's slice of the specs. ``moves_in``: guests to migrate here (name →
+    source host); ``moves_out``: guests leaving this host (neither extra nor pruned here)."""
     actions: list[Action] = []
     pending: list[Pending] = []
     problems: list[Problem] = []
     drift: list[ObjectDrift] = []
+    moves_in = moves_in or {}
 
     for pool in specs.pools:
         if pool.spec.host != host.host:
@@ -51,6 +54,15 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
                                np.drift, np.problems, pool_exists=net.metadata.name in host.networks))
     for guest in specs.guests:
         if guest.spec.host != host.host:
+            continue
+        source = moves_in.get(guest.metadata.name)
+        if source is not None:
+            key = ResourceKey(host.host, "Guest", guest.metadata.name)
+            change = FieldChange("/spec/host", host.host, source, source, Impact.LIVE, "live migration")
+            actions.append(Action(key, "migrate", Impact.LIVE, Phase.GUESTS,
+                                  f"host changed from {source}: live migration (peer-to-peer, persistent "
+                                  f"here, undefined on {source})", (change,), {"source": source}))
+            drift.append(ObjectDrift(key, "drift", (change,), guest.spec.reconcile))
             continue
         gp = plan_guest(guest, host, opts)
         actions += gp.actions
@@ -80,6 +92,7 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions) -> HostPlan:
                                         f"no snapshot API); policy {policy.metadata.name} will not snapshot "
                                         f"{', '.join(sorted(chosen))}", severity="warning"))
     extra, unmanaged, more_problems = _extra_objects(specs, host, opts)
+    extra = [k for k in extra if not (k.kind == "Guest" and k.name in moves_out)]
     problems += more_problems
     for key in extra:
         drift.append(ObjectDrift(key, "extra", message="managed by virtsync, gone from the specs"))
@@ -262,14 +275,34 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     return out
 
 
+def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str) -> dict[str, tuple[str, str]]:
+    """Guests whose spec names a new host: running (or defined) on another observed host and
+    owned there by this instance, absent from the new one. name → (source, destination)."""
+    moves: dict[str, tuple[str, str]] = {}
+    for g in specs.guests:
+        dst = g.spec.host or ""
+        if dst not in states or g.metadata.name in states[dst].guests:
+            continue
+        for src, state in states.items():
+            obs = state.guests.get(g.metadata.name)
+            if src != dst and obs is not None and obs.owner is not None and obs.owner.instance == instance \
+                    and obs.state in ("running", "paused"):
+                moves[g.metadata.name] = (src, dst)
+                break
+    return moves
+
+
 def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions,
               spec_digest: str, failed: Mapping[str, str] | None = None) -> Plan:
     hosts = []
+    moves = find_moves(specs, states, opts.instance)
     for host in specs.hosts:
         name = host.metadata.name
         if failed and name in failed:
             hosts.append(HostPlan(host=name, uri=host.spec.uri, fingerprint="", error=failed[name]))
             continue
         if name in states:
-            hosts.append(plan_host(specs.for_host(name), states[name], opts))
+            moves_in = {g: src for g, (src, dst) in moves.items() if dst == name}
+            moves_out = frozenset(g for g, (src, _) in moves.items() if src == name)
+            hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in, moves_out))
     return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

@@ -17,7 +17,8 @@ IMPACTS = ["create", "live", "next-boot", "recreate", "delete"]
 # Every op the executor knows (controller/apply/executor.py HANDLERS; a test keeps them equal).
 OPS = [
     "define-pool", "update-pool", "define-network", "update-network", "start-network",
-    "recreate-network", "define", "update", "recreate", "attach-disks", "create-volume", "fetch-image", "write-seed",
+    "recreate-network", "define", "update", "recreate", "attach-disks", "create-volume", "fetch-image",
+    "write-seed", "migrate",
     "resize-volume", "start", "stop", "restart", "suspend", "resume", "delete",
     "delete-volume", "delete-network", "delete-pool",
 ]

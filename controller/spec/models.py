@@ -78,7 +78,12 @@ class HostSpec(SpecModel):
     )
     storage: HostStorage = Field(default_factory=HostStorage)
     migration_address: str | None = Field(
-        default=None, description="Address other hosts use to migrate guests here."
+        default=None, description="Address the migration data stream goes to (tcp://ADDRESS); hosts "
+        "in labs often share a hostname. Default: libvirt's choice."
+    )
+    migration_uri: str | None = Field(
+        default=None, description="libvirt URI other hosts' libvirtd use to reach this one for "
+        "peer-to-peer migration, e.g. qemu+tcp://10.0.0.2/system. Default: uri."
     )
     connect_timeout: Duration = Field(
         default=10, description="How long to try to connect before the host counts as down. "

@@ -66,3 +66,79 @@ def test_three_hosts_converge_and_a_dead_host_never_stops_the_others(
     # filters: one rack only
     out = ok(virtsync("plan", str(tree), "--host-selector", "rack=r1"))
     assert "Host b" in out and "Host a" not in out and "Host c" not in out
+
+
+def _boot_id(host: HermeticHost, guest: str) -> str:
+    import base64
+
+    from tests.hosts.linux_guest import agent
+
+    handle = agent(host, guest, {"execute": "guest-file-open",
+                                 "arguments": {"path": "/proc/sys/kernel/random/boot_id"}})["return"]
+    data = agent(host, guest, {"execute": "guest-file-read", "arguments": {"handle": handle}})["return"]
+    agent(host, guest, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+    return base64.b64decode(data["buf-b64"]).decode().strip()
+
+
+def test_a_running_guest_whose_host_changes_is_live_migrated_without_a_reboot(
+    hermetic_host_factory: HostFactory, tmp_path: Path,
+) -> None:
+    from tests.hosts.linux_guest import ensure_test_guest, link_or_copy, wait_for_agent
+
+    a = hermetic_host_factory("ma", listen_tcp=True)
+    b = hermetic_host_factory("mb", listen_tcp=True)
+    # join the two hosts' network namespaces with a veth pair (DESIGN.md's recipe)
+    import subprocess
+
+    subprocess.run(["ip", "link", "add", "vs-mig-a", "type", "veth", "peer", "name", "vs-mig-b"], check=True)
+    subprocess.run(["ip", "link", "set", "vs-mig-a", "netns", str(a.netns_pid)], check=True)
+    subprocess.run(["ip", "link", "set", "vs-mig-b", "netns", str(b.netns_pid)], check=True)
+    for host, dev, ip in ((a, "vs-mig-a", "10.99.0.1/24"), (b, "vs-mig-b", "10.99.0.2/24")):
+        assert host.run_in_netns(["ip", "addr", "add", ip, "dev", dev]).returncode == 0
+        assert host.run_in_netns(["ip", "link", "set", dev, "up"]).returncode == 0
+    kernel, initrd = ensure_test_guest()
+    boot = tmp_path / "boot"
+    kernel, initrd = link_or_copy(kernel, boot), link_or_copy(initrd, boot)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    def write(where: str) -> None:
+        docs = []
+        for name, host, ip in (("ma", a, "10.99.0.1"), ("mb", b, "10.99.0.2")):
+            docs.append(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: {name}}}
+spec: {{uri: "{host.uri}", hypervisor: qemu, migrationUri: "qemu+tcp://{ip}/system", migrationAddress: {ip},
+       storage: {{allowedDirs: ["{boot}"]}}}}
+---
+apiVersion: virtsync/v1
+kind: Network
+metadata: {{name: mig}}
+spec: {{host: {name}, mode: nat, bridge: virbr-mig,
+        ipv4: {{address: 192.168.230.1/24, dhcp: {{start: 192.168.230.10, end: 192.168.230.99}}}}}}
+""")
+        docs.append(f"""apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: mover}}
+spec:
+  host: {where}
+  memory: 256MiB
+  agent: true
+  boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  interfaces: [{{network: mig, mac: "52:54:00:23:00:01", bootRom: false}}]
+""")
+        (specs / "fleet.yaml").write_text("---\n".join(docs))
+
+    write("ma")
+    ok(virtsync("apply", str(specs), "--yes"))
+    wait_for_agent(a, "mover", timeout=120)
+    before = _boot_id(a, "mover")
+    write("mb")
+    plan = ok(virtsync("plan", str(specs)), 2)
+    assert "migrate Guest mover" in plan and "- delete" not in plan
+    ok(virtsync("apply", str(specs), "--yes", "--prune"))
+    assert "mover" not in a.virsh("list", "--all", "--name").split()
+    assert b.virsh("domstate", "mover").strip() == "running"
+    wait_for_agent(b, "mover", timeout=60)
+    assert _boot_id(b, "mover") == before, "the guest rebooted"
+    assert "No changes" in ok(virtsync("plan", str(specs)))
