@@ -224,6 +224,55 @@ def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any, instance: str) -
     annotate_freshness(specs, plan.hosts, ops_for, datetime.now(UTC))
 
 
+# ----------------------------------------------------------------- place
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    from controller.engine import Engine
+    from controller.hypervisor.capabilities import host_memory
+    from controller.plan.placement import place
+    from controller.spec.loader import load_specs
+    from controller.spec.placement import lock_path, read_lock, write_lock
+    from controller.spec.yaml_reader import Limits
+
+    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size), placed=False)
+    if result.errors:
+        raise SpecError(result.errors)
+    specs = result.specs
+    lock = lock_path(args.paths)
+    assert lock is not None
+    current, problems = read_lock(lock)
+    if problems:
+        raise SpecError(problems)
+    engine = Engine(instance=args.instance)
+    obs = engine.observe(specs)
+    physical: dict[str, int] = {}
+    for name in obs.states:
+        spec_host = specs.host(name)
+        assert spec_host is not None
+        physical[name] = host_memory(engine.pool.for_host(name, spec_host.spec.uri).get(), name)
+    committed: dict[str, int] = {}
+    unplaced = []
+    for g in specs.guests:
+        if g.spec.host is not None:
+            committed[g.spec.host] = committed.get(g.spec.host, 0) + (g.spec.max_memory or g.spec.memory)
+        elif g.spec.host_selector is not None:
+            unplaced.append(g)
+    for down, why in obs.failed.items():
+        print(f"host {down} left out: {why}", file=sys.stderr)
+    res = place(unplaced, specs.hosts, physical, committed, args.overcommit)
+    for guest, chosen in sorted(res.placements.items()):
+        print(f"{guest} → {chosen}")
+    for guest, why in sorted(res.refused.items()):
+        print(f"REFUSED {guest}: {why}", file=sys.stderr)
+    if res.placements:
+        write_lock(lock, {**current, **res.placements})
+        print(f"wrote {lock}", file=sys.stderr)
+    elif not unplaced:
+        print("every guest has a host")
+    return EXIT_ERROR if res.refused or obs.failed else EXIT_OK
+
+
 # ---------------------------------------------------------------- export
 
 
@@ -470,6 +519,12 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     s.add_argument("snapshot", metavar="SNAPSHOT")
     common(s)
     s.add_argument("--yes", "-y", action="store_true")
+
+    p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml")
+    spec_args(p)
+    _instance(p)
+    p.add_argument("--overcommit", type=float, default=1.0, metavar="RATIO",
+                   help="memory a host may commit, as a multiple of its physical memory (default 1.0)")
 
     p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
     p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")

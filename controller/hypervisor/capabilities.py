@@ -9,6 +9,12 @@ from controller.hypervisor.xmlutil import parse
 from controller.model.state import HostCapabilities
 
 
+def host_memory(conn: libvirt.virConnect, host: str) -> int:
+    """Physical memory of the host, in bytes (getInfo reports MiB)."""
+    with libvirt_call(host, "read host info"):
+        return int(conn.getInfo()[1]) * 2**20
+
+
 def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCapabilities:
     """Capabilities of ``conn``; ``configured`` is the Host spec's ``hypervisor`` (or None)."""
     with libvirt_call(host, "probe capabilities"):

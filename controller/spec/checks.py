@@ -115,6 +115,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
 
     def missing_host(item: Located) -> bool:
         name = item.obj.spec.host
+        if name is None and getattr(item.obj.spec, "host_selector", None) is not None:
+            return True  # not placed yet (only `virtsync place` loads such specs): nothing to check
         if name in hosts:
             return False
         known = ", ".join(sorted(hosts)) or "none defined"

@@ -23,6 +23,7 @@ from controller.errors import Diagnostic, SpecError
 from controller.spec.checks import check_spec_set
 from controller.spec.messages import clip, describe, explain, locate
 from controller.spec.models import API_VERSION, KINDS
+from controller.spec.placement import LOCK_NAME, apply_lock, lock_path, read_lock
 from controller.spec.references import referenced_files, resolve_cloud_init
 from controller.spec.specset import Located, SpecSet
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
@@ -56,7 +57,7 @@ def find_spec_files(paths: Sequence[str | Path]) -> tuple[list[Path], list[Diagn
                 Path(root) / name
                 for root, dirs, names in os.walk(p)
                 for name in names
-                if name.endswith(SPEC_SUFFIXES) and not name.startswith(".")
+                if name.endswith(SPEC_SUFFIXES) and not name.startswith(".") and name != LOCK_NAME
                 if not any(part.startswith(".") for part in Path(root).relative_to(p).parts)
             )
             files.extend(found)
@@ -164,13 +165,14 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_specs(paths: Sequence[str | Path], limits: Limits | None = None) -> LoadResult:
-    """Read, validate and cross-check every spec under ``paths``."""
+def load_specs(paths: Sequence[str | Path], limits: Limits | None = None, *, placed: bool = True) -> LoadResult:
+    """Read, validate and cross-check every spec under ``paths``. ``placed=False`` (for
+    `virtsync place`) accepts guests with a hostSelector that have no host yet."""
     with _gc_paused():
-        return _load(paths, limits or Limits())
+        return _load(paths, limits or Limits(), placed)
 
 
-def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:
+def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> LoadResult:
     files, diagnostics = find_spec_files(paths)
     located: list[Located] = []
     for path in files:
@@ -193,7 +195,10 @@ def _load(paths: Sequence[str | Path], limits: Limits) -> LoadResult:
         item, problems = resolve_cloud_init(item)
         diagnostics.extend(problems)
         resolved.append(item)
-    located = resolved
+    placements, problems = read_lock(lock_path(paths))
+    diagnostics.extend(problems)
+    located, problems = apply_lock(resolved, placements, required=placed)
+    diagnostics.extend(problems)
     if not files and not diagnostics:
         diagnostics.append(Diagnostic(str(paths[0]) if paths else ".", 1, 1,
                                       "no spec files (*.yaml, *.yml) found"))

@@ -285,8 +285,15 @@ class RestartWindow(SpecModel):
     timezone: Timezone = Field(default="UTC", description="Timezone of the schedule. Default: UTC.")
 
 
+class Selector(SpecModel):
+    match_labels: dict[LabelKey, str] = Field(description="Guests whose labels include all these.")
+
+
 class GuestSpec(SpecModel):
-    host: Name | None = Field(default=None, description="Host the guest runs on.")
+    host: Name | None = Field(default=None, description="Host the guest runs on (or hostSelector).")
+    host_selector: Selector | None = Field(
+        default=None, description="Instead of host: hosts by label; `virtsync place` chooses one by capacity "
+        "and records it in placement.lock.yaml next to the specs.")
     state: Literal["running", "stopped", "paused"] = Field(
         default="running", description="Power state, always enforced. Default: running."
     )
@@ -334,8 +341,10 @@ class GuestSpec(SpecModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> GuestSpec:
-        if self.host is None:
-            raise FieldError("host", "'host' is required: the name of a kind: Host")
+        if self.host is None and self.host_selector is None:
+            raise FieldError("host", "'host' is required: the name of a kind: Host (or a hostSelector)")
+        if self.host is not None and self.host_selector is not None and "host" in self.model_fields_set:
+            raise FieldError("hostSelector", "give 'host' or 'hostSelector', not both")
         if self.max_memory is not None and self.max_memory < self.memory:
             raise FieldError("maxMemory", f"maxMemory {format_size(self.max_memory)} is smaller "
                              f"than memory {format_size(self.memory)}")
@@ -356,10 +365,6 @@ class GuestSpec(SpecModel):
 
 
 # ----------------------------------------------------------- SnapshotPolicy
-
-
-class Selector(SpecModel):
-    match_labels: dict[LabelKey, str] = Field(description="Guests whose labels include all these.")
 
 
 class Retain(SpecModel):

@@ -72,6 +72,7 @@ class XenHost:
         self.proc: subprocess.Popen[bytes] | None = None
         self.console_log = self.workdir / "console.log"
         self.boot_seconds: float | None = None
+        self.stalls = 0
 
     @property
     def uri(self) -> str:
@@ -93,12 +94,31 @@ class XenHost:
             "-device", "e1000,netdev=n0",
         ]
 
-    def start(self, timeout: float = 180) -> XenHost:
-        import libvirt
+    def start(self, timeout: float = 180, attempts: int = 2, stall: float = 60) -> XenHost:
+        """Boots QEMU and waits until dom0's libvirtd answers as driver "Xen"; returns self.
 
+        Under TCG, dom0's kernel sometimes hangs early in boot (seen here once in a few boots,
+        right after "sched_clock: Marking stable"); a boot whose console stays silent for
+        ``stall`` seconds before libvirtd answers is killed and retried, ``attempts`` in all.
+        ``timeout`` bounds each attempt. :attr:`stalls` counts the retried boots.
+        """
         if self.proc is not None:
             raise XenHostError("already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.stalls = 0
+        for attempt in range(1, attempts + 1):
+            if self._boot(timeout, stall if attempt < attempts else None):
+                return self
+            self.stalls += 1
+            stalled = self.console_log.with_name(f"console.stalled-{attempt}.log")
+            if self.console_log.exists():
+                self.console_log.replace(stalled)
+        raise AssertionError("unreachable")
+
+    def _boot(self, timeout: float, stall: float | None) -> bool:
+        """One boot: True once libvirtd answers, False when stalled (QEMU then stopped)."""
+        import libvirt
+
         self.console_log.unlink(missing_ok=True)
         self.port = _free_port()
         argv = self.qemu_argv()
@@ -107,8 +127,9 @@ class XenHost:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                          start_new_session=True)
         atexit.register(self.stop)  # no QEMU outlives the test process, even on an aborted run
-        last = ""
         libvirt.registerErrorHandler(lambda *_: None, None)
+        last = ""
+        size, grown = -1, t0
         while True:
             if self.proc.poll() is not None:
                 rc = self.proc.returncode
@@ -122,11 +143,18 @@ class XenHost:
                     conn.close()
                 if kind == "Xen":
                     self.boot_seconds = time.monotonic() - t0
-                    return self
+                    return True
                 last = f"driver type {kind!r}"
             except libvirt.libvirtError as e:
                 last = str(e)
-            if time.monotonic() - t0 > timeout:
+            now = time.monotonic()
+            current = self.console_log.stat().st_size if self.console_log.exists() else 0
+            if current != size:
+                size, grown = current, now
+            elif stall is not None and now - grown > stall:
+                self.stop()
+                return False
+            if now - t0 > timeout:
                 self.stop()
                 raise XenHostError(f"libvirtd on the Xen host did not answer within {timeout:.0f} s: {last}"
                                    + self.tail())
