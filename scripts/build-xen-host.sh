@@ -68,7 +68,7 @@ flock 9
 # ---- the test guest (kernel + initrd put inside dom0) -------------------------------------
 guest_dir=$(bash "$repo/scripts/build-test-guest.sh" | tail -1) \
   || die "scripts/build-test-guest.sh failed"
-[ -s "$guest_dir/vmlinuz" ] && [ -s "$guest_dir/initrd.img" ] || die "test guest missing in $guest_dir"
+if [ ! -s "$guest_dir/vmlinuz" ] || [ ! -s "$guest_dir/initrd.img" ]; then die "test guest missing in $guest_dir"; fi
 guest_hash=$(cat "$guest_dir/VERSION" "$guest_dir/vmlinuz" "$guest_dir/initrd.img" | sha256sum | cut -c1-16)
 step_done "test guest ($guest_dir)"
 
@@ -133,7 +133,7 @@ download() {  # download NAME=VERSION...
     || die "apt-get download $* failed (Debian package mirror unreachable?):
 $(tail -5 "$work/apt.log")"
 }
-deb_of() { ls "$work/debs/${1%%=*}_"*.deb 2>/dev/null | head -1; }
+deb_of() { compgen -G "$work/debs/${1%%=*}_*.deb" | head -1; }
 want=()
 for p in "$XEN_PKG=${pkgs[0]#*=}" "${pkgs[1]}"; do
   f="$work/debs/${p%%=*}_${p#*=}_amd64.deb"
@@ -148,11 +148,12 @@ step_done "download ${XEN_PKG} + $kernel_pkg"
 
 rm -rf "$work/xenpkg" "$work/kernel"
 dpkg -x "$(deb_of "$XEN_PKG")" "$work/xenpkg"
-xengz=$(ls "$work"/xenpkg/boot/xen-4.17-amd64.gz 2>/dev/null || ls "$work"/xenpkg/boot/xen-*.gz | head -1)
+xengz=$(compgen -G "$work/xenpkg/boot/xen-4.17-amd64.gz" || compgen -G "$work/xenpkg/boot/xen-*.gz" | head -1) \
+  || die "no xen-*.gz in $XEN_PKG"
 gzip -dc "$xengz" >"$out/xen.new"
 dpkg -x "$(deb_of "$kernel_pkg")" "$work/kernel"
-kver=$(ls "$work/kernel/lib/modules" | head -1)
-[ -n "$kver" ] && [ -s "$work/kernel/boot/vmlinuz-$kver" ] || die "no kernel in $kernel_pkg"
+kver=$(basename "$(compgen -G "$work/kernel/lib/modules/*" | head -1)")
+if [ -z "$kver" ] || [ ! -s "$work/kernel/boot/vmlinuz-$kver" ]; then die "no kernel in $kernel_pkg"; fi
 cp "$work/kernel/boot/vmlinuz-$kver" "$out/vmlinuz.new"
 step_done "unpack hypervisor + kernel $kver"
 

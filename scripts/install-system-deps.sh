@@ -9,7 +9,7 @@ pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev git)
 if [ "$what" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          qemu-utils dnsmasq-base iptables iproute2 util-linux ovmf chromium git e2fsprogs
-         genisoimage libarchive-tools p7zip-full)
+         genisoimage libarchive-tools p7zip-full iputils-ping)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -40,10 +40,28 @@ spec:
     return root
 
 
+def join(one: HermeticHost, two: HermeticHost, tag: str, subnet: str) -> tuple[str, str]:
+    """A veth pair between two hosts' network namespaces; returns their addresses."""
+    import subprocess
+
+    left, right = f"vs-{tag}-1", f"vs-{tag}-2"
+    subprocess.run(["ip", "link", "add", left, "type", "veth", "peer", "name", right], check=True)
+    addrs = (f"{subnet}.1", f"{subnet}.2")
+    for host, dev, ip in ((one, left, addrs[0]), (two, right, addrs[1])):
+        subprocess.run(["ip", "link", "set", dev, "netns", str(host.netns_pid)], check=True)
+        assert host.run_in_netns(["ip", "addr", "add", f"{ip}/24", "dev", dev]).returncode == 0
+        assert host.run_in_netns(["ip", "link", "set", dev, "up"]).returncode == 0
+    return addrs
+
+
 def test_three_hosts_converge_and_a_dead_host_never_stops_the_others(
     hermetic_host_factory: HostFactory, tmp_path: Path,
 ) -> None:
     hosts = {name: hermetic_host_factory(name) for name in ("a", "b", "c")}
+    _, b_addr = join(hosts["a"], hosts["b"], "ab", "10.98.1")
+    _, c_addr = join(hosts["b"], hosts["c"], "bc", "10.98.2")
+    assert hosts["a"].run_in_netns(["ping", "-c", "1", "-W", "2", b_addr]).returncode == 0  # they reach each other
+    assert hosts["b"].run_in_netns(["ping", "-c", "1", "-W", "2", c_addr]).returncode == 0
     tree = _tree(tmp_path / "specs", hosts)
     ok(virtsync("apply", str(tree), "--yes"))
     for name, host in hosts.items():

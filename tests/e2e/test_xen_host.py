@@ -65,7 +65,7 @@ DOMAIN_XML = f"""\
 
 
 @pytest.fixture(scope="module")
-def xen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XenHost]:
+def xen_host() -> Iterator[XenHost]:
     if shutil.which(QEMU) is None:
         pytest.skip(f"the Xen test host needs {QEMU}")
     if os.geteuid() != 0:
@@ -73,10 +73,13 @@ def xen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XenHost]:
     t0 = time.monotonic()
     image = ensure_xen_host_image()
     print(f"\nxen host image ready in {time.monotonic() - t0:.1f} s ({image})")
-    host = XenHost(image, workdir=tmp_path_factory.mktemp("xenhost"))
+    # Its own directory under /tmp (not pytest's tmp_path, which concurrent pytest runs on this
+    # machine prune): the console log stays for a look after the run.
+    host = XenHost(image)
     try:
         host.start(timeout=300)
-        print(f"xen host: libvirtd answered {host.boot_seconds:.1f} s after QEMU started ({host.uri})")
+        print(f"xen host: libvirtd answered {host.boot_seconds:.1f} s after QEMU started ({host.uri}); "
+              f"stalled boots retried: {host.stalls}")
         yield host
     finally:
         host.stop()
