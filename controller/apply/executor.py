@@ -466,7 +466,9 @@ def _migrate(run: _HostRun, a: Action) -> str:
     host = next(h for h in run.specs.hosts if h.metadata.name == run.hp.host)
     guest = run.guest(a.key.name)
     dest_uri = host.spec.migration_uri or host.spec.uri
-    copy = any(d.device == "disk" for d in guest.spec.disks)  # no shared storage declared: copy live
+    shared = {p.metadata.name for p in run.specs.pools if p.spec.shared}
+    # disks on shared storage stay where they are; any other disk is copied live
+    copy = any(d.device == "disk" and d.pool not in shared for d in guest.spec.disks)
     started = time.monotonic()
     run.ops_for(source).migrate(a.key.name, dest_uri, host.spec.migration_address, copy)
     return f"live-migrated from {source} in {time.monotonic() - started:.1f}s" + (" (disks copied)" if copy else "")

@@ -160,6 +160,8 @@ class StoragePoolSpec(SpecModel):
     type: Literal["dir"] = Field(default="dir", description="Pool type. Default: dir.")
     path: str = Field(description="Directory of the pool; inside the host's allowedDirs.")
     autostart: bool = Field(default=True, description="Start with the host. Default: true.")
+    shared: bool = Field(default=False, description="The directory is shared storage (NFS, …) mounted at "
+                         "the same path on every host: live migration then copies no disks. Default: false.")
     adopt: bool = False
 
 
