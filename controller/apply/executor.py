@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lxml import etree
 
@@ -43,6 +43,7 @@ from controller.spec.models import Guest, Network, StoragePool
 from controller.spec.specset import SpecSet
 
 Progress = Callable[[Outcome, int, int], None]
+T = TypeVar("T", Guest, Network, StoragePool)
 
 @dataclass
 class ExecOptions:
@@ -60,25 +61,20 @@ class _HostRun:
 
     # ------------------------------------------------------------- helpers
 
+    def _spec(self, objects: Sequence[T], what: str, name: str) -> T:
+        found = next((o for o in objects if o.metadata.name == name and o.spec.host == self.hp.host), None)
+        if found is None:
+            raise PlanError(f"{what} {name} is not in the specs of host {self.hp.host}")
+        return found
+
     def guest(self, name: str) -> Guest:
-        g = next((g for g in self.specs.guests if g.metadata.name == name), None)
-        if g is None:
-            raise PlanError(f"guest {name} is not in the specs")
-        return g
+        return self._spec(self.specs.guests, "guest", name)
 
     def network(self, name: str) -> Network:
-        n = next((n for n in self.specs.networks
-                  if n.metadata.name == name and n.spec.host == self.hp.host), None)
-        if n is None:
-            raise PlanError(f"network {name} is not in the specs")
-        return n
+        return self._spec(self.specs.networks, "network", name)
 
     def pool(self, name: str) -> StoragePool:
-        p = next((p for p in self.specs.pools
-                  if p.metadata.name == name and p.spec.host == self.hp.host), None)
-        if p is None:
-            raise PlanError(f"pool {name} is not in the specs")
-        return p
+        return self._spec(self.specs.pools, "pool", name)
 
     def pool_paths(self) -> dict[str, str]:
         paths = {n: p.path for n, p in self.state.pools.items() if p.path}

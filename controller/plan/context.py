@@ -37,3 +37,16 @@ def declared(spec: BaseModel) -> set[str]:
     """Spec field names (as written in YAML) the user declared."""
     fields = type(spec).model_fields  # instance access is deprecated since pydantic 2.11
     return {fields[f].alias or f for f in spec.model_fields_set}
+
+
+def ownership_problem(key: Any, what: str, exists: bool, owner: Any, adopt: bool, instance: str) -> str | None:
+    """Why an existing object may not be touched: it is not virtsync's (and not adopted), or
+    another instance owns it. None when it may be changed."""
+    if not exists:
+        return None
+    if owner is None and not adopt:
+        return (f"a {what} named {key.name!r} exists on {key.host} and is not managed by virtsync; "
+                "set adopt: true to take it over")
+    if owner is not None and owner.instance != instance:
+        return f"{what} {key.name!r} is managed by virtsync instance {owner.instance!r}, not {instance!r}"
+    return None

@@ -17,7 +17,7 @@ from croniter import croniter
 from controller.model.naming import volume_name
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import Action, FieldChange, Impact, Pending, Phase, Problem
-from controller.plan.context import PlanOptions, applied_fields, declared, digest
+from controller.plan.context import PlanOptions, applied_fields, declared, digest, ownership_problem
 from controller.plan.disks import SEED_DISK, effective_disks, image_volume, seed_volume
 from controller.plan.keys import match_nics
 from controller.plan.policy import guest_impact
@@ -75,13 +75,9 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     ctx = _Ctx(guest, obs, host)
     spec = guest.spec
 
-    if obs is not None and obs.owner is None and not spec.adopt:
-        out.problems.append(Problem(key, f"a guest named {name!r} exists on {host.host} and is "
-                                    "not managed by virtsync; set adopt: true to take it over"))
-        return out
-    if obs is not None and obs.owner is not None and obs.owner.instance != opts.instance:
-        out.problems.append(Problem(key, f"guest {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}, not {opts.instance!r}"))
+    refusal = ownership_problem(key, "guest", obs is not None, obs.owner if obs else None, spec.adopt, opts.instance)
+    if refusal:
+        out.problems.append(Problem(key, refusal))
         return out
     if spec.xen is not None and host.caps.virt_type not in ("xen", "test"):
         out.problems.append(Problem(key, f"host {host.host} is not a Xen host ({host.caps.driver})"))

@@ -8,7 +8,7 @@ from typing import Any
 
 from controller.model.state import DhcpHostState, HostState, NetworkConfig, ResourceKey
 from controller.plan.actions import Action, FieldChange, Impact, Phase, Problem
-from controller.plan.context import PlanOptions, declared
+from controller.plan.context import PlanOptions, declared, ownership_problem
 from controller.plan.policy import NETWORK_FIELDS
 from controller.spec.models import Network, NetworkSpec
 
@@ -59,13 +59,10 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     out = NetworkPlan()
     obs = host.networks.get(name)
     spec = net.spec
-    if obs is not None and obs.owner is None and not spec.adopt:
-        out.problems.append(Problem(key, f"a network named {name!r} exists on {host.host} and is "
-                                    "not managed by virtsync; set adopt: true to take it over"))
-        return out
-    if obs is not None and obs.owner is not None and obs.owner.instance != opts.instance:
-        out.problems.append(Problem(key, f"network {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}"))
+    refusal = ownership_problem(key, "network", obs is not None, obs.owner if obs else None, spec.adopt,
+                                opts.instance)
+    if refusal:
+        out.problems.append(Problem(key, refusal))
         return out
     if obs is None:
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)

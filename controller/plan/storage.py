@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import Action, FieldChange, Impact, Phase, Problem
-from controller.plan.context import PlanOptions, declared
+from controller.plan.context import PlanOptions, declared, ownership_problem
 from controller.spec.models import StoragePool
 
 
@@ -30,13 +30,9 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         out.actions.append(Action(key, "define-pool", Impact.CREATE, Phase.POOLS,
                                   "pool does not exist", (change,)))
         return out
-    if obs.owner is None and not spec.adopt:
-        out.problems.append(Problem(key, f"a storage pool named {name!r} exists on {host.host} and "
-                                    "is not managed by virtsync; set adopt: true to take it over"))
-        return out
-    if obs.owner is not None and obs.owner.instance != opts.instance:
-        out.problems.append(Problem(key, f"pool {name!r} is managed by virtsync instance "
-                                    f"{obs.owner.instance!r}"))
+    refusal = ownership_problem(key, "storage pool", True, obs.owner, spec.adopt, opts.instance)
+    if refusal:
+        out.problems.append(Problem(key, refusal))
         return out
     if obs.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
         out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
