@@ -82,10 +82,8 @@ class _HostRun:
                       if p.spec.host == self.hp.host})
         return paths
 
-    def write_ctx(self, guest: Guest, owner: Owner, uuid: str | None = None) -> WriteContext:
-        return WriteContext(virt_type=self.state.caps.virt_type, pool_paths=self.pool_paths(),
-                            owner=owner, uuid=uuid,
-                            xen_pv=guest.spec.xen is not None and guest.spec.xen.mode == "pv")
+    def write_ctx(self, owner: Owner, uuid: str | None = None) -> WriteContext:
+        return WriteContext(virt_type=self.state.caps.virt_type, pool_paths=self.pool_paths(), owner=owner, uuid=uuid)
 
     def guest_owner(self, guest: Guest, obs: ObservedGuest | None) -> Owner:
         data = owner_for(guest, self.opts.instance, self.opts.commit)
@@ -291,7 +289,7 @@ def _define_guest(run: _HostRun, a: Action) -> str:
     # A transient (running, undefined) guest is defined again under its own UUID.
     obs = run.state.guests.get(a.key.name)
     run.ops.check_unchanged(a.key.name, obs.xml if obs is not None else None)
-    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid if obs is not None else None)
+    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid if obs is not None else None)
     run.ops.define_guest(new_guest_xml(a.key.name, guest.spec, ctx))
     if guest.spec.autostart:
         run.ops.set_guest_autostart(a.key.name, True)
@@ -302,7 +300,7 @@ def _update_guest(run: _HostRun, a: Action) -> str:
     guest = run.guest(name)
     obs = run.state.guests[name]
     run.ops.check_unchanged(name, obs.xml)
-    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
+    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
     new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
     done = []
     if a.args.get("snapshot_first"):
@@ -374,7 +372,7 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
     guest = run.guest(name)
     obs = run.state.guests[name]
     run.ops.check_unchanged(name, obs.xml)
-    ctx = run.write_ctx(guest, run.guest_owner(guest, obs), obs.uuid)
+    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
     new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
     before = _snapshot_before_restart(run, name)
     snapshots = run.ops.snapshot_xmls(name)

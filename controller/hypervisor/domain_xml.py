@@ -146,7 +146,6 @@ class WriteContext:
     pool_paths: dict[str, str]  # pool name → directory on the host
     owner: Owner
     uuid: str | None = None
-    xen_pv: bool = False
 
 
 SKELETON = """<domain type='kvm'><name/><memory unit='KiB'>0</memory>

@@ -46,8 +46,7 @@ def test_domain_xml_matches_its_golden_file(case: str) -> None:
     virt, spec = CASES[case]
     guest = _guest(spec)
     ctx = WriteContext(virt_type=virt, pool_paths={"p": "/var/lib/libvirt/images/p"}, owner=OWNER,
-                       uuid="6c1f4b52-2d2e-4f0e-9a51-1b2c3d4e5f60",
-                       xen_pv=guest.spec.xen is not None and guest.spec.xen.mode == "pv")
+                       uuid="6c1f4b52-2d2e-4f0e-9a51-1b2c3d4e5f60")
     xml = new_guest_xml("g", guest.spec, ctx)
     path = GOLDEN / f"{case}.xml"
     if os.environ.get("VIRTSYNC_UPDATE_GOLDEN") or not path.exists():
