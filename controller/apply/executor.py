@@ -430,6 +430,14 @@ def image_cache_dir() -> Path:
     return Path(base) / "images"
 
 
+def _upload_file(run: _HostRun, a: Action) -> str:
+    local = Path(str(a.args["path"]))
+    if not local.is_file():
+        raise PlanError(f"{local} (boot file of guest {a.args['guest']}) does not exist here")
+    run.ops.upload_volume(a.args["pool"], a.args["volume"], local)
+    return f"uploaded {local} ({local.stat().st_size} bytes)"
+
+
 def _write_seed(run: _HostRun, a: Action) -> str:
     from controller.images.seed import build_seed_iso
 
@@ -550,6 +558,7 @@ HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
     "create-volume": _create_volume,
     "fetch-image": _fetch_image,
     "write-seed": _write_seed,
+    "upload-file": _upload_file,
     "resize-volume": _resize_volume,
     "migrate": _migrate,
     "start": _start,

@@ -17,7 +17,7 @@ from controller.hypervisor import ownership
 from controller.hypervisor.xmlutil import child, parse, remove, set_text, to_bytes, tostring
 from controller.model.naming import volume_name
 from controller.model.state import DiskState, GuestConfig, NicState, Owner
-from controller.plan.disks import SEED_DISK, effective_disks, seed_volume
+from controller.plan.disks import SEED_DISK, boot_files, effective_disks, seed_volume
 from controller.spec.models import Disk, GuestSpec
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd", "xen": "xvd"}
@@ -250,7 +250,7 @@ def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteConte
     if want("firmware"):
         _set_firmware(root, os_el, spec.firmware, ctx)
     if want("boot") and spec.boot is not None:
-        _set_boot(os_el, spec)
+        _set_boot(os_el, name, spec, ctx)
     if want("cpu") and spec.cpu is not None:
         cpu = root.find("cpu")
         if spec.cpu.mode is None:
@@ -300,10 +300,11 @@ def _set_firmware(root: etree._Element, os_el: etree._Element, firmware: str,
         remove(os_el.find("nvram"))
 
 
-def _set_boot(os_el: etree._Element, spec: GuestSpec) -> None:
+def _set_boot(os_el: etree._Element, name: str, spec: GuestSpec, ctx: WriteContext) -> None:
     boot = spec.boot
     assert boot is not None
-    for tag, value in (("kernel", boot.kernel), ("initrd", boot.initrd), ("cmdline", boot.cmdline)):
+    kernel, initrd = boot_files(name, spec, ctx.pool_paths)
+    for tag, value in (("kernel", kernel), ("initrd", initrd), ("cmdline", boot.cmdline)):
         if value:
             set_text(os_el, tag, value)
         else:

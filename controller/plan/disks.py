@@ -29,6 +29,23 @@ def effective_disks(spec: GuestSpec) -> list[Disk]:
     return disks
 
 
+def boot_volume(guest_name: str, local_path: str) -> str:
+    """The pool volume an uploaded kernel or initrd lives in."""
+    return f"boot-{guest_name}-{local_path.rsplit('/', 1)[-1]}"
+
+
+def boot_files(guest_name: str, spec: GuestSpec, pool_paths: dict[str, str]) -> tuple[str | None, str | None]:
+    """(kernel, initrd) as the host sees them: the spec's paths, or the uploaded volumes' paths."""
+    boot = spec.boot
+    if boot is None:
+        return None, None
+    if boot.pool is None:
+        return boot.kernel, boot.initrd
+    base = pool_paths.get(boot.pool, "").rstrip("/")
+    return tuple(f"{base}/{boot_volume(guest_name, p)}" if p else None  # type: ignore[return-value]
+                 for p in (boot.kernel, boot.initrd))
+
+
 def image_volume(sha256: str, url: str) -> str:
     """Downloaded images live in the pool under their digest: fetched once, shared."""
     digest = sha256.removeprefix("sha256:").lower()

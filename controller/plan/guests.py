@@ -18,7 +18,7 @@ from controller.model.naming import volume_name
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import Action, FieldChange, Impact, Pending, Phase, Problem
 from controller.plan.context import PlanOptions, applied_fields, declared, digest, ownership_problem
-from controller.plan.disks import SEED_DISK, effective_disks, image_volume, seed_volume
+from controller.plan.disks import SEED_DISK, boot_files, boot_volume, effective_disks, image_volume, seed_volume
 from controller.plan.keys import match_nics
 from controller.plan.policy import guest_impact
 from controller.spec.models import Disk, Guest, GuestSpec, RestartWindow
@@ -110,7 +110,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                       else "guest does not exist", (change,),
                                       {"commit": opts.commit,
                                        # its images must be fetched and verified first
-                                       "needs": [f"Volume/{a.key.name}" for a in volumes if a.op == "fetch-image"]}))
+                                       "needs": [f"Volume/{a.key.name}" for a in volumes
+                                                 if a.op in ("fetch-image", "upload-file")]}))
             out.actions.extend(volumes)
             if power is not None and obs is not None:
                 out.actions.append(_power_action(key, spec, obs, power))
@@ -304,7 +305,7 @@ def _config_changes(
         check("xen", spec.xen.mode, _xen_mode(persistent), _xen_mode(live) if live else None,
               guest_impact("xen"))
     if spec.boot is not None:
-        want_boot = _boot_tuple(spec, persistent)
+        want_boot = _boot_tuple(spec, ctx.guest.metadata.name, ctx.host)
         check("boot", want_boot, _boot_of(persistent, spec), _boot_of(live, spec) if live else None,
               guest_impact("boot"), show=_boot_str)
     if spec.graphics is not None:
@@ -357,11 +358,12 @@ def _cpu_str(value: tuple[str | None, str | None]) -> str:
     return f"{mode or 'default'}{'/' + model if model else ''}"
 
 
-def _boot_tuple(spec: GuestSpec, persistent: GuestConfig) -> tuple[Any, ...]:
+def _boot_tuple(spec: GuestSpec, name: str, host: HostState) -> tuple[Any, ...]:
     b = spec.boot
     assert b is not None
     order = tuple(b.order) if b.order else None
-    return (order, b.kernel, b.initrd, b.cmdline)
+    kernel, initrd = boot_files(name, spec, {n: p.path for n, p in host.pools.items() if p.path})
+    return (order, kernel, initrd, b.cmdline)
 
 
 def _boot_of(config: GuestConfig | None, spec: GuestSpec) -> tuple[Any, ...] | None:
@@ -550,6 +552,18 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
                                   f"grow disk {disk.name}", (change,),
                                   {"pool": disk.pool, "volume": vol_name, "capacity": disk.size,
                                    "guest": guest.metadata.name, "disk": disk.name}))
+    boot = guest.spec.boot
+    if boot is not None and boot.pool is not None:
+        boot_pool = host.pools.get(boot.pool)
+        for local in (boot.kernel, boot.initrd):
+            if not local:
+                continue
+            boot_vol = boot_volume(name, local)
+            if boot_pool is None or boot_vol not in boot_pool.volumes:
+                actions.append(Action(ResourceKey(host.host, "Volume", f"{boot.pool}/{boot_vol}"), "upload-file",
+                                      Impact.CREATE, Phase.IMAGES, f"boot file of guest {name}",
+                                      (FieldChange("/spec/boot", local, None, None, Impact.CREATE, "upload"),),
+                                      {"pool": boot.pool, "volume": boot_vol, "path": local, "guest": name}))
     seed_pool_name = next((d.pool for d in guest.spec.disks if d.pool), None)
     if guest.spec.cloud_init is not None and seed_pool_name is not None:
         pool = host.pools.get(seed_pool_name)

@@ -210,7 +210,16 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         if spec.cloud_init is not None and not any(d.pool for d in spec.disks):
             out.append(_diag(item, ("spec", "cloudInit"), "cloudInit needs a disk in a pool: the seed ISO "
                              "is kept in that pool"))
-        if spec.boot:
+        if spec.boot and spec.boot.pool is not None:
+            if (spec.host, spec.boot.pool) not in pool_index:
+                out.append(_diag(item, ("spec", "boot", "pool"), f"unknown storage pool {spec.boot.pool!r} on "
+                                 f"host {spec.host!r} (declare it as kind: StoragePool)"))
+            for fld in ("kernel", "initrd"):
+                value = getattr(spec.boot, fld)
+                if value and not value.startswith("/"):
+                    out.append(_diag(item, ("spec", "boot", fld), f"{value!r}: give the absolute path of the "
+                                     "file to upload"))
+        elif spec.boot:
             for fld in ("kernel", "initrd"):
                 value = getattr(spec.boot, fld)
                 why = confine_path(value, allowed, realpath) if value else None

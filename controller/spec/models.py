@@ -272,9 +272,15 @@ class Boot(SpecModel):
     order: list[Literal["hd", "cdrom", "network"]] = Field(
         default_factory=list, description="Boot device order. Default: hd."
     )
-    kernel: str | None = Field(default=None, description="Direct kernel boot: kernel path.")
+    kernel: str | None = Field(default=None, description="Direct kernel boot: kernel path on the host "
+                              "(or, with 'pool', on the machine running virtsync).")
     initrd: str | None = None
     cmdline: str | None = None
+    pool: Name | None = Field(
+        default=None,
+        description="Upload kernel and initrd (files where virtsync runs) into this pool of the guest's host "
+        "(storageVolUpload: works over remote URIs, e.g. for Xen PV guests) and boot from the volumes. "
+        "A changed file needs a new file name to be uploaded again.")
 
 
 class XenOptions(SpecModel):

@@ -58,3 +58,44 @@ def test_apply_examples_xen_runs_a_pv_guest_then_drift_repair_and_prune(xen: Xen
         assert "pv1" not in names and "Domain-0" in names
     finally:
         conn.close()
+
+
+def test_a_pv_guests_kernel_and_initrd_are_uploaded_into_a_pool_of_the_xen_host(xen: XenHost, tmp_path: Path) -> None:
+    import libvirt
+
+    from tests.hosts.linux_guest import ensure_test_guest
+
+    kernel, initrd = ensure_test_guest(pvh=False)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "up.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: xen1}}
+spec: {{uri: "xen:///system", hypervisor: xen}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: bootfiles}}
+spec: {{host: xen1, path: /var/lib/libvirt/images/bootfiles}}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: pv2}}
+spec:
+  host: xen1
+  xen: {{mode: pv}}
+  memory: 256MiB
+  boot: {{pool: bootfiles, kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=hvc0"}}
+""")
+    out = ok(virtsync("apply", str(specs), "--connect", xen.uri, "--yes", timeout=600))
+    assert "upload-file" in out
+    conn = libvirt.open(xen.uri)
+    try:
+        vols = [v.name() for v in conn.storagePoolLookupByName("bootfiles").listAllVolumes(0)]
+        assert f"boot-pv2-{kernel.name}" in vols and f"boot-pv2-{initrd.name}" in vols
+        assert conn.lookupByName("pv2").isActive()
+        xen.wait_for_console("[domU pv2] virtsync-test-guest: booted", timeout=180)
+        assert "No changes" in ok(virtsync("plan", str(specs), "--connect", xen.uri, timeout=300))
+        conn.lookupByName("pv2").destroy()
+    finally:
+        conn.close()

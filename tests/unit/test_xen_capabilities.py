@@ -39,3 +39,34 @@ def test_plan_creates_pv_guests_on_a_xen_host_with_pv() -> None:
 def test_plan_refuses_pvh_guests_where_the_host_lists_no_pvh() -> None:
     hp = plan_host(_specs("pvh"), _state(("xen",)), PlanOptions())
     assert any("cannot run Xen PVH guests" in p.message for p in hp.errors)
+
+
+def test_boot_files_with_a_pool_are_uploaded_before_the_guest_is_defined() -> None:
+    from controller.hypervisor.domain_xml import WriteContext, new_guest_xml
+    from controller.model.state import ObservedPool, Owner
+    from controller.spec.models import StoragePool
+
+    host = Host.model_validate({"apiVersion": "virtsync/v1", "kind": "Host", "metadata": {"name": "xen1"},
+                                "spec": {"uri": "xen+tcp://127.0.0.1:1/system"}})
+    pool = StoragePool.model_validate({"apiVersion": "virtsync/v1", "kind": "StoragePool",
+                                       "metadata": {"name": "boot"},
+                                       "spec": {"host": "xen1", "path": "/var/lib/libvirt/images/boot"}})
+    guest = Guest.model_validate({"apiVersion": "virtsync/v1", "kind": "Guest", "metadata": {"name": "g"},
+                                  "spec": {"host": "xen1", "xen": {"mode": "pv"}, "memory": "256MiB",
+                                           "boot": {"pool": "boot", "kernel": "/srv/k/vmlinuz",
+                                                    "initrd": "/srv/k/initrd.img", "cmdline": "console=hvc0"}}})
+    doc = Document(None, (1, 1))
+    specs = SpecSet(tuple(Located(o, "x.yaml", doc) for o in (host, pool, guest)))
+    state = HostState("xen1", "u", HostCapabilities(driver="Xen", virt_type="xen", snapshots=False,
+                                                    guest_types=("xen",)),
+                      pools={"boot": ObservedPool("boot", "u", "dir", "/var/lib/libvirt/images/boot", True, True,
+                                                  Owner("default", "StoragePool", "boot"))})
+    hp = plan_host(specs, state, PlanOptions())
+    uploads = [a for a in hp.actions if a.op == "upload-file"]
+    assert {a.args["volume"] for a in uploads} == {"boot-g-vmlinuz", "boot-g-initrd.img"}
+    define = next(a for a in hp.actions if a.op == "define")
+    assert all(a.phase < define.phase for a in uploads)
+    assert sorted(define.args["needs"]) == sorted(f"Volume/{a.key.name}" for a in uploads)
+    xml = new_guest_xml("g", guest.spec, WriteContext("xen", {"boot": "/var/lib/libvirt/images/boot"},
+                                                      Owner("default", "Guest", "g")))
+    assert "<kernel>/var/lib/libvirt/images/boot/boot-g-vmlinuz</kernel>" in xml
