@@ -85,6 +85,9 @@ spec:
   host: xen1
   xen: {{mode: pv}}
   memory: 256MiB
+  maxMemory: 320MiB
+  vcpus: 1
+  maxVcpus: 2
   boot: {{pool: bootfiles, kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=hvc0"}}
 """)
     out = ok(virtsync("apply", str(specs), "--connect", xen.uri, "--yes", timeout=600))
@@ -96,6 +99,35 @@ spec:
         assert conn.lookupByName("pv2").isActive()
         xen.wait_for_console("[domU pv2] virtsync-test-guest: booted", timeout=180)
         assert "No changes" in ok(virtsync("plan", str(specs), "--connect", xen.uri, timeout=300))
-        conn.lookupByName("pv2").destroy()
+        # what libxl does live: balloon within maxMemory, vCPU hot-plug within maxVcpus
+        dom_id = conn.lookupByName("pv2").ID()
+        text = (specs / "up.yaml").read_text()
+        (specs / "up.yaml").write_text(text.replace("memory: 256MiB", "memory: 288MiB").replace("vcpus: 1", "vcpus: 2"))
+        plan = ok(virtsync("plan", str(specs), "--connect", xen.uri, timeout=300), 2)
+        assert "~ update Guest pv2 (live)" in plan
+        ok(virtsync("apply", str(specs), "--connect", xen.uri, "--yes", timeout=600))
+        dom = conn.lookupByName("pv2")
+        assert dom.ID() == dom_id, "pv2 was restarted"
+        assert dom.info()[3] == 2  # vCPUs now
+        assert "294912" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        dom.destroy()
     finally:
         conn.close()
+
+
+def test_plan_refuses_hvm_and_pvh_guests_on_a_xen_host_without_them(xen: XenHost, tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "hvm.yaml").write_text("""apiVersion: virtsync/v1
+kind: Host
+metadata: {name: xen1}
+spec: {uri: "xen:///system"}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {name: hvm1}
+spec: {host: xen1, xen: {mode: hvm}, memory: 256MiB}
+""")
+    proc = virtsync("plan", str(specs), "--connect", xen.uri, timeout=300)
+    ok(proc, 1)
+    assert "host xen1 cannot run Xen HVM guests" in proc.stdout and "'hvm'" in proc.stdout
