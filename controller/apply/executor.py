@@ -295,13 +295,19 @@ def _define_guest(run: _HostRun, a: Action) -> str:
         run.ops.set_guest_autostart(a.key.name, True)
     return f"defined ({run.state.caps.virt_type})"
 
+def _rewritten(run: _HostRun, a: Action) -> tuple[Guest, ObservedGuest, str]:
+    """The guest's definition as observed (refusing if it changed since), with the action's fields
+    written in place."""
+    guest = run.guest(a.key.name)
+    obs = run.state.guests[a.key.name]
+    run.ops.check_unchanged(a.key.name, obs.xml)
+    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
+    return guest, obs, update_guest_xml(obs.xml, a.key.name, guest.spec, ctx, a.args.get("fields", []))
+
+
 def _update_guest(run: _HostRun, a: Action) -> str:
     name = a.key.name
-    guest = run.guest(name)
-    obs = run.state.guests[name]
-    run.ops.check_unchanged(name, obs.xml)
-    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
-    new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
+    guest, _, new_xml = _rewritten(run, a)
     done = []
     if a.args.get("snapshot_first"):
         taken = _snapshot_before_restart(run, name).removeprefix("; ")
@@ -369,11 +375,7 @@ def _attach_disks(run: _HostRun, a: Action) -> str:
 
 def _recreate_guest(run: _HostRun, a: Action) -> str:
     name = a.key.name
-    guest = run.guest(name)
-    obs = run.state.guests[name]
-    run.ops.check_unchanged(name, obs.xml)
-    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
-    new_xml = update_guest_xml(obs.xml, name, guest.spec, ctx, a.args.get("fields", []))
+    guest, obs, new_xml = _rewritten(run, a)
     before = _snapshot_before_restart(run, name)
     snapshots = run.ops.snapshot_xmls(name)
     done = []

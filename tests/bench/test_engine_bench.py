@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -22,26 +21,13 @@ import pytest
 from controller.engine import Engine
 from controller.hypervisor.connection import ConnectionPool
 from controller.spec.loader import load_specs
-from tests.hosts.hermetic import HermeticHost, missing_prerequisites, virt_type
+from tests.hosts.hermetic import HermeticHost, virt_type
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 
 ANSIBLE_REFERENCE = "community.libvirt (measured on this kind of machine): converge 54 s, no-op 18 s"
 
-
-@pytest.fixture
-def host() -> Iterator[HermeticHost]:
-    missing = missing_prerequisites()
-    if missing:
-        pytest.fail("benchmarks need hermetic hosts: " + "; ".join(missing))
-    with tempfile.TemporaryDirectory(prefix="vb", dir="/tmp") as base:
-        h = HermeticHost(Path(base), "bench")
-        h.start()
-        try:
-            yield h
-        finally:
-            h.stop()
 
 
 def _specs(root: Path, guests: int, state: str, network: bool) -> Path:

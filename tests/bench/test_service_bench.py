@@ -12,32 +12,17 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.service_helpers import ServeProcess, wait_for
 from tests.e2e.test_service import write_specs
-from tests.hosts.hermetic import HermeticHost, missing_prerequisites
+from tests.hosts.hermetic import HermeticHost
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
-
-@pytest.fixture
-def host() -> Iterator[HermeticHost]:
-    missing = missing_prerequisites()
-    if missing:
-        pytest.fail("benchmarks need hermetic hosts: " + "; ".join(missing))
-    with tempfile.TemporaryDirectory(prefix="vs", dir="/tmp") as base:
-        h = HermeticHost(Path(base), "bench")
-        h.start()
-        try:
-            yield h
-        finally:
-            h.stop()
 
 
 def test_service_reaction_times(host: HermeticHost, tmp_path: Path) -> None:
