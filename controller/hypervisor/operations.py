@@ -12,11 +12,13 @@ from pathlib import Path
 
 import libvirt
 
-from controller.errors import ConflictError, OperationFailed
+from controller.errors import ConflictError, OperationFailed, UnsupportedError
+from controller.hypervisor import ownership
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
 from controller.hypervisor.pool_xml import pool_xml, volume_format, volume_xml
+from controller.hypervisor.xmlutil import parse, tostring
 from controller.model.state import HostCapabilities
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -57,8 +59,21 @@ class HostOps:
                                 host=self.host)
 
     def define_guest(self, xml: str) -> None:
+        """Define, and make sure the ownership record survived: a driver that drops <metadata>
+        gets it in <description> instead (read back, rewritten, defined again)."""
+        wanted = ownership.find_owner(parse(xml))
         with libvirt_call(self.host, "define guest"):
-            self._c().defineXML(xml)
+            dom = self._c().defineXML(xml)
+            if wanted is None:
+                return
+            kept = parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if ownership.find_owner(kept) is not None:
+                return
+            ownership.owner_into_description(kept, wanted)
+            dom = self._c().defineXML(tostring(kept))
+            if ownership.find_owner(parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))) is None:
+                raise UnsupportedError(f"{self.host} keeps neither <metadata> nor <description> of guests: "
+                                       "virtsync cannot record that it owns them", host=self.host)
 
     def undefine_guest(self, name: str, keep_nvram: bool = True) -> None:
         flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | (

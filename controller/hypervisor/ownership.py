@@ -65,9 +65,36 @@ def parse_owner(el: etree._Element | None) -> Owner | None:
     )
 
 
+# Fallback for drivers that drop <metadata> on define: the same element, serialised into the
+# domain's <description> (which libvirt's drivers keep). It survives restarts like metadata does.
+DESCRIPTION_PREFIX = "virtsync-owner:"
+
+
 def find_owner(root: etree._Element) -> Owner | None:
-    """The ownership record inside an object's XML, if any."""
-    return parse_owner(root.find(f"metadata/{{{NAMESPACE}}}owner"))
+    """The ownership record inside an object's XML (metadata, else the description fallback)."""
+    owner = parse_owner(root.find(f"metadata/{{{NAMESPACE}}}owner"))
+    if owner is not None:
+        return owner
+    text = root.findtext("description") or ""
+    if text.startswith(DESCRIPTION_PREFIX):
+        try:
+            return parse_owner(etree.fromstring(text[len(DESCRIPTION_PREFIX):].encode()))
+        except etree.XMLSyntaxError:
+            return None
+    return None
+
+
+def owner_into_description(root: etree._Element, owner: Owner) -> None:
+    """Record ownership in <description> (for drivers without <metadata>), in place."""
+    desc = root.find("description")
+    if desc is None:
+        desc = etree.Element("description")
+        anchor = root.find("uuid") if root.find("uuid") is not None else root.find("name")
+        if anchor is not None:
+            anchor.addnext(desc)
+        else:
+            root.insert(0, desc)
+    desc.text = DESCRIPTION_PREFIX + owner_xml(owner)
 
 
 def set_owner(root: etree._Element, owner: Owner) -> None:
