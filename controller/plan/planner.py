@@ -27,7 +27,8 @@ DEFAULT_MAX_DELETIONS = 10
 
 
 def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
-              moves_in: Mapping[str, str] | None = None, moves_out: frozenset[str] = frozenset()) -> HostPlan:
+              moves_in: Mapping[str, tuple[str, str]] | None = None,
+              moves_out: frozenset[str] = frozenset()) -> HostPlan:
     """The plan of one host's slice of the specs. ``moves_in``: guests to migrate here (name →
     source host); ``moves_out``: guests leaving this host (neither extra nor pruned here)."""
     actions: list[Action] = []
@@ -55,13 +56,24 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
     for guest in specs.guests:
         if guest.spec.host != host.host:
             continue
-        source = moves_in.get(guest.metadata.name)
-        if source is not None:
+        move = moves_in.get(guest.metadata.name)
+        if move is not None:
+            source, kind = move
             key = ResourceKey(host.host, "Guest", guest.metadata.name)
-            change = FieldChange("/spec/host", host.host, source, source, Impact.LIVE, "live migration")
-            actions.append(Action(key, "migrate", Impact.LIVE, Phase.GUESTS,
-                                  f"host changed from {source}: live migration (peer-to-peer, persistent "
-                                  f"here, undefined on {source})", (change,), {"source": source}))
+            if kind == "live":
+                change = FieldChange("/spec/host", host.host, source, source, Impact.LIVE, "live migration")
+                actions.append(Action(key, "migrate", Impact.LIVE, Phase.GUESTS,
+                                      f"host changed from {source}: live migration (peer-to-peer, persistent "
+                                      f"here, undefined on {source})", (change,), {"source": source}))
+            else:
+                running = host.host != source and guest.spec.state != "stopped"
+                change = FieldChange("/spec/host", host.host, source, None, Impact.RECREATE, "cold move")
+                downtime = (f"downtime: from its shutdown on {source} until it starts here, disks copied "
+                            "in between" if running else "no downtime: it is not running")
+                actions.append(Action(key, "move", Impact.RECREATE, Phase.GUESTS,
+                                      f"host changed from {source}; no live migration possible: stop, copy "
+                                      f"its disks, define here under the same UUID, undefine on {source} "
+                                      f"({downtime})", (change,), {"source": source}))
             drift.append(ObjectDrift(key, "drift", (change,), guest.spec.reconcile))
             continue
         gp = plan_guest(guest, host, opts)
@@ -275,20 +287,27 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     return out
 
 
-def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str) -> dict[str, tuple[str, str]]:
-    """Guests whose spec names a new host: running (or defined) on another observed host and
-    owned there by this instance, absent from the new one. name → (source, destination)."""
-    moves: dict[str, tuple[str, str]] = {}
+def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str
+               ) -> dict[str, tuple[str, str, str]]:
+    """Guests whose spec names a new host: defined on another observed host and owned there by
+    this instance, absent from the new one. name → (source, destination, live | cold).
+
+    Live where both hosts run the same kind of hypervisor and the guest runs; otherwise a cold
+    move (stop, copy the disks, define under the same UUID, start), whose downtime the plan names.
+    """
+    moves: dict[str, tuple[str, str, str]] = {}
     for g in specs.guests:
         dst = g.spec.host or ""
         if dst not in states or g.metadata.name in states[dst].guests:
             continue
         for src, state in states.items():
             obs = state.guests.get(g.metadata.name)
-            if src != dst and obs is not None and obs.owner is not None and obs.owner.instance == instance \
-                    and obs.state in ("running", "paused"):
-                moves[g.metadata.name] = (src, dst)
-                break
+            if src == dst or obs is None or obs.owner is None or obs.owner.instance != instance:
+                continue
+            same_kind = state.caps.virt_type == states[dst].caps.virt_type and state.caps.driver != "Test"
+            live = obs.state in ("running", "paused") and same_kind
+            moves[g.metadata.name] = (src, dst, "live" if live else "cold")
+            break
     return moves
 
 
@@ -302,7 +321,7 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
             hosts.append(HostPlan(host=name, uri=host.spec.uri, fingerprint="", error=failed[name]))
             continue
         if name in states:
-            moves_in = {g: src for g, (src, dst) in moves.items() if dst == name}
-            moves_out = frozenset(g for g, (src, _) in moves.items() if src == name)
+            moves_in = {g: (src, kind) for g, (src, dst, kind) in moves.items() if dst == name}
+            moves_out = frozenset(g for g, (src, _, _) in moves.items() if src == name)
             hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in, moves_out))
     return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

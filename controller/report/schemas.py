@@ -18,7 +18,7 @@ IMPACTS = ["create", "live", "next-boot", "recreate", "delete"]
 OPS = [
     "define-pool", "update-pool", "define-network", "update-network", "start-network",
     "recreate-network", "define", "update", "recreate", "attach-disks", "create-volume", "fetch-image",
-    "write-seed", "migrate", "upload-file",
+    "write-seed", "migrate", "upload-file", "move",
     "resize-volume", "start", "stop", "restart", "suspend", "resume", "delete",
     "delete-volume", "delete-network", "delete-pool",
 ]

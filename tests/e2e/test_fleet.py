@@ -160,3 +160,53 @@ spec:
     wait_for_agent(b, "mover", timeout=60)
     assert _boot_id(b, "mover") == before, "the guest rebooted"
     assert "No changes" in ok(virtsync("plan", str(specs)))
+
+
+def test_a_stopped_guest_whose_host_changes_is_moved_cold_with_its_disk(
+    hermetic_host_factory: HostFactory, tmp_path: Path,
+) -> None:
+    import hashlib
+
+    a, b = hermetic_host_factory("ca"), hermetic_host_factory("cb")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    def write(where: str) -> None:
+        docs = [f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: {name}}}
+spec: {{uri: "{host.uri}"}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: movepool}}
+spec: {{host: {name}, path: /var/lib/libvirt/images/movepool}}
+""" for name, host in (("ca", a), ("cb", b))]
+        docs.append(f"""apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: boxed}}
+spec:
+  host: {where}
+  state: stopped
+  memory: 64MiB
+  disks: [{{name: root, pool: movepool, size: 8MiB, format: raw}}]
+""")
+        (specs / "fleet.yaml").write_text("---\n".join(docs))
+
+    write("ca")
+    ok(virtsync("apply", str(specs), "--yes"))
+    src_file = a.path_outside("/var/lib/libvirt/images/movepool/boxed-root.img")
+    with src_file.open("r+b") as f:
+        f.write(b"virtsync was here\n" * 1000)
+    digest = hashlib.sha256(src_file.read_bytes()).hexdigest()
+    uuid = a.virsh("domuuid", "boxed").strip()
+    write("cb")
+    plan = ok(virtsync("plan", str(specs)), 2)
+    assert "-/+ move Guest boxed" in plan and "no downtime: it is not running" in plan
+    ok(virtsync("apply", str(specs), "--yes"))
+    assert "boxed" not in a.virsh("list", "--all", "--name").split()
+    assert b.virsh("domuuid", "boxed").strip() == uuid
+    dst_file = b.path_outside("/var/lib/libvirt/images/movepool/boxed-root.img")
+    assert hashlib.sha256(dst_file.read_bytes()).hexdigest() == digest
+    assert src_file.exists()  # the source's data is kept
+    assert "No changes" in ok(virtsync("plan", str(specs)))
