@@ -354,7 +354,8 @@ spec:
     try:
         wait_for(lambda: hermetic_host.virsh("snapshot-list", "snapped", "--name").strip().startswith("vs-often-"),
                  30, "a snapshot taken by the service", svc)
-        assert any(e.get("event") == "snapshot" and e.get("outcome") == "took" for e in svc.log_events())
+        wait_for(lambda: any(e.get("event") == "snapshot" and e.get("outcome") == "took" for e in svc.log_events()),
+                 10, "the snapshot's log line", svc)  # logged once the whole pass is done
         # /status shows the newest snapshot's freshness per guest and policy
         info = wait_for(lambda: svc.objects()["Guest/snapped"].get("info", {}).get("snapshots"), 10, "freshness", svc)
         assert info[0]["policy"] == "often" and info[0]["status"] in ("ok", "critical")
