@@ -97,9 +97,9 @@ def test_editing_a_spec_file_converges_the_host(serve_files: tuple[ServeProcess,
     tmp.write_text((specs / "guests.yaml").read_text().replace("memory: 96MiB", "memory: 128MiB"))
     tmp.rename(specs / "guests.yaml")
     wait_for(lambda: "131072" in host.virsh("dumpxml", "--inactive", "web"), 10, "memory applied", svc)
-    actions = [e for e in svc.log_events() if e.get("event") == "action"]
-    assert actions and {"host", "kind", "name", "op", "outcome", "seconds", "reconcile_id",
-                        "commit"} <= set(actions[-1])
+    actions = wait_for(lambda: [e for e in svc.log_events() if e.get("event") == "action" and e.get("op") == "update"],
+                       10, "the update's log line", svc)
+    assert {"host", "kind", "name", "op", "outcome", "seconds", "reconcile_id", "commit"} <= set(actions[-1])
 
 
 def test_destroyed_guest_is_started_again_and_report_guest_only_shows_drift(
@@ -136,7 +136,7 @@ def test_bad_spec_changes_nothing_and_is_reported(
     assert any("guests.yaml" in d["file"] and d["line"] > 0 and "memory" in d["message"]
                for d in err["diagnostics"])
     wait_for(lambda: "invalid-specs" in sink.events(), 5, "notification", svc)
-    assert any(e.get("event") == "invalid specs" for e in svc.log_events())
+    wait_for(lambda: any(e.get("event") == "invalid specs" for e in svc.log_events()), 10, "the log line", svc)
     time.sleep(1)
     assert host.virsh("dumpxml", "--inactive", "web") == before  # nothing of it applied
     host.virsh("destroy", "web")  # the last good specs stay in force
