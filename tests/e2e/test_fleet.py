@@ -127,7 +127,12 @@ def test_a_running_guest_whose_host_changes_is_live_migrated_without_a_reboot(
 kind: Host
 metadata: {{name: {name}}}
 spec: {{uri: "{host.uri}", hypervisor: qemu, migrationUri: "qemu+tcp://{ip}/system", migrationAddress: {ip},
-       storage: {{allowedDirs: ["{boot}"]}}}}
+       storage: {{allowedDirs: ["{boot}", /var/lib/libvirt/images]}}}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: migpool}}
+spec: {{host: {name}, path: /var/lib/libvirt/images/migpool}}
 ---
 apiVersion: virtsync/v1
 kind: Network
@@ -143,6 +148,7 @@ spec:
   memory: 256MiB
   agent: true
   boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  disks: [{{name: data, pool: migpool, size: 16MiB}}]
   interfaces: [{{network: mig, mac: "52:54:00:23:00:01", bootRom: false}}]
 """)
         (specs / "fleet.yaml").write_text("---\n".join(docs))
@@ -159,6 +165,9 @@ spec:
     assert b.virsh("domstate", "mover").strip() == "running"
     wait_for_agent(b, "mover", timeout=60)
     assert _boot_id(b, "mover") == before, "the guest rebooted"
+    # its disk was copied live: the target has the volume and the guest uses it there
+    assert "mover-data.qcow2" in b.virsh("vol-list", "migpool")
+    assert "/var/lib/libvirt/images/migpool/mover-data.qcow2" in b.virsh("dumpxml", "mover")
     assert "No changes" in ok(virtsync("plan", str(specs)))
 
 
