@@ -8,7 +8,9 @@ without that record is not virtsync's and is never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,6 +49,35 @@ def _record(xml: str, instance: str) -> SnapshotRecord:
             created = datetime.fromisoformat(str(meta["created"]))
     return SnapshotRecord(root.findtext("name") or "", created, external, policy,
                           quiesced if isinstance(quiesced, bool) else None, root.findtext("state") or "")
+
+
+def _chain(live_xml: str, target: str) -> list[str]:
+    """A disk's files from the active layer down to the base."""
+    for disk in parse(live_xml).findall("devices/disk"):
+        t = disk.find("target")
+        if t is None or t.get("dev") != target:
+            continue
+        files: list[str] = []
+        node: etree._Element | None = disk
+        while node is not None:
+            src = node.find("source")
+            if src is not None and src.get("file"):
+                files.append(str(src.get("file")))
+            node = node.find("backingStore")
+        return files
+    return []
+
+
+def _wait_job(dom: libvirt.virDomain, target: str, *, ready: bool, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = dom.blockJobInfo(target, 0)
+        if not info:
+            return
+        if ready and info.get("end", 0) and info.get("cur") == info.get("end"):
+            return
+        time.sleep(0.1)
+    raise OperationFailed(f"block job on {target} did not finish in {timeout:g}s")
 
 
 class SnapshotOps:
@@ -113,11 +144,36 @@ class SnapshotOps:
         dom = self._dom(guest)
         with libvirt_call(self.host, f"delete snapshot {name} of {guest}"):
             snap = dom.snapshotLookupByName(name, 0)
-            if "snapshot='external'" in snap.getXMLDesc(0):
-                raise UnsupportedError(f"deleting the external snapshot {name} of {guest} needs a "
-                                       "block commit, which virtsync does not do yet; left in place",
-                                       host=self.host)
-            snap.delete(0)
+            xml = snap.getXMLDesc(0)
+            if "snapshot='external'" not in xml:
+                snap.delete(0)
+                return
+            if not dom.isActive():
+                raise UnsupportedError(f"the external snapshot {name} of {guest} is merged with a block commit, "
+                                       "which needs the guest running; left in place", host=self.host)
+            for disk in parse(xml).findall("disks/disk"):
+                source = disk.find("source")
+                if disk.get("snapshot") == "external" and source is not None and source.get("file"):
+                    self._merge_overlay(dom, guest, str(disk.get("name")), str(source.get("file")))
+            # the overlays are merged: only libvirt's record of the snapshot is left to remove
+            snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+
+    def _merge_overlay(self, dom: libvirt.virDomain, guest: str, target: str, overlay: str) -> None:
+        """Commit the overlay a snapshot created into its backing file: the snapshot's point in
+        time is no longer kept apart. Active layer: commit and pivot; deeper: plain commit."""
+        chain = _chain(dom.XMLDesc(0), target)
+        if overlay not in chain or chain.index(overlay) == len(chain) - 1:
+            return  # already merged (an earlier, interrupted prune)
+        at = chain.index(overlay)
+        if at == 0:
+            dom.blockCommit(target, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            _wait_job(dom, target, ready=True)
+            dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+        else:
+            dom.blockCommit(target, chain[at + 1], overlay, 0, 0)
+        _wait_job(dom, target, ready=False)
+        with contextlib.suppress(libvirt.libvirtError):  # a file outside pools stays: it holds no data now
+            self.conn.get().storageVolLookupByPath(overlay).delete(0)
 
     def revert(self, guest: str, name: str) -> None:
         dom = self._dom(guest)

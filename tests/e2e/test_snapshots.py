@@ -183,3 +183,46 @@ def test_drift_shows_each_guests_newest_snapshot_age(tmp_path: Path, hermetic_ho
 
     schema = json.loads((Path(__file__).resolve().parents[2] / "specs" / "drift.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_pruning_external_snapshots_merges_their_overlays_while_the_guest_runs(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    from tests.hosts.linux_guest import agent, ensure_test_guest, link_or_copy, make_ext4_image, wait_for_agent
+
+    kernel, initrd = ensure_test_guest()
+    boot = tmp_path / "boot"
+    kernel, initrd = link_or_copy(kernel, boot), link_or_copy(initrd, boot)
+    specs = _specs(tmp_path, hermetic_host.uri, state="running")
+    make_ext4_image(tmp_path / "pool" / "fs.img", 32)
+    text = (specs / "lab.yaml").read_text().replace('spec: {uri: "', 'spec: {hypervisor: qemu, uri: "')
+    text = text.replace("  quiesce: off\n", "  quiesce: auto\n").replace("retain: {hourly: 6, daily: 7, weekly: 4}",
+                                                                      "retain: {hourly: 1}")
+    text = text.replace("metadata: {name: db, labels: {backup: hourly}}", "metadata: {name: db}")
+    text += f"""---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: linux, labels: {{backup: hourly}}}}
+spec:
+  host: snap
+  memory: 256MiB
+  agent: true
+  boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  disks: [{{name: data, pool: snappool, from: fs.img, clone: linked}}]
+"""
+    (specs / "lab.yaml").write_text(text)
+    ok(virtsync("apply", str(specs), "--yes"))
+    wait_for_agent(hermetic_host, "linux", timeout=120)
+    for step in range(3):  # the policy fires every 4h
+        out = ok(virtsync("snapshots", "run", str(specs), "--at", f"2026-06-01T{4 * step:02d}:00:00Z"))
+        assert "external, quiesced=True" in out
+        if step:
+            assert f"deleted vs-hdw-20260601T{4 * (step - 1):02d}0000Z" in out
+    assert hermetic_host.virsh("snapshot-list", "linux", "--name").split() == ["vs-hdw-20260601T080000Z"]
+    chain = hermetic_host.virsh("domblklist", "linux", "--details")
+    xml = hermetic_host.virsh("dumpxml", "linux")
+    assert xml.count("<backingStore type='file'") == 2, xml  # overlay → clone → image: merged, not piled up
+    assert "vs-hdw-20260601T00" not in xml and "vs-hdw-20260601T04" not in xml and chain
+    fs = agent(hermetic_host, "linux", {"execute": "guest-get-fsinfo"})["return"]
+    assert any(f.get("mountpoint") == "/data" for f in fs)  # the guest kept running on its disk
+    assert "No changes" in ok(virtsync("plan", str(specs)))
