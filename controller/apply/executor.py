@@ -14,21 +14,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lxml import etree
-
 from controller.apply.changeset import ChangeSet, Outcome, status_for
 from controller.errors import PlanError, VirtsyncError
 from controller.hypervisor import ownership
 from controller.hypervisor.domain_xml import (
     WriteContext,
+    disk_xml_by_name,
+    disk_xml_by_target,
     new_guest_xml,
+    nic_replug_xmls,
+    nic_xml,
+    nic_xml_at,
     read_guest,
     update_guest_xml,
 )
@@ -244,31 +246,14 @@ def _replug(run: _HostRun, network: str) -> list[str]:
         for nic in g.live.interfaces:
             if nic.network != network:
                 continue
-            el = _live_nic(run.ops.live_xml(g.name), nic.mac)
-            if el is None:
+            updates = nic_replug_xmls(run.ops.live_xml(g.name), nic.mac, bridge)
+            if updates is None:
                 continue
-            via_bridge = deepcopy(el)
-            via_bridge.set("type", "bridge")
-            src = via_bridge.find("source")
-            if src is not None:
-                src.attrib.clear()
-                src.set("bridge", bridge)
-            run.ops.update_live(g.name, etree.tostring(via_bridge, encoding="unicode"))
-            src = el.find("source")
-            if src is not None:
-                for attr in ("portid", "bridge"):
-                    if attr in src.attrib:
-                        del src.attrib[attr]
-            run.ops.update_live(g.name, etree.tostring(el, encoding="unicode"))
+            for device in updates:
+                run.ops.update_live(g.name, device)
             done.append(f"{g.name}:{nic.mac}")
     return done
 
-def _live_nic(live_xml: str, mac: str) -> etree._Element | None:
-    for el in parse(live_xml).findall("devices/interface"):
-        m = el.find("mac")
-        if m is not None and (m.get("address") or "").lower() == mac:
-            return el
-    return None
 
 def _start_network(run: _HostRun, a: Action) -> str:
     run.ops.start_network(a.key.name)
@@ -331,47 +316,38 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str,
         run.ops.set_vcpus_live(name, int(op["count"]))
         return f"{op['count']} vCPUs live"
     if kind == "detach-disk":
-        el = next((d for d in parse(run.ops.live_xml(name)).findall("devices/disk")
-                   if d.find("target") is not None
-                   and d.find("target").get("dev") == op["target"]), None)  # type: ignore[union-attr]
-        if el is not None:
-
-            run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
+        device = disk_xml_by_target(run.ops.live_xml(name), op["target"])
+        if device is not None:
+            run.ops.detach_live(name, device)
         return f"detached disk {op['target']}"
-    if kind in ("attach-nic", "detach-nic"):
-
-        root = parse(new_xml if kind == "attach-nic" else run.ops.live_xml(name))
-        els = root.findall("devices/interface")
-        if kind == "attach-nic":
-            _, _, cfg, _ = read_guest(new_xml)
-            if "index" in op:
-                pairs, _ = match_nics(guest.spec.interfaces, cfg.interfaces)
-                idx = pairs[int(op["index"])][1]
-            else:
-                idx = next((i for i, n in enumerate(cfg.interfaces) if n.mac == op["mac"]), None)
-            if idx is None:
-                return "NIC not found in the definition"
-            run.ops.attach_live(name, etree.tostring(els[idx], encoding="unicode"))
-            return f"attached NIC {cfg.interfaces[idx].mac}"
-        for el in els:
-            m = el.find("mac")
-            if m is not None and (m.get("address") or "").lower() == op["mac"]:
-                run.ops.detach_live(name, etree.tostring(el, encoding="unicode"))
+    if kind == "attach-nic":
+        _, _, cfg, _ = read_guest(new_xml)
+        if "index" in op:
+            pairs, _ = match_nics(guest.spec.interfaces, cfg.interfaces)
+            idx = pairs[int(op["index"])][1]
+        else:
+            idx = next((i for i, n in enumerate(cfg.interfaces) if n.mac == op["mac"]), None)
+        device = nic_xml_at(new_xml, idx) if idx is not None else None
+        if device is None or idx is None:
+            return "NIC not found in the definition"
+        run.ops.attach_live(name, device)
+        return f"attached NIC {cfg.interfaces[idx].mac}"
+    if kind == "detach-nic":
+        device = nic_xml(run.ops.live_xml(name), op["mac"])
+        if device is not None:
+            run.ops.detach_live(name, device)
         return f"detached NIC {op['mac']}"
     raise PlanError(f"unknown live operation {kind}")
 
 def _attach_disks(run: _HostRun, a: Action) -> str:
     name = a.key.name
     xml = run.ops.guest_xml(name) or ""
-    _, _, cfg, _ = read_guest(xml)
     done = []
-
-    root = parse(xml)
     for disk_name in a.args["disks"]:
-        for el, state in zip(root.findall("devices/disk"), cfg.disks, strict=False):
-            if state.name == disk_name:
-                run.ops.attach_live(name, etree.tostring(el, encoding="unicode"))
-                done.append(disk_name)
+        device = disk_xml_by_name(xml, name, disk_name)
+        if device is not None:
+            run.ops.attach_live(name, device)
+            done.append(disk_name)
     return "attached " + ", ".join(done)
 
 def _recreate_guest(run: _HostRun, a: Action) -> str:

@@ -452,3 +452,61 @@ def _append_device(devices: etree._Element, el: etree._Element) -> None:
         same[-1].addnext(el)
     else:
         devices.append(el)
+
+
+# ------------------------------------------------------- device XML for hot-plug calls
+
+
+def _nic_element(xml: str, mac: str) -> etree._Element | None:
+    for el in parse(xml).findall("devices/interface"):
+        m = el.find("mac")
+        if m is not None and (m.get("address") or "").lower() == mac:
+            return el
+    return None
+
+
+def nic_xml(xml: str, mac: str) -> str | None:
+    """The <interface> with this MAC, ready for attach/detach/updateDevice."""
+    el = _nic_element(xml, mac)
+    return etree.tostring(el, encoding="unicode") if el is not None else None
+
+
+def nic_xml_at(xml: str, index: int) -> str | None:
+    els = parse(xml).findall("devices/interface")
+    return etree.tostring(els[index], encoding="unicode") if 0 <= index < len(els) else None
+
+
+def nic_replug_xmls(live_xml: str, mac: str, bridge: str) -> tuple[str, str] | None:
+    """The two live updates that put a NIC's tap back on its network's bridge: first as a
+    plain bridge NIC (libvirt re-plugs the tap), then as the network NIC again (the port)."""
+    el = _nic_element(live_xml, mac)
+    if el is None:
+        return None
+    via_bridge = etree.fromstring(etree.tostring(el))
+    via_bridge.set("type", "bridge")
+    src = via_bridge.find("source")
+    if src is not None:
+        src.attrib.clear()
+        src.set("bridge", bridge)
+    src = el.find("source")
+    if src is not None:
+        for attr in ("portid", "bridge"):
+            if attr in src.attrib:
+                del src.attrib[attr]
+    return etree.tostring(via_bridge, encoding="unicode"), etree.tostring(el, encoding="unicode")
+
+
+def disk_xml_by_target(xml: str, target: str) -> str | None:
+    for el in parse(xml).findall("devices/disk"):
+        t = el.find("target")
+        if t is not None and t.get("dev") == target:
+            return etree.tostring(el, encoding="unicode")
+    return None
+
+
+def disk_xml_by_name(xml: str, guest: str, disk_name: str) -> str | None:
+    """The <disk> a spec names (by its ua- alias, or the volume naming), for a hot-plug."""
+    for el in parse(xml).findall("devices/disk"):
+        if _read_disk(guest, el).name == disk_name:
+            return etree.tostring(el, encoding="unicode")
+    return None

@@ -62,6 +62,8 @@ def test_out_of_band_changes_show_as_drift_and_one_apply_repairs_them(
     host.virsh("setmem", "web", "100M", "--config")                  # memory changed
     host.virsh("setvcpus", "web", "2", "--config")                   # vCPUs changed
     host.virsh("autostart", "web", "--disable")                      # autostart flipped
+    # NIC detached (from the definition: a guest with no OS never acknowledges a live unplug)
+    host.virsh("detach-interface", "db", "network", "--mac", "52:54:00:16:01:02", "--config")
     host.virsh("destroy", "worker")
     host.virsh("undefine", "worker")                                 # guest undefined
     host.virsh("net-update", "lan", "delete", "ip-dhcp-host",
@@ -84,6 +86,8 @@ def test_out_of_band_changes_show_as_drift_and_one_apply_repairs_them(
     auto = change("Guest/web", "/spec/autostart")
     assert (auto["desired"], auto["defined"]) == (True, False)
     assert objs["Guest/worker"]["status"] == "missing"
+    nic = change("Guest/db", "/spec/interfaces/1")
+    assert nic["desired"] == "backend 52:54:00:16:01:02" and nic["defined"] is None
     leases = change("Network/lan", "/spec/ipv4/dhcp/hosts")
     assert "52:54:00:16:00:01=192.168.160.11" in leases["desired"]
     assert "52:54:00:16:00:01=192.168.160.11" not in leases["defined"]
@@ -97,6 +101,7 @@ def test_out_of_band_changes_show_as_drift_and_one_apply_repairs_them(
         assert _state(host, guest) == "running"
     assert host.virsh("domid", "web").strip() == web_id, "web was restarted"
     assert "192.168.160.11" in host.virsh("net-dumpxml", "lan")
+    assert "52:54:00:16:01:02" in host.virsh("dumpxml", "--inactive", "db")
     # the running guests' NICs are back on the restarted network's bridge
     ports = host.run_in_netns(["ip", "-br", "link", "show", "master", "virbr-back"]).stdout
     assert len(ports.strip().splitlines()) == 2, ports  # db and worker
