@@ -16,14 +16,16 @@
 #
 # Usage: scripts/build-image.sh [TAG]          (TAG defaults to virtsync:dev)
 # Environment: VIRTSYNC_IMAGE_CACHE (default: <repo>/.cache/image),
-#              DEBIAN_MIRROR (default: http://deb.debian.org/debian),
+#              DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR (default: the archives this machine's apt
+#              uses, read by scripts/apt-source.sh),
 #              VIRTSYNC_IMAGE_REBUILD=1 to build even if the inputs did not change
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TAG=${1:-virtsync:dev}
 BASE=docker.io/library/debian:bookworm-slim
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-$("$ROOT/scripts/apt-source.sh" main)}
+SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$("$ROOT/scripts/apt-source.sh" security 2>/dev/null || true)}
 CACHE=${VIRTSYNC_IMAGE_CACHE:-$ROOT/.cache/image}
 ROOTFS_TAR=$CACHE/debian-bookworm-minbase.tar
 STORE=(--storage-driver vfs)
@@ -111,13 +113,17 @@ URIs: $MIRROR
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  if [ -n "$SECURITY_MIRROR" ]; then
+    cat >>"$dir/etc/apt/sources.list.d/debian.sources" <<EOF
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: $SECURITY_MIRROR
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+  fi
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$dir/etc/hosts"
   cat >"$dir/etc/dpkg/dpkg.cfg.d/docker" <<'EOF'
 # as in the official slim images: no documentation, manual pages or translations

@@ -27,7 +27,7 @@ set -euo pipefail
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(dirname "$(dirname "$script")")
 out=${VIRTSYNC_XEN_HOST_DIR:-$repo/.cache/xen-host}
-mirror=${VIRTSYNC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mirror=${VIRTSYNC_DEBIAN_MIRROR:-$("$repo/scripts/apt-source.sh" main)}
 suite=bookworm
 force=0
 case ${1:-} in
