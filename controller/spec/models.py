@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from pydantic.alias_generators import to_camel
 
 from controller.spec.types import (
+    DURATION_PATTERN,
     Cron,
     Duration,
     FieldError,
@@ -334,7 +335,7 @@ class GuestSpec(SpecModel):
     window: RestartWindow | None = None
     shutdown_timeout: Duration = Field(
         default=DEFAULT_SHUTDOWN_TIMEOUT,
-        description="Grace time for a shutdown before the guest is destroyed. Default: 120s.",
+        description="Grace time for a shutdown before the guest is destroyed. Default: 2m.",
     )
     reconcile: Literal["enforce", "report"] = Field(
         default="enforce", description="report: only show drift, never change. Default: enforce."
@@ -408,7 +409,7 @@ _SCHEDULE_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "cron": {"type": "string", "description": "5-field cron expression"},
-                "every": {"type": "string", "pattern": r"^(\d+[smhdw])+$",
+                "every": {"type": "string", "pattern": DURATION_PATTERN,
                           "description": "Interval, e.g. 15m, 4h, 1d"},
                 "timezone": {"type": "string", "description": "Timezone of cron. Default: UTC."},
             },

@@ -7,14 +7,34 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from controller.spec.models import Resource
+from controller.spec.types import DURATION_PATTERN, SIZE_PATTERN
+from controller.spec.units import format_duration, format_size
 
 SCHEMA_BASE = "https://virtsync.dev/schemas/v1/"
 
 
+class _SpecSchemaGenerator(GenerateJsonSchema):
+    """Sizes and durations are ints in Python (bytes, seconds) but strings with a unit in
+    YAML: their defaults are written the way the schema (and virtsync) accept them."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        default = out.get("default")
+        if type(default) is int and out.get("type") == "string":
+            if out.get("pattern") == SIZE_PATTERN:
+                out["default"] = format_size(default)
+            elif out.get("pattern") == DURATION_PATTERN:
+                out["default"] = format_duration(default)
+        return out
+
+
 def spec_schema() -> dict[str, Any]:
-    schema = TypeAdapter(Resource).json_schema(by_alias=True, mode="validation")
+    schema = TypeAdapter(Resource).json_schema(by_alias=True, mode="validation",
+                                               schema_generator=_SpecSchemaGenerator)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_BASE + "virtsync.schema.json",

@@ -125,20 +125,25 @@ def _json_pointer(value: str) -> str:
     return value
 
 
+# The JSON Schema's patterns of sizes and durations (the schema generator recognises them
+# to write int defaults, bytes and seconds, the way people write them).
+SIZE_PATTERN = r"^\d+(\.\d+)?\s*([KMGT]i?B?|B)$"
+DURATION_PATTERN = r"^(\d+[smhdw])+$"
+
 Name = Annotated[str, AfterValidator(_name), Field(pattern=NAME_PATTERN)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 Size = Annotated[
     int,
     BeforeValidator(_size),
     Field(gt=0),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?\s*([KMGT]i?B?|B)$",
+    WithJsonSchema({"type": "string", "pattern": SIZE_PATTERN,
                     "description": SIZE_HINT, "examples": ["512MiB", "2GiB"]}),
 ]
 Duration = Annotated[
     int,
     BeforeValidator(_duration),
     Field(gt=0),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+[smhdw])+$", "description": DURATION_HINT}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "description": DURATION_HINT}),
 ]
 Mac = Annotated[str, AfterValidator(_mac), Field(examples=["52:54:00:00:00:01"])]
 IPv4 = Annotated[str, AfterValidator(_ipv4), Field(examples=["192.168.150.10"])]

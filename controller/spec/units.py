@@ -42,6 +42,18 @@ def format_size(n: int) -> str:
     return f"{n}B"
 
 
+def format_duration(seconds: int) -> str:
+    """``seconds`` as a duration parse_duration reads back: 3600 → 1h, 5400 → 1h30m."""
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {seconds}")
+    parts = []
+    for unit, factor in sorted(_DURATION_UNITS.items(), key=lambda kv: -kv[1]):
+        count, seconds = divmod(seconds, factor)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 def parse_duration(text: str) -> int:
     """Seconds in ``text`` (``90s``, ``15m``, ``1h30m``)."""
     compact = text.replace(" ", "")
