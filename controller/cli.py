@@ -12,6 +12,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,13 +31,65 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _size_arg(text: str) -> int:
+# Option converters: a bad value is an argparse.ArgumentTypeError, which the parser turns into
+# "error: argument --x: …" and exit 64 (a usage error), never an internal error.
+
+
+def size_arg(text: str) -> int:
+    """Bytes: a size with a unit (8MiB), or a bare number of bytes."""
     from controller.spec.units import parse_size
 
     try:
         return int(text) if text.isdigit() else parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number greater than 0, e.g. 1.5")
+    return value
+
+
+INSTANT_FORMATS = "ISO 8601 with a timezone, e.g. 2026-01-01T03:00:00Z or 2026-01-01T04:00:00+01:00"
+
+
+def instant(text: str) -> datetime:
+    """A point in time: ISO 8601 with its zone (a naive time would be a guess)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time; expected {INSTANT_FORMATS}") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; expected {INSTANT_FORMATS}")
+    return when
+
+
+def add_max_file_size(p: argparse.ArgumentParser) -> None:
+    """--max-file-size (env VIRTSYNC_MAX_FILE_SIZE), for every verb that loads spec files."""
+    p.add_argument(
+        "--max-file-size",
+        type=size_arg,
+        default=os.environ.get("VIRTSYNC_MAX_FILE_SIZE", "8MiB"),  # argparse applies type
+        metavar="SIZE",
+        help="refuse spec files larger than this (default 8MiB; env VIRTSYNC_MAX_FILE_SIZE)",
+    )
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -105,13 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def spec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
-        p.add_argument(
-            "--max-file-size",
-            type=_size_arg,
-            default=os.environ.get("VIRTSYNC_MAX_FILE_SIZE", "8MiB"),  # argparse applies type
-            metavar="SIZE",
-            help="refuse spec files larger than this (default 8MiB; env VIRTSYNC_MAX_FILE_SIZE)",
-        )
+        add_max_file_size(p)
 
     p = verb("validate", cmd_validate, "check specs; every problem with file:line:column")
     spec_args(p)
@@ -155,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except VirtsyncError as exc:
         print(f"virtsync: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a file that cannot be written or read: the machine's answer, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"virtsync: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("virtsync: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.cli import add_max_file_size, instant, non_negative_int, positive_float, positive_int
 from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
 from controller.plan.planner import DEFAULT_MAX_DELETIONS
 
@@ -306,8 +308,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _listen(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (a port 0-65535)")
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
@@ -318,6 +320,13 @@ def _seconds(text: str) -> float:
         return float(parse_duration(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _read_option_file(option: str, name: str) -> str:
+    try:
+        return Path(name).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {name}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -334,14 +343,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         git = GitSource(url=args.git, branch=args.branch, subdir=args.git_path or "",
                         ssh_key=args.git_ssh_key, token_file=args.git_token_file,
                         **({"cache": Path(args.cache_dir)} if args.cache_dir else {}))
-    secret = Path(args.hook_secret_file).read_text().strip() if args.hook_secret_file else None
+    secret = _read_option_file("--hook-secret-file", args.hook_secret_file) if args.hook_secret_file else None
+    if args.hook_secret_file and not secret:
+        raise UsageError(f"--hook-secret-file {args.hook_secret_file}: the file is empty")
+    for option, name in (("--git-ssh-key", args.git_ssh_key), ("--git-token-file", args.git_token_file)):
+        if name and not (Path(name).is_file() and os.access(name, os.R_OK)):
+            raise UsageError(f"{option} {name}: no such readable file")
     opts = ServiceOptions(
         paths=args.paths, git=git, git_interval=args.git_interval, listen=args.listen,
         instance=args.instance, prune=args.prune, force=args.force,
         max_deletions=args.max_deletions, resync=args.resync, workers=args.workers,
         notify=args.notify, hook_secret=secret, suspended=args.suspend,
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
-        shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], snapshot_interval=args.snapshot_interval,
+        shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], host_selector=args.host_selector or [],
+        snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size),
     )
     return Service(opts).run()
@@ -370,9 +385,7 @@ def _snapshot_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def cmd_snapshots_run(args: argparse.Namespace) -> int:
     from controller.snapshots.runner import run_pass
 
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
-    if at.tzinfo is None:
-        raise UsageError(f"--at {args.at!r} needs a timezone, e.g. 2026-01-01T03:00:00Z")
+    at = args.at or datetime.now(UTC)  # --at is parsed (and refused with exit 64) by the parser
     specs, obs, ops_for = _snapshot_setup(args)
     outcomes = run_pass(specs, obs.states, ops_for, at)
     for o in outcomes:
@@ -427,8 +440,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     def common(p: argparse.ArgumentParser) -> None:
         spec_args(p)
         p.add_argument("--host", action="append", metavar="NAME", help="only this host (repeatable)")
-        p.add_argument("--host-selector", action="append", metavar="KEY=VALUE",
-                       help="only hosts with this label (repeatable: all must match)")
+        _host_selector(p)
         p.add_argument("--connect", metavar="URI", help="override the Host's URI (one-host runs)")
         _instance(p)
         p.add_argument("--commit", default=None, help="git commit to record (default: HEAD of "
@@ -447,11 +459,11 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
     p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
-    p.add_argument("--max-deletions", type=int, default=DEFAULT_MAX_DELETIONS, metavar="N",
+    p.add_argument("--max-deletions", type=non_negative_int, default=DEFAULT_MAX_DELETIONS, metavar="N",
                    help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
     p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
     p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    p.add_argument("--concurrency", type=int, default=8, metavar="N",
+    p.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="actions run at once per host (default 8)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="json prints the ChangeSet")
@@ -480,25 +492,28 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="HTTP endpoints (default 127.0.0.1:8080)")
     p.add_argument("--host", "--this-host", action="append", metavar="NAME", dest="host",
                    help="reconcile only this host's slice (agent mode: one serve per hypervisor)")
+    _host_selector(p)
     _instance(p)
     p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
     p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
-    p.add_argument("--max-deletions", type=int, default=DEFAULT_MAX_DELETIONS, metavar="N")
+    p.add_argument("--max-deletions", type=non_negative_int, default=DEFAULT_MAX_DELETIONS, metavar="N",
+                   help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
     p.add_argument("--resync", type=_seconds, default=300.0, metavar="DURATION",
                    help="full resync interval, jittered ±10%% (default 5m)")
-    p.add_argument("--workers", type=int, default=4, help="reconciles at once (default 4)")
-    p.add_argument("--notify", metavar="URL", help="POST JSON notifications here")
+    p.add_argument("--workers", type=positive_int, default=4, metavar="N", help="reconciles at once (default 4)")
+    p.add_argument("--notify", type=_url, metavar="URL", help="POST JSON notifications here")
     p.add_argument("--suspend", action="store_true", help="start suspended: report only "
                    "(SIGUSR1 toggles)")
-    p.add_argument("--thrash-limit", type=int, default=5, metavar="N",
+    p.add_argument("--thrash-limit", type=positive_int, default=5, metavar="N",
                    help="repairs of one object within --thrash-window that count as thrashing")
-    p.add_argument("--thrash-window", type=_seconds, default=600.0, metavar="DURATION")
+    p.add_argument("--thrash-window", type=_seconds, default=600.0, metavar="DURATION",
+                   help="the window of --thrash-limit (default 10m)")
     p.add_argument("--shutdown-timeout", type=_seconds, default=60.0, metavar="DURATION",
                    help="SIGTERM waits this long for reconciles in flight (default 60s)")
     p.add_argument("--snapshot-interval", type=_seconds, default=60.0, metavar="DURATION",
                    help="how often snapshot policies are checked (default 1m)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
-    p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
+    add_max_file_size(p)
 
     p = verb("snapshots", lambda a: (a.snap_parser.print_help(), EXIT_USAGE)[1],
              "snapshot policies: run a pass, list, restore")
@@ -507,7 +522,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     s = snap.add_parser("run", help="one scheduling pass: take what is due, prune by retention")
     s.set_defaults(func=cmd_snapshots_run)
     common(s)
-    s.add_argument("--at", metavar="TIME", help="the pass's time (ISO 8601 with zone; default now)")
+    s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone, "
+                   "e.g. 2026-01-01T03:00:00Z; default now)")
     s = snap.add_parser("list", help="snapshots of the guests in the specs")
     s.set_defaults(func=cmd_snapshots_list)
     common(s)
@@ -523,7 +539,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml")
     spec_args(p)
     _instance(p)
-    p.add_argument("--overcommit", type=float, default=1.0, metavar="RATIO",
+    p.add_argument("--overcommit", type=positive_float, default=1.0, metavar="RATIO",
                    help="memory a host may commit, as a multiple of its physical memory (default 1.0)")
 
     p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
@@ -531,13 +547,40 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--host", required=True, metavar="NAME", help="host name for the specs")
     p.add_argument("--connect", metavar="URI", help="libvirt URI of the host")
     p.add_argument("--specs", action="append", metavar="PATH", help="spec tree naming the host")
-    p.add_argument("--max-file-size", type=int, default=8 * 1024 * 1024, help=argparse.SUPPRESS)
-    p.add_argument("-o", "--output", metavar="FILE")
+    add_max_file_size(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here (default: stdout)")
     _instance(p)
 
 
+def _selector_term(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (a Host label), e.g. rack=a")
+    return text
+
+
+def _host_selector(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host-selector", action="append", type=_selector_term, metavar="KEY=VALUE",
+                   help="only hosts with this label (repeatable: all must match)")
+
+
+def _instance_name(text: str) -> str:
+    from controller.spec.types import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid instance name: use 1-63 letters, digits, "
+                                         "'.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
 def _instance(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--instance", default=os.environ.get("VIRTSYNC_INSTANCE", "default"),
+    p.add_argument("--instance", type=_instance_name, default=os.environ.get("VIRTSYNC_INSTANCE", "default"),
                    help="name of this spec repository's virtsync instance; objects of other "
                    "instances are never changed or pruned (env VIRTSYNC_INSTANCE; default: default)")
 

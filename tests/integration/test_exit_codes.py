@@ -57,8 +57,11 @@ def test_apply_without_yes_changes_nothing(tmp_path: Path, virtsync: VirtsyncCli
     ["drift", str(QUICKSTART), "--host", "nosuchhost"],
     ["export", "--host", "kvm1"],
     [],
+    ["snapshots", "run", "--at", "garbage", str(QUICKSTART)],
+    ["apply", str(QUICKSTART), "--concurrency", "0"],
+    ["serve", str(QUICKSTART), "--listen", "localhost:http"],
 ], ids=["unknown verb", "missing paths", "bad format", "bad number", "unknown host",
-        "export without uri", "no verb"])
+        "export without uri", "no verb", "bad time", "zero concurrency", "bad listen"])
 def test_usage_errors_exit_64(argv: list[str], virtsync: VirtsyncCli) -> None:
     result = virtsync(*argv)
     assert result.code == 64, result.err
@@ -101,3 +104,13 @@ def test_unreachable_host_exits_1(tmp_path: Path, virtsync: VirtsyncCli) -> None
     result = virtsync("apply", specs, "--yes")
     assert result.code == 1
     assert "unreachable" in result.out
+
+
+def test_an_output_file_that_cannot_be_written_is_an_error_not_a_crash(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    uri = write_host(tmp_path)
+    missing = tmp_path / "no-such-dir" / "report.html"
+    result = virtsync("drift", QUICKSTART, "--connect", uri, "--format", "html", "-o", missing)
+    assert result.code == 1
+    assert f"virtsync: error: {missing}: No such file or directory" in result.err
+    assert "internal error" not in result.err
