@@ -80,9 +80,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     if args.out:
+        # The hosts the plan was made for, by name (however they were chosen: --host or
+        # --host-selector): `apply FILE` plans exactly these again. Empty: every host.
+        narrowed = bool(args.host or args.host_selector)
         doc = plan_render.render_json(plan, {"sources": [os.path.abspath(p) for p in args.paths],
                                              "createdAt": datetime.now(UTC).isoformat(),
-                                             "hostsFilter": args.host or [],
+                                             "hostsFilter": sorted(h.metadata.name for h in specs.hosts)
+                                             if narrowed else [],
                                              "connect": args.connect})
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"saved plan to {args.out}", file=sys.stderr)
@@ -118,12 +122,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
     if saved is not None:
-        args.paths = saved.get("sources") or []
-        args.host = saved.get("hostsFilter") or args.host
-        args.connect = saved.get("connect") or args.connect
-        args.prune = bool(saved.get("prune"))
-        if not args.paths:
-            raise UsageError("the saved plan names no spec sources")
+        _use_saved_plan(args, saved)
     specs = _load(args)
     engine = _engine(args)
     try:
@@ -163,6 +162,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_ERROR if (changes.failed or plan.has_errors) else EXIT_OK
 
 
+def _use_saved_plan(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """Plan again from what the saved plan records: its spec sources, its hosts, its URI."""
+    args.paths = saved.get("sources") or []
+    if not args.paths:
+        raise UsageError("the saved plan names no spec sources")
+    if saved.get("hostsFilter"):
+        if args.host or args.host_selector:
+            raise UsageError("the saved plan was made for hosts "
+                             f"{', '.join(saved['hostsFilter'])}; drop --host/--host-selector")
+        args.host = list(saved["hostsFilter"])
+    args.connect = saved.get("connect") or args.connect
+    args.prune = bool(saved.get("prune"))
+
+
 def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: str) -> None:
     if saved.get("instance") != instance:
         raise StalePlanError(f"the plan was made for instance {saved.get('instance')!r}, "
@@ -171,6 +184,9 @@ def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: st
         raise StalePlanError("the specs changed since the plan was made; run plan again")
     then = {h["host"]: h.get("fingerprint") for h in saved.get("hosts", [])}
     for hp in plan.hosts:
+        if hp.host not in then:
+            raise StalePlanError(f"the plan was not made for host {hp.host} (it covers "
+                                 f"{', '.join(sorted(then)) or 'no host'}); run plan again")
         if then.get(hp.host) != hp.fingerprint:
             raise StalePlanError(f"host {hp.host} changed since the plan was made; run plan again")
 
@@ -587,4 +603,7 @@ def _instance(p: argparse.ArgumentParser) -> None:
 
 def _fill_commit(args: argparse.Namespace) -> None:
     if args.commit is None:
-        args.commit = git_commit(args.paths)
+        # `apply PLANFILE`: the commit of the spec tree the plan was made from, not of the
+        # directory the plan file happens to be in.
+        saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
+        args.commit = git_commit((saved or {}).get("sources") or args.paths)

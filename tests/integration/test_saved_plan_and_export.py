@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import libvirt
+from lxml import etree
 
+from controller.hypervisor.ownership import find_owner
 from tests.integration.conftest import (
     QUICKSTART,
     VirtsyncCli,
     connection,
+    guest_doc,
+    host_doc,
     snapshot,
     unmanaged_domain,
     unmanaged_network,
     write_host,
+    write_specs,
 )
 
 
@@ -85,3 +91,67 @@ def test_export_of_a_host_plans_no_changes(tmp_path: Path, virtsync: VirtsyncCli
     before = snapshot(conn)
     assert virtsync("apply", out, "--connect", uri, "--yes").code == 0
     assert snapshot(conn) == before
+
+
+def _two_racks(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    uris = {name: write_host(tmp_path, name=f"{name}.xml") for name in ("a1", "b1")}
+    docs = []
+    for name, uri in uris.items():
+        host = host_doc(uri, name)
+        host["metadata"]["labels"] = {"rack": name[0]}
+        docs += [host, guest_doc(f"g-{name}", host=name, memory="64MiB")]
+    return write_specs(tmp_path / "specs", docs), uris
+
+
+def test_a_plan_saved_with_a_host_selector_applies_to_the_hosts_it_was_made_for(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    specs, uris = _two_racks(tmp_path)
+    plan_file = tmp_path / "plan.json"
+    made = virtsync("plan", specs, "--host-selector", "rack=a", "--out", plan_file)
+    assert made.code == 2, made.err
+    assert json.loads(plan_file.read_text())["hostsFilter"] == ["a1"]
+
+    applied = virtsync("apply", plan_file)
+    assert applied.code == 0, applied.out + applied.err
+    assert "changed since the plan was made" not in applied.err
+    assert [d.name() for d in connection(uris["a1"], "a1").listAllDomains(0)] == ["g-a1"]
+    assert connection(uris["b1"], "b1").listAllDomains(0) == [], "the other rack is left alone"
+
+
+def test_a_saved_plan_refuses_hosts_it_was_not_made_for(tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    specs, uris = _two_racks(tmp_path)
+    plan_file = tmp_path / "plan.json"
+    assert virtsync("plan", specs, "--host-selector", "rack=a", "--out", plan_file).code == 2
+    refused = virtsync("apply", plan_file, "--host", "b1")
+    assert refused.code == 64
+    assert "the saved plan was made for hosts a1" in refused.err
+    assert connection(uris["b1"], "b1").listAllDomains(0) == []
+
+
+def test_apply_of_a_saved_plan_records_the_commit_of_the_spec_tree(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    specs, uris = _two_racks(tmp_path)
+    repo = specs.parent
+
+    def git(*argv: str, where: Path = repo) -> str:
+        return subprocess.run(["git", "-C", str(where), *argv], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@example.net", "commit", "-q", "--allow-empty", "-m", "specs")
+    git("add", specs.name)
+    git("-c", "user.name=t", "-c", "user.email=t@example.net", "commit", "-q", "-m", "the specs")
+    elsewhere = tmp_path / "plans"  # a repository of its own, with another HEAD
+    elsewhere.mkdir()
+    git("init", "-q", where=elsewhere)
+    git("-c", "user.name=t", "-c", "user.email=t@example.net", "commit", "-q", "--allow-empty", "-m", "plans",
+        where=elsewhere)
+    plan_file = elsewhere / "plan.json"
+    assert virtsync("plan", specs, "--host", "a1", "--out", plan_file).code == 2
+    applied = virtsync("apply", plan_file)
+    assert applied.code == 0, applied.err
+    dom = connection(uris["a1"], "a1").lookupByName("g-a1")
+    owner = find_owner(etree.fromstring(dom.XMLDesc(0).encode()))
+    assert owner is not None
+    assert owner.commit == git("rev-parse", "HEAD")
+    assert owner.commit != git("rev-parse", "HEAD", where=elsewhere)
