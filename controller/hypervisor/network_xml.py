@@ -1,27 +1,58 @@
-"""Network XML ⇄ model."""
+"""Network XML ⇄ model: read a definition's essence, and write spec fields into XML.
+
+Writing edits the XML in place, like domain_xml does for guests: only the
+elements of the modelled fields are touched (forward mode and device, bridge,
+MTU, DNS domain, the first IPv4 ``<ip>`` with its DHCP range and static
+hosts, the ownership element), so whatever virtsync does not model — DNS
+hosts and forwarders, a second IPv4 or any IPv6 ``<ip>``, port groups,
+bandwidth, other tools' ``<metadata>`` — survives a redefinition. A new
+network is the same edit applied to a skeleton.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 from lxml import etree
 
 from controller.hypervisor import ownership
-from controller.hypervisor.xmlutil import parse, tostring
+from controller.hypervisor.xmlutil import parse, remove, tostring
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
-from controller.spec.models import NetworkSpec
+from controller.spec.models import NetworkIPv4, NetworkSpec
+
+SKELETON = "<network><name/></network>"
+
+# The order libvirt writes a network's children in; new elements are placed by it.
+_ORDER = ("name", "uuid", "title", "description", "metadata", "forward", "bridge", "mtu", "mac",
+          "domain", "dns", "vlan", "bandwidth", "port", "ip", "route", "portgroup")
+# Forward modes whose networks are L3 (libvirt routes or NATs for them): a forward device applies.
+_L3_FORWARD = ("nat", "route")
+
+
+def _mode(root: etree._Element) -> str:
+    fwd = root.find("forward")
+    return "isolated" if fwd is None else fwd.get("mode", "nat")
+
+
+def ipv4_element(root: etree._Element) -> etree._Element | None:
+    """virtsync's ``<ip>``: the first one of family ipv4 (or none given). Others are not modelled."""
+    for ip in root.findall("ip"):
+        if ip.get("family", "ipv4") == "ipv4":
+            return ip
+    return None
 
 
 def read_network(xml: str) -> tuple[str, str, NetworkConfig, Owner | None]:
     root = parse(xml)
     fwd = root.find("forward")
-    mode = "isolated" if fwd is None else fwd.get("mode", "nat")
+    mode = _mode(root)
     bridge = root.find("bridge")
-    ip = root.find("ip")
+    ip = ipv4_element(root)
     address = None
     dhcp_start = dhcp_end = None
     hosts: tuple[DhcpHostState, ...] = ()
-    if ip is not None and ip.get("family", "ipv4") == "ipv4" and ip.get("address"):
+    if ip is not None and ip.get("address"):
         prefix = ip.get("prefix") or ip.get("netmask") or "24"
         address = str(ipaddress.IPv4Interface(f"{ip.get('address')}/{prefix}"))
         rng = ip.find("dhcp/range")
@@ -47,34 +78,243 @@ def read_network(xml: str) -> tuple[str, str, NetworkConfig, Owner | None]:
     return root.findtext("name") or "", root.findtext("uuid") or "", config, ownership.find_owner(root)
 
 
-def network_xml(name: str, spec: NetworkSpec, owner: Owner, uuid: str | None = None) -> str:
-    root = etree.Element("network")
-    etree.SubElement(root, "name").text = name
-    if uuid:
-        etree.SubElement(root, "uuid").text = uuid
-    ownership.set_owner(root, owner)
-    if spec.mode != "isolated":
-        fwd = etree.SubElement(root, "forward", mode=spec.mode)
-        if spec.forward_dev:
-            fwd.set("dev", spec.forward_dev)
-    if spec.bridge:
-        attrs = {"name": spec.bridge}
-        if spec.mode != "bridge":
-            attrs.update(stp="on", delay="0")
-        etree.SubElement(root, "bridge", attrs)
-    if spec.mtu:
-        etree.SubElement(root, "mtu", size=str(spec.mtu))
-    if spec.domain:
-        etree.SubElement(root, "domain", name=spec.domain, localOnly="yes")
-    if spec.ipv4 is not None:
-        iface = ipaddress.IPv4Interface(spec.ipv4.address)
-        ip = etree.SubElement(root, "ip", address=str(iface.ip), prefix=str(iface.network.prefixlen))
-        if spec.ipv4.dhcp is not None:
-            dhcp = etree.SubElement(ip, "dhcp")
-            etree.SubElement(dhcp, "range", start=spec.ipv4.dhcp.start, end=spec.ipv4.dhcp.end)
-            for h in spec.ipv4.dhcp.hosts:
-                dhcp.append(dhcp_host_element(h.mac, h.ip, h.name))
+def network_xml(name: str, spec: NetworkSpec, owner: Owner, uuid: str | None = None,
+                base: str | None = None) -> str:
+    """A network definition: ``base`` (an existing definition, e.g. the observed persistent XML)
+    with the spec's declared fields written into it, or, without ``base``, a new network with
+    every field as the spec says."""
+    if base is None:
+        root = parse(SKELETON)
+        edit_network(root, name, spec, owner, uuid, fields=None)
+    else:
+        root = parse(base)
+        edit_network(root, name, spec, owner, uuid, fields=_declared(spec))
     return tostring(root)
+
+
+def _declared(spec: NetworkSpec) -> set[str]:
+    """The spec's field names as written in YAML (``forwardDev``) that the user declared."""
+    fields = NetworkSpec.model_fields
+    return {fields[f].alias or f for f in spec.model_fields_set}
+
+
+def edit_network(root: etree._Element, name: str, spec: NetworkSpec, owner: Owner,
+                 uuid: str | None = None, fields: Iterable[str] | None = None) -> None:
+    """Write spec fields into a network XML tree, in place.
+
+    ``fields`` are spec field names as written in YAML (``mode``, ``bridge``, ``forwardDev``,
+    ``mtu``, ``domain``, ``ipv4``); ``None`` writes all of them as the spec says (a new network).
+    With ``fields`` given, fields inside ``ipv4`` (``dhcp``, ``dhcp.hosts``) are written only
+    where the spec declares them, so what the spec leaves out stays as it is. Name, UUID (when
+    given) and ownership are always written.
+    """
+    chosen = None if fields is None else set(fields)
+
+    def want(f: str) -> bool:
+        return chosen is None or f in chosen
+
+    name_el = root.find("name")
+    if name_el is None:
+        name_el = _place(root, "name")
+    name_el.text = name
+    if uuid:
+        uuid_el = root.find("uuid")
+        if uuid_el is None:
+            uuid_el = _place(root, "uuid")
+        uuid_el.text = uuid
+    ownership.set_owner(root, owner)
+    old_mode = _mode(root)
+    if want("mode"):
+        _set_forward(root, spec.mode, old_mode)
+    fwd = root.find("forward")
+    if want("forwardDev") and fwd is not None:
+        _set_forward_dev(fwd, spec.forward_dev)
+    mode = _mode(root)
+    _set_bridge(root, spec, want("bridge"), old_mode, mode)
+    if want("mtu"):
+        _set_or_remove(root, "mtu", {"size": str(spec.mtu)} if spec.mtu else None)
+    if want("domain"):
+        _set_or_remove(root, "domain", {"name": spec.domain} if spec.domain else None,
+                       defaults={"localOnly": "yes"})
+    if mode == "bridge":
+        # A bridge-mode network is the host's bridge: libvirt refuses L3 elements on it (a
+        # declared mtu or domain is left for libvirt to refuse, not dropped behind the spec's back).
+        drop = ["ip", "mac", "route"] + [t for t, v in (("mtu", spec.mtu), ("domain", spec.domain)) if not v]
+        for el in [e for tag in drop for e in root.findall(tag)]:
+            root.remove(el)
+        dns = root.find("dns")
+        if dns is not None and len(dns):
+            root.remove(dns)
+    elif want("ipv4"):
+        _set_ipv4(root, spec.ipv4, full=chosen is None)
+
+
+def _place(root: etree._Element, tag: str) -> etree._Element:
+    """A new child ``tag`` of the network, inserted where libvirt's order puts it."""
+    el = etree.Element(tag)
+    rank = _ORDER.index(tag)
+    pos = 0
+    for i, c in enumerate(root):
+        if isinstance(c.tag, str) and c.tag in _ORDER and _ORDER.index(c.tag) < rank:
+            pos = i + 1
+    root.insert(pos, el)
+    return el
+
+
+def _set_or_remove(root: etree._Element, tag: str, attrs: dict[str, str] | None,
+                   defaults: dict[str, str] | None = None) -> None:
+    el = root.find(tag)
+    if attrs is None:
+        remove(el)
+        return
+    if el is None:
+        el = _place(root, tag)
+    for k, v in attrs.items():
+        el.set(k, v)
+    for k, v in (defaults or {}).items():
+        if k not in el.attrib:
+            el.set(k, v)
+
+
+def _drop(el: etree._Element, *attrs: str) -> None:
+    for attr in attrs:
+        if attr in el.attrib:
+            del el.attrib[attr]
+
+
+def _set_forward(root: etree._Element, mode: str, old_mode: str) -> None:
+    fwd = root.find("forward")
+    if mode == "isolated":
+        remove(fwd)
+        return
+    if fwd is None:
+        fwd = _place(root, "forward")
+    elif old_mode != mode:
+        # What belonged to the old mode (<nat>, <interface>, <pf>…) goes; a forward device
+        # stays when both modes route through one.
+        dev = fwd.get("dev") if old_mode in _L3_FORWARD and mode in _L3_FORWARD else None
+        for c in list(fwd):
+            fwd.remove(c)
+        fwd.attrib.clear()
+        if dev:
+            fwd.set("dev", dev)
+    if fwd.get("mode") != mode:
+        fwd.set("mode", mode)
+
+
+def _set_forward_dev(fwd: etree._Element, dev: str | None) -> None:
+    if fwd.get("dev") == dev:
+        return
+    # libvirt lists the device again as <interface dev=…/>: it must match, so it is dropped
+    # with the old device and libvirt writes it anew.
+    for iface in fwd.findall("interface"):
+        fwd.remove(iface)
+    if dev:
+        fwd.set("dev", dev)
+    else:
+        del fwd.attrib["dev"]
+
+
+def _set_bridge(root: etree._Element, spec: NetworkSpec, declared_bridge: bool, old_mode: str,
+                mode: str) -> None:
+    br = root.find("bridge")
+    if spec.bridge and declared_bridge:
+        if br is None:
+            br = _place(root, "bridge")
+        br.set("name", spec.bridge)
+    elif declared_bridge or (old_mode == "bridge" and mode != "bridge"):
+        # No name: libvirt chooses one (virbrN). A host bridge is never reused as libvirt's own.
+        remove(br)
+        br = None
+    if br is None:
+        return
+    if mode == "bridge":
+        _drop(br, "stp", "delay", "zone")  # libvirt: only for the bridges it makes
+    elif spec.bridge and br.get("name") == spec.bridge:
+        for attr, value in (("stp", "on"), ("delay", "0")):
+            if attr not in br.attrib:
+                br.set(attr, value)
+
+
+def _set_ipv4(root: etree._Element, ipv4: NetworkIPv4 | None, full: bool) -> None:
+    ip = ipv4_element(root)
+    if ipv4 is None:
+        remove(ip)
+        return
+    if ip is None:
+        ip = _place(root, "ip")
+    iface = ipaddress.IPv4Interface(ipv4.address)
+    ip.set("address", str(iface.ip))
+    _drop(ip, "netmask")
+    ip.set("prefix", str(iface.network.prefixlen))
+    want = ipv4.dhcp
+    write_dhcp = full or "dhcp" in ipv4.model_fields_set
+    write_hosts = write_dhcp and want is not None and (full or "hosts" in want.model_fields_set)
+    dhcp = ip.find("dhcp")
+    if write_dhcp and want is None:
+        remove(dhcp)
+        return
+    if dhcp is not None:
+        _drop_unfit_dhcp(ip, dhcp, iface.network, spare_first_range=write_dhcp, spare_hosts=write_hosts)
+    if not write_dhcp or want is None:
+        return
+    dhcp = ip.find("dhcp")
+    if dhcp is None:
+        dhcp = etree.SubElement(ip, "dhcp")
+    rng = dhcp.find("range")
+    if rng is None:
+        rng = etree.Element("range")
+        dhcp.insert(0, rng)
+    rng.set("start", want.start)
+    rng.set("end", want.end)
+    if not write_hosts:
+        return
+    # Static hosts keyed by MAC: kept elements are edited (their other attributes and children
+    # stay), the rest removed, new ones added; in the spec's order, before any <bootp>.
+    old: dict[str, etree._Element] = {}
+    for h in dhcp.findall("host"):
+        old.setdefault((h.get("mac") or "").lower(), h)
+        dhcp.remove(h)
+    bootp = dhcp.find("bootp")
+    for host in want.hosts:
+        el = old.get(host.mac.lower())
+        if el is None:
+            el = dhcp_host_element(host.mac, host.ip, host.name)
+        else:
+            el.set("ip", host.ip)
+            if host.name:
+                el.set("name", host.name)
+            else:
+                _drop(el, "name")
+        if bootp is not None:
+            bootp.addprevious(el)
+        else:
+            dhcp.append(el)
+
+
+def _drop_unfit_dhcp(ip: etree._Element, dhcp: etree._Element, net: ipaddress.IPv4Network,
+                     spare_first_range: bool, spare_hosts: bool) -> None:
+    """Drop the DHCP ranges and static hosts outside the (new) subnet that the spec does not
+    rewrite: libvirt refuses them, and a spec that moves the subnet without declaring DHCP must
+    still converge. What fits stays; a <dhcp> left with neither goes."""
+
+    def fits(*addrs: str | None) -> bool:
+        try:
+            return all(a is not None and ipaddress.IPv4Address(a) in net for a in addrs)
+        except ValueError:
+            return False
+
+    dropped = False
+    for i, rng in enumerate(dhcp.findall("range")):
+        if not (i == 0 and spare_first_range) and not fits(rng.get("start"), rng.get("end")):
+            dhcp.remove(rng)
+            dropped = True
+    for host in [] if spare_hosts else dhcp.findall("host"):
+        if host.get("ip") is not None and not fits(host.get("ip")):
+            dhcp.remove(host)
+            dropped = True
+    if dropped and not spare_first_range and dhcp.find("range") is None and dhcp.find("host") is None:
+        ip.remove(dhcp)
 
 
 def dhcp_host_element(mac: str, ip: str, name: str | None) -> etree._Element:
@@ -86,11 +326,3 @@ def dhcp_host_element(mac: str, ip: str, name: str | None) -> etree._Element:
 
 def dhcp_host_xml(mac: str, ip: str, name: str | None) -> str:
     return etree.tostring(dhcp_host_element(mac, ip, name), encoding="unicode")
-
-
-def with_owner(xml: str, owner: Owner) -> str:
-    root = parse(xml)
-    ownership.set_owner(root, owner)
-    return tostring(root)
-
-

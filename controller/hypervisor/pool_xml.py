@@ -14,12 +14,34 @@ def read_pool(xml: str) -> tuple[str, str, str, str | None]:
             root.findtext("target/path"))
 
 
-def pool_xml(name: str, path: str) -> str:
-    root = etree.Element("pool", type="dir")
-    etree.SubElement(root, "name").text = name
-    target = etree.SubElement(root, "target")
-    etree.SubElement(target, "path").text = path
+POOL_SKELETON = "<pool type='dir'><name/><target><path/></target></pool>"
+
+
+def pool_xml(name: str, path: str, base: str | None = None, pool_type: str = "dir") -> str:
+    """A pool definition: ``base`` (an existing definition) with the spec's fields written into
+    it, or, without ``base``, a new pool."""
+    root = parse(base if base is not None else POOL_SKELETON)
+    edit_pool(root, name, path, pool_type)
     return tostring(root)
+
+
+def edit_pool(root: etree._Element, name: str, path: str, pool_type: str = "dir") -> None:
+    """Write name, type and target path into a pool XML tree, in place: everything else (its
+    UUID, <source>, the target's <permissions>…) stays as it is."""
+    root.set("type", pool_type)
+    name_el = root.find("name")
+    if name_el is None:
+        name_el = etree.Element("name")
+        root.insert(0, name_el)
+    name_el.text = name
+    target = root.find("target")
+    if target is None:
+        target = etree.SubElement(root, "target")
+    path_el = target.find("path")
+    if path_el is None:
+        path_el = etree.Element("path")
+        target.insert(0, path_el)
+    path_el.text = path
 
 
 def volume_xml(name: str, capacity: int, fmt: str | None,
