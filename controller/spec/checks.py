@@ -34,10 +34,12 @@ def host_is_xen(host: Host) -> bool:
 
 
 def confine_path(
-    path: str, allowed: list[str], realpath: Callable[[str], str] | None = None
+    path: str, allowed: list[str], realpath: Callable[[str], str] | None = None, host: str | None = None
 ) -> str | None:
     """Why ``path`` may not be used (None if it may): absolute, no '..', no device
-    files, inside an allowed directory even after symlinks are followed."""
+    files, inside an allowed directory even after symlinks are followed. ``host`` names
+    the Host whose spec.storage.allowedDirs would allow it."""
+    field = f"spec.storage.allowedDirs of Host {host!r}" if host else "the Host's spec.storage.allowedDirs"
     if not path.startswith("/"):
         return f"{path!r} is not an absolute path"
     if ".." in path.split("/"):
@@ -51,12 +53,13 @@ def confine_path(
 
     dirs = [posixpath.normpath(d) for d in allowed]
     if not inside(norm, dirs):
-        return f"{path!r} is outside the host's allowed directories ({', '.join(allowed)})"
+        return (f"{path!r} is outside the host's allowed directories ({', '.join(allowed)}); "
+                f"to allow it, add its directory to {field}")
     if realpath is not None:
         real = realpath(norm)
         if not inside(real, [realpath(d) for d in dirs]):
             return (f"{path!r} resolves through a symlink to {real!r}, outside the allowed "
-                    "directories")
+                    f"directories ({field})")
     return None
 
 
@@ -157,7 +160,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         if missing_host(item):
             continue
         host = hosts[p.spec.host]
-        why = confine_path(p.spec.path, host.spec.storage.allowed_dirs, realpath_for(host))
+        why = confine_path(p.spec.path, host.spec.storage.allowed_dirs, realpath_for(host), p.spec.host)
         if why:
             out.append(_diag(item, ("spec", "path"), why))
 
@@ -176,7 +179,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         for i, nic in enumerate(spec.interfaces):
             if (spec.host, nic.network) not in net_index:
                 out.append(_diag(item, ("spec", "interfaces", i, "network"),
-                                 f"unknown network {nic.network!r} on host {spec.host!r} "
+                                 _elsewhere("network", nic.network, str(spec.host), net_index)
+                                 or f"unknown network {nic.network!r} on host {spec.host!r} "
                                  "(declare it as kind: Network; adopt: true takes over an "
                                  "existing one)"))
             if nic.model == "netfront" and not xen:
@@ -196,7 +200,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         for i, disk in enumerate(spec.disks):
             if disk.pool and (spec.host, disk.pool) not in pool_index:
                 out.append(_diag(item, ("spec", "disks", i, "pool"),
-                                 f"unknown storage pool {disk.pool!r} on host {spec.host!r} "
+                                 _elsewhere("storage pool", disk.pool, str(spec.host), pool_index)
+                                 or f"unknown storage pool {disk.pool!r} on host {spec.host!r} "
                                  "(declare it as kind: StoragePool)"))
             if disk.bus == "xen" and not xen:
                 out.append(_diag(item, ("spec", "disks", i, "bus"),
@@ -204,7 +209,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             for fld, value in (("path", disk.path), ("from", disk.from_)):
                 if value is None or (fld == "from" and not value.startswith(("/", "."))):
                     continue  # 'from' without a slash names a volume of the pool
-                why = confine_path(value, allowed, realpath)
+                why = confine_path(value, allowed, realpath, host.metadata.name)
                 if why:
                     out.append(_diag(item, ("spec", "disks", i, fld), why))
         if spec.cloud_init is not None and not any(d.pool for d in spec.disks):
@@ -212,7 +217,9 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
                              "is kept in that pool"))
         if spec.boot and spec.boot.pool is not None:
             if (spec.host, spec.boot.pool) not in pool_index:
-                out.append(_diag(item, ("spec", "boot", "pool"), f"unknown storage pool {spec.boot.pool!r} on "
+                out.append(_diag(item, ("spec", "boot", "pool"),
+                                 _elsewhere("storage pool", spec.boot.pool, str(spec.host), pool_index)
+                                 or f"unknown storage pool {spec.boot.pool!r} on "
                                  f"host {spec.host!r} (declare it as kind: StoragePool)"))
             for fld in ("kernel", "initrd"):
                 value = getattr(spec.boot, fld)
@@ -222,9 +229,13 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         elif spec.boot:
             for fld in ("kernel", "initrd"):
                 value = getattr(spec.boot, fld)
-                why = confine_path(value, allowed, realpath) if value else None
+                why = confine_path(value, allowed, realpath, host.metadata.name) if value else None
                 if why:
                     out.append(_diag(item, ("spec", "boot", fld), why))
+        if spec.window is not None and spec.restart_policy != "window":
+            out.append(_diag(item, ("spec", "window"), f"'window' has no effect with restartPolicy "
+                             f"{spec.restart_policy}: only restartPolicy: window restarts inside it",
+                             severity="warning", key=True))
         for i, pointer in enumerate(spec.ignore):
             why = _check_pointer(pointer)
             if why:
@@ -236,6 +247,18 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             out.append(_diag(item, ("spec", "selector"),
                              f"selector {sel} matches no guest", severity="warning"))
     return out
+
+
+def _elsewhere(what: str, name: str, host: str, index: dict[tuple[str, str], Any]) -> str | None:
+    """The message for a network or pool that is declared, but on other hosts only."""
+    others = sorted(h for h, n in index if n == name and h != host)
+    if not others:
+        return None
+    on = ", ".join(repr(h) for h in others)
+    plural = "s" if len(others) > 1 else ""
+    kind = "Network" if what == "network" else "StoragePool"
+    return (f"{what} {name!r} is declared on host{plural} {on}, not on host {host!r}: networks and "
+            f"storage pools belong to one host (declare a kind: {kind} {name!r} with host: {host})")
 
 
 def _check_dhcp(item: Located, iface: ipaddress.IPv4Interface) -> Iterator[Diagnostic]:

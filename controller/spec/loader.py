@@ -7,6 +7,7 @@ model of its kind, so one bad document does not hide the problems of the others.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import os
@@ -124,6 +125,48 @@ def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Dia
 
 def validate_document(path: str, index: int, doc: Document) -> tuple[Any | None, list[Diagnostic]]:
     """One document → a model of its kind, or diagnostics pointing into the file."""
+    obj, problems, _ = _validate(path, index, doc)
+    return obj, problems
+
+
+def _without(data: Any, locs: list[tuple[Any, ...]]) -> Any:
+    """A deep copy of ``data`` without the values at ``locs`` (pydantic error locations)."""
+    data = copy.deepcopy(data)
+    # Deepest and highest list index first, so that removing one does not move another.
+    for loc in sorted(locs, key=lambda loc: (len(loc), [str(p) for p in loc]), reverse=True):
+        parent = data
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        last = loc[-1] if loc else None
+        in_dict = isinstance(parent, dict) and last in parent
+        if in_dict or (isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent)):
+            del parent[last]
+    return data
+
+
+def _partial(model: type[Any], data: Any, exc: ValidationError, rounds: int = 4) -> Any | None:
+    """The document with its invalid fields left out, if that validates: not for use, only so
+    that the whole-set checks (references, names, addresses) see it and one run reports every
+    problem. A required field that is invalid leaves nothing to check (None)."""
+    for _ in range(rounds):
+        # Where each error points (a model check about one field names that field).
+        locs = [locate(e)[0] for e in exc.errors(include_url=False)]
+        if any(len(loc) < 2 for loc in locs):  # the document's spec or metadata itself
+            return None
+        data = _without(data, locs)
+        try:
+            return model.model_validate(data)
+        except ValidationError as again:
+            exc = again
+    return None
+
+
+def _validate(path: str, index: int, doc: Document) -> tuple[Any | None, list[Diagnostic], Any | None]:
+    """(model, problems, partial model): the partial one only when the document is invalid."""
 
     def at(loc: tuple[Any, ...], message: str, key: bool = False) -> Diagnostic:
         line, col = doc.mark_of(loc, key=key)
@@ -132,24 +175,24 @@ def validate_document(path: str, index: int, doc: Document) -> tuple[Any | None,
     data = doc.data
     if not isinstance(data, dict):
         return None, [at((), f"document {index + 1} is not a mapping (got {describe(data)}); "
-                         "expected apiVersion, kind, metadata and spec")]
+                         "expected apiVersion, kind, metadata and spec")], None
     api = data.get("apiVersion")
     if api != API_VERSION:
         what = f"apiVersion {api!r} is not supported" if api is not None else "missing apiVersion"
-        return None, [at(("apiVersion",), f"{what}; expected apiVersion: {API_VERSION}")]
+        return None, [at(("apiVersion",), f"{what}; expected apiVersion: {API_VERSION}")], None
     kind = data.get("kind")
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         what = f"unknown kind {kind!r}" if kind is not None else "missing kind"
-        return None, [at(("kind",), f"{what}; expected one of {', '.join(KINDS)}")]
+        return None, [at(("kind",), f"{what}; expected one of {', '.join(KINDS)}")], None
     try:
-        return model.model_validate(data), []
+        return model.model_validate(data), [], None
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
             loc, key = locate(err)
             problems.append(at(loc, explain(model, err), key=key))
-        return None, problems
+        return None, problems, _partial(model, data, exc)
 
 
 @contextmanager
@@ -175,16 +218,21 @@ def load_specs(paths: Sequence[str | Path], limits: Limits | None = None, *, pla
 def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> LoadResult:
     files, diagnostics = find_spec_files(paths)
     located: list[Located] = []
+    partial: list[Located] = []  # invalid documents, minus their invalid fields: checked, never used
+    order: dict[int, int] = {}  # document → its place in the run (checks report the first of duplicates)
     for path in files:
         docs, problems = read_spec_file(path, limits)
         diagnostics.extend(problems)
         for index, doc in enumerate(docs):
             if doc.data is None:  # an empty document (a stray ---) is harmless
                 continue
-            obj, problems = validate_document(str(path), index, doc)
+            order[id(doc)] = len(order)
+            obj, problems, rest = _validate(str(path), index, doc)
             diagnostics.extend(problems)
             if obj is not None:
                 located.append(Located(obj, str(path), doc))
+            elif rest is not None:
+                partial.append(Located(rest, str(path), doc))
     # Files a guest names as its cloud-init are not specs, whatever their suffix.
     cloud_files = set().union(*(referenced_files(i) for i in located)) if located else set()
     if cloud_files:
@@ -203,7 +251,12 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
         diagnostics.append(Diagnostic(str(paths[0]) if paths else ".", 1, 1,
                                       "no spec files (*.yaml, *.yml) found"))
     specs = SpecSet.build(located)
-    diagnostics.extend(check_spec_set(specs))
+    # The whole-set checks see the partial documents too, so one run reports every problem.
+    if partial:
+        everything = sorted([*located, *partial], key=lambda i: order.get(id(i.doc), len(order)))
+        diagnostics.extend(check_spec_set(SpecSet.build(everything)))
+    else:
+        diagnostics.extend(check_spec_set(specs))
     return LoadResult(specs, _sorted(dataclasses.replace(d, message=clip(d.message))
                                      for d in diagnostics))
 

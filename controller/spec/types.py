@@ -87,6 +87,34 @@ def _ipv4_interface(value: str) -> str:
     return str(iface)
 
 
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("weekday", 0, 7))
+_CRON_NAMES = {
+    "month": {m: i for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)},
+    "weekday": {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+}
+
+
+def _cron_field_problem(field: str, text: str, low: int, high: int) -> str | None:
+    """Why one cron field is wrong (None if this check finds nothing), naming the field and its range."""
+    names = _CRON_NAMES.get(field, {})
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        if step and (not step.isdigit() or int(step) == 0):
+            return f"{field} step {step!r} must be a whole number of at least 1"
+        if base == "*":
+            continue
+        for bound in base.split("-", 1):
+            value = names[bound.lower()] if bound.lower() in names else (int(bound) if bound.isdigit() else None)
+            if value is None:
+                named = f" or a name like {', '.join(list(names)[:3])}" if names else ""
+                return f"{field} {bound!r} is not a number {low}-{high}{named}"
+            if not low <= value <= high:
+                return f"{field} {bound} is out of range {low}-{high}"
+    return None
+
+
 def _cron(value: str) -> str:
     fields = value.split()
     if len(fields) != 5:
@@ -94,7 +122,11 @@ def _cron(value: str) -> str:
             f"{value!r} is not a 5-field cron expression (minute hour day month weekday)"
         )
     if not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a valid cron expression")
+        for text, (field, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+            why = _cron_field_problem(field, text, low, high)
+            if why:
+                raise ValueError(f"{value!r}: {why}")
+        raise ValueError(f"{value!r} is not a valid cron expression (minute hour day month weekday)")
     return value
 
 

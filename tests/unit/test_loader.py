@@ -213,12 +213,12 @@ CHECKS = {
         ("h3", 1),
         "unknown host 'h3' (hosts: h0, h1)",
     ),
-    "guest-unknown-network": (
+    "guest-network-of-another-host": (
         [host(), host("h2"), network(host="h2"), guest(body="  interfaces:\n    - network: lan\n")],
         ("lan\n", 2),
-        "unknown network 'lan' on host 'h1'",
+        "network 'lan' is declared on host 'h2', not on host 'h1': networks and storage pools belong to one host",
     ),
-    "guest-unknown-pool": (
+    "guest-pool-of-another-host": (
         [
             host(),
             host("h2"),
@@ -226,7 +226,7 @@ CHECKS = {
             guest(body="  disks:\n    - {name: root, pool: images, size: 1GiB}\n"),
         ],
         ("images, size", 1),
-        "unknown storage pool 'images' on host 'h1'",
+        "storage pool 'images' is declared on host 'h2', not on host 'h1'",
     ),
     "bridge-used-twice": (
         [host(), network(body="  bridge: virbr9\n"), network("lan2", body="  bridge: virbr9\n")],
@@ -505,7 +505,7 @@ def test_symlink_escaping_the_allowed_dirs_of_a_local_host_is_refused(tmp_path: 
     diag = only_error(load_specs([path]))
     assert diag.message == (
         f"'{images}/escape.img' resolves through a symlink to "
-        f"'{tmp_path}/secret.img', outside the allowed directories"
+        f"'{tmp_path}/secret.img', outside the allowed directories (spec.storage.allowedDirs of Host 'h1')"
     )
     assert (diag.line, diag.column) == pos(path, f"{images}/escape.img")
 
@@ -669,3 +669,44 @@ def test_document_numbers_count_every_document_of_the_file(tmp_path: Path) -> No
     diag = only_error(load_specs([path]))
     assert diag.message.startswith("document 3 is not a mapping (got a list)")
     assert diag.line == pos(path, "- just")[0]
+
+
+@pytest.mark.parametrize("policy_name", ["never", "onChange"])
+def test_a_window_without_restart_policy_window_is_a_warning_at_the_window(
+        tmp_path: Path, policy_name: str) -> None:
+    body = f"  restartPolicy: {policy_name}\n  window:\n    schedule: \"0 3 * * 6\"\n"
+    path = write(tmp_path / "a.yaml", host(), guest(body=body))
+    result = load_specs([path])
+    assert result.errors == []
+    (warning,) = result.diagnostics
+    assert warning.severity == "warning"
+    assert warning.message == (f"'window' has no effect with restartPolicy {policy_name}: only "
+                               "restartPolicy: window restarts inside it")
+    assert (warning.line, warning.column) == pos(path, "window:")
+
+
+def test_a_window_with_restart_policy_window_is_quiet(tmp_path: Path) -> None:
+    body = "  restartPolicy: window\n  window:\n    schedule: \"0 3 * * 6\"\n"
+    assert load_specs([write(tmp_path / "a.yaml", host(), guest(body=body))]).diagnostics == []
+
+
+def test_an_object_with_a_field_error_still_has_its_references_checked(tmp_path: Path) -> None:
+    body = "  vcpus: 0\n  interfaces:\n    - network: nowhere\n"
+    path = write(tmp_path / "a.yaml", host(), guest(body=body), guest("g1"))
+    result = load_specs([path])
+    messages = sorted(d.message for d in result.errors)
+    assert messages == [  # the duplicate is the second guest: the first is the invalid one
+        "duplicate Guest 'g1' (also defined at " + f"{path}:{pos(path, 'name: g1')[0]})",
+        "spec.vcpus: expected at least 1, got number 0",
+        "unknown network 'nowhere' on host 'h1' (declare it as kind: Network; adopt: true takes over an "
+        "existing one)",
+    ]
+    # The invalid guest is only checked, never part of the spec set.
+    assert [g.spec.vcpus for g in result.specs.guests] == [1]
+
+
+def test_an_invalid_required_field_leaves_nothing_else_to_check(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", host(), guest(host="not a name!", body="  interfaces:\n    - network: x\n"))
+    result = load_specs([path])
+    assert len(result.errors) == 1
+    assert "is not a valid name" in result.errors[0].message
