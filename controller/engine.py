@@ -1,11 +1,18 @@
-"""The one path every verb and the service take: load → observe → plan → execute."""
+"""The one path every verb and the service take: observe → plan → execute → observe again.
+
+``Engine.reconcile(specs, scope)`` serves ``plan``, ``apply``, ``drift`` and every reconcile
+of ``serve``; the scope is everything, some hosts, or one object. Moves across hosts are
+planned in every scope that can see both ends (hosts outside the scope are looked at for the
+moving guests only), and after execute the status of what was touched comes from observing
+it again, not from assuming success.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,12 +21,13 @@ from controller.apply.executor import ExecOptions, Progress, execute
 from controller.errors import HostError, UsageError
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.connection import ConnectionPool
-from controller.hypervisor.observe import observe_host
+from controller.hypervisor.observe import look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
-from controller.model.state import HostState
-from controller.plan.actions import Plan
+from controller.model.state import HostCapabilities, HostState, ResourceKey
+from controller.plan.actions import Action, HostPlan, Plan
 from controller.plan.context import PlanOptions, applied_fields, digest
 from controller.plan.planner import make_plan
+from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
 from controller.spec.models import Host
 from controller.spec.specset import SpecSet
 
@@ -29,6 +37,23 @@ class Observation:
     states: dict[str, HostState] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host → why it could not be read
     seconds: dict[str, float] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)  # hosts only looked at for moving guests
+    lookup_failed: dict[str, str] = field(default_factory=dict)  # such hosts that did not answer
+
+
+# Decides, between planning and executing, what is carried out: the plan (or a narrowed
+# copy), or None for nothing (a refused guard, a "no" at the prompt, a dry run).
+Gate = Callable[[Plan, Observation], Plan | None]
+
+
+@dataclass
+class Reconciled:
+    plan: Plan  # what the scope needed, as observed
+    obs: Observation
+    specs: SpecSet  # the specs that were planned (the scope's slice)
+    changes: ChangeSet | None = None  # None: nothing was carried out
+    after: Plan | None = None  # from observing again after execute: the status of what was touched
+    outside: tuple[Action, ...] = ()  # work an object's scope left to its host's (networks, pools)
 
 
 def spec_digest(specs: SpecSet) -> str:
@@ -97,6 +122,7 @@ class Engine:
     def __init__(self, pool: ConnectionPool | None = None, instance: str = "default"):
         self.pool = pool or SHARED_POOL
         self.instance = instance
+        self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
 
     def _connection(self, host: Host):  # type: ignore[no-untyped-def]
         return self.pool.for_host(host.metadata.name, host.spec.uri, float(host.spec.connect_timeout))
@@ -127,10 +153,95 @@ class Engine:
         return obs
 
     def plan(self, specs: SpecSet, obs: Observation, *, prune: bool = False, commit: str = "",
-             now: datetime | None = None) -> Plan:
+             now: datetime | None = None, elsewhere: Mapping[str, frozenset[str]] | None = None,
+             digest_of: SpecSet | None = None) -> Plan:
         opts = PlanOptions(instance=self.instance, prune=prune, commit=commit,
                            now=now or datetime.now(UTC))
-        return make_plan(specs, obs.states, opts, spec_digest(specs), obs.failed)
+        return make_plan(specs, obs.states, opts, spec_digest(digest_of or specs), obs.failed,
+                         frozenset(obs.partial), elsewhere)
+
+    # ------------------------------------------------------------- reconcile
+
+    def observe_scope(self, specs: SpecSet, scope: Scope, reach: set[str] | None = None
+                      ) -> tuple[Observation, SpecSet]:
+        """The scope's hosts (an object's host narrowed to the object), then the hosts a moving
+        guest may come from or go to (``reach``: the hosts that may be looked at; default all)."""
+        hosts = {h.metadata.name: h for h in specs.hosts}
+        primary = [hosts[n] for n in scope.primary(specs)]
+        if scope.key is not None:
+            obs = self._observe_object(hosts[scope.key.host], scope.key) if scope.key.host in hosts else Observation()
+        else:
+            obs = self.observe(SpecSet(tuple(i for i in specs.items if not isinstance(i.obj, Host)
+                                             or i.obj in primary)))
+        lookups = {h: names for h, names in move_lookups(specs, obs.states, scope, self.instance).items()
+                   if h in hosts and h not in obs.failed and (reach is None or h in reach)}
+
+        def look(name: str) -> tuple[str, HostState | None, str]:
+            host = hosts[name]
+            try:
+                conn = self._connection(host).get()
+                caps = probe(conn, name, host.spec.hypervisor)
+                return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name]), ""
+            except HostError as exc:
+                return name, None, str(exc)
+
+        if lookups:
+            with ThreadPoolExecutor(max_workers=max(1, min(16, len(lookups)))) as ex:
+                for name, state, error in ex.map(look, sorted(lookups)):
+                    if state is None:
+                        obs.lookup_failed[name] = error
+                    else:
+                        obs.states[name] = state
+                        obs.partial.add(name)
+        return obs, scoped_specs(specs, scope, {h: lookups[h] for h in obs.partial})
+
+    def _observe_object(self, host: Host, key: ResourceKey) -> Observation:
+        obs = Observation()
+        name = host.metadata.name
+        started = time.monotonic()
+        try:
+            conn = self._connection(host).get()
+            caps = self._caps(name, conn, host.spec.hypervisor)
+            obs.states[name] = observe_for_guest(conn, name, host.spec.uri, caps, key.name)
+        except HostError as exc:
+            self._probed.pop(name, None)
+            obs.failed[name] = f"{str(exc).removeprefix(f'{name}: ')} (after {time.monotonic() - started:.1f}s)"
+        obs.seconds[name] = time.monotonic() - started
+        return obs
+
+    def _caps(self, name: str, conn: Any, configured: str | None) -> HostCapabilities:
+        # An object's reconcile is the service's common case: probe a connection once.
+        cached = self._probed.get(name)
+        if cached is None or cached[0] is not conn:
+            cached = self._probed[name] = (conn, probe(conn, name, configured))
+        return cached[1]
+
+    def reconcile(self, specs: SpecSet, scope: Scope | None = None, *, prune: bool = False, commit: str = "",
+                  gate: Gate | None = None, concurrency: int = 8, progress: Progress | None = None,
+                  elsewhere: Mapping[str, frozenset[str]] | None = None, reach: set[str] | None = None,
+                  now: datetime | None = None) -> Reconciled:
+        """Observe the scope, plan it and — when ``gate`` lets it — carry the plan out, then observe
+        again. Without a gate nothing changes (plan, drift). ``elsewhere`` defaults to what
+        ``specs`` place on other hosts (give the complete specs' when ``specs`` are narrowed)."""
+        scope = scope or Scope.everything()
+        elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
+        obs, planned = self.observe_scope(specs, scope, reach)
+        plan, outside = _narrow(self.plan(planned, obs, prune=prune and scope.key is None, commit=commit,
+                                          elsewhere=elsewhere, digest_of=specs, now=now), scope)
+        result = Reconciled(plan, obs, planned, outside=outside)
+        if gate is None:
+            return result
+        chosen = gate(plan, obs)
+        if chosen is None:
+            return result
+        result.changes = self.execute(chosen, planned, obs, commit=commit, concurrency=concurrency,
+                                      progress=progress)
+        if chosen.has_changes:
+            again, planned_again = self.observe_scope(specs, scope, reach)
+            result.after, _ = _narrow(self.plan(planned_again, again, prune=prune and scope.key is None,
+                                                commit=commit, elsewhere=elsewhere, digest_of=specs,
+                                                now=now), scope)
+        return result
 
     def execute(self, plan: Plan, specs: SpecSet, obs: Observation, *, commit: str = "",
                 concurrency: int = 8, progress: Progress | None = None) -> ChangeSet:
@@ -145,3 +256,21 @@ class Engine:
     def close(self) -> None:
         if self.pool is not SHARED_POOL:
             self.pool.close()
+
+
+def _narrow(plan: Plan, scope: Scope) -> tuple[Plan, tuple[Action, ...]]:
+    """An object's scope keeps only what serves the object; the rest is its host's business."""
+    key = scope.key
+    if key is None:
+        return plan, ()
+    hosts: list[HostPlan] = []
+    outside: list[Action] = []
+    for hp in plan.hosts:
+        mine = tuple(a for a in hp.actions if a.serves == key.name)
+        outside += [a for a in hp.actions if a.serves != key.name]
+        hosts.append(replace(hp, actions=mine,
+                             drift=tuple(d for d in hp.drift if d.key.kind == key.kind and d.key.name == key.name),
+                             pending=tuple(p for p in hp.pending if p.key.name == key.name),
+                             problems=tuple(p for p in hp.problems if p.key.name == key.name),
+                             unmanaged=()))
+    return Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune), tuple(outside)

@@ -15,6 +15,8 @@ def configure(*, json: bool = False, verbose: int = 0) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if json:  # JSON lines carry the traceback as text (the console renderer formats its own)
+        processors.append(structlog.processors.format_exc_info)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if json

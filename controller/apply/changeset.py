@@ -8,9 +8,6 @@ from typing import Any
 
 from controller.model.state import ResourceKey
 
-CREATE_OPS = {"define", "define-network", "define-pool", "create-volume"}
-DELETE_OPS = {"delete", "delete-network", "delete-pool", "delete-volume"}
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -20,19 +17,12 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     retryable: bool = False
+    delay: float = 0.0  # a failure's earliest sensible retry, in seconds
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,
                 "op": self.op, "status": self.status, "detail": self.detail,
                 "seconds": round(self.seconds, 3), "retryable": self.retryable}
-
-
-def status_for(op: str) -> str:
-    if op in CREATE_OPS:
-        return "created"
-    if op in DELETE_OPS:
-        return "deleted"
-    return "updated"
 
 
 @dataclass

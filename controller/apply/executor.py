@@ -20,8 +20,10 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.apply.changeset import ChangeSet, Outcome, status_for
-from controller.errors import PlanError, VirtsyncError
+from controller.apply.changeset import ChangeSet, Outcome
+from controller.errors import ConflictError, PlanError, VirtsyncError
+from controller.fields.keys import match_nics
+from controller.fields.xmlutil import parse
 from controller.hypervisor import ownership
 from controller.hypervisor.domain_xml import (
     WriteContext,
@@ -34,19 +36,20 @@ from controller.hypervisor.domain_xml import (
     read_guest,
     update_guest_xml,
 )
+from controller.hypervisor.errors import as_virtsync_error
 from controller.hypervisor.network_xml import dhcp_host_xml, network_xml, read_network
 from controller.hypervisor.operations import HostOps
-from controller.hypervisor.xmlutil import parse
 from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
-from controller.plan.actions import Action, HostPlan, Plan
+from controller.plan import actions as act
+from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
 from controller.plan.guests import owner_for
-from controller.plan.keys import match_nics
 from controller.spec.models import Guest, Network, StoragePool
 from controller.spec.specset import SpecSet
 
 Progress = Callable[[Outcome, int, int], None]
 T = TypeVar("T", Guest, Network, StoragePool)
+A = TypeVar("A", bound=Action)
 
 @dataclass
 class ExecOptions:
@@ -100,10 +103,10 @@ class _HostRun:
                      self.opts.commit, applied)
 
     def blocked(self, action: Action) -> str | None:
-        deps = [f"{action.key.kind}/{action.key.name}", *action.args.get("needs", [])]
-        if "guest" in action.args:
-            deps.append(f"Guest/{action.args['guest']}")
-        if action.key.kind == "Guest" and action.op in ("start", "restart"):
+        deps = [f"{action.key.kind}/{action.key.name}", *action.needs]
+        if action.guest:
+            deps.append(f"Guest/{action.guest}")
+        if isinstance(action, act.Start | act.Restart):
             g = self.guest(action.key.name)
             deps += [f"Network/{i.network}" for i in g.spec.interfaces]
             deps += [f"StoragePool/{d.pool}" for d in g.spec.disks if d.pool]
@@ -139,20 +142,21 @@ class _HostRun:
         return [self.run_one(a) for a in actions]
 
     def run_one(self, action: Action) -> Outcome:
+        """One action; whatever it raises is its failed outcome (the host's other actions go on)."""
         started = time.monotonic()
         why = self.blocked(action)
         if why:
             return Outcome(action.key, action.op, "skipped", why)
         try:
-            detail = HANDLERS[action.op](self, action) or ""
-        except VirtsyncError as exc:
+            detail = HANDLERS[type(action)](self, action) or ""
+        except Exception as raised:
+            exc = as_virtsync_error(raised, self.hp.host, action.label)
             with self.lock:
                 self.failed.add(f"{action.key.kind}/{action.key.name}")
             return Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
-                           time.monotonic() - started, exc.retryable)
+                           time.monotonic() - started, exc.retryable, exc.delay)
         _die_if_asked(action)
-        return Outcome(action.key, action.op, status_for(action.op), detail,
-                       time.monotonic() - started)
+        return Outcome(action.key, action.op, action.outcome, detail, time.monotonic() - started)
 
 def _die_if_asked(action: Action) -> None:
     """Tests of crash safety: VIRTSYNC_TEST_DIE_AFTER=OP[:NAME] kills the process right
@@ -167,50 +171,48 @@ def _die_if_asked(action: Action) -> None:
 
 # ------------------------------------------------------------------ handlers
 
-def _define_pool(run: _HostRun, a: Action) -> str:
+def _define_pool(run: _HostRun, a: act.DefinePool) -> str:
     p = run.pool(a.key.name)
     run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance)
     return f"dir pool at {p.spec.path}"
 
-def _update_pool(run: _HostRun, a: Action) -> str:
+def _update_pool(run: _HostRun, a: act.UpdatePool) -> str:
     done = []
-    if a.args.get("adopt"):
+    if a.adopt:
         run.ops.mark_pool(a.key.name, run.opts.instance)
         done.append("adopted")
-    if a.args.get("start"):
+    if a.start:
         run.ops.start_pool(a.key.name)
         done.append("started")
-    if any(c.path == "/spec/autostart" for c in a.changes):
-        run.ops.set_pool_autostart(a.key.name, bool(a.args["autostart"]))
-        done.append(f"autostart {a.args['autostart']}")
+    if a.autostart is not None:
+        run.ops.set_pool_autostart(a.key.name, a.autostart)
+        done.append(f"autostart {a.autostart}")
     return ", ".join(done)
 
-def _define_network(run: _HostRun, a: Action) -> str:
+def _define_network(run: _HostRun, a: act.DefineNetwork) -> str:
     net = run.network(a.key.name)
     if run.ops.network_xml(a.key.name) is not None:
         raise _conflict(run, f"network {a.key.name} appeared since it was observed")
     run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net)), net.spec.autostart)
     return f"{net.spec.mode} network started"
 
-def _update_network(run: _HostRun, a: Action) -> str:
+def _update_network(run: _HostRun, a: act.UpdateNetwork) -> str:
     name = a.key.name
     _check_network(run, name)
     done = []
-    for op in a.args.get("ops", []):
-        if op["cmd"] == "range":
-            for cmd, start, end in (("delete", op["old_start"], op["old_end"]),
-                                    ("add", op["start"], op["end"])):
-                target = "both" if run.ops.network_active(name) else "config"
-                run.ops.network_update(name, cmd, "range", f"<range start='{start}' end='{end}'/>",
-                                       target)
-            done.append(f"DHCP range {op['start']}-{op['end']}")
-            continue
-        run.ops.network_update(name, op["cmd"], "host", dhcp_host_xml(op["mac"], op["ip"], op["name"]),
-                               op["target"])
-        done.append(f"{op['cmd']} lease {op['mac']} ({op['target']})")
-    if a.args.get("autostart") is not None:
-        run.ops.set_network_autostart(name, bool(a.args["autostart"]))
-        done.append(f"autostart {a.args['autostart']}")
+    if a.dhcp_range is not None:
+        r = a.dhcp_range
+        for cmd, start, end in (("delete", r.old_start, r.old_end), ("add", r.start, r.end)):
+            target = "both" if run.ops.network_active(name) else "config"
+            run.ops.network_update(name, cmd, "range", f"<range start='{start}' end='{end}'/>", target)
+        done.append(f"DHCP range {r.start}-{r.end}")
+    for lease in a.leases:
+        run.ops.network_update(name, lease.command, "host", dhcp_host_xml(lease.mac, lease.ip, lease.name),
+                               lease.target)
+        done.append(f"{lease.command} lease {lease.mac} ({lease.target})")
+    if a.autostart is not None:
+        run.ops.set_network_autostart(name, a.autostart)
+        done.append(f"autostart {a.autostart}")
     return "; ".join(done)
 
 def _check_network(run: _HostRun, name: str) -> None:
@@ -220,8 +222,6 @@ def _check_network(run: _HostRun, name: str) -> None:
         raise _conflict(run, f"network {name} changed since it was observed")
 
 def _conflict(run: _HostRun, message: str) -> VirtsyncError:
-    from controller.errors import ConflictError
-
     return ConflictError(message, host=run.hp.host)
 
 def _replug(run: _HostRun, network: str) -> list[str]:
@@ -255,22 +255,26 @@ def _replug(run: _HostRun, network: str) -> list[str]:
     return done
 
 
-def _start_network(run: _HostRun, a: Action) -> str:
+def _start_network(run: _HostRun, a: act.StartNetwork) -> str:
     run.ops.start_network(a.key.name)
     replugged = _replug(run, a.key.name)
     return "started" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
 
-def _recreate_network(run: _HostRun, a: Action) -> str:
+def _recreate_network(run: _HostRun, a: act.RecreateNetwork) -> str:
     _check_network(run, a.key.name)
     net = run.network(a.key.name)
     obs = run.state.networks[a.key.name]
+    # The observed persistent definition, edited in place: XML virtsync does not model survives.
+    xml = network_xml(a.key.name, net.spec, run.net_owner(net), obs.uuid,
+                      base=obs.xml or run.ops.network_xml(a.key.name))
+    # Defined over the old one first: a definition libvirt refuses leaves the network as it was.
+    run.ops.define_network(xml, net.spec.autostart, start=False)
     run.ops.delete_network(a.key.name)
-    run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net), obs.uuid),
-                           net.spec.autostart)
+    run.ops.define_network(xml, net.spec.autostart)
     replugged = _replug(run, a.key.name)
     return "recreated" + (f"; re-plugged {', '.join(replugged)}" if replugged else "")
 
-def _define_guest(run: _HostRun, a: Action) -> str:
+def _define_guest(run: _HostRun, a: act.DefineGuest) -> str:
     guest = run.guest(a.key.name)
     # A transient (running, undefined) guest is defined again under its own UUID.
     obs = run.state.guests.get(a.key.name)
@@ -281,76 +285,83 @@ def _define_guest(run: _HostRun, a: Action) -> str:
         run.ops.set_guest_autostart(a.key.name, True)
     return f"defined ({run.state.caps.virt_type})"
 
-def _rewritten(run: _HostRun, a: Action) -> tuple[Guest, ObservedGuest, str]:
+def _rewritten(run: _HostRun, a: act.UpdateGuest | act.RecreateGuest) -> tuple[Guest, ObservedGuest, str]:
     """The guest's definition as observed (refusing if it changed since), with the action's fields
     written in place."""
     guest = run.guest(a.key.name)
     obs = run.state.guests[a.key.name]
     run.ops.check_unchanged(a.key.name, obs.xml)
     ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
-    return guest, obs, update_guest_xml(obs.xml, a.key.name, guest.spec, ctx, a.args.get("fields", []))
+    return guest, obs, update_guest_xml(obs.xml, a.key.name, guest.spec, ctx, a.fields)
 
 
-def _update_guest(run: _HostRun, a: Action) -> str:
+def _update_guest(run: _HostRun, a: act.UpdateGuest) -> str:
     name = a.key.name
     guest, _, new_xml = _rewritten(run, a)
     done = []
-    if a.args.get("snapshot_first"):
+    if a.snapshot_first:
         taken = _snapshot_before_restart(run, name).removeprefix("; ")
         if taken:
             done.append(taken)
     run.ops.define_guest(new_xml)
     done.append("definition updated")
-    if "autostart" in a.args.get("fields", []):
-        run.ops.set_guest_autostart(name, guest.spec.autostart)
-    for op in a.args.get("live", []):
+    for op in a.live:
         done.append(_live_op(run, name, guest, new_xml, op))
     return "; ".join(done)
 
-def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: dict[str, Any]) -> str:
-    kind = op["op"]
-    if kind == "setmem":
-        run.ops.set_memory_live(name, int(op["bytes"]))
+
+def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: LiveOp) -> str:
+    """One typed call after the definition is written. A device that is not where the plan saw
+    it is a conflict (another writer changed the guest), never a silent success."""
+    if isinstance(op, act.SetMemory):
+        run.ops.set_memory_live(name, op.bytes)
         return "memory set live"
-    if kind == "setvcpus":
-        run.ops.set_vcpus_live(name, int(op["count"]))
-        return f"{op['count']} vCPUs live"
-    if kind == "detach-disk":
-        device = disk_xml_by_target(run.ops.live_xml(name), op["target"])
-        if device is not None:
-            run.ops.detach_live(name, device)
-        return f"detached disk {op['target']}"
-    if kind == "attach-nic":
+    if isinstance(op, act.SetVcpus):
+        run.ops.set_vcpus_live(name, op.count)
+        return f"{op.count} vCPUs live"
+    if isinstance(op, act.SetAutostart):
+        run.ops.set_guest_autostart(name, op.on)
+        return f"autostart {op.on}"
+    if isinstance(op, act.DetachDisk):
+        device = disk_xml_by_target(run.ops.live_xml(name), op.target)
+        if device is None:
+            raise _conflict(run, f"disk {op.target} of guest {name} is no longer attached (changed since observed)")
+        run.ops.detach_live(name, device)
+        return f"detached disk {op.target}"
+    if isinstance(op, act.AttachNic):
         _, _, cfg, _ = read_guest(new_xml)
-        if "index" in op:
+        if op.index is not None:
             pairs, _ = match_nics(guest.spec.interfaces, cfg.interfaces)
-            idx = pairs[int(op["index"])][1]
+            idx = pairs[op.index][1] if op.index < len(pairs) else None
         else:
-            idx = next((i for i, n in enumerate(cfg.interfaces) if n.mac == op["mac"]), None)
+            idx = next((i for i, n in enumerate(cfg.interfaces) if n.mac == op.mac), None)
         device = nic_xml_at(new_xml, idx) if idx is not None else None
         if device is None or idx is None:
-            return "NIC not found in the definition"
+            raise _conflict(run, f"the NIC to attach to guest {name} is not in its new definition")
         run.ops.attach_live(name, device)
         return f"attached NIC {cfg.interfaces[idx].mac}"
-    if kind == "detach-nic":
-        device = nic_xml(run.ops.live_xml(name), op["mac"])
-        if device is not None:
-            run.ops.detach_live(name, device)
-        return f"detached NIC {op['mac']}"
-    raise PlanError(f"unknown live operation {kind}")
+    if isinstance(op, act.DetachNic):
+        device = nic_xml(run.ops.live_xml(name), op.mac)
+        if device is None:
+            raise _conflict(run, f"NIC {op.mac} of guest {name} is no longer attached (changed since observed)")
+        run.ops.detach_live(name, device)
+        return f"detached NIC {op.mac}"
+    raise PlanError(f"unknown live operation {op.op}")
 
-def _attach_disks(run: _HostRun, a: Action) -> str:
+
+def _attach_disks(run: _HostRun, a: act.AttachDisks) -> str:
     name = a.key.name
     xml = run.ops.guest_xml(name) or ""
     done = []
-    for disk_name in a.args["disks"]:
+    for disk_name in a.disks:
         device = disk_xml_by_name(xml, name, disk_name)
-        if device is not None:
-            run.ops.attach_live(name, device)
-            done.append(disk_name)
+        if device is None:
+            raise _conflict(run, f"disk {disk_name} is not in the definition of guest {name} (changed since observed)")
+        run.ops.attach_live(name, device)
+        done.append(disk_name)
     return "attached " + ", ".join(done)
 
-def _recreate_guest(run: _HostRun, a: Action) -> str:
+def _recreate_guest(run: _HostRun, a: act.RecreateGuest) -> str:
     name = a.key.name
     guest, obs, new_xml = _rewritten(run, a)
     before = _snapshot_before_restart(run, name)
@@ -363,44 +374,40 @@ def _recreate_guest(run: _HostRun, a: Action) -> str:
     if snapshots:
         run.ops.redefine_snapshots(name, snapshots)
         done.append(f"{len(snapshots)} snapshot(s) re-registered")
-    if a.args.get("restart"):
+    if a.restart:
         run.ops.start(name, paused=guest.spec.state == "paused")
         done.append("started")
     return "recreated under the same UUID; " + "; ".join(done) + before
 
-def _create_volume(run: _HostRun, a: Action) -> str:
-    args = a.args
-    capacity = int(args["capacity"] or 0)
-    source = args.get("source")
-    if not source:
-        return run.ops.create_volume(args["pool"], args["volume"], capacity, args["format"])
-    kind, ref = source
+def _create_volume(run: _HostRun, a: act.CreateVolume) -> str:
+    capacity = a.capacity
+    if a.source is None:
+        return run.ops.create_volume(a.pool, a.volume, capacity, a.format)
+    kind, ref = a.source.kind, a.source.ref
     if kind == "path":
         path, fmt, base_cap = ref, run.ops.file_format(ref), None
     else:
-        info = run.ops.volume_info(args["pool"], ref)
+        info = run.ops.volume_info(a.pool, ref)
         if info is None:
-            raise PlanError(f"image {ref!r} not found in pool {args['pool']}")
+            raise PlanError(f"image {ref!r} not found in pool {a.pool}")
         path, fmt, base_cap = info
-    if args.get("clone") == "full" and kind == "volume":
-        made = run.ops.clone_volume(args["pool"], ref, args["volume"], args["format"])
+    if a.clone == "full" and kind == "volume":
+        made = run.ops.clone_volume(a.pool, ref, a.volume, a.format)
         if capacity and base_cap and capacity > base_cap:
-            run.ops.resize_volume(args["pool"], args["volume"], capacity)
+            run.ops.resize_volume(a.pool, a.volume, capacity)
         return f"{made} (full copy of {ref})"
-    if args.get("clone") == "full":
+    if a.clone == "full":
         raise PlanError(f"a full clone needs an image volume in the pool, not the file {ref}")
-    made = run.ops.create_volume(args["pool"], args["volume"], max(capacity, base_cap or 0), "qcow2",
-                                 backing=(path, fmt))
+    made = run.ops.create_volume(a.pool, a.volume, max(capacity, base_cap or 0), "qcow2", backing=(path, fmt))
     return f"{made} (linked to {path})"
 
 
-def _fetch_image(run: _HostRun, a: Action) -> str:
+def _fetch_image(run: _HostRun, a: act.FetchImage) -> str:
     from controller.images.download import fetch_image
 
-    args = a.args
-    local = fetch_image(args["url"], args["sha256"], image_cache_dir())
-    run.ops.upload_volume(args["pool"], args["volume"], local)
-    return f"downloaded, verified (sha256) and uploaded as {args['volume']}"
+    local = fetch_image(a.url, a.sha256, image_cache_dir())
+    run.ops.upload_volume(a.pool, a.volume, local)
+    return f"downloaded, verified (sha256) and uploaded as {a.volume}"
 
 
 def image_cache_dir() -> Path:
@@ -409,39 +416,39 @@ def image_cache_dir() -> Path:
     return Path(base) / "images"
 
 
-def _upload_file(run: _HostRun, a: Action) -> str:
-    local = Path(str(a.args["path"]))
+def _upload_file(run: _HostRun, a: act.UploadFile) -> str:
+    local = Path(a.path)
     if not local.is_file():
-        raise PlanError(f"{local} (boot file of guest {a.args['guest']}) does not exist here")
-    run.ops.upload_volume(a.args["pool"], a.args["volume"], local)
+        raise PlanError(f"{local} (boot file of guest {a.guest}) does not exist here")
+    run.ops.upload_volume(a.pool, a.volume, local)
     return f"uploaded {local} ({local.stat().st_size} bytes)"
 
 
-def _write_seed(run: _HostRun, a: Action) -> str:
+def _write_seed(run: _HostRun, a: act.WriteSeed) -> str:
     from controller.images.seed import build_seed_iso
 
-    guest = run.guest(a.args["guest"])
+    guest = run.guest(a.guest)
     ci = guest.spec.cloud_init
     assert ci is not None
     meta = ci.meta_data if ci.meta_data is not None else (
         f"instance-id: {guest.metadata.name}\nlocal-hostname: {guest.metadata.name}\n")
     data = build_seed_iso(ci.user_data or "#cloud-config\n", meta, ci.network_config)
-    run.ops.write_volume(a.args["pool"], a.args["volume"], data)
+    run.ops.write_volume(a.pool, a.volume, data)
     return f"seed ISO written ({len(data)} bytes)"
 
-def _resize_volume(run: _HostRun, a: Action) -> str:
-    args = a.args
-    obs = run.state.guests.get(args["guest"])
+def _resize_volume(run: _HostRun, a: act.ResizeVolume) -> str:
+    obs = run.state.guests.get(a.guest)
     if obs is not None and obs.live is not None:
-        target = next((d.target for d in obs.live.disks if d.name == args["disk"]), None)
+        target = next((d.target for d in obs.live.disks if d.name == a.disk), None)
         if target:
-            run.ops.block_resize(args["guest"], target, int(args["capacity"]))
+            run.ops.block_resize(a.guest, target, a.capacity)
             return f"grown live ({target})"
-    run.ops.resize_volume(args["pool"], args["volume"], int(args["capacity"]))
+    run.ops.resize_volume(a.pool, a.volume, a.capacity)
     return "grown"
 
-def _migrate(run: _HostRun, a: Action) -> str:
-    source = str(a.args["source"])
+
+def _migrate(run: _HostRun, a: act.Migrate) -> str:
+    source = a.source
     if run.ops_for is None:
         raise PlanError("a migration needs the source host's connection")
     host = next(h for h in run.specs.hosts if h.metadata.name == run.hp.host)
@@ -455,9 +462,9 @@ def _migrate(run: _HostRun, a: Action) -> str:
     return f"live-migrated from {source} in {time.monotonic() - started:.1f}s" + (" (disks copied)" if copy else "")
 
 
-def _move(run: _HostRun, a: Action) -> str:
+def _move(run: _HostRun, a: act.Move) -> str:
     """Cold move: stop on the source, copy the guest's volumes, define here (same UUID), start."""
-    source = str(a.args["source"])
+    source = a.source
     if run.ops_for is None:
         raise PlanError("a move needs the source host's connection")
     src = run.ops_for(source)
@@ -486,12 +493,12 @@ def _move(run: _HostRun, a: Action) -> str:
             f"volumes are kept); " + "; ".join(done))
 
 
-def _start(run: _HostRun, a: Action) -> str:
-    run.ops.start(a.key.name, paused=bool(a.args.get("paused")))
-    return "started paused" if a.args.get("paused") else "started"
+def _start(run: _HostRun, a: act.Start) -> str:
+    run.ops.start(a.key.name, paused=a.paused)
+    return "started paused" if a.paused else "started"
 
-def _stop(run: _HostRun, a: Action) -> str:
-    return run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
+def _stop(run: _HostRun, a: act.Stop) -> str:
+    return run.ops.stop(a.key.name, a.timeout)
 
 def _snapshot_before_restart(run: _HostRun, name: str) -> str:
     """beforeRestart: a snapshot of the guest right before a restart or recreate."""
@@ -515,73 +522,75 @@ def _snapshot_before_restart(run: _HostRun, name: str) -> str:
     return f"; snapshot {', '.join(done)} taken first"
 
 
-def _restart(run: _HostRun, a: Action) -> str:
-    before = "" if a.args.get("snapshot_taken") else _snapshot_before_restart(run, a.key.name)
-    how = run.ops.stop(a.key.name, float(a.args.get("timeout", 120)))
-    paused = bool(a.args.get("paused"))  # state: paused comes back paused
+def _restart(run: _HostRun, a: act.Restart) -> str:
+    before = "" if a.snapshot_taken else _snapshot_before_restart(run, a.key.name)
+    how = run.ops.stop(a.key.name, a.timeout)
+    paused = a.paused  # state: paused comes back paused
     run.ops.start(a.key.name, paused=paused)
     return f"{how}, started" + (" paused" if paused else "") + before
 
-def _suspend(run: _HostRun, a: Action) -> str:
+def _suspend(run: _HostRun, a: act.Suspend) -> str:
     run.ops.suspend(a.key.name)
     return "paused"
 
-def _resume(run: _HostRun, a: Action) -> str:
+def _resume(run: _HostRun, a: act.Resume) -> str:
     run.ops.resume(a.key.name)
     return "resumed"
 
-def _delete_guest(run: _HostRun, a: Action) -> str:
+def _delete_guest(run: _HostRun, a: act.DeleteGuest) -> str:
     name = a.key.name
     obs = run.state.guests[name]
     run.ops.check_unchanged(name, obs.xml)
     if obs.state != "stopped":
         run.ops.destroy(name)
     run.ops.undefine_guest(name, keep_nvram=bool(obs.owner and obs.owner.volumes and
-                                                  len(a.args.get("volumes", [])) < len(obs.owner.volumes)))
-    kept = [v for v in (obs.owner.volumes if obs.owner else ()) if v not in a.args.get("volumes", [])]
+                                                  len(a.volumes) < len(obs.owner.volumes)))
+    kept = [v for v in (obs.owner.volumes if obs.owner else ()) if v not in a.volumes]
     return "undefined" + (f"; volumes kept: {', '.join(kept)}" if kept else "")
 
-def _delete_volume(run: _HostRun, a: Action) -> str:
-    run.ops.delete_volume(a.args["pool"], a.args["volume"])
+def _delete_volume(run: _HostRun, a: act.DeleteVolume) -> str:
+    run.ops.delete_volume(a.pool, a.volume)
     return "deleted"
 
-def _delete_network(run: _HostRun, a: Action) -> str:
+def _delete_network(run: _HostRun, a: act.DeleteNetwork) -> str:
     _check_network(run, a.key.name)
     run.ops.delete_network(a.key.name)
     return "deleted"
 
-def _delete_pool(run: _HostRun, a: Action) -> str:
+def _delete_pool(run: _HostRun, a: act.DeletePool) -> str:
     run.ops.delete_pool(a.key.name, run.opts.instance)
     return "deleted"
 
-HANDLERS: dict[str, Callable[[_HostRun, Action], str]] = {
-    "define-pool": _define_pool,
-    "update-pool": _update_pool,
-    "define-network": _define_network,
-    "update-network": _update_network,
-    "start-network": _start_network,
-    "recreate-network": _recreate_network,
-    "define": _define_guest,
-    "update": _update_guest,
-    "recreate": _recreate_guest,
-    "attach-disks": _attach_disks,
-    "create-volume": _create_volume,
-    "fetch-image": _fetch_image,
-    "write-seed": _write_seed,
-    "upload-file": _upload_file,
-    "resize-volume": _resize_volume,
-    "migrate": _migrate,
-    "move": _move,
-    "start": _start,
-    "stop": _stop,
-    "restart": _restart,
-    "suspend": _suspend,
-    "resume": _resume,
-    "delete": _delete_guest,
-    "delete-volume": _delete_volume,
-    "delete-network": _delete_network,
-    "delete-pool": _delete_pool,
+# The executor dispatches on the action's type; a test checks every type has a handler.
+HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
+    act.DefinePool: _define_pool,
+    act.UpdatePool: _update_pool,
+    act.DefineNetwork: _define_network,
+    act.UpdateNetwork: _update_network,
+    act.StartNetwork: _start_network,
+    act.RecreateNetwork: _recreate_network,
+    act.DefineGuest: _define_guest,
+    act.UpdateGuest: _update_guest,
+    act.RecreateGuest: _recreate_guest,
+    act.AttachDisks: _attach_disks,
+    act.CreateVolume: _create_volume,
+    act.FetchImage: _fetch_image,
+    act.WriteSeed: _write_seed,
+    act.UploadFile: _upload_file,
+    act.ResizeVolume: _resize_volume,
+    act.Migrate: _migrate,
+    act.Move: _move,
+    act.Start: _start,
+    act.Stop: _stop,
+    act.Restart: _restart,
+    act.Suspend: _suspend,
+    act.Resume: _resume,
+    act.DeleteGuest: _delete_guest,
+    act.DeleteVolume: _delete_volume,
+    act.DeleteNetwork: _delete_network,
+    act.DeletePool: _delete_pool,
 }
+
 
 def execute(plan: Plan, specs: SpecSet, states: Mapping[str, HostState],
             ops_for: Callable[[str], HostOps], opts: ExecOptions,

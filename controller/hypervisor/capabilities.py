@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libvirt
 
+from controller.fields.xmlutil import parse
 from controller.hypervisor.errors import libvirt_call
-from controller.hypervisor.xmlutil import parse
 from controller.model.state import HostCapabilities
 
 

@@ -17,6 +17,7 @@ from controller.errors import (
     ObjectNotFound,
     OperationFailed,
     UnsupportedError,
+    VirtsyncError,
 )
 
 _NOT_FOUND = {
@@ -75,3 +76,14 @@ def quiet_libvirt() -> None:
 
 def is_not_found(exc: libvirt.libvirtError) -> bool:
     return exc.get_error_code() in _NOT_FOUND
+
+
+def as_virtsync_error(exc: BaseException, host: str, what: str) -> VirtsyncError:
+    """Any exception raised while acting on ``host`` as a typed error: a libvirt error mapped
+    like every other (a call that slipped past ``libvirt_call``), anything else an internal
+    error that a retry will not cure."""
+    if isinstance(exc, VirtsyncError):
+        return exc
+    if isinstance(exc, libvirt.libvirtError):
+        return map_error(exc, host, what)
+    return OperationFailed(f"{what}: internal error: {type(exc).__name__}: {exc}", host=host, retryable=False)

@@ -265,9 +265,20 @@ def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> Observe
 
 def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,
                       name: str) -> HostState:
-    """A HostState holding one guest (if it exists) with the host's networks and pools."""
+    """A HostState holding one guest (if it exists) with the host's networks and pools, and the
+    guest's DHCP leases and agent facts (the same information a whole-host observation gives)."""
     guest = observe_one_guest(conn, host, name)
     guests = {name: guest} if guest is not None else {}
     networks = observe_networks(conn, host)
     pools = observe_pools(conn, host)
-    return HostState(host, uri, caps, guests, networks, pools, {}, fingerprint(guests, networks, pools))
+    leases = observe_leases(conn, networks)
+    return HostState(host, uri, caps, guests, networks, pools, leases,
+                     fingerprint(guests, networks, pools), guest_details(conn, guests))
+
+
+def look_up_guests(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,
+                   names: frozenset[str]) -> HostState:
+    """A partial HostState holding only the named guests that exist: what a move needs to know
+    of a host outside the reconcile's scope."""
+    guests = {n: g for n in sorted(names) if (g := observe_one_guest(conn, host, n)) is not None}
+    return HostState(host, uri, caps, guests, {}, {}, {}, fingerprint(guests, {}, {}))

@@ -13,12 +13,12 @@ from pathlib import Path
 import libvirt
 
 from controller.errors import ConflictError, OperationFailed, UnsupportedError
+from controller.fields.xmlutil import parse, tostring
 from controller.hypervisor import ownership
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
 from controller.hypervisor.pool_xml import pool_xml, volume_format, volume_xml
-from controller.hypervisor.xmlutil import parse, tostring
 from controller.model.state import HostCapabilities
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE

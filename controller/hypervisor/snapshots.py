@@ -1,5 +1,6 @@
 """Guest snapshots on libvirt: list with virtsync's record, take (internal, or external
-disk-only when quiescing or when internal ones are refused), delete, revert.
+disk-only when quiescing or when internal ones are refused; with memory: internal, or an
+external memory file beside the disk where internal snapshots are refused), delete, revert.
 
 virtsync records who made a snapshot in its <description>, as JSON:
 {"virtsync": {"instance": …, "policy": …, "created": …, "quiesced": …}}. A snapshot
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,9 +20,9 @@ import libvirt
 from lxml import etree
 
 from controller.errors import OperationFailed, UnsupportedError
+from controller.fields.xmlutil import parse
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import libvirt_call
-from controller.hypervisor.xmlutil import parse
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class SnapshotRecord:
 def _record(xml: str, instance: str) -> SnapshotRecord:
     root = parse(xml)
     created = datetime.fromtimestamp(int(root.findtext("creationTime") or 0), UTC)
-    external = any(d.get("snapshot") == "external" for d in root.findall("disks/disk"))
+    external = any(d.get("snapshot") == "external" for d in root.findall("disks/disk")) or any(
+        m.get("snapshot") == "external" for m in root.findall("memory"))
     policy = quiesced = None
     try:
         meta = json.loads(root.findtext("description") or "{}").get("virtsync") or {}
@@ -66,6 +69,16 @@ def _chain(live_xml: str, target: str) -> list[str]:
             node = node.find("backingStore")
         return files
     return []
+
+
+def _memory_file(live_xml: str, guest: str, snapshot: str, host: str) -> str:
+    """Where an external snapshot keeps a guest's memory: beside its first disk file (in its pool)."""
+    for disk in parse(live_xml).findall("devices/disk[@device='disk']"):
+        src = disk.find("source")
+        if src is not None and src.get("file"):
+            return posixpath.join(posixpath.dirname(str(src.get("file"))), f"{guest}.{snapshot}.mem")
+    raise UnsupportedError(f"a snapshot of {guest} with its memory (memory: true) needs a disk file to keep "
+                           "the memory beside; the guest has none", host=host)
 
 
 def _wait_job(dom: libvirt.virDomain, target: str, *, ready: bool, timeout: float = 300) -> None:
@@ -107,22 +120,42 @@ class SnapshotOps:
 
     def take(self, guest: str, name: str, policy: str, created: datetime, *, quiesce: str,
              memory: bool) -> tuple[bool, bool]:
-        """Take a snapshot; (quiesced, external). quiesce: auto | required | off."""
+        """Take a snapshot; (quiesced, external). quiesce: auto | required | off.
+
+        ``memory``: a running guest's snapshot holds its memory too (a checkpoint it resumes
+        from): internal where libvirt allows, else external, with the memory in a file beside
+        the guest's first disk. Such a snapshot is never quiesced (quiesce needs disk-only)."""
         dom = self._dom(guest)
         running = bool(dom.isActive())
-        uefi = "<nvram" in dom.XMLDesc(0) or "firmware='efi'" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        live_xml = dom.XMLDesc(0)
+        uefi = "<nvram" in live_xml or "firmware='efi'" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        # libvirt refuses internal snapshots of pflash (UEFI) guests and of disks that are not qcow2
+        internal_ok = not uefi and all(d.get("type") == "qcow2" for d in
+                                       parse(live_xml).findall("devices/disk[@device='disk']/driver"))
+        with_memory = memory and running
 
-        def xml(quiesced: bool, external: bool) -> str:
+        def xml(quiesced: bool, external: bool, memory_file: str | None = None) -> str:
             root = etree.Element("domainsnapshot")
             etree.SubElement(root, "name").text = name
             etree.SubElement(root, "description").text = json.dumps({"virtsync": {
                 "instance": self.instance, "policy": policy, "created": created.isoformat(),
-                "quiesced": quiesced, "kind": "external" if external else "internal"}})
-            if external:
+                "quiesced": quiesced, "kind": "external" if external else "internal",
+                "memory": with_memory}})
+            if memory_file:
+                etree.SubElement(root, "memory", snapshot="external", file=memory_file)
+            elif external:
                 etree.SubElement(root, "memory", snapshot="no")
             return etree.tostring(root, encoding="unicode")
 
         disk_only = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        if with_memory:
+            with libvirt_call(self.host, f"snapshot {guest} with its memory"):
+                if internal_ok:
+                    dom.snapshotCreateXML(xml(False, False), 0)  # internal: a running guest's memory included
+                    return False, False
+                dom.snapshotCreateXML(xml(False, True, _memory_file(live_xml, guest, name, self.host)),
+                                      libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+                return False, True
         if quiesce != "off" and running:
             try:
                 dom.snapshotCreateXML(xml(True, True), disk_only | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE)
@@ -133,7 +166,7 @@ class SnapshotOps:
                                           f"required), and the guest agent could not freeze it: "
                                           f"{exc.get_error_message()}", host=self.host) from None
         with libvirt_call(self.host, f"snapshot {guest}"):
-            if uefi:  # libvirt refuses internal snapshots of pflash guests: disk-only, external
+            if not internal_ok:  # pflash (UEFI) guests, raw disks: disk-only, external
                 flags = disk_only if running else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
                 dom.snapshotCreateXML(xml(False, True), flags)
                 return False, True
@@ -151,12 +184,16 @@ class SnapshotOps:
             if not dom.isActive():
                 raise UnsupportedError(f"the external snapshot {name} of {guest} is merged with a block commit, "
                                        "which needs the guest running; left in place", host=self.host)
-            for disk in parse(xml).findall("disks/disk"):
+            root = parse(xml)
+            for disk in root.findall("disks/disk"):
                 source = disk.find("source")
                 if disk.get("snapshot") == "external" and source is not None and source.get("file"):
                     self._merge_overlay(dom, guest, str(disk.get("name")), str(source.get("file")))
             # the overlays are merged: only libvirt's record of the snapshot is left to remove
             snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+            for mem in root.findall("memory[@snapshot='external']"):
+                if mem.get("file"):  # the saved memory belongs to that point in time only
+                    self._remove_file(str(mem.get("file")))
 
     def _merge_overlay(self, dom: libvirt.virDomain, guest: str, target: str, overlay: str) -> None:
         """Commit the overlay a snapshot created into its backing file: the snapshot's point in
@@ -172,8 +209,23 @@ class SnapshotOps:
         else:
             dom.blockCommit(target, chain[at + 1], overlay, 0, 0)
         _wait_job(dom, target, ready=False)
-        with contextlib.suppress(libvirt.libvirtError):  # a file outside pools stays: it holds no data now
-            self.conn.get().storageVolLookupByPath(overlay).delete(0)
+        self._remove_file(overlay)
+
+    def _remove_file(self, path: str) -> None:
+        """Delete a file libvirt made (an overlay, a memory file) through the pool holding it; the
+        pool learns of such files only when refreshed. A file outside pools stays (it holds no data
+        a guest uses)."""
+        conn = self.conn.get()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.storageVolLookupByPath(path).delete(0)
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                target = parse(pool.XMLDesc(0)).findtext("target/path") or ""
+                if target and posixpath.dirname(path) == target.rstrip("/"):
+                    pool.refresh(0)
+                    conn.storageVolLookupByPath(path).delete(0)
+                    return
 
     def revert(self, guest: str, name: str) -> None:
         dom = self._dom(guest)

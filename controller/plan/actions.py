@@ -1,20 +1,35 @@
-"""The typed plan: ordered actions with a reason and an impact class each."""
+"""The typed plan: ordered actions with a reason and an impact class each.
+
+Every action is a frozen dataclass of its own type (a tagged union on ``op``):
+the planner builds them, the executor dispatches on the type, and the plan's
+JSON, its schema, the text renderer and the ChangeSet's counts all derive from
+the same classes. Live operations that ride on a guest update are typed too
+(``LiveOp``), so nothing downstream parses notes or strings.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
-from typing import Any
+from enum import IntEnum
+from typing import Any, ClassVar
 
+from controller.model.operations import (
+    LIVE_OP_TYPES,
+    AttachNic,
+    DetachDisk,
+    DetachNic,
+    Impact,
+    LiveOp,
+    SetAutostart,
+    SetMemory,
+    SetVcpus,
+    fields_json,
+)
 from controller.model.state import ResourceKey
 
-
-class Impact(StrEnum):
-    CREATE = "create"
-    LIVE = "live"  # applied to the running object and its definition, no restart
-    NEXT_BOOT = "next-boot"  # written to the definition; takes effect at the next start
-    RECREATE = "recreate"  # undefine + define under the same UUID; needs the guest stopped
-    DELETE = "delete"
+__all__ = ["LIVE_OP_TYPES", "AttachNic", "DetachDisk", "DetachNic", "Impact", "LiveOp", "SetAutostart",
+           "SetMemory", "SetVcpus"]
 
 
 class Phase(IntEnum):
@@ -51,19 +66,38 @@ class FieldChange:
         return out
 
 
-@dataclass(frozen=True)
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True, kw_only=True)
 class Action:
+    """One step of a plan. Subclasses name their ``op`` (the JSON tag), phase and outcome."""
+
+    op: ClassVar[str]
+    phase: ClassVar[Phase]
+    outcome: ClassVar[str] = "updated"  # what a success counts as: created | updated | deleted
+
     key: ResourceKey
-    op: str  # define | update | recreate | delete | start | stop | … (see apply/executor.py)
-    impact: Impact
-    phase: Phase
-    reason: str
+    reason: str = ""
     changes: tuple[FieldChange, ...] = ()
-    args: dict[str, Any] = field(default_factory=dict)  # op-specific, JSON-able
+    impact: Impact = Impact.LIVE
+    needs: tuple[str, ...] = ()  # "Kind/name" objects whose failure skips this action
+    guest: str = ""  # the guest a volume or seed action serves (its failure skips the guest's start)
 
     @property
     def label(self) -> str:
         return f"{self.op} {self.key.kind} {self.key.name}"
+
+    @property
+    def serves(self) -> str | None:
+        """The guest this action is for, if any (its own key, or the guest a volume serves)."""
+        if self.key.kind == "Guest":
+            return self.key.name
+        return self.guest or None
+
+    def args(self) -> dict[str, Any]:
+        """The type's own parameters, as JSON."""
+        return fields_json(self, skip=_BASE_FIELDS)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -74,7 +108,301 @@ class Action:
             "impact": str(self.impact),
             "reason": self.reason,
             "changes": [c.as_json() for c in self.changes],
+            "args": self.args(),
         }
+
+
+_BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Action))
+
+
+# pools
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefinePool(Action):
+    op: ClassVar[str] = "define-pool"
+    phase: ClassVar[Phase] = Phase.POOLS
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdatePool(Action):
+    op: ClassVar[str] = "update-pool"
+    phase: ClassVar[Phase] = Phase.POOLS
+    autostart: bool | None = None  # set autostart to this; None: leave it
+    adopt: bool = False  # write the ownership marker
+    start: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeletePool(Action):
+    op: ClassVar[str] = "delete-pool"
+    phase: ClassVar[Phase] = Phase.DELETE_POOLS
+    outcome: ClassVar[str] = "deleted"
+    impact: Impact = Impact.DELETE
+
+
+# networks
+
+
+@dataclass(frozen=True)
+class LeaseUpdate:
+    """One networkUpdate of a static DHCP lease, on the definition or the running network."""
+
+    command: str  # add | modify | delete
+    mac: str
+    ip: str
+    name: str | None
+    target: str  # config | live
+
+    def as_json(self) -> dict[str, Any]:
+        return fields_json(self)
+
+
+@dataclass(frozen=True)
+class RangeUpdate:
+    start: str
+    end: str
+    old_start: str
+    old_end: str
+
+    def as_json(self) -> dict[str, Any]:
+        return fields_json(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefineNetwork(Action):
+    op: ClassVar[str] = "define-network"
+    phase: ClassVar[Phase] = Phase.NETWORKS
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateNetwork(Action):
+    op: ClassVar[str] = "update-network"
+    phase: ClassVar[Phase] = Phase.NETWORKS
+    dhcp_range: RangeUpdate | None = None
+    leases: tuple[LeaseUpdate, ...] = ()
+    autostart: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartNetwork(Action):
+    op: ClassVar[str] = "start-network"
+    phase: ClassVar[Phase] = Phase.NETWORKS
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecreateNetwork(Action):
+    op: ClassVar[str] = "recreate-network"
+    phase: ClassVar[Phase] = Phase.NETWORKS
+    impact: Impact = Impact.RECREATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteNetwork(Action):
+    op: ClassVar[str] = "delete-network"
+    phase: ClassVar[Phase] = Phase.DELETE_NETWORKS
+    outcome: ClassVar[str] = "deleted"
+    impact: Impact = Impact.DELETE
+
+
+# guests
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefineGuest(Action):
+    op: ClassVar[str] = "define"
+    phase: ClassVar[Phase] = Phase.GUESTS
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateGuest(Action):
+    op: ClassVar[str] = "update"
+    phase: ClassVar[Phase] = Phase.GUESTS
+    fields: tuple[str, ...] = ()  # spec fields written into the definition
+    live: tuple[LiveOp, ...] = ()  # calls on the running guest after the definition is written
+    snapshot_first: bool = False  # beforeRestart: snapshot before the definition changes
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecreateGuest(Action):
+    op: ClassVar[str] = "recreate"
+    phase: ClassVar[Phase] = Phase.GUESTS
+    impact: Impact = Impact.RECREATE
+    fields: tuple[str, ...] = ()
+    restart: bool = False  # it ran: start it again afterwards
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachDisks(Action):
+    op: ClassVar[str] = "attach-disks"
+    phase: ClassVar[Phase] = Phase.POWER  # after their volumes exist
+    disks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migrate(Action):
+    op: ClassVar[str] = "migrate"
+    phase: ClassVar[Phase] = Phase.GUESTS
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Move(Action):
+    op: ClassVar[str] = "move"
+    phase: ClassVar[Phase] = Phase.GUESTS
+    impact: Impact = Impact.RECREATE
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start(Action):
+    op: ClassVar[str] = "start"
+    phase: ClassVar[Phase] = Phase.POWER
+    paused: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stop(Action):
+    op: ClassVar[str] = "stop"
+    phase: ClassVar[Phase] = Phase.POWER
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Restart(Action):
+    op: ClassVar[str] = "restart"
+    phase: ClassVar[Phase] = Phase.POWER
+    impact: Impact = Impact.NEXT_BOOT
+    timeout: float = 120.0
+    paused: bool = False  # state: paused comes back paused
+    snapshot_taken: bool = False  # the update before it took the beforeRestart snapshot
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suspend(Action):
+    op: ClassVar[str] = "suspend"
+    phase: ClassVar[Phase] = Phase.POWER
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume(Action):
+    op: ClassVar[str] = "resume"
+    phase: ClassVar[Phase] = Phase.POWER
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteGuest(Action):
+    op: ClassVar[str] = "delete"
+    phase: ClassVar[Phase] = Phase.DELETE_GUESTS
+    outcome: ClassVar[str] = "deleted"
+    impact: Impact = Impact.DELETE
+    volumes: tuple[str, ...] = ()  # "pool/volume" deleted with it (deletePolicy: delete)
+    running: bool = False
+
+
+# volumes
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a new volume's content comes from: a volume of the same pool, or a file."""
+
+    kind: str  # volume | path
+    ref: str
+
+    def as_json(self) -> dict[str, Any]:
+        return fields_json(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateVolume(Action):
+    op: ClassVar[str] = "create-volume"
+    phase: ClassVar[Phase] = Phase.VOLUMES
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+    pool: str
+    volume: str
+    capacity: int = 0
+    format: str = "qcow2"
+    source: ImageSource | None = None
+    clone: str = "linked"  # linked | full
+    disk: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchImage(Action):
+    op: ClassVar[str] = "fetch-image"
+    phase: ClassVar[Phase] = Phase.IMAGES
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+    pool: str
+    volume: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadFile(Action):
+    op: ClassVar[str] = "upload-file"
+    phase: ClassVar[Phase] = Phase.IMAGES
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+    pool: str
+    volume: str
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteSeed(Action):
+    op: ClassVar[str] = "write-seed"
+    phase: ClassVar[Phase] = Phase.VOLUMES
+    pool: str
+    volume: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResizeVolume(Action):
+    op: ClassVar[str] = "resize-volume"
+    phase: ClassVar[Phase] = Phase.VOLUMES
+    pool: str
+    volume: str
+    capacity: int
+    disk: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteVolume(Action):
+    op: ClassVar[str] = "delete-volume"
+    phase: ClassVar[Phase] = Phase.DELETE_VOLUMES
+    outcome: ClassVar[str] = "deleted"
+    impact: Impact = Impact.DELETE
+    pool: str
+    volume: str
+
+
+ACTION_TYPES: tuple[type[Action], ...] = (
+    DefinePool, UpdatePool, DefineNetwork, UpdateNetwork, StartNetwork, RecreateNetwork,
+    DefineGuest, UpdateGuest, RecreateGuest, AttachDisks, CreateVolume, FetchImage, WriteSeed,
+    Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Suspend, Resume, DeleteGuest,
+    DeleteVolume, DeleteNetwork, DeletePool,
+)
+OPS: tuple[str, ...] = tuple(t.op for t in ACTION_TYPES)
+CREATES = tuple(t for t in ACTION_TYPES if t.outcome == "created")
+DELETES = tuple(t for t in ACTION_TYPES if t.outcome == "deleted")
+
+
+def outcome_of(op: str) -> str:
+    """created | updated | deleted: what a successful action of this op counts as."""
+    return next((t.outcome for t in ACTION_TYPES if t.op == op), "updated")
+
+
+# ------------------------------------------------------------------ plan
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from controller.fields.applied import applied_fields, declared, digest
+
+__all__ = ["SUSPEND_ANNOTATION", "PlanOptions", "applied_fields", "declared", "digest", "ownership_problem"]
+
+SUSPEND_ANNOTATION = "virtsync/suspend"  # "true": the object is only reported, never changed
 
 
 @dataclass(frozen=True)
@@ -17,26 +19,6 @@ class PlanOptions:
     prune: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     commit: str = ""
-
-
-def applied_fields(spec: BaseModel) -> dict[str, Any]:
-    """The declared fields of a spec, as JSON: what ownership records as last applied."""
-    out: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    if isinstance(out.get("cloudInit"), dict):
-        # cloud-init may hold secrets: only its digest is ever recorded or shown
-        out["cloudInit"] = digest(out["cloudInit"])
-    return out
-
-
-def digest(data: Any) -> str:
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
-
-
-def declared(spec: BaseModel) -> set[str]:
-    """Spec field names (as written in YAML) the user declared."""
-    fields = type(spec).model_fields  # instance access is deprecated since pydantic 2.11
-    return {fields[f].alias or f for f in spec.model_fields_set}
 
 
 def ownership_problem(key: Any, what: str, exists: bool, owner: Any, adopt: bool, instance: str) -> str | None:

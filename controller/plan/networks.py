@@ -1,15 +1,26 @@
-"""Diff of one network: spec × definition × active state → actions."""
+"""Diff of one network: spec × definition × active state → typed actions (fields/network.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
+from controller.fields.base import Facts
+from controller.fields.network import NETWORK_FIELDS, NetworkView
 from controller.model.state import DhcpHostState, HostState, NetworkConfig, ResourceKey
-from controller.plan.actions import Action, FieldChange, Impact, Phase, Problem
-from controller.plan.context import PlanOptions, declared, ownership_problem
-from controller.plan.policy import NETWORK_FIELDS
+from controller.plan.actions import (
+    Action,
+    DefineNetwork,
+    FieldChange,
+    Impact,
+    LeaseUpdate,
+    Problem,
+    RangeUpdate,
+    RecreateNetwork,
+    StartNetwork,
+    UpdateNetwork,
+)
+from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem
 from controller.spec.models import Network, NetworkSpec
 
 
@@ -21,13 +32,14 @@ class NetworkPlan:
 
 
 def desired_config(spec: NetworkSpec) -> NetworkConfig:
+    """The essence a network defined from ``spec`` reads back as."""
     ip = spec.ipv4
     dhcp = ip.dhcp if ip else None
     return NetworkConfig(
         mode=spec.mode,
         bridge=spec.bridge,
         forward_dev=spec.forward_dev,
-        address=ip.address if ip else None,
+        address=str(ipaddress.IPv4Interface(ip.address)) if ip else None,
         dhcp_start=dhcp.start if dhcp else None,
         dhcp_end=dhcp.end if dhcp else None,
         dhcp_hosts=tuple(DhcpHostState(h.mac, h.ip, h.name) for h in dhcp.hosts) if dhcp else (),
@@ -36,20 +48,15 @@ def desired_config(spec: NetworkSpec) -> NetworkConfig:
     )
 
 
-def _hosts_diff(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ...]
-                ) -> list[dict[str, Any]]:
+def lease_updates(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ...], target: str
+                  ) -> list[LeaseUpdate]:
     """networkUpdate operations turning ``have`` static leases into ``want``, keyed by MAC."""
     w = {h.mac: h for h in want}
     h = {x.mac: x for x in have}
-    ops: list[dict[str, Any]] = []
-    for mac, old in h.items():
-        if mac not in w:
-            ops.append({"cmd": "delete", "mac": mac, "ip": old.ip, "name": old.name})
-        elif w[mac] != old:
-            ops.append({"cmd": "modify", "mac": mac, "ip": w[mac].ip, "name": w[mac].name})
-    for mac, new in w.items():
-        if mac not in h:
-            ops.append({"cmd": "add", "mac": mac, "ip": new.ip, "name": new.name})
+    ops = [LeaseUpdate("delete", mac, old.ip, old.name, target) for mac, old in h.items() if mac not in w]
+    ops += [LeaseUpdate("modify", mac, w[mac].ip, w[mac].name, target) for mac, old in h.items()
+            if mac in w and w[mac] != old]
+    ops += [LeaseUpdate("add", mac, new.ip, new.name, target) for mac, new in w.items() if mac not in h]
     return ops
 
 
@@ -64,73 +71,62 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     if refusal:
         out.problems.append(Problem(key, refusal))
         return out
+    suspended = net.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
     if obs is None:
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
         out.drift.append(change)
-        out.actions.append(Action(key, "define-network", Impact.CREATE, Phase.NETWORKS,
-                                  "network does not exist", (change,), {"commit": opts.commit}))
+        if not suspended:
+            out.actions.append(DefineNetwork(key=key, reason="network does not exist", changes=(change,)))
         return out
 
-    want = desired_config(spec)
-    have = obs.config
-    d = declared(spec)
-    ip_declared = declared(spec.ipv4) if spec.ipv4 else set()
-    dhcp_declared = declared(spec.ipv4.dhcp) if spec.ipv4 and spec.ipv4.dhcp else set()
-    recreate: list[FieldChange] = []
-    live: list[FieldChange] = []
-    ops: list[dict[str, Any]] = []
+    facts = Facts(name, host.caps.virt_type)
+    view = NetworkView(spec, obs.config, obs.live_config if obs.active else None, obs)
+    top = declared(spec)
+    changes: list[FieldChange] = []
+    for f in NETWORK_FIELDS:
+        if f.planned_by or f.want is None or f.have is None:
+            continue
+        is_declared = f.is_declared(spec) if f.is_declared is not None else f.name in top
+        if not is_declared or not f.applies(spec, facts):
+            continue
+        want, have = f.want(spec, facts), f.have(obs.config, obs)
+        if not f.same(want, have):
+            running = f.show(f.have(view.live, obs)) if view.live is not None and f.shows_live else None
+            changes.append(FieldChange(f.path, f.show(want), f.show(have), running, f.impact_for(view)))
+    recreate = [c for c in changes if c.impact == Impact.RECREATE]
+    live = [c for c in changes if c.impact == Impact.LIVE]
 
-    def cmp(fld: str, a: Any, b: Any, present: bool) -> None:
-        if present and a != b:
-            recreate.append(FieldChange(f"/spec/{fld.replace('.', '/')}", a, b, None,
-                                        NETWORK_FIELDS[fld].impact))
-
-    cmp("mode", want.mode, have.mode, "mode" in d)
-    cmp("bridge", want.bridge, have.bridge, "bridge" in d)
-    cmp("forwardDev", want.forward_dev, have.forward_dev, "forwardDev" in d)
-    cmp("mtu", want.mtu, have.mtu, "mtu" in d)
-    cmp("domain", want.domain, have.domain, "domain" in d)
-    if "ipv4" in d:
-        want_addr = str(ipaddress.IPv4Interface(want.address)) if want.address else None
-        cmp("ipv4.address", want_addr, have.address, "address" in ip_declared)
-        if want.dhcp_start and (want.dhcp_start, want.dhcp_end) != (have.dhcp_start, have.dhcp_end):
-            c = FieldChange("/spec/ipv4/dhcp", f"{want.dhcp_start}-{want.dhcp_end}",
-                            f"{have.dhcp_start}-{have.dhcp_end}" if have.dhcp_start else None,
-                            None, Impact.LIVE if have.dhcp_start else Impact.RECREATE)
-            (live if have.dhcp_start else recreate).append(c)
-            if have.dhcp_start:
-                ops.append({"cmd": "range", "start": want.dhcp_start, "end": want.dhcp_end,
-                            "old_start": have.dhcp_start, "old_end": have.dhcp_end})
-        if "hosts" in dhcp_declared:
-            for target, cfg in (("config", have), ("live", obs.live_config)):
-                if cfg is None or (target == "live" and not obs.active):
-                    continue
-                host_ops = _hosts_diff(want.dhcp_hosts, cfg.dhcp_hosts)
-                for op in host_ops:
-                    op["target"] = target
-                ops.extend(host_ops)
-            if ops and not any(c.path == "/spec/ipv4/dhcp/hosts" for c in live):
-                live.append(FieldChange("/spec/ipv4/dhcp/hosts",
-                                        [f"{h.mac}={h.ip}" for h in want.dhcp_hosts],
-                                        [f"{h.mac}={h.ip}" for h in have.dhcp_hosts],
-                                        [f"{h.mac}={h.ip}" for h in obs.live_config.dhcp_hosts]
-                                        if obs.live_config else None, Impact.LIVE))
-    if "autostart" in d and spec.autostart != obs.autostart:
-        live.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None, Impact.LIVE))
+    # Static leases are compared on the running network too: networkUpdate reaches each apart.
+    leases: list[LeaseUpdate] = []
+    lease_field = next(f for f in NETWORK_FIELDS if f.name == "hosts")
+    if lease_field.is_declared is not None and lease_field.is_declared(spec) and lease_field.want is not None:
+        want_leases = lease_field.want(spec, facts)
+        leases = lease_updates(want_leases, obs.config.dhcp_hosts, "config")
+        if obs.active and obs.live_config is not None:
+            running = lease_updates(want_leases, obs.live_config.dhcp_hosts, "live")
+            leases += running
+            if running and not any(c.path == lease_field.path for c in live):
+                live.append(FieldChange(lease_field.path, lease_field.show(want_leases),
+                                        lease_field.show(obs.config.dhcp_hosts),
+                                        lease_field.show(obs.live_config.dhcp_hosts), Impact.LIVE))
     out.drift.extend(recreate + live)
+    if suspended:
+        return out
     if recreate:
-        out.actions.append(Action(key, "recreate-network", Impact.RECREATE, Phase.NETWORKS,
-                                  "fields that need a new definition changed",
-                                  tuple(recreate + live), {"commit": opts.commit}))
+        out.actions.append(RecreateNetwork(key=key, reason="fields that need a new definition changed",
+                                           changes=tuple(recreate + live)))
         return out
     if live:
-        out.actions.append(Action(key, "update-network", Impact.LIVE, Phase.NETWORKS,
-                                  "spec and network differ", tuple(live),
-                                  {"ops": ops, "autostart": spec.autostart if "autostart" in d
-                                   else None}))
+        dhcp = spec.ipv4.dhcp if spec.ipv4 else None
+        ranged = dhcp is not None and any(c.path == "/spec/ipv4/dhcp" for c in live)
+        out.actions.append(UpdateNetwork(
+            key=key, reason="spec and network differ", changes=tuple(live),
+            dhcp_range=RangeUpdate(dhcp.start, dhcp.end, obs.config.dhcp_start or "", obs.config.dhcp_end or "")
+            if ranged and dhcp is not None else None,
+            leases=tuple(leases),
+            autostart=spec.autostart if any(c.path == "/spec/autostart" for c in live) else None))
     if not obs.active:
         change = FieldChange("/status/active", True, False, False, Impact.LIVE)
         out.drift.append(change)
-        out.actions.append(Action(key, "start-network", Impact.LIVE, Phase.NETWORKS,
-                                  "network is not active", (change,)))
+        out.actions.append(StartNetwork(key=key, reason="network is not active", changes=(change,)))
     return out

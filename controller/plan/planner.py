@@ -8,19 +8,28 @@ from dataclasses import replace
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import (
     Action,
+    DeleteGuest,
+    DeleteNetwork,
+    DeletePool,
+    DeleteVolume,
     FieldChange,
     HostPlan,
     Impact,
+    Migrate,
+    Move,
     ObjectDrift,
     Pending,
-    Phase,
     Plan,
     Problem,
+    RecreateGuest,
+    UpdateGuest,
 )
-from controller.plan.context import PlanOptions
-from controller.plan.guests import SUSPEND_ANNOTATION, plan_guest
+from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions
+from controller.plan.guests import plan_guest
 from controller.plan.networks import plan_network
+from controller.plan.scope import declared_elsewhere
 from controller.plan.storage import plan_pool
+from controller.spec.models import Network, StoragePool
 from controller.spec.specset import SpecSet
 
 DEFAULT_MAX_DELETIONS = 10
@@ -28,14 +37,18 @@ DEFAULT_MAX_DELETIONS = 10
 
 def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
               moves_in: Mapping[str, tuple[str, str]] | None = None,
-              moves_out: frozenset[str] = frozenset()) -> HostPlan:
+              moves_out: frozenset[str] = frozenset(), partial: bool = False) -> HostPlan:
     """The plan of one host's slice of the specs. ``moves_in``: guests to migrate here (name →
-    source host); ``moves_out``: guests leaving this host (neither extra nor pruned here)."""
+    source host); ``moves_out``: guests leaving this host or declared for another one (neither
+    extra nor pruned here). A ``partial`` host was only looked at for moves: only those are
+    planned on it."""
     actions: list[Action] = []
     pending: list[Pending] = []
     problems: list[Problem] = []
     drift: list[ObjectDrift] = []
     moves_in = moves_in or {}
+    if partial:
+        specs = SpecSet(tuple(i for i in specs.items if not isinstance(i.obj, Network | StoragePool)))
 
     for pool in specs.pools:
         if pool.spec.host != host.host:
@@ -43,16 +56,16 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
         pp = plan_pool(pool, host, opts)
         actions += pp.actions
         problems += pp.problems
-        drift.append(_standing(ResourceKey(host.host, "StoragePool", pool.metadata.name),
-                               pp.drift, pp.problems, pool_exists=pool.metadata.name in host.pools))
+        drift.append(_suspended(pool, _standing(ResourceKey(host.host, "StoragePool", pool.metadata.name),
+                                                pp.drift, pp.problems, pool_exists=pool.metadata.name in host.pools)))
     for net in specs.networks:
         if net.spec.host != host.host:
             continue
         np = plan_network(net, host, opts)
         actions += np.actions
         problems += np.problems
-        drift.append(_standing(ResourceKey(host.host, "Network", net.metadata.name),
-                               np.drift, np.problems, pool_exists=net.metadata.name in host.networks))
+        drift.append(_suspended(net, _standing(ResourceKey(host.host, "Network", net.metadata.name),
+                                               np.drift, np.problems, pool_exists=net.metadata.name in host.networks)))
     for guest in specs.guests:
         if guest.spec.host != host.host:
             continue
@@ -60,21 +73,24 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
         if move is not None:
             source, kind = move
             key = ResourceKey(host.host, "Guest", guest.metadata.name)
+            action: Action
             if kind == "live":
                 change = FieldChange("/spec/host", host.host, source, source, Impact.LIVE, "live migration")
-                actions.append(Action(key, "migrate", Impact.LIVE, Phase.GUESTS,
-                                      f"host changed from {source}: live migration (peer-to-peer, persistent "
-                                      f"here, undefined on {source})", (change,), {"source": source}))
+                action = Migrate(key=key, changes=(change,), source=source,
+                                 reason=f"host changed from {source}: live migration (peer-to-peer, persistent "
+                                 f"here, undefined on {source})")
             else:
                 running = host.host != source and guest.spec.state != "stopped"
                 change = FieldChange("/spec/host", host.host, source, None, Impact.RECREATE, "cold move")
                 downtime = (f"downtime: from its shutdown on {source} until it starts here, disks copied "
                             "in between" if running else "no downtime: it is not running")
-                actions.append(Action(key, "move", Impact.RECREATE, Phase.GUESTS,
-                                      f"host changed from {source}; no live migration possible: stop, copy "
-                                      f"its disks, define here under the same UUID, undefine on {source} "
-                                      f"({downtime})", (change,), {"source": source}))
+                action = Move(key=key, changes=(change,), source=source,
+                              reason=f"host changed from {source}; no live migration possible: stop, copy "
+                              f"its disks, define here under the same UUID, undefine on {source} ({downtime})")
+            actions.append(action)
             drift.append(ObjectDrift(key, "drift", (change,), guest.spec.reconcile))
+            continue
+        if partial:
             continue
         gp = plan_guest(guest, host, opts)
         actions += gp.actions
@@ -103,9 +119,8 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
                                         f"snapshots are not supported on host {host.host} ({host.caps.driver}: "
                                         f"no snapshot API); policy {policy.metadata.name} will not snapshot "
                                         f"{', '.join(sorted(chosen))}", severity="warning"))
-    extra, unmanaged, more_problems = _extra_objects(specs, host, opts)
+    extra, unmanaged = _extra_objects(specs, host, opts) if not partial else ([], [])
     extra = [k for k in extra if not (k.kind == "Guest" and k.name in moves_out)]
-    problems += more_problems
     for key in extra:
         drift.append(ObjectDrift(key, "extra", message="managed by virtsync, gone from the specs"))
         if opts.prune:
@@ -125,6 +140,13 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
         notes=host.caps.notes,
         drift=tuple(drift),
     )
+
+
+def _suspended(obj: Network | StoragePool, entry: ObjectDrift) -> ObjectDrift:
+    """Objects annotated virtsync/suspend: "true" are only reported."""
+    if obj.metadata.annotations.get(SUSPEND_ANNOTATION) == "true":
+        return replace(entry, reconcile="suspended")
+    return entry
 
 
 def _standing(key: ResourceKey, changes: list[FieldChange], problems: list[Problem],
@@ -157,7 +179,7 @@ def _guest_info(host: HostState, name: str) -> dict[str, object]:
 
 
 def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
-                   ) -> tuple[list[ResourceKey], list[ResourceKey], list[Problem]]:
+                   ) -> tuple[list[ResourceKey], list[ResourceKey]]:
     """Owned objects gone from the specs, and objects virtsync does not own."""
     want = {
         "Guest": {g.metadata.name for g in specs.guests if g.spec.host == host.host},
@@ -179,7 +201,7 @@ def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
                 extra.append(key)
             else:
                 unmanaged.append(key)
-    return extra, unmanaged, []
+    return extra, unmanaged
 
 
 def _delete_actions(key: ResourceKey, host: HostState) -> list[Action]:
@@ -187,21 +209,18 @@ def _delete_actions(key: ResourceKey, host: HostState) -> list[Action]:
     if key.kind == "Guest":
         obs = host.guests[key.name]
         delete_vols = _volumes_to_delete(host, key.name)
-        actions = [Action(key, "delete", Impact.DELETE, Phase.DELETE_GUESTS,
-                          "managed guest gone from the specs", (change,),
-                          {"volumes": delete_vols, "running": obs.state != "stopped"})]
+        actions: list[Action] = [DeleteGuest(key=key, reason="managed guest gone from the specs", changes=(change,),
+                                             volumes=tuple(delete_vols), running=obs.state != "stopped")]
         for vol in delete_vols:
-            vkey = ResourceKey(key.host, "Volume", vol)
-            actions.append(Action(vkey, "delete-volume", Impact.DELETE, Phase.DELETE_VOLUMES,
-                                  f"deletePolicy: delete (guest {key.name})",
-                                  (FieldChange("/", None, vol, None, Impact.DELETE),),
-                                  {"pool": vol.split("/")[0], "volume": vol.split("/", 1)[1]}))
+            pool, _, name = vol.partition("/")
+            actions.append(DeleteVolume(key=ResourceKey(key.host, "Volume", vol), guest=key.name,
+                                        reason=f"deletePolicy: delete (guest {key.name})",
+                                        changes=(FieldChange("/", None, vol, None, Impact.DELETE),),
+                                        pool=pool, volume=name))
         return actions
     if key.kind == "Network":
-        return [Action(key, "delete-network", Impact.DELETE, Phase.DELETE_NETWORKS,
-                       "managed network gone from the specs", (change,))]
-    return [Action(key, "delete-pool", Impact.DELETE, Phase.DELETE_POOLS,
-                   "managed pool gone from the specs", (change,))]
+        return [DeleteNetwork(key=key, reason="managed network gone from the specs", changes=(change,))]
+    return [DeletePool(key=key, reason="managed pool gone from the specs", changes=(change,))]
 
 
 def _volumes_to_delete(host: HostState, guest: str) -> list[str]:
@@ -229,13 +248,13 @@ def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action]
     """
     problems: list[Problem] = []
     out: list[Action] = []
-    deleted_guests = {a.key.name for a in actions if a.op == "delete"}
+    deleted_guests = {a.key.name for a in actions if isinstance(a, DeleteGuest)}
     desired = {g.metadata.name: g for g in specs.guests if g.spec.host == host.host}
     for action in actions:
-        if action.op not in ("delete-network", "delete-pool"):
+        if not isinstance(action, DeleteNetwork | DeletePool):
             out.append(action)
             continue
-        net = action.op == "delete-network"
+        net = isinstance(action, DeleteNetwork)
         users: set[str] = set()
         waits: set[str] = set()
         for name, g in desired.items():
@@ -255,12 +274,12 @@ def _dependency_problems(specs: SpecSet, host: HostState, actions: list[Action]
             if not uses:
                 continue
             updating = name in desired and any(a.key.kind == "Guest" and a.key.name == name
-                                               and a.op in ("update", "recreate") for a in actions)
+                                               and isinstance(a, UpdateGuest | RecreateGuest) for a in actions)
             (waits if updating else users).add(name)
         if users:
             problems.append(Problem(action.key, f"refusing to delete {action.key.kind} "
                                     f"{action.key.name!r}: used by guest(s) {', '.join(sorted(users))}"))
-        out.append(replace(action, args={**action.args, "needs": sorted(f"Guest/{n}" for n in waits)})
+        out.append(replace(action, needs=(*action.needs, *sorted(f"Guest/{n}" for n in waits)))
                    if waits else action)
     return problems, out
 
@@ -280,7 +299,7 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
         if state is None:
             continue
         managed = [g for g in state.guests.values() if g.owner and g.owner.instance == plan.instance]
-        doomed = [a for a in hp.actions if a.op == "delete"]
+        doomed = [a for a in hp.actions if isinstance(a, DeleteGuest)]
         if managed and len(doomed) * 2 > len(managed):
             out.append(f"refusing to delete {len(doomed)} of {len(managed)} managed guests on "
                        f"{hp.host} (more than half); use --force if this is intended")
@@ -312,9 +331,15 @@ def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str
 
 
 def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions,
-              spec_digest: str, failed: Mapping[str, str] | None = None) -> Plan:
+              spec_digest: str, failed: Mapping[str, str] | None = None,
+              partial: frozenset[str] = frozenset(),
+              elsewhere: Mapping[str, frozenset[str]] | None = None) -> Plan:
+    """The plan of every host of ``specs`` that was observed. ``partial``: hosts only looked at
+    for moves; ``elsewhere``: per host, guests the complete specs place on other hosts (by
+    default those of ``specs``), which are never extra there."""
     hosts = []
     moves = find_moves(specs, states, opts.instance)
+    elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
     for host in specs.hosts:
         name = host.metadata.name
         if failed and name in failed:
@@ -323,5 +348,6 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
         if name in states:
             moves_in = {g: (src, kind) for g, (src, dst, kind) in moves.items() if dst == name}
             moves_out = frozenset(g for g, (src, _, _) in moves.items() if src == name)
-            hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in, moves_out))
+            hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in,
+                                   moves_out | elsewhere.get(name, frozenset()), partial=name in partial))
     return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

@@ -1,13 +1,15 @@
-"""Diff of one storage pool (volumes are planned with the guests that use them)."""
+"""Diff of one storage pool (volumes are planned with the guests that use them; fields/pool.py)."""
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
 
+from controller.fields.base import Facts
+from controller.fields.pool import POOL_FIELDS
 from controller.model.state import HostState, ResourceKey
-from controller.plan.actions import Action, FieldChange, Impact, Phase, Problem
-from controller.plan.context import PlanOptions, declared, ownership_problem
+from controller.plan.actions import Action, DefinePool, FieldChange, Impact, Problem, UpdatePool
+from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem
 from controller.spec.models import StoragePool
 
 
@@ -24,11 +26,12 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     out = PoolPlan()
     obs = host.pools.get(name)
     spec = pool.spec
+    suspended = pool.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
     if obs is None:
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
         out.drift.append(change)
-        out.actions.append(Action(key, "define-pool", Impact.CREATE, Phase.POOLS,
-                                  "pool does not exist", (change,)))
+        if not suspended:
+            out.actions.append(DefinePool(key=key, reason="pool does not exist", changes=(change,)))
         return out
     refusal = ownership_problem(key, "storage pool", True, obs.owner, spec.adopt, opts.instance)
     if refusal:
@@ -37,16 +40,22 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     if obs.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
         out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
                                     f"{spec.path}: moving a pool is not supported"))
+    facts = Facts(name, host.caps.virt_type)
+    top = declared(spec)
     changes: list[FieldChange] = []
-    if "autostart" in declared(spec) and spec.autostart != obs.autostart:
-        changes.append(FieldChange("/spec/autostart", spec.autostart, obs.autostart, None,
-                                   Impact.LIVE))
+    for f in POOL_FIELDS:
+        if f.planned_by or f.want is None or f.have is None or f.name not in top:
+            continue
+        want, have = f.want(spec, facts), f.have(obs, obs)
+        if not f.same(want, have):
+            changes.append(FieldChange(f.path, f.show(want), f.show(have), None, f.impact))
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
     if changes:
         out.drift.extend(changes)
-        out.actions.append(Action(key, "update-pool", Impact.LIVE, Phase.POOLS,
-                                  "spec and pool differ", tuple(changes),
-                                  {"autostart": spec.autostart, "adopt": obs.owner is None,
-                                   "start": not obs.active}))
+        if not suspended:
+            out.actions.append(UpdatePool(key=key, reason="spec and pool differ", changes=tuple(changes),
+                                          autostart=spec.autostart if any(c.path == "/spec/autostart"
+                                                                          for c in changes) else None,
+                                          adopt=obs.owner is None, start=not obs.active))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from controller.plan.actions import Action, FieldChange, HostPlan, Impact, Plan
+from controller.plan.actions import Action, CreateVolume, FieldChange, HostPlan, Impact, Plan
 
 PLAN_SCHEMA_VERSION = 1
 _SYMBOL = {Impact.CREATE: "+", Impact.DELETE: "-", Impact.RECREATE: "-/+"}
@@ -42,16 +42,16 @@ def change_line(c: FieldChange) -> str:
 def summary(plan: Plan) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for a in plan.actions:
-        if a.impact == Impact.CREATE and a.op != "create-volume":
+        if isinstance(a, CreateVolume):
+            counts["volumes"] += 1
+        elif a.impact == Impact.CREATE:
             counts["create"] += 1
         elif a.impact == Impact.DELETE:
             counts["delete"] += 1
         elif a.impact == Impact.RECREATE:
             counts["recreate"] += 1
-        elif a.op not in ("create-volume",):
+        else:
             counts["change"] += 1
-        if a.op == "create-volume":
-            counts["volumes"] += 1
     return {
         "create": counts["create"],
         "change": counts["change"],

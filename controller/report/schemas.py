@@ -7,21 +7,20 @@ tests validate real outputs against them. Bump ``schemaVersion`` (and the
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import types
+import typing
+from typing import Any, Union, get_args, get_origin
+
+from controller.plan.actions import ACTION_TYPES, LIVE_OP_TYPES, Action
 
 SCHEMA_BASE = "https://virtsync.dev/schemas/v1/"  # as in controller/spec/schema.py
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 KINDS = ["Guest", "Network", "StoragePool", "Volume"]
 IMPACTS = ["create", "live", "next-boot", "recreate", "delete"]
-# Every op the executor knows (controller/apply/executor.py HANDLERS; a test keeps them equal).
-OPS = [
-    "define-pool", "update-pool", "define-network", "update-network", "start-network",
-    "recreate-network", "define", "update", "recreate", "attach-disks", "create-volume", "fetch-image",
-    "write-seed", "migrate", "upload-file", "move",
-    "resize-volume", "start", "stop", "restart", "suspend", "resume", "delete",
-    "delete-volume", "delete-network", "delete-pool",
-]
+# Every op the executor knows: derived from the typed actions (controller/plan/actions.py).
+OPS = [t.op for t in ACTION_TYPES]
 DRIFT_STATUSES = ["in-sync", "drift", "missing", "pending-restart", "extra", "unmanaged", "error"]
 OUTCOME_STATUSES = ["created", "updated", "deleted", "skipped", "failed"]
 
@@ -73,16 +72,64 @@ _FIELD_CHANGE = _object(
     description="One field: what the spec says, what is defined, what runs.",
 )
 
-_ACTION = _object(
-    {
+_BASE_FIELDS = {f.name for f in dataclasses.fields(Action)}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    """JSON Schema of a field type of the typed actions (str, int, bool, float, tuples, unions,
+    nested frozen dataclasses)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [_type_schema(a) for a in get_args(tp)]
+        return {"anyOf": options}
+    if origin is tuple:
+        item = get_args(tp)[0]
+        return {"type": "array", "items": _type_schema(item)}
+    if tp is type(None):
+        return {"type": "null"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if any(issubclass(tp, t) for t in LIVE_OP_TYPES) or tp.__name__ == "LiveOp":
+            return {"$ref": "#/$defs/liveOp"}
+        hints = typing.get_type_hints(tp)
+        return _object({f.name: _type_schema(hints[f.name]) for f in dataclasses.fields(tp)})
+    raise TypeError(f"no JSON Schema for {tp!r}")
+
+
+def _args_schema(action_type: type[Action]) -> dict[str, Any]:
+    hints = typing.get_type_hints(action_type)
+    return _object({f.name: _type_schema(hints[f.name]) for f in dataclasses.fields(action_type)
+                    if f.name not in _BASE_FIELDS})
+
+
+def _live_op_schema() -> dict[str, Any]:
+    options = []
+    for t in LIVE_OP_TYPES:
+        hints = typing.get_type_hints(t)
+        options.append(_object({"op": {"const": t.op},
+                                **{f.name: _type_schema(hints[f.name]) for f in dataclasses.fields(t)}}))
+    return {"oneOf": options, "description": "A typed call on the running guest (or its own API)."}
+
+
+def _action_schema() -> dict[str, Any]:
+    common = {
         **_OBJECT_REF,
-        "op": {"enum": OPS},
         "impact": {"enum": IMPACTS},
         "reason": {"type": "string"},
         "changes": {"type": "array", "items": {"$ref": "#/$defs/fieldChange"}},
-    },
-    description="One step of the plan.",
-)
+    }
+    variants = [_object({**common, "op": {"const": t.op}, "args": _args_schema(t)}) for t in ACTION_TYPES]
+    return {"oneOf": variants, "description": "One step of the plan: a typed action, tagged by op."}
+
+
+_ACTION = _action_schema()
 
 _PENDING = _object(
     {
@@ -148,6 +195,7 @@ def plan_schema() -> dict[str, Any]:
         "$defs": {
             "fieldChange": _FIELD_CHANGE,
             "action": _ACTION,
+            "liveOp": _live_op_schema(),
             "pending": _PENDING,
             "problem": _PROBLEM,
             "unmanaged": _UNMANAGED,

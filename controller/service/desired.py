@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from controller.errors import Diagnostic
 from controller.model.state import ResourceKey
 from controller.plan.context import applied_fields, digest
+from controller.plan.scope import declared_elsewhere
 from controller.spec.models import Guest, Network, StoragePool
 from controller.spec.specset import SpecSet
 
@@ -46,15 +47,20 @@ class DesiredState:
         self.loaded_at: datetime | None = None
         self.error: LoadError | None = None
         self._digests: dict[ResourceKey, str] = {}
+        self._elsewhere: dict[str, frozenset[str]] = {}
 
-    def accept(self, specs: SpecSet, commit: str) -> tuple[set[ResourceKey], set[ResourceKey]]:
-        """Take a validated spec set; returns (changed or added keys, removed keys)."""
+    def accept(self, specs: SpecSet, commit: str, complete: SpecSet | None = None
+               ) -> tuple[set[ResourceKey], set[ResourceKey]]:
+        """Take a validated spec set (``complete``: the whole set it was narrowed from, say to
+        this agent's host); returns (changed or added keys, removed keys)."""
         digests = object_digests(specs)
+        elsewhere = declared_elsewhere(complete or specs)
         with self._lock:
             old = self._digests
             changed = {k for k, d in digests.items() if old.get(k) != d}
             removed = set(old) - set(digests)
             self.specs, self.commit, self._digests = specs, commit, digests
+            self._elsewhere = elsewhere
             self.loaded_at = datetime.now(UTC)
             self.error = None
         return changed, removed
@@ -62,6 +68,11 @@ class DesiredState:
     def reject(self, commit: str, diagnostics: list[Diagnostic]) -> None:
         with self._lock:
             self.error = LoadError(commit, diagnostics)
+
+    def elsewhere(self) -> dict[str, frozenset[str]]:
+        """Per host, the guests the complete specs place on other hosts (never pruned there)."""
+        with self._lock:
+            return self._elsewhere
 
     def digest_of(self, key: ResourceKey) -> str | None:
         with self._lock:

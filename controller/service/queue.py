@@ -50,12 +50,13 @@ class WorkQueue(Generic[K]):
             heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key))
             self._cond.notify()
 
-    def add_rate_limited(self, key: K) -> float:
-        """Re-queue after a failure; returns the delay used."""
+    def add_rate_limited(self, key: K, at_least: float = 0.0) -> float:
+        """Re-queue after a failure, no sooner than ``at_least`` (the error's own delay, like
+        controller-runtime's RequeueAfter); returns the delay used."""
         with self._cond:
             n = self._failures.get(key, 0)
             self._failures[key] = n + 1
-        delay = min(self._max, self._base * (2**n)) * random.uniform(0.9, 1.1)
+        delay = max(at_least, min(self._max, self._base * (2**n)) * random.uniform(0.9, 1.1))
         self.add_after(key, delay)
         return float(delay)
 

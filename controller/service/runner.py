@@ -20,16 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.engine import Engine, Observation, select_hosts
-from controller.errors import HostError, VirtsyncError
-from controller.hypervisor.capabilities import probe
+from controller.engine import Engine, Observation, Reconciled, select_hosts
+from controller.errors import ConflictError, HostError, VirtsyncError
+from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
-from controller.hypervisor.observe import observe_for_guest
 from controller.logging import get_logger
-from controller.model.state import HostState, ResourceKey
-from controller.plan.actions import HostPlan, ObjectDrift, Plan
-from controller.plan.context import PlanOptions
-from controller.plan.planner import guard_problems, plan_host
+from controller.model.state import ResourceKey
+from controller.plan.actions import Impact, ObjectDrift, Plan
+from controller.plan.planner import guard_problems
+from controller.plan.scope import Scope
 from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import render_status_page
 from controller.service.desired import DesiredState
@@ -41,7 +40,6 @@ from controller.service.queue import WorkQueue
 from controller.service.status import StatusStore
 from controller.service.watch import SpecWatcher
 from controller.spec.loader import load_specs
-from controller.spec.models import Guest, Network, SnapshotPolicy, StoragePool
 from controller.spec.specset import SpecSet
 from controller.spec.yaml_reader import Limits
 
@@ -68,6 +66,7 @@ class ServiceOptions:
     shutdown_timeout: float = 60.0
     snapshot_interval: float = 60.0  # how often the snapshot scheduler looks; policies decide
     hosts: list[str] = field(default_factory=list)
+    host_selector: list[str] = field(default_factory=list)  # Host labels key=value, all must match
     limits: Limits = field(default_factory=Limits)
 
 
@@ -84,7 +83,6 @@ class Service:
         self.suspended = opts.suspended
         self.git = GitFollower(opts.git) if opts.git else None
         self._events: dict[str, HostEvents] = {}
-        self._caps: dict[str, Any] = {}
         self._repairs: dict[ResourceKey, deque[float]] = defaultdict(deque)
         self._thrashing: dict[ResourceKey, float] = {}
         self._repair_target: dict[ResourceKey, str | None] = {}
@@ -110,8 +108,6 @@ class Service:
                     paths = [str(self.git.snapshot(commit))]
                 else:
                     paths = self.opts.paths
-                    from controller.commands import git_commit
-
                     commit = git_commit(paths)
             except VirtsyncError as exc:
                 self.status.record("error", f"cannot read specs: {exc}")
@@ -128,8 +124,9 @@ class Service:
                 log.error("invalid specs", commit=commit, errors=shown[:20])
                 self.notifier.send("invalid-specs", f"{head}: {shown[0]}", commit=commit, errors=shown)
                 return
-            specs = select_hosts(result.specs, self.opts.hosts) if self.opts.hosts else result.specs
-            changed, removed = self.desired.accept(specs, commit)
+            specs = (select_hosts(result.specs, self.opts.hosts, selector=self.opts.host_selector)
+                     if self.opts.hosts or self.opts.host_selector else result.specs)
+            changed, removed = self.desired.accept(specs, commit, complete=result.specs)
             self.status.forget_hosts({h.metadata.name for h in specs.hosts})
             self.status.record("info", f"specs loaded ({reason}): commit {commit[:12] or '-'}, "
                                f"{len(changed)} changed, {len(removed)} removed")
@@ -167,7 +164,6 @@ class Service:
                     events = self._events[name] = HostEvents(conn, self._on_event)
                 try:
                     if events.ensure():
-                        self._caps.pop(name, None)
                         log.info("watching host", host=name)
                         self.queue.add(ResourceKey(name, "Host", name))
                         self.metrics.up.labels(name).set(1)
@@ -227,11 +223,19 @@ class Service:
                 self.reconcile(key)
                 self.queue.forget(key)
             except VirtsyncError as exc:
-                delay = self.queue.add_rate_limited(key)
                 self.metrics.errors.labels(key.host, key.kind).inc()
-                self.status.record("error", f"{key}: {exc} (retry in {delay:.1f}s)")
-                log.error("reconcile failed", host=key.host, kind=key.kind, name=key.name,
-                          error=str(exc), retry_in=round(delay, 1))
+                if exc.retryable:
+                    delay = self.queue.add_rate_limited(key, exc.delay)
+                    self.status.record("error", f"{key}: {exc} (retry in {delay:.1f}s)")
+                    log.error("reconcile failed", host=key.host, kind=key.kind, name=key.name,
+                              error=str(exc), retry_in=round(delay, 1))
+                else:
+                    # Terminal (controller-runtime's TerminalError): a retry cannot help. The next
+                    # spec change, event or resync tries again; until then it is reported.
+                    self.queue.forget(key)
+                    self.status.record("error", f"{key}: {exc} (not retried: a retry cannot help)")
+                    log.error("reconcile failed", host=key.host, kind=key.kind, name=key.name,
+                              error=str(exc), retry_in=None)
             except Exception as exc:  # a bug must not kill the worker
                 delay = self.queue.add_rate_limited(key)
                 self.metrics.errors.labels(key.host, key.kind).inc()
@@ -261,66 +265,123 @@ class Service:
         self.metrics.reconcile_seconds.labels(key.kind).observe(time.monotonic() - started)
 
     def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
-        if key.kind == "Host":
-            self._reconcile_host(key.host, specs, commit, rid)
-        elif key.kind == "Guest" and any(g.metadata.name == key.name and g.spec.host == key.host
-                                         for g in specs.guests):
-            self._reconcile_guest(key, specs, commit, rid)
-        else:
-            self._reconcile_host(key.host, specs, commit, rid)
-
-    def _caps_for(self, name: str, conn: Any, configured: str | None) -> Any:
-        caps = self._caps.get(name)
-        if caps is None:
-            caps = self._caps[name] = probe(conn, name, configured)
-        return caps
-
-    def _reconcile_guest(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
+        """One key through the engine's reconcile, like `virtsync apply` of that scope: a Host key
+        takes the host's whole slice (the only place pruning happens), a Guest key that guest."""
+        one_guest = key.kind == "Guest" and any(g.metadata.name == key.name and g.spec.host == key.host
+                                                for g in specs.guests)
+        scope = Scope.of_object(key) if one_guest else Scope.of_hosts(key.host)
         host = specs.host(key.host)
         assert host is not None
-        conn = self.engine.pool.for_host(key.host, host.spec.uri, float(host.spec.connect_timeout))
-        c = conn.get()
-        caps = self._caps_for(key.host, c, host.spec.hypervisor)
+        held: list[threading.Lock] = []
+        retry_after = [0.0]
         try:
-            state = observe_for_guest(c, key.host, host.spec.uri, caps, key.name)
-        except HostError:
-            self._caps.pop(key.host, None)
-            raise
-        slice_ = _guest_slice(specs, key)
-        opts = PlanOptions(instance=self.opts.instance, prune=False, commit=commit)
-        hp = plan_host(slice_, state, opts)
-        mine = tuple(a for a in hp.actions if a.key == key or a.args.get("guest") == key.name)
-        if len(mine) < len(hp.actions):
+            result = self.engine.reconcile(
+                specs, scope, prune=self.opts.prune, commit=commit,
+                gate=lambda plan, obs: self._gate(plan, obs, key, held, retry_after),
+                elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
+        finally:
+            for lock in held:
+                lock.release()
+        if key.host in result.obs.failed:
+            self.metrics.up.labels(key.host).set(0)
+            self.status.set_host(key.host, host.spec.uri, error=result.obs.failed[key.host])
+            raise HostError(result.obs.failed[key.host], host=key.host, retryable=True)
+        self.metrics.up.labels(key.host).set(1)
+        if result.outside:
             # A network or pool needs work too: that takes the whole host (NIC re-plugs
             # reach every guest on a restarted network).
             self.queue.add(ResourceKey(key.host, "Host", key.host))
-        hp = replace(hp, actions=mine, drift=tuple(d for d in hp.drift if d.key == key),
-                     pending=tuple(p for p in hp.pending if p.key == key))
-        self._carry_out(hp, slice_, state, commit, rid, full=False)
+        self._record(result, commit, rid, full=scope.key is None)
+        if scope.key is None:
+            hp = next((h for h in result.plan.hosts if h.host == key.host), None)
+            if hp is not None and specs.policies and result.obs.states[key.host].caps.snapshots:
+                self._snapshot_status(key.host, specs.for_host(key.host), host)
+        if retry_after[0]:
+            raise ConflictError("another reconcile holds a host this one must change; retrying",
+                                host=key.host, delay=retry_after[0])
 
-    def _reconcile_host(self, name: str, specs: SpecSet, commit: str, rid: str) -> None:
-        slice_ = specs.for_host(name)
-        obs = self.engine.observe(slice_)
-        host = specs.host(name)
-        assert host is not None
-        if name in obs.failed:
-            self.metrics.up.labels(name).set(0)
-            self.status.set_host(name, host.spec.uri, error=obs.failed[name])
-            raise HostError(obs.failed[name], host=name, retryable=True)
-        self.metrics.up.labels(name).set(1)
-        state = obs.states[name]
-        opts = PlanOptions(instance=self.opts.instance, prune=self.opts.prune, commit=commit)
-        hp = plan_host(slice_, state, opts)
-        if self.opts.prune:
-            refusals = guard_problems(Plan((hp,), self.opts.instance, ""), obs.states,
-                                      self.opts.max_deletions, self.opts.force)
-            if refusals:
-                self.status.record("error", f"{name}: prune refused: {'; '.join(refusals)}")
-                self.notifier.send("prune-refused", f"{name}: {'; '.join(refusals)}", host=name)
-                hp = plan_host(slice_, state, PlanOptions(self.opts.instance, False, commit=commit))
-        self._carry_out(hp, slice_, state, commit, rid, full=True, obs=obs)
-        if slice_.policies and state.caps.snapshots:
-            self._snapshot_status(name, slice_, host)
+    def _gate(self, plan: Plan, obs: Observation, key: ResourceKey, held: list[threading.Lock],
+              retry_after: list[float]) -> Plan | None:
+        """What the service carries out of a plan: nothing while suspended; no deletions the
+        mass-deletion guard refuses; nothing for objects backing off from thrashing; nothing on
+        another host whose reconcile is running (it is retried)."""
+        if self.suspended:
+            return None
+        hosts = []
+        now = time.monotonic()
+        backed_off = {k for k, until in self._thrashing.items() if until > now}
+        refusals = guard_problems(plan, obs.states, self.opts.max_deletions, self.opts.force) \
+            if plan.prune else []
+        if refusals:
+            self.status.record("error", f"{key.host}: prune refused: {'; '.join(refusals)}")
+            self.notifier.send("prune-refused", f"{key.host}: {'; '.join(refusals)}", host=key.host)
+        for hp in plan.hosts:
+            actions = [a for a in hp.actions if a.key not in backed_off
+                       and ResourceKey(hp.host, "Guest", a.serves or "") not in backed_off
+                       and not (refusals and a.impact == Impact.DELETE)]
+            if actions and hp.host != key.host:
+                lock = self._host_locks[hp.host]
+                if lock.acquire(blocking=False):
+                    held.append(lock)
+                else:
+                    actions, retry_after[0] = [], 1.0
+            hosts.append(replace(hp, actions=tuple(actions)))
+        return Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune)
+
+    def _record(self, result: Reconciled, commit: str, rid: str, *, full: bool) -> None:
+        """Status, metrics, logs and notifications of one reconcile. What was touched shows what
+        observing it again found, never an assumed success."""
+        outcomes = result.changes.outcomes if result.changes is not None else []
+        for o in outcomes:
+            self.metrics.actions.labels(o.key.host, o.key.kind, o.op, o.status).inc()
+            log.info("action", host=o.key.host, kind=o.key.kind, name=o.key.name, op=o.op,
+                     outcome=o.status, detail=o.detail, seconds=round(o.seconds, 3),
+                     reconcile_id=rid, commit=commit)
+        failed = {(o.key.host, o.key.kind, o.key.name): o for o in outcomes if o.status == "failed"}
+        touched = {(o.key.host, o.key.kind, o.key.name) for o in outcomes}
+        after = {(d.key.host, d.key.kind, d.key.name): (d, hp) for hp in (result.after.hosts if result.after else ())
+                 for d in hp.drift}
+        for hp in result.plan.hosts:
+            if hp.host in result.obs.partial:
+                continue  # looked at for a move only: its own reconcile reports it
+            pending = {p.key: p for p in hp.pending}
+            keep: set[ResourceKey] = set()
+            for entry in hp.drift:
+                k = entry.key
+                keep.add(k)
+                ident = (k.host, k.kind, k.name)
+                new = entry
+                if ident in failed:
+                    new = ObjectDrift(k, "error", entry.changes, entry.reconcile, failed[ident].detail, entry.info)
+                elif ident in touched and ident in after:
+                    new, hp_after = after[ident]
+                    pending = {**pending, **{p.key: p for p in hp_after.pending if p.key == k}}
+                    if new.status in ("in-sync", "pending-restart"):
+                        self._note_repair(k, entry)
+                before = self.status.set_object(new, pending.get(k))
+                self._notify_transition(before, new, commit)
+            if full:
+                self.status.drop_host_objects(hp.host, keep)
+                self.status.set_host(hp.host, hp.uri, synced=True, unmanaged=hp.unmanaged, notes=hp.notes)
+                self.metrics.last_sync.labels(hp.host).set(time.time())
+                self._first_sync.add(hp.host)
+            else:
+                self.status.set_host(hp.host, hp.uri)
+            self.metrics.drift.labels(hp.host).set(self.status.drift_count(hp.host))
+            for p in hp.problems:
+                self.status.record(p.severity, f"{p.key}: {p.message}")
+        # A moved guest is gone from its source: no stale entry stays there.
+        for o in outcomes:
+            if o.status != "failed" and o.op in ("move", "migrate"):
+                for hp in result.plan.hosts:
+                    if hp.host != o.key.host:
+                        self.status.forget_object(ResourceKey(hp.host, "Guest", o.key.name))
+        if failed:
+            first = next(iter(failed.values()))
+            raise HostError(f"{len(failed)} action(s) failed, first: {first.op} {first.key.name}: "
+                            f"{first.detail}", host=first.key.host,
+                            retryable=any(o.retryable for o in failed.values()),
+                            delay=max(o.delay for o in failed.values()))
 
     def _snapshot_status(self, name: str, specs: SpecSet, host: Any) -> None:
         """Newest-snapshot freshness per guest into /status (read after the host's reconcile)."""
@@ -335,59 +396,6 @@ class Service:
             for entry in hp.drift:
                 if "snapshots" in entry.info:
                     self.status.set_object(entry, self.status.pending.get(entry.key))
-
-    def _carry_out(self, hp: HostPlan, specs: SpecSet, state: HostState, commit: str, rid: str,
-                   *, full: bool, obs: Observation | None = None) -> None:
-        host = hp.host
-        uri = next((h.spec.uri for h in specs.hosts if h.metadata.name == host), hp.uri)
-        now = time.monotonic()
-        backed_off = {k for k, until in self._thrashing.items() if until > now}
-        actions = () if self.suspended else tuple(
-            a for a in hp.actions
-            if a.key not in backed_off and ResourceKey(host, "Guest", str(a.args.get("guest", ""))) not in backed_off)
-        outcomes = []
-        if actions:
-            plan = Plan((replace(hp, actions=actions),), self.opts.instance, "")
-            observation = obs or Observation(states={host: state})
-            changes = self.engine.execute(plan, specs, observation, commit=commit)
-            outcomes = changes.outcomes
-            for o in outcomes:
-                self.metrics.actions.labels(host, o.key.kind, o.op, o.status).inc()
-                log.info("action", host=host, kind=o.key.kind, name=o.key.name, op=o.op,
-                         outcome=o.status, detail=o.detail, seconds=round(o.seconds, 3),
-                         reconcile_id=rid, commit=commit)
-        failed = {(o.key.kind, o.key.name): o for o in outcomes if o.status == "failed"}
-        touched = {(o.key.kind, o.key.name) for o in outcomes}
-        pending = {p.key: p for p in hp.pending}
-        keep: set[ResourceKey] = set()
-        for entry in hp.drift:
-            k = entry.key
-            keep.add(k)
-            ident = (k.kind, k.name)
-            if ident in failed:
-                new = ObjectDrift(k, "error", entry.changes, entry.reconcile, failed[ident].detail, entry.info)
-            elif ident in touched and entry.status != "extra":
-                new = ObjectDrift(k, "pending-restart" if k in pending else "in-sync", (),
-                                  entry.reconcile, "", entry.info)
-                self._note_repair(k, entry)
-            else:
-                new = entry
-            before = self.status.set_object(new, pending.get(k))
-            self._notify_transition(before, new, commit)
-        if full:
-            self.status.drop_host_objects(host, keep)
-            self.status.set_host(host, uri, synced=True, unmanaged=hp.unmanaged, notes=hp.notes)
-            self.metrics.last_sync.labels(host).set(time.time())
-            self._first_sync.add(host)
-        else:
-            self.status.set_host(host, uri)
-        self.metrics.drift.labels(host).set(self.status.drift_count(host))
-        for p in hp.problems:
-            self.status.record(p.severity, f"{p.key}: {p.message}")
-        if failed:
-            first = next(iter(failed.values()))
-            raise HostError(f"{len(failed)} action(s) failed, first: {first.op} {first.key.name}: "
-                            f"{first.detail}", host=host, retryable=any(o.retryable for o in failed.values()))
 
     def _note_repair(self, key: ResourceKey, entry: ObjectDrift) -> None:
         """Thrash detection: an object changed back out of band again and again."""
@@ -517,18 +525,3 @@ class Service:
         self.status.record("warning", "suspended: reporting only" if self.suspended else "resumed")
         if not self.suspended:
             self.resync()
-
-
-def _guest_slice(specs: SpecSet, key: ResourceKey) -> SpecSet:
-    """The host, the guest and the host's networks and pools (the guest's references)."""
-    def keep(obj: Any) -> bool:
-        if isinstance(obj, Guest):
-            return bool(obj.metadata.name == key.name and obj.spec.host == key.host)
-        if isinstance(obj, Network | StoragePool):
-            return bool(obj.spec.host == key.host)
-        if isinstance(obj, SnapshotPolicy):
-            return True
-        return bool(obj.metadata.name == key.host)
-
-    return SpecSet(tuple(i for i in specs.items if keep(i.obj)))
-

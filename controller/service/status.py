@@ -72,6 +72,11 @@ class StatusStore:
                 del self.objects[key]
                 self.pending.pop(key, None)
 
+    def forget_object(self, key: ResourceKey) -> None:
+        with self._lock:
+            self.objects.pop(key, None)
+            self.pending.pop(key, None)
+
     def forget_hosts(self, keep: set[str]) -> None:
         with self._lock:
             for name in [h for h in self.hosts if h not in keep]:

@@ -434,12 +434,26 @@ class SnapshotPolicySpec(SpecModel):
         description="auto: freeze file systems through the guest agent, else snapshot unquiesced "
         "and record it; required: fail without the agent; off. Default: auto.",
     )
-    memory: bool = Field(default=False, description="Include memory of running guests. "
-                         "Default: false.")
+    memory: bool = Field(
+        default=False,
+        description="Keep a running guest's memory with each snapshot (a checkpoint it resumes from): "
+        "internal snapshots hold it; where libvirt refuses internal ones (UEFI guests, raw disks) an external "
+        "snapshot keeps it in a file beside the guest's first disk. Such snapshots are not quiesced. Default: "
+        "false (quiesced and external snapshots are then disk-only; internal ones of running guests still "
+        "hold memory, as libvirt takes them).",
+    )
     before_restart: bool = Field(
         default=False, description="Snapshot before any change that restarts or recreates. "
         "Default: false."
     )
+
+    @model_validator(mode="after")
+    def _memory_or_quiesce(self) -> SnapshotPolicySpec:
+        if self.memory and self.quiesce == "required":
+            raise FieldError("memory", "memory: true keeps the guest's memory, so its snapshots cannot be "
+                             "quiesced (that needs a disk-only snapshot): use quiesce: auto or off, or "
+                             "memory: false")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from controller.apply.executor import HANDLERS
+from controller.plan.actions import ACTION_TYPES
 from controller.report.schemas import output_schemas
 from controller.spec.schema import render
 from tests.integration.conftest import (
@@ -49,8 +50,10 @@ def test_committed_output_schemas_are_current(name: str) -> None:
 
 
 def test_plan_schema_names_every_executor_op() -> None:
-    ops = output_schemas()["plan.schema.json"]["$defs"]["action"]["properties"]["op"]["enum"]
-    assert set(ops) == set(HANDLERS)
+    variants = output_schemas()["plan.schema.json"]["$defs"]["action"]["oneOf"]
+    ops = [v["properties"]["op"]["const"] for v in variants]
+    assert sorted(ops) == sorted(t.op for t in HANDLERS)
+    assert set(HANDLERS) == set(ACTION_TYPES)  # every typed action has its handler
 
 
 def _scenario(tmp_path: Path, uri: str) -> Path:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from controller.fields.xmlutil import parse, tostring
 from controller.hypervisor import ownership
-from controller.hypervisor.xmlutil import parse, tostring
 from controller.model.state import Owner
 
 OWNER = Owner("lab", "Guest", "web1", "sha256:ab", "3f2a", {"memory": "2GiB"}, ("p/web1-root.qcow2",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.model.state import HostCapabilities, HostState
+from controller.plan.actions import DefineGuest, UploadFile
 from controller.plan.context import PlanOptions
 from controller.plan.planner import plan_host
 from controller.spec.models import Guest, Host
@@ -33,7 +34,7 @@ def test_plan_refuses_hvm_guests_on_a_xen_host_without_hvm() -> None:
 def test_plan_creates_pv_guests_on_a_xen_host_with_pv() -> None:
     hp = plan_host(_specs("pv"), _state(("xen", "xenpvh")), PlanOptions())
     assert not hp.errors
-    assert any(a.op == "define" and a.key.name == "g" for a in hp.actions)
+    assert any(isinstance(a, DefineGuest) and a.key.name == "g" for a in hp.actions)
 
 
 def test_plan_refuses_pvh_guests_where_the_host_lists_no_pvh() -> None:
@@ -62,11 +63,11 @@ def test_boot_files_with_a_pool_are_uploaded_before_the_guest_is_defined() -> No
                       pools={"boot": ObservedPool("boot", "u", "dir", "/var/lib/libvirt/images/boot", True, True,
                                                   Owner("default", "StoragePool", "boot"))})
     hp = plan_host(specs, state, PlanOptions())
-    uploads = [a for a in hp.actions if a.op == "upload-file"]
-    assert {a.args["volume"] for a in uploads} == {"boot-g-vmlinuz", "boot-g-initrd.img"}
-    define = next(a for a in hp.actions if a.op == "define")
+    uploads = [a for a in hp.actions if isinstance(a, UploadFile)]
+    assert {a.volume for a in uploads} == {"boot-g-vmlinuz", "boot-g-initrd.img"}
+    define = next(a for a in hp.actions if isinstance(a, DefineGuest))
     assert all(a.phase < define.phase for a in uploads)
-    assert sorted(define.args["needs"]) == sorted(f"Volume/{a.key.name}" for a in uploads)
+    assert sorted(define.needs) == sorted(f"Volume/{a.key.name}" for a in uploads)
     xml = new_guest_xml("g", guest.spec, WriteContext("xen", {"boot": "/var/lib/libvirt/images/boot"},
                                                       Owner("default", "Guest", "g")))
     assert "<kernel>/var/lib/libvirt/images/boot/boot-g-vmlinuz</kernel>" in xml

@@ -1,0 +1,1 @@
+"""The field registry: each field of each kind declared once (read, write in place, compare, impact, live operation)."""

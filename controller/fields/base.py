@@ -1,0 +1,117 @@
+"""One declaration per field: how it is read, written in place, compared, and how a change lands.
+
+Like virt-manager's virtinst ``XMLProperty`` (one declaration serves read, build and
+edit) and terraform-provider-libvirt's field-policy layer: the planner's diff, the XML
+editor, ``export``, the JSON Schema's descriptions and docs/fields.md all iterate these
+declarations, so no consumer branches on a field's name.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from lxml import etree
+
+from controller.model.operations import Impact, LiveOp
+from controller.model.state import GuestConfig, HostCapabilities, ObservedGuest
+
+SpecT = TypeVar("SpecT")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What writing and normalising need beyond the spec: the object's name and host facts.
+
+    The planner normalises the desired value with the same facts the writer uses, so what is
+    written reads back as what was wanted (no endless drift)."""
+
+    name: str
+    virt_type: str  # kvm | qemu | xen | test
+    pool_paths: Mapping[str, str] = field(default_factory=dict)  # pool name → directory on the host
+
+
+@dataclass(frozen=True)
+class GuestView:
+    """What a guest field's impact and live operation may consult (pure data)."""
+
+    spec: Any  # GuestSpec
+    facts: Facts
+    caps: HostCapabilities
+    persistent: GuestConfig
+    live: GuestConfig | None  # None: not running
+    obs: ObservedGuest
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(operator.eq(a, b))
+
+
+def _shown(value: Any) -> Any:
+    return value
+
+
+def _always(_spec: Any, _facts: Facts) -> bool:
+    return True
+
+
+Reader = Callable[[etree._Element], Mapping[str, Any]]
+Writer = Callable[[etree._Element, Any, Facts], None]
+
+
+@dataclass(frozen=True)
+class Field(Generic[SpecT]):
+    """One field of a kind (or of a list item: a disk, a NIC)."""
+
+    name: str  # as written in YAML: maxMemory; item fields: bus
+    how: str  # how a change lands, for people (docs, schema descriptions)
+    impact: Impact  # the usual impact; ``impact_of`` may refine it case by case
+    pointer: str = ""  # JSON Pointer of the field, default /spec/NAME
+    read: Reader | None = None  # XML → {essence attribute: value}
+    write: Writer | None = None  # set the spec's value into an existing element, in place
+    want: Callable[[SpecT, Facts], Any] | None = None  # the spec's value, normalised
+    have: Callable[[Any, Any], Any] | None = None  # (essence, observed object) → normalised value
+    same: Callable[[Any, Any], bool] = _same
+    show: Callable[[Any], Any] = _shown
+    impact_of: Callable[[Any], Impact] | None = None  # (the kind's view) → impact: may consult caps, running maxima
+    live: Callable[[GuestView], LiveOp | None] | None = None  # the call that brings a LIVE change to a running guest
+    call: Callable[[SpecT], LiveOp] | None = None  # a call every change needs, running or not (autostart)
+    running_differs: Callable[[GuestView], tuple[LiveOp | None, str]] | None = None
+    compare_live: bool = True  # a running value that differs from the definition is pending
+    shows_live: bool = True  # plans show the running value beside the defined one
+    applies: Callable[[SpecT, Facts], bool] = _always  # compared and written on this host at all
+    is_declared: Callable[[SpecT], bool] | None = None  # default: NAME is set in the spec
+    export: Callable[[Any], Any] | None = None  # essence value → YAML value (None: left out)
+    samples: tuple[Any, ...] = ()  # YAML values for tests generated from the registry
+    planned_by: str = ""  # set for fields a dedicated step plans (power state, keyed lists)
+    note: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.pointer or f"/spec/{self.name}"
+
+    def impact_for(self, view: Any) -> Impact:
+        if self.impact_of is not None and view is not None:
+            return self.impact_of(view)
+        return self.impact
+
+
+def read_all(fields: tuple[Field[Any], ...], el: etree._Element) -> dict[str, Any]:
+    """Every field's reading of one element, merged: the essence's attributes."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.read is not None:
+            out.update(f.read(el))
+    return out
+
+
+def write_all(fields: tuple[Field[Any], ...], el: etree._Element, spec: Any, facts: Facts,
+              names: set[str] | None) -> None:
+    """Write the named fields (None: every field) that apply on this host, in registry order."""
+    for f in fields:
+        if f.write is None or (names is not None and f.name not in names):
+            continue
+        if f.applies(spec, facts):
+            f.write(el, spec, facts)

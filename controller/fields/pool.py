@@ -1,0 +1,28 @@
+"""The fields of kind: StoragePool and of the volumes virtsync makes for guests' disks."""
+
+from __future__ import annotations
+
+from controller.fields.base import Field
+from controller.model.operations import Impact
+from controller.spec.models import StoragePoolSpec
+
+POOL_FIELDS: tuple[Field[StoragePoolSpec], ...] = (
+    Field("path", "refused: moving a pool would leave its volumes behind", Impact.RECREATE,
+          want=lambda s, _f: s.path, have=lambda p, _o: p.path, planned_by="refused"),
+    Field("autostart", "setAutostart", Impact.LIVE,
+          want=lambda s, _f: s.autostart, have=lambda p, _o: p.autostart, samples=(True, False)),
+    Field("type", "set when the pool is made (dir)", Impact.CREATE, planned_by="creation"),
+    Field("shared", "read by live migration (no disk copy); nothing on the host", Impact.LIVE,
+          planned_by="migration"),
+    Field("active", "the pool is started", Impact.LIVE, pointer="/status/active", planned_by="status"),
+)
+
+# A volume is planned with the disk that declares it (/spec/disks/N of its guest).
+VOLUME_FIELDS: tuple[Field[object], ...] = (
+    Field("size", "grown (blockResize while the guest runs, else the volume); never shrunk", Impact.LIVE,
+          pointer="/spec/disks/{i}/size", planned_by="guest disks"),
+    Field("format", "set when the volume is made (qcow2 or raw)", Impact.CREATE,
+          pointer="/spec/disks/{i}/format", planned_by="creation"),
+    Field("from", "set when the volume is made: a linked (qcow2 overlay) or full clone of the image; never "
+          "re-cloned", Impact.CREATE, pointer="/spec/disks/{i}/from", planned_by="creation"),
+)
