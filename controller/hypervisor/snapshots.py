@@ -129,9 +129,12 @@ class SnapshotOps:
         running = bool(dom.isActive())
         live_xml = dom.XMLDesc(0)
         uefi = "<nvram" in live_xml or "firmware='efi'" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        # libvirt refuses internal snapshots of pflash (UEFI) guests and of disks that are not qcow2
-        internal_ok = not uefi and all(d.get("type") == "qcow2" for d in
-                                       parse(live_xml).findall("devices/disk[@device='disk']/driver"))
+        # libvirt refuses internal snapshots of pflash (UEFI) guests and of disks that are not qcow2.
+        # Nor are they taken once the guest has an external snapshot: an internal snapshot would live in
+        # that snapshot's overlay file, and be lost when pruning merges the overlay into its backing file.
+        internal_ok = (not uefi and all(d.get("type") == "qcow2" for d in
+                                        parse(live_xml).findall("devices/disk[@device='disk']/driver"))
+                       and not any(r.external for r in self.list(guest)))
         with_memory = memory and running
 
         def xml(quiesced: bool, external: bool, memory_file: str | None = None) -> str:
@@ -166,7 +169,7 @@ class SnapshotOps:
                                           f"required), and the guest agent could not freeze it: "
                                           f"{exc.get_error_message()}", host=self.host) from None
         with libvirt_call(self.host, f"snapshot {guest}"):
-            if not internal_ok:  # pflash (UEFI) guests, raw disks: disk-only, external
+            if not internal_ok:  # pflash (UEFI) guests, raw disks, overlays: disk-only, external
                 flags = disk_only if running else libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
                 dom.snapshotCreateXML(xml(False, True), flags)
                 return False, True

@@ -226,3 +226,50 @@ spec:
     fs = agent(hermetic_host, "linux", {"execute": "guest-get-fsinfo"})["return"]
     assert any(f.get("mountpoint") == "/data" for f in fs)  # the guest kept running on its disk
     assert "No changes" in ok(virtsync("plan", str(specs)))
+
+
+def test_memory_snapshots_keep_a_running_guests_memory_internal_or_in_a_file_beside_its_disk(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    import os
+
+    from lxml import etree
+
+    specs = _specs(tmp_path, hermetic_host.uri, state="running", policy="  memory: true\n")
+    text = (specs / "lab.yaml").read_text().replace("retain: {hourly: 6, daily: 7, weekly: 4}", "retain: {hourly: 1}")
+    text = text.replace("  quiesce: off\n", "  quiesce: auto\n")
+    text += """---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {name: rawdb, labels: {backup: hourly}}
+spec:
+  host: snap
+  memory: 64MiB
+  disks: [{name: root, pool: snappool, size: 64MiB, format: raw}]
+"""
+    (specs / "lab.yaml").write_text(text)
+    ok(virtsync("apply", str(specs), "--yes"))
+    out = ok(virtsync("snapshots", "run", str(specs), "--at", "2026-07-01T00:00:00Z"))
+    assert "snap/db [hdw] took vs-hdw-20260701T000000Z internal, quiesced=False" in out
+    assert "snap/rawdb [hdw] took vs-hdw-20260701T000000Z external, quiesced=False" in out  # raw: no internal
+    for guest in ("db", "rawdb"):
+        snap = etree.fromstring(hermetic_host.virsh("snapshot-dumpxml", guest, "vs-hdw-20260701T000000Z").encode())
+        assert snap.findtext("state") == "running", guest  # the memory is in the snapshot
+    mem = etree.fromstring(hermetic_host.virsh("snapshot-dumpxml", "rawdb", "vs-hdw-20260701T000000Z").encode())
+    memory_file = mem.find("memory").get("file")
+    assert memory_file == f"{tmp_path}/pool/rawdb.vs-hdw-20260701T000000Z.mem"
+    assert mem.find("memory").get("snapshot") == "external" and os.path.getsize(memory_file) > 0
+    assert "running" in hermetic_host.virsh("domstate", "rawdb")
+    assert "No changes" in ok(virtsync("plan", str(specs)))  # the overlay on the raw disk is the disk now
+
+    out = ok(virtsync("snapshots", "run", str(specs), "--at", "2026-07-01T04:00:00Z"))
+    # external again (an internal one would live in the overlay that pruning merges away)
+    assert "snap/rawdb [hdw] took vs-hdw-20260701T040000Z external, quiesced=False" in out
+    assert "snap/rawdb [hdw] deleted vs-hdw-20260701T000000Z" in out
+    assert hermetic_host.virsh("snapshot-list", "rawdb", "--name").split() == ["vs-hdw-20260701T040000Z"]
+    assert not os.path.exists(memory_file), "a pruned snapshot's memory file is deleted with it"
+    assert sorted(p.name for p in (tmp_path / "pool").glob("*.mem")) == ["rawdb.vs-hdw-20260701T040000Z.mem"]
+    leftover = [p.name for p in (tmp_path / "pool").iterdir() if "20260701T000000Z" in p.name and "rawdb" in p.name]
+    assert not leftover, "the merged overlay is deleted too"
+    assert "running" in hermetic_host.virsh("domstate", "rawdb")
+    assert "No changes" in ok(virtsync("plan", str(specs)))
