@@ -151,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
-    def verb(name: str, func: Callable[[argparse.Namespace], int], help: str) -> _Parser:
-        p: _Parser = sub.add_parser(name, help=help, description=help)
+    def verb(name: str, func: Callable[[argparse.Namespace], int], help: str,
+             description: str | None = None) -> _Parser:
+        # help: the one line of `virtsync --help`; description: the README's CLI table and VERB --help
+        p: _Parser = sub.add_parser(name, help=help, description=description or help)
         p.set_defaults(func=func)
         return p
 
@@ -160,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("paths", nargs="+", metavar="PATH", help="spec files or directories")
         add_max_file_size(p)
 
-    p = verb("validate", cmd_validate, "check specs; every problem with file:line:column")
+    p = verb("validate", cmd_validate, "check specs; every problem with file:line:column",
+             "Parse and check every spec; each problem as file:line:column (warnings too).")
     spec_args(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="json: the validate.schema.json document")
 
-    p = verb("schema", cmd_schema, "write the JSON Schemas (spec format and outputs)")
+    p = verb("schema", cmd_schema, "write the JSON Schemas (spec format and outputs)",
+             "Write the JSON Schemas of the spec format and of the JSON outputs under specs/.")
     p.add_argument("--out", default="specs", metavar="DIR", help="directory (default: specs)")
 
     verb("version", cmd_version, "print the version")

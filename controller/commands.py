@@ -459,25 +459,31 @@ def register(verb: Callable[..., argparse.ArgumentParser],
         _host_selector(p)
         p.add_argument("--connect", metavar="URI", help="override the Host's URI (one-host runs)")
         _instance(p)
-        p.add_argument("--commit", default=None, help="git commit to record (default: HEAD of "
+        p.add_argument("--commit", default=None, metavar="SHA", help="git commit to record (default: HEAD of "
                        "the spec repository)")
         p.add_argument("--no-color", action="store_true", help="no colours even on a terminal")
 
-    p = verb("plan", cmd_plan, "show what would change on each host, and how")
+    p = verb("plan", cmd_plan, "show what would change on each host, and how",
+             "Per host: + create, ~ update (live), ~ update (next boot), -/+ recreate, - delete, pending "
+             "restarts apart. Exit 2 when there are changes.")
     common(p)
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="markdown for pull-request comments; json: plan.schema.json")
     p.add_argument("--out", metavar="FILE", help="save the plan (JSON) for `apply FILE`")
     p.add_argument("--prune", action="store_true", help="include deletions of managed objects "
                    "gone from the specs")
     p.set_defaults(post=_fill_commit)
 
-    p = verb("apply", cmd_apply, "converge the hosts (PATH… of specs, or a saved PLANFILE)")
+    p = verb("apply", cmd_apply, "converge the hosts (PATH… of specs, or a saved PLANFILE)",
+             "Show the plan and do it (--yes without a terminal). `apply PLANFILE` applies a plan saved by "
+             "`plan --out` to the hosts it was made for, refused if the specs or any host changed since.")
     common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
     p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
     p.add_argument("--max-deletions", type=non_negative_int, default=DEFAULT_MAX_DELETIONS, metavar="N",
                    help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
-    p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
+    p.add_argument("--force", action="store_true", help="override the mass-deletion guard (--max-deletions, "
+                   "and never more than half a host's guests)")
     p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     p.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="actions run at once per host (default 8)")
@@ -485,13 +491,18 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="json prints the ChangeSet")
     p.set_defaults(post=_fill_commit)
 
-    p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects")
+    p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects",
+             "Desired vs defined vs running per object, unmanaged objects, snapshot freshness. Exit 2 when "
+             "there is drift.")
     common(p)
-    p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text")
+    p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text",
+                   help="json: drift.schema.json; html: a page of its own")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here")
     p.set_defaults(post=_fill_commit)
 
-    p = verb("serve", cmd_serve, "keep the hosts converged: watch specs, git and libvirt events")
+    p = verb("serve", cmd_serve, "keep the hosts converged: watch specs, git and libvirt events",
+             "The continuous service (see Run as a service): spec files (PATH) or a git branch (--git), "
+             "libvirt events and a jittered resync.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="spec files or directories")
     p.add_argument("--git", metavar="URL", help="follow a git repository instead of local files")
     p.add_argument("--branch", default="main", help="branch to follow (default main)")
@@ -503,7 +514,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
-                   help="shared secret for POST /hooks/git (header X-Virtsync-Secret)")
+                   help="shared secret for POST /hooks/git (header X-Virtsync-Secret); without it the "
+                   "hook answers 403")
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
                    help="HTTP endpoints (default 127.0.0.1:8080)")
     p.add_argument("--host", "--this-host", action="append", metavar="NAME", dest="host",
@@ -511,7 +523,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     _host_selector(p)
     _instance(p)
     p.add_argument("--prune", action="store_true", help="delete managed objects gone from specs")
-    p.add_argument("--force", action="store_true", help="override the mass-deletion guard")
+    p.add_argument("--force", action="store_true", help="override the mass-deletion guard (--max-deletions, "
+                   "and never more than half a host's guests)")
     p.add_argument("--max-deletions", type=non_negative_int, default=DEFAULT_MAX_DELETIONS, metavar="N",
                    help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
     p.add_argument("--resync", type=_seconds, default=300.0, metavar="DURATION",
@@ -528,37 +541,47 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="SIGTERM waits this long for reconciles in flight (default 60s)")
     p.add_argument("--snapshot-interval", type=_seconds, default=60.0, metavar="DURATION",
                    help="how often snapshot policies are checked (default 1m)")
-    p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument("--log-format", choices=("json", "console"), default="json", help="log lines for machines "
+                   "or people")
     add_max_file_size(p)
 
     p = verb("snapshots", lambda a: (a.snap_parser.print_help(), EXIT_USAGE)[1],
-             "snapshot policies: run a pass, list, restore")
+             "snapshot policies: run a pass, list, restore",
+             "Snapshot policies: `run` a pass, `list`, `restore`.")
     p.set_defaults(snap_parser=p)
     snap = p.add_subparsers(dest="snap_verb", metavar="ACTION", parser_class=type(p))
-    s = snap.add_parser("run", help="one scheduling pass: take what is due, prune by retention")
+    s = snap.add_parser("run", help="one scheduling pass: take what is due, prune by retention",
+                        description="One snapshot-policy pass: take what is due, prune by retention.")
     s.set_defaults(func=cmd_snapshots_run)
     common(s)
     s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone, "
                    "e.g. 2026-01-01T03:00:00Z; default now)")
-    s = snap.add_parser("list", help="snapshots of the guests in the specs")
+    s = snap.add_parser("list", help="snapshots of the guests in the specs",
+                        description="The snapshots of the guests in the specs, with the policy that made them.")
     s.set_defaults(func=cmd_snapshots_list)
     common(s)
-    s.add_argument("--guest", action="append", metavar="NAME")
-    s.add_argument("--format", choices=("text", "json"), default="text")
-    s = snap.add_parser("restore", help="revert a guest to a snapshot")
+    s.add_argument("--guest", action="append", metavar="NAME", help="only this guest (repeatable)")
+    s.add_argument("--format", choices=("text", "json"), default="text", help="json: a list of snapshots")
+    s = snap.add_parser("restore", help="revert a guest to a snapshot",
+                        description="Revert a guest to a snapshot (internal snapshots; libvirt 9.0 cannot revert "
+                        "to external ones).")
     s.set_defaults(func=cmd_snapshots_restore)
-    s.add_argument("guest", metavar="GUEST")
-    s.add_argument("snapshot", metavar="SNAPSHOT")
+    s.add_argument("guest", metavar="GUEST", help="the guest to revert")
+    s.add_argument("snapshot", metavar="SNAPSHOT", help="the snapshot's name (see snapshots list)")
     common(s)
-    s.add_argument("--yes", "-y", action="store_true")
+    s.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
 
-    p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml")
+    p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml",
+             "Choose hosts for guests with a hostSelector by memory left; writes placement.lock.yaml next to "
+             "the specs.")
     spec_args(p)
     _instance(p)
     p.add_argument("--overcommit", type=positive_float, default=1.0, metavar="RATIO",
                    help="memory a host may commit, as a multiple of its physical memory (default 1.0)")
 
-    p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks")
+    p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks",
+             "YAML specs from a host's live guests and networks, to adopt them (--connect URI, or --specs "
+             "naming the host).")
     p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")
     p.add_argument("--host", required=True, metavar="NAME", help="host name for the specs")
     p.add_argument("--connect", metavar="URI", help="libvirt URI of the host")
@@ -597,6 +620,7 @@ def _url(text: str) -> str:
 
 def _instance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance", type=_instance_name, default=os.environ.get("VIRTSYNC_INSTANCE", "default"),
+                   metavar="NAME",
                    help="name of this spec repository's virtsync instance; objects of other "
                    "instances are never changed or pruned (env VIRTSYNC_INSTANCE; default: default)")
 

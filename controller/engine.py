@@ -26,7 +26,7 @@ from controller.hypervisor.operations import HostOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
 from controller.plan.actions import Action, HostPlan, Plan
 from controller.plan.context import PlanOptions, applied_fields, digest
-from controller.plan.planner import make_plan
+from controller.plan.planner import guard_problems, make_plan
 from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
 from controller.spec.models import Host
 from controller.spec.specset import SpecSet
@@ -111,6 +111,10 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
         return isinstance(obj, SnapshotPolicy)
 
     return SpecSet(tuple(i for i in specs.items if wanted(i.obj)))
+
+
+__all__ = ["Engine", "Observation", "Reconciled", "Scope", "declared_elsewhere", "guard_problems",
+           "select_hosts", "spec_digest"]
 
 
 # One pool per process: the service and repeated in-process runs reuse connections

@@ -438,7 +438,7 @@ def _write_seed(run: _HostRun, a: act.WriteSeed) -> str:
 
 def _resize_volume(run: _HostRun, a: act.ResizeVolume) -> str:
     obs = run.state.guests.get(a.guest)
-    if obs is not None and obs.live is not None:
+    if obs is not None and obs.live is not None and run.state.caps.block_resize:
         target = next((d.target for d in obs.live.disks if d.name == a.disk), None)
         if target:
             run.ops.block_resize(a.guest, target, a.capacity)

@@ -125,6 +125,15 @@ def disk_element(disk: Disk, facts: Facts, target: str) -> etree._Element:
     return el
 
 
+def disk_names(spec: GuestSpec, observed: list[DiskState], facts: Facts) -> list[str]:
+    """The spec's name of each observed disk: its ua- alias or volume naming, else (drivers that
+    keep no alias, like libxl) the spec disk whose file it is, else its target dev."""
+    disks = effective_disks(spec)
+    names = {d.name for d in disks}
+    by_path = {disk_path(facts.name, d, facts.pool_paths): d.name for d in disks}
+    return [st.name if st.name in names else by_path.get(st.path or "", st.name) for st in observed]
+
+
 def append_device(devices: etree._Element, el: etree._Element) -> None:
     """Keep devices grouped: a new disk after the last disk, a NIC after the last NIC."""
     same = devices.findall(el.tag)
@@ -147,7 +156,9 @@ def write_disks(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
     appended, a changed bus moved to a free target of the new bus; everything else kept."""
     devices = child(root, "devices")
     disks = effective_disks(spec)
-    existing = {read_disk(facts.name, d).name: d for d in devices.findall("disk")}
+    elements = devices.findall("disk")
+    names = disk_names(spec, [read_disk(facts.name, d) for d in elements], facts)
+    existing = dict(zip(names, elements, strict=True))
     wanted = {d.name for d in disks}
     for key, old in existing.items():
         if key not in wanted:
@@ -243,3 +254,18 @@ NIC_FIELDS: tuple[Field[Any], ...] = (
 )
 # YAML name → model attribute: an item field is compared only where the spec declares it.
 ITEM_ATTR = {"network": "network", "model": "model", "bootRom": "boot_rom", "bus": "bus"}
+
+# Item fields that are keys, or are set once when the disk's volume is made (fields/pool.py).
+DISK_CONTROL: dict[str, str] = {
+    "name": "the disk's key; names its volume (GUEST-NAME.FORMAT)",
+    "pool": "the pool its volume is made in (at creation)",
+    "path": "an existing file instead of a pool volume (at creation)",
+    "sha256": "the digest a `from` URL image must have",
+    "clone": "linked (qcow2 overlay) or full copy of `from` (at creation)",
+    "device": "disk or cdrom (at creation)",
+    "deletePolicy": "whether the volume is deleted with the disk or the guest",
+    "size": "see Volume",
+    "format": "see Volume",
+    "from": "see Volume",
+}
+NIC_CONTROL: dict[str, str] = {"mac": "the NIC's key: a new MAC is a new NIC (detach + attach, hot-plugged)"}

@@ -409,16 +409,17 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
     Field("maxVcpus", "vCPU ceiling in the definition", Impact.NEXT_BOOT,
           read=_read_max_vcpus, write=_write_max_vcpus,
           want=lambda s, _f: s.max_vcpus or s.vcpus, have=lambda c, _o: c.max_vcpus,
-          samples=(2, 4)),
+          export=lambda v: v, samples=(2, 4)),
     Field("vcpus", "vCPU hot-plug (setVcpusFlags) up to maxVcpus; beyond it, or fewer, next boot",
           Impact.LIVE, read=_read_vcpus, write=_write_vcpus,
           want=lambda s, _f: s.vcpus, have=lambda c, _o: c.vcpus, impact_of=_vcpus_impact,
           live=lambda v: SetVcpus(v.spec.vcpus) if _vcpus_impact(v) == Impact.LIVE else None,
-          running_differs=_vcpus_running_differs, samples=(1, 2)),
+          running_differs=_vcpus_running_differs, export=lambda v: v, samples=(1, 2)),
     Field("machine", "machine type changes device addressing", Impact.RECREATE,
           read=_read_machine, write=_write_machine,
           want=lambda s, _f: s.machine, have=lambda c, _o: c.machine, same=machine_matches,
-          applies=lambda s, f: bool(s.machine) and f.virt_type != "xen", samples=("pc", "q35")),
+          applies=lambda s, f: bool(s.machine) and f.virt_type != "xen", export=lambda v: v or None,
+          samples=("pc", "q35")),
     Field("firmware", "BIOS ⇄ UEFI; the NVRAM is kept", Impact.RECREATE,
           read=_read_firmware, write=_write_firmware,
           want=lambda s, _f: s.firmware, have=lambda c, _o: c.firmware,
@@ -449,7 +450,8 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           "volume is kept unless deletePolicy: delete); a disk's bus at next boot, its size live "
           "(grown, never shrunk)", Impact.LIVE, write=write_disks, planned_by="keyed list"),
     Field("agent", "qemu-guest-agent channel", Impact.NEXT_BOOT, read=_read_agent, write=_write_agent,
-          want=lambda s, _f: s.agent, have=lambda c, _o: c.agent, samples=(False, True)),
+          want=lambda s, _f: s.agent, have=lambda c, _o: c.agent, export=lambda on: True if on else None,
+          samples=(False, True)),
     Field("interfaces", "a keyed set by MAC (else network and position): attach and detach "
           "hot-plugged; a new MAC is a new NIC; model, network and bootRom at next boot",
           Impact.LIVE, write=write_interfaces, planned_by="keyed list"),
@@ -458,7 +460,7 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           applies=lambda s, _f: s.graphics is not None, export=_export_graphics,
           samples=({"type": "vnc"}, {"type": "spice"})),
     Field("autostart", "setAutostart", Impact.LIVE,
-          want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart,
+          want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v,
           call=lambda s: SetAutostart(s.autostart), compare_live=False, shows_live=False,
           samples=(False, True)),
     Field("state", "start, shutdown (destroy after shutdownTimeout), suspend, resume; always "
@@ -468,3 +470,15 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
 # cloudInit is written by the disks writer (its seed CD-ROM is one of the guest's disks).
 WRITTEN_WITH = {"cloudInit": "disks"}
 BY_NAME = {f.name: f for f in GUEST_FIELDS}
+
+# Fields that steer virtsync itself: nothing of them is written on the host.
+CONTROL: dict[str, str] = {
+    "host": "the host the guest is on; a change moves it (live migration, else a cold move)",
+    "hostSelector": "instead of host: `virtsync place` chooses one and records it in placement.lock.yaml",
+    "restartPolicy": "whether next-boot and recreate changes may restart the guest",
+    "window": "when restartPolicy window allows restarts",
+    "shutdownTimeout": "grace time of a shutdown before the guest is destroyed",
+    "reconcile": "report: only show drift",
+    "ignore": "JSON Pointers left alone",
+    "adopt": "take over an existing guest of this name (ownership is written with its first change)",
+}

@@ -98,3 +98,9 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
     Field("active", "the network is started; guests' NICs re-plugged", Impact.LIVE,
           pointer="/status/active", planned_by="status"),
 )
+
+CONTROL: dict[str, str] = {
+    "host": "the host the network is defined on (networks are per host)",
+    "ipv4": "holds address, dhcp and dhcp.hosts (above)",
+    "adopt": "take over an existing network of this name",
+}

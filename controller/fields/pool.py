@@ -26,3 +26,8 @@ VOLUME_FIELDS: tuple[Field[object], ...] = (
     Field("from", "set when the volume is made: a linked (qcow2 overlay) or full clone of the image; never "
           "re-cloned", Impact.CREATE, pointer="/spec/disks/{i}/from", planned_by="creation"),
 )
+
+CONTROL: dict[str, str] = {
+    "host": "the host the pool is defined on (pools are per host)",
+    "adopt": "take over an existing pool of this name (its marker volume is written)",
+}

@@ -28,7 +28,7 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
     guest_types = tuple(sorted({t.text or "" for t in root.iterfind("guest/os_type")}))
     if driver == "Test":
         return HostCapabilities(driver="Test", virt_type="test", libvirt_version=version,
-                                hotplug=False, block_resize=False, volume_resize=False)
+                                hotplug=False, block_resize=False)
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
                                 snapshots=False, block_resize=False, guest_types=guest_types,

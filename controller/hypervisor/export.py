@@ -9,10 +9,12 @@ from typing import Any
 import libvirt
 from ruamel.yaml import YAML
 
+from controller.fields.base import Field
+from controller.fields.devices import DISK_FIELDS, NIC_FIELDS
+from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks
 from controller.model.state import GuestConfig, NetworkConfig, ObservedGuest, ObservedNetwork
-from controller.spec.units import format_size
 
 HEADER = "# yaml-language-server: $schema=https://virtsync.dev/schemas/v1/virtsync.schema.json\n"
 
@@ -22,18 +24,18 @@ def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
+    """A Guest spec that plans no change against ``g``: every field the registry can export."""
     cfg: GuestConfig = g.persistent or g.live  # type: ignore[assignment]
-    spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running",
-                            "vcpus": cfg.vcpus}
-    if cfg.max_vcpus != cfg.vcpus:
-        spec["maxVcpus"] = cfg.max_vcpus
-    spec["memory"] = format_size(cfg.memory)
-    if cfg.max_memory != cfg.memory:
-        spec["maxMemory"] = format_size(cfg.max_memory)
-    if cfg.virt_type not in ("test", "xen"):
-        spec["firmware"] = cfg.firmware
-    if cfg.cpu_mode:
-        spec["cpu"] = {"mode": cfg.cpu_mode, **({"model": cfg.cpu_model} if cfg.cpu_model else {})}
+    spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running"}
+    for f in GUEST_FIELDS:
+        if f.export is None or f.have is None or (f.name == "firmware" and cfg.virt_type in ("test", "xen")):
+            continue
+        value = f.export(f.have(cfg, g))
+        if value is not None:
+            spec[f.name] = value
+    if cfg.virt_type == "xen":
+        spec["xen"] = {"mode": xen_mode(cfg.os_type)}
+        spec.pop("machine", None)  # Xen's machine follows its guest type
     disks = []
     for d in cfg.disks:
         if not d.path:
@@ -41,25 +43,27 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
         disk: dict[str, Any] = {"name": d.name, "path": d.path}
         if d.format in ("qcow2", "raw"):
             disk["format"] = d.format
-        if d.bus:
-            disk["bus"] = d.bus
+        disk.update(_items(DISK_FIELDS, d))
         if d.device == "cdrom":
             disk["device"] = "cdrom"
         disks.append(disk)
     spec["disks"] = disks
-    spec["interfaces"] = [
-        {"network": n.network, "mac": n.mac, **({"model": n.model} if n.model else {}),
-         **({} if n.boot_rom else {"bootRom": False})}
-        for n in cfg.interfaces if n.network
-    ]
-    if cfg.graphics:
-        gtype, _, listen = cfg.graphics.partition("@")
-        if gtype in ("vnc", "spice"):
-            spec["graphics"] = {"type": gtype, **({"listen": listen} if listen else {})}
-    spec["autostart"] = g.autostart
+    spec["interfaces"] = [{"network": n.network, "mac": n.mac, **_items(NIC_FIELDS, n)}
+                          for n in cfg.interfaces if n.network]
     if not owned:
         spec["adopt"] = True
     return spec
+
+
+def _items(fields: tuple[Field[Any], ...], state: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.export is None or f.have is None:
+            continue
+        value = f.export(f.have(state, None))
+        if value is not None:
+            out[f.name] = value
+    return out
 
 
 def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
@@ -107,8 +111,10 @@ def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str],
     if not wanted:
         chosen_nets = [n for n in chosen_nets if n.persistent or n.name in used_nets]
     if include_host:
-        dirs = sorted({posixpath.dirname(d.path) for g in chosen_guests
-                       for d in (g.persistent or g.live).disks if d.path})  # type: ignore[union-attr]
+        files = [d.path for g in chosen_guests for d in (g.persistent or g.live).disks if d.path]  # type: ignore[union-attr]
+        files += [p for g in chosen_guests for p in ((g.persistent or g.live).kernel,  # type: ignore[union-attr]
+                                                     (g.persistent or g.live).initrd) if p]  # type: ignore[union-attr]
+        dirs = sorted({posixpath.dirname(f) for f in files})
         hspec: dict[str, Any] = {"uri": uri}
         if caps.virt_type in ("kvm", "qemu"):
             hspec["hypervisor"] = caps.virt_type

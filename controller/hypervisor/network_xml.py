@@ -16,8 +16,9 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from controller.fields.applied import declared
+from controller.fields.xmlutil import parse, remove, tostring
 from controller.hypervisor import ownership
-from controller.hypervisor.xmlutil import parse, remove, tostring
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
 from controller.spec.models import NetworkIPv4, NetworkSpec
 
@@ -88,14 +89,8 @@ def network_xml(name: str, spec: NetworkSpec, owner: Owner, uuid: str | None = N
         edit_network(root, name, spec, owner, uuid, fields=None)
     else:
         root = parse(base)
-        edit_network(root, name, spec, owner, uuid, fields=_declared(spec))
+        edit_network(root, name, spec, owner, uuid, fields=declared(spec))
     return tostring(root)
-
-
-def _declared(spec: NetworkSpec) -> set[str]:
-    """The spec's field names as written in YAML (``forwardDev``) that the user declared."""
-    fields = NetworkSpec.model_fields
-    return {fields[f].alias or f for f in spec.model_fields_set}
 
 
 def edit_network(root: etree._Element, name: str, spec: NetworkSpec, owner: Owner,

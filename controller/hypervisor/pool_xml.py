@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from controller.hypervisor.xmlutil import parse, tostring
+from controller.fields.xmlutil import parse, tostring
 
 
 def read_pool(xml: str) -> tuple[str, str, str, str | None]:

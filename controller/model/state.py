@@ -159,12 +159,8 @@ class HostCapabilities:
     virt_type: str  # what new guests get: kvm | qemu | xen | test
     libvirt_version: int = 0
     snapshots: bool = True
-    domain_metadata: bool = True
     hotplug: bool = True  # attach/detach devices
-    block_resize: bool = True
-    volume_resize: bool = True
-    network_update: bool = True
-    uefi_loader: str | None = None  # path of OVMF code, when the host has it
+    block_resize: bool = True  # grow a running guest's disk (blockResize); else the volume only
     guest_types: tuple[str, ...] = ()  # os types the host's capabilities list: hvm, xen, xenpvh
     notes: tuple[str, ...] = ()  # warnings worth showing, e.g. "no /dev/kvm: TCG"
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from controller.fields.base import Facts, Field, GuestView
-from controller.fields.devices import DISK_FIELDS, ITEM_ATTR, NIC_FIELDS
+from controller.fields.devices import DISK_FIELDS, ITEM_ATTR, NIC_FIELDS, disk_names
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
@@ -128,6 +128,9 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         return out
 
     diff = _Diff(guest, obs, host)
+    for f in _without_effect(spec, diff.facts, diff.declared):
+        out.problems.append(Problem(key, f"{f.name} has no effect on host {host.host} ({host.caps.driver}): "
+                                    "it is not compared or written there", severity="warning"))
     _scalar_changes(diff)
     if "disks" in diff.declared or "cloudInit" in diff.declared:
         _disk_changes(diff)
@@ -278,6 +281,19 @@ def _scalar_changes(d: _Diff) -> None:
         _compare(d, f)
 
 
+def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) -> list[Field[Any]]:
+    """Declared fields this host's kind ignores (firmware on Xen, say): said, not silently dropped.
+    The test driver has no firmware at all; specs written for real hosts run on it quietly."""
+    if facts.virt_type == "test":
+        return []
+    return [f for f in GUEST_FIELDS if f.name in declared_fields and f.want is not None
+            and not f.applies(spec, facts) and getattr(spec, _attr(f.name)) is not None]
+
+
+def _attr(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
 def _compare(d: _Diff, f: Field[Any]) -> None:
     assert f.want is not None and f.have is not None
     want = f.want(d.spec, d.facts)
@@ -328,8 +344,8 @@ def _item_changes(d: _Diff, fields: tuple[Field[Any], ...], item: Any, state: An
 
 def _disk_changes(d: _Diff) -> None:
     spec = d.spec
-    have = {x.name: x for x in d.persistent.disks}
-    running = {x.name: x for x in d.live.disks} if d.live else {}
+    have = dict(zip(disk_names(spec, list(d.persistent.disks), d.facts), d.persistent.disks, strict=True))
+    running = dict(zip(disk_names(spec, list(d.live.disks), d.facts), d.live.disks, strict=True)) if d.live else {}
     for i, disk in enumerate(effective_disks(spec)):
         seed = disk.name == SEED_DISK and i >= len(spec.disks)
         pointer = "/spec/cloudInit" if seed else f"/spec/disks/{i}"

@@ -10,10 +10,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from controller.engine import declared_elsewhere
 from controller.errors import Diagnostic
+from controller.fields.applied import applied_fields, digest
 from controller.model.state import ResourceKey
-from controller.plan.context import applied_fields, digest
-from controller.plan.scope import declared_elsewhere
 from controller.spec.models import Guest, Network, StoragePool
 from controller.spec.specset import SpecSet
 

@@ -20,15 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.engine import Engine, Observation, Reconciled, select_hosts
+from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
 from controller.errors import ConflictError, HostError, VirtsyncError
 from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
 from controller.model.state import ResourceKey
 from controller.plan.actions import Impact, ObjectDrift, Plan
-from controller.plan.planner import guard_problems
-from controller.plan.scope import Scope
 from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import render_status_page
 from controller.service.desired import DesiredState

@@ -315,7 +315,6 @@ class GuestSpec(SpecModel):
     machine: str | None = Field(default=None, description="Machine type, e.g. q35. "
                                 "Default: the hypervisor's.")
     firmware: Literal["bios", "uefi"] = Field(default="bios", description="Default: bios.")
-    os_type: str | None = Field(default=None, description="OS hint (libosinfo id), e.g. debian12.")
     xen: XenOptions | None = Field(default=None, description="Only for guests of Xen hosts.")
     boot: Boot | None = None
     disks: list[Disk] = Field(default_factory=list)

@@ -57,3 +57,59 @@ def test_plan_model_and_report_are_free_of_io_and_adapters(path: Path) -> None:
         top = module.split(".")[0]
         assert top not in IO_MODULES and module not in IO_MODULES, f"{rel}:{line} imports {module}"
         assert not module.startswith(ADAPTERS), f"{rel}:{line} imports the adapter {module}"
+
+
+CORE = ("controller.fields", "controller.model", "controller.plan", "controller.report", "controller.spec")
+ADAPTER_ROOTS = ("controller.hypervisor", "controller.apply", "controller.service", "controller.engine",
+                 "controller.commands", "controller.cli")
+
+
+def _rooms(*rooms: str) -> list[Path]:
+    return [p for p in _modules() if p.relative_to(PKG).parts[0] in rooms]
+
+
+@pytest.mark.parametrize("path", _rooms("fields"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_field_registry_is_free_of_io_and_adapters(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    for module, line in _imports(path):
+        top = module.split(".")[0]
+        assert top not in IO_MODULES and module not in IO_MODULES, f"{rel}:{line} imports {module}"
+        assert not module.startswith(ADAPTER_ROOTS), f"{rel}:{line} imports the adapter {module}"
+        assert not module.startswith("controller.plan"), f"{rel}:{line}: the registry is below the planner"
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if p.relative_to(PKG).parts[0] in
+                                  ("fields", "model", "plan", "report", "spec")],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_core_never_imports_an_adapter(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    bad = [(m, line) for m, line in _imports(path) if m.startswith(ADAPTER_ROOTS)]
+    assert not bad, f"{rel}:{bad[0][1]} imports the adapter {bad[0][0]}"
+
+
+@pytest.mark.parametrize("path", _rooms("hypervisor"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_hypervisor_imports_nothing_from_plan_apply_or_service(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    bad = [(m, line) for m, line in _imports(path)
+           if m.startswith(("controller.plan", "controller.apply", "controller.service", "controller.engine",
+                            "controller.commands", "controller.cli", "controller.snapshots"))]
+    assert not bad, f"{rel}:{bad[0][1]} imports {bad[0][0]}"
+
+
+@pytest.mark.parametrize("path", _rooms("service"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_service_plans_only_through_the_engine(path: Path) -> None:
+    """It may name the plan's types (controller.plan.actions), never call the planner."""
+    rel = path.relative_to(PKG)
+    bad = [(m, line) for m, line in _imports(path)
+           if m.startswith("controller.plan") and m != "controller.plan.actions"
+           or m.startswith(("controller.apply", "controller.commands", "controller.cli"))]
+    assert not bad, f"{rel}:{bad[0][1]} imports {bad[0][0]}: the service reaches planning through the engine"
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if p.relative_to(PKG) != Path("cli.py")
+                                  and p.relative_to(PKG) != Path("commands.py")],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_below_the_cli_imports_the_commands(path: Path) -> None:
+    rel = path.relative_to(PKG)
+    bad = [(m, line) for m, line in _imports(path) if m == "controller.commands"]
+    assert not bad, f"{rel}:{bad[0][1]} imports controller.commands"

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from controller.fields.xmlutil import parse, tostring
 from controller.hypervisor.network_xml import edit_network, ipv4_element, network_xml, read_network
 from controller.hypervisor.ownership import NAMESPACE, owner_element
 from controller.hypervisor.pool_xml import pool_xml
-from controller.hypervisor.xmlutil import parse, tostring
 from controller.model.state import Owner
 from controller.plan.networks import desired_config
 from controller.spec.models import NetworkSpec

@@ -1,0 +1,67 @@
+"""docs/fields.md, written from the registry: every field of every kind, its impact, how it lands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.fields import guest, network, pool
+from controller.fields.base import Field
+from controller.fields.devices import DISK_CONTROL, DISK_FIELDS, NIC_CONTROL, NIC_FIELDS
+from controller.fields.guest import GUEST_FIELDS
+from controller.fields.network import NETWORK_FIELDS
+from controller.fields.pool import POOL_FIELDS, VOLUME_FIELDS
+
+IMPACT_WORDS = {"live": "live", "next-boot": "next boot", "recreate": "recreate", "create": "at creation",
+                "delete": "delete"}
+
+# (title, pointer prefix shown, fields)
+TABLES: tuple[tuple[str, tuple[Field[Any], ...], dict[str, str], str], ...] = (
+    ("Guest", GUEST_FIELDS, guest.CONTROL, "/spec/"),
+    ("Guest disks (`spec.disks[]`, keyed by name)", DISK_FIELDS, DISK_CONTROL, "/spec/disks/N/"),
+    ("Guest NICs (`spec.interfaces[]`, keyed by MAC, else network and position)", NIC_FIELDS, NIC_CONTROL,
+     "/spec/interfaces/N/"),
+    ("Network", NETWORK_FIELDS, network.CONTROL, "/spec/"),
+    ("StoragePool", POOL_FIELDS, pool.CONTROL, "/spec/"),
+    ("Volume (a guest disk's volume in a pool)", VOLUME_FIELDS, {}, ""),
+)
+
+HEADER = """# Fields and how a change lands
+
+Generated from the field registry (`controller/fields/`) by `virtsync schema`; a test keeps it
+current. Impacts: **live** — applied to the running object and its definition; **next boot** —
+written to the definition (a running guest then shows *pending restart*, a status, unless its
+`restartPolicy` allows a restart); **recreate** — undefined and defined again under the same UUID
+(volumes and NVRAM kept, XML virtsync does not model kept); **at creation** — set when the object
+is made. Only declared fields are compared. Where the impact depends on the case (*depends*), the
+"how" column says on what.
+"""
+
+
+def _impact(f: Field[Any]) -> str:
+    word = IMPACT_WORDS[str(f.impact)]
+    return f"{word} (depends)" if f.impact_of is not None else word
+
+
+def _pointer(f: Field[Any]) -> str:
+    return f.path.replace("{i}", "N")
+
+
+def render_fields_md() -> str:
+    out = [HEADER]
+    for title, fields, control, prefix in TABLES:
+        out += [f"## {title}", "", "| Field | Impact | How a change lands |", "|---|---|---|"]
+        for f in fields:
+            how = f.how + (f" (planned by its own step: {f.planned_by})" if f.planned_by else "")
+            out.append(f"| `{_pointer(f)}` | {_impact(f)} | {how.replace('|', '/')} |")
+        for name, what in control.items():
+            out.append(f"| `{prefix}{name}` | — | {what.replace('|', '/')} (steers virtsync; nothing on the host) |")
+        out.append("")
+    return "\n".join(out)
+
+
+def lands(kind: str) -> dict[str, str]:
+    """Field name → "Impact: how", for schema descriptions of one kind's spec."""
+    by_kind: dict[str, tuple[Field[Any], ...]] = {"Guest": GUEST_FIELDS, "Network": NETWORK_FIELDS,
+                                                  "StoragePool": POOL_FIELDS}
+    fields = by_kind[kind]
+    return {f.name: f"{_impact(f)}: {f.how}" for f in fields}
