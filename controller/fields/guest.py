@@ -390,6 +390,15 @@ def _had_cloud_init(_config: GuestConfig, obs: Any) -> Any:
     return obs.owner.applied.get("cloudInit") if obs is not None and obs.owner is not None else None
 
 
+def _read_on_crash(root: etree._Element) -> dict[str, Any]:
+    return {"on_crash": root.findtext("on_crash")}
+
+
+def _write_on_crash(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
+    if spec.on_crash is not None:
+        set_text(root, "on_crash", spec.on_crash)
+
+
 def _size(value: int) -> str:
     return format_size(value)
 
@@ -459,6 +468,9 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           want=_want_graphics, have=lambda c, _o: c.graphics,
           applies=lambda s, _f: s.graphics is not None, export=_export_graphics,
           samples=({"type": "vnc"}, {"type": "spice"})),
+    Field("onCrash", "crash action in the definition", Impact.NEXT_BOOT, read=_read_on_crash,
+          write=_write_on_crash, want=lambda s, _f: s.on_crash, have=lambda c, _o: c.on_crash,
+          export=lambda v: v if v and v != "destroy" else None, samples=("destroy", "restart")),
     Field("autostart", "setAutostart", Impact.LIVE,
           want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v,
           call=lambda s: SetAutostart(s.autostart), compare_live=False, shows_live=False,

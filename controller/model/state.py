@@ -80,6 +80,7 @@ class GuestConfig:
     disks: tuple[DiskState, ...] = ()
     interfaces: tuple[NicState, ...] = ()
     graphics: str | None = None  # "vnc@127.0.0.1", "spice@…", or None
+    on_crash: str | None = None  # <on_crash>: destroy, restart, preserve …
     nvram: str | None = None
     agent: bool = False  # has the qemu-guest-agent channel
     agent_connected: bool = False  # live only: the agent answers on it

@@ -320,6 +320,9 @@ class GuestSpec(SpecModel):
     disks: list[Disk] = Field(default_factory=list)
     interfaces: list[Interface] = Field(default_factory=list)
     graphics: Graphics | None = None
+    on_crash: Literal["destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"] | None = Field(
+        default=None, description="What the hypervisor does when the guest crashes. Default: libvirt's "
+        "(destroy).")
     agent: bool = Field(default=False, description="Add the qemu-guest-agent channel (IP addresses, "
                         "fsfreeze for quiesced snapshots). Default: false.")
     cloud_init: CloudInit | None = Field(default=None, description="cloud-init NoCloud seed (needs a disk "
