@@ -1,0 +1,107 @@
+"""Engine.reconcile(scope) on libvirt's test driver: failures stay with their action, moves are
+planned in every scope that sees both hosts, and status after execute is observed again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import libvirt
+
+from controller.engine import Engine, Observation, Scope
+from controller.model.state import ResourceKey
+from controller.plan.actions import DeleteGuest, Move, Plan, Start, UpdateGuest
+from controller.spec.loader import load_specs
+from controller.spec.specset import SpecSet
+from tests.integration.conftest import VirtsyncCli, connection, guest_doc, host_doc, write_host, write_specs
+
+
+def _load(path: Path) -> SpecSet:
+    result = load_specs([str(path)])
+    assert not result.errors, [d.render() for d in result.errors]
+    return result.specs
+
+
+def test_an_action_whose_libvirt_call_fails_is_a_failed_outcome_and_the_hosts_other_actions_run(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    uri = write_host(tmp_path)
+    specs_dir = tmp_path / "specs"
+    write_specs(specs_dir, [host_doc(uri), guest_doc("g1", memory="64MiB", maxMemory="128MiB"),
+                            guest_doc("g2", memory="64MiB", state="stopped")])
+    assert virtsync("apply", specs_dir, "--yes").code == 0
+    write_specs(specs_dir, [host_doc(uri), guest_doc("g1", memory="96MiB", maxMemory="128MiB"),
+                            guest_doc("g2", memory="64MiB", state="running")])
+    conn = connection(uri)
+
+    def undefine_g2_first(plan: Plan, _obs: Observation) -> Plan:
+        assert any(isinstance(a, Start) and a.key.name == "g2" for a in plan.actions)
+        conn.lookupByName("g2").undefine()  # another writer, between plan and execute
+        return plan
+
+    result = Engine().reconcile(_load(specs_dir), gate=undefine_g2_first)
+    assert result.changes is not None
+    outcomes = {(o.op, o.key.name): o for o in result.changes.outcomes}
+    failed = outcomes[("start", "g2")]
+    assert failed.status == "failed"
+    assert "look up guest g2" in failed.detail and "not found" in failed.detail.lower()
+    assert failed.retryable  # the object vanished: observe again, then retry
+    assert outcomes[("update", "g1")].status == "updated"  # the host's other action still ran
+    assert conn.lookupByName("g1").info()[2] == 96 * 1024  # current memory, KiB
+    # The status after execute comes from observing again: g1 in sync, g2 missing.
+    assert result.after is not None
+    after = {d.key.name: d.status for hp in result.after.hosts for d in hp.drift}
+    assert after == {"g1": "in-sync", "g2": "missing"}
+
+
+def _two_hosts(tmp_path: Path, guest_host: str) -> tuple[Path, str, str]:
+    uri_a = write_host(tmp_path, name="a.xml")
+    uri_b = write_host(tmp_path, name="b.xml")
+    specs_dir = tmp_path / "specs"
+    write_specs(specs_dir, [host_doc(uri_a, "a"), host_doc(uri_b, "b"),
+                            guest_doc("cold1", host=guest_host, memory="64MiB", state="stopped")])
+    return specs_dir, uri_a, uri_b
+
+
+def test_a_guest_moved_to_another_host_is_moved_in_the_scope_of_either_host_or_the_guest(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    specs_dir, uri_a, uri_b = _two_hosts(tmp_path, "a")
+    assert virtsync("apply", specs_dir, "--yes").code == 0
+    uuid = connection(uri_a, "a").lookupByName("cold1").UUIDString()
+    _two_hosts(tmp_path, "b")
+    specs = _load(specs_dir)
+    engine = Engine()
+    for scope in (Scope.of_hosts("a"), Scope.of_hosts("b"), Scope.of_object(ResourceKey("b", "Guest", "cold1"))):
+        plan = engine.reconcile(specs, scope, prune=True).plan
+        moves = [a for a in plan.actions if isinstance(a, Move)]
+        assert [(m.key.host, m.source) for m in moves] == [("b", "a")], (scope, [a.label for a in plan.actions])
+        assert not [a for a in plan.actions if isinstance(a, DeleteGuest)], scope  # never pruned on a
+    result = engine.reconcile(specs, Scope.of_object(ResourceKey("b", "Guest", "cold1")),
+                              gate=lambda plan, _obs: plan)
+    assert result.changes is not None and not result.changes.failed, result.changes.as_json()
+    assert connection(uri_b, "b").lookupByName("cold1").UUIDString() == uuid  # the same guest
+    names_a = [d.name() for d in connection(uri_a, "a").listAllDomains(0)]
+    assert "cold1" not in names_a
+    assert result.after is not None and not result.after.has_changes
+
+
+def test_a_guest_declared_for_a_host_that_is_down_is_not_pruned_from_its_old_host(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    specs_dir, uri_a, _ = _two_hosts(tmp_path, "a")
+    assert virtsync("apply", specs_dir, "--yes").code == 0
+    write_specs(specs_dir, [host_doc(uri_a, "a"), host_doc("test:///nonexistent/host.xml", "b"),
+                            guest_doc("cold1", host="b", memory="64MiB", state="stopped")])
+    plan = Engine().reconcile(_load(specs_dir), Scope.of_hosts("a"), prune=True).plan
+    assert not [a for a in plan.actions if isinstance(a, DeleteGuest | UpdateGuest)]
+    assert connection(uri_a, "a").lookupByName("cold1").isPersistent()
+
+
+def test_an_unexpected_error_in_an_action_is_mapped_in_one_place() -> None:
+    from controller.errors import ObjectNotFound, OperationFailed
+    from controller.hypervisor.errors import as_virtsync_error
+
+    err = libvirt.libvirtError("Domain not found")
+    err.err = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_DOMAIN, "Domain not found: g", 2, "g", None, None,
+               -1, -1)
+    mapped = as_virtsync_error(err, "h1", "start Guest g")
+    assert isinstance(mapped, ObjectNotFound) and mapped.retryable and "start Guest g" in str(mapped)
+    bug = as_virtsync_error(KeyError("x"), "h1", "update Guest g")
+    assert isinstance(bug, OperationFailed) and not bug.retryable and "internal error: KeyError" in str(bug)
