@@ -1,4 +1,4 @@
-"""The layout rules of DESIGN.md, checked on the source (an import-linter in miniature)."""
+"""The layout rules of the README's Development section, checked on the source (an import-linter in miniature)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_the_service_plans_only_through_the_engine(path: Path) -> None:
     """It may name the plan's types (controller.plan.actions), never call the planner."""
     rel = path.relative_to(PKG)
     bad = [(m, line) for m, line in _imports(path)
-           if m.startswith("controller.plan") and m != "controller.plan.actions"
+           if (m.startswith("controller.plan") and m != "controller.plan.actions")
            or m.startswith(("controller.apply", "controller.commands", "controller.cli"))]
     assert not bad, f"{rel}:{bad[0][1]} imports {bad[0][0]}: the service reaches planning through the engine"
 
