@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lxml import etree
 
@@ -25,8 +26,12 @@ from controller.spec.models import GuestSpec
 # ---------------------------------------------------------------- reading
 
 
+@lru_cache(maxsize=16384)
 def read_guest(xml: str) -> tuple[str, str, GuestConfig, Owner | None]:
-    """(name, uuid, essence, owner) of a domain XML document."""
+    """(name, uuid, essence, owner) of a domain XML document.
+
+    Cached by the document's text: the service observes the same unchanged definitions again
+    and again (events, resyncs), and the essence is frozen data, safe to share."""
     return read_guest_root(parse(xml))
 
 

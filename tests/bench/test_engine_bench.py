@@ -59,7 +59,7 @@ def _raw_minimum(uri: str) -> float:
         conn.close()
 
 
-def test_noop_plan_of_1000_guests_is_within_twice_the_raw_minimum(host: HermeticHost, tmp_path: Path) -> None:
+def test_noop_plan_of_1000_guests_is_within_1_4_times_the_raw_minimum(host: HermeticHost, tmp_path: Path) -> None:
     specs = _specs(tmp_path / "s", 1000, "stopped", network=False)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "controller", "apply", str(specs), "--connect", host.uri,
@@ -72,7 +72,9 @@ def test_noop_plan_of_1000_guests_is_within_twice_the_raw_minimum(host: Hermetic
 
     loaded = select_hosts(loaded, (), host.uri)
     engine = Engine(pool=ConnectionPool())
-    engine.plan(loaded, engine.observe(loaded))  # warm the connection
+    t = time.perf_counter()
+    engine.plan(loaded, engine.observe(loaded))  # warms the connection; every definition parsed afresh
+    cold = time.perf_counter() - t
     runs = []
     for _ in range(5):
         t = time.perf_counter()
@@ -89,9 +91,11 @@ def test_noop_plan_of_1000_guests_is_within_twice_the_raw_minimum(host: Hermetic
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     print(f"\n1,000 defined guests (created by apply in {define_secs:.1f} s)")
     print(f"  raw minimum (listAllDomains + 2×XMLDesc each): {raw:.3f} s")
-    print(f"  virtsync observe+plan in process:              {ours:.3f} s  (ratio {ours / raw:.2f}, target ≤ 2)")
+    print(f"  virtsync observe+plan in process:              {ours:.3f} s  (ratio {ours / raw:.2f}, target ≤ 1.4; "
+          "unchanged definitions are not parsed again)")
+    print(f"  the same, first run (every definition parsed): {cold:.3f} s  (ratio {cold / raw:.2f})")
     print(f"  whole `virtsync plan` process:                 {whole:.3f} s  (target < 2 s)")
-    assert ours <= 2 * raw
+    assert ours <= 1.4 * raw
     assert whole < 2.0
 
 
@@ -177,9 +181,9 @@ def test_converging_20_guests_beats_sequential_raw_calls(tmp_path: Path) -> None
     noop = min(noops)
     print("\nconverge 20 diskless guests + 1 NAT network, from nothing (fresh host each):")
     print(f"  raw libvirt calls one after another: {raw:.2f} s")
-    print(f"  virtsync apply (whole process):      {ours:.2f} s  (ratio {ours / raw:.2f}, target < 1)")
+    print(f"  virtsync apply (whole process):      {ours:.2f} s  (ratio {ours / raw:.2f}, target ≤ 0.5)")
     print(f"  virtsync no-op re-run:               {noop:.2f} s  (best of 3 once the guests' firmware "
           f"settled after {settled:.0f} s; target < 1 s)")
     print(f"  reference, {ANSIBLE_REFERENCE}")
-    assert ours < raw
+    assert ours <= 0.5 * raw
     assert noop < 1.0
