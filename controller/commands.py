@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,28 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli import add_max_file_size, instant, non_negative_int, positive_float, positive_int
+from controller.engine import DEFAULT_MAX_DELETIONS
 from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
-from controller.plan.planner import DEFAULT_MAX_DELETIONS
+from controller.gitinfo import git_commit
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
 
 
-def git_commit(paths: list[str]) -> str:
-    """HEAD of the git repository holding the specs, or "" outside one."""
-    if not paths:
-        return ""
-    where = Path(paths[0])
-    where = where if where.is_dir() else where.parent
-    try:
-        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 def _load(args: argparse.Namespace) -> Any:
-    from controller.engine import select_hosts
+    """The specs as the command line chose them: the chosen hosts (--host, --host-selector; a
+    --connect URI given to the one host chosen)."""
+    return _load_scoped(args)[0]
+
+
+def _load_scoped(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The whole spec set (so moves and guests declared on other hosts are seen) and the scope
+    --host / --host-selector choose; with --connect, the one host's slice and its URI."""
+    from controller.engine import Scope, select_hosts
     from controller.spec.loader import load_specs
     from controller.spec.yaml_reader import Limits
 
@@ -45,7 +39,13 @@ def _load(args: argparse.Namespace) -> Any:
             print(d.render(), file=sys.stderr)
     if result.errors:
         raise SpecError(result.errors)
-    return select_hosts(result.specs, args.host or (), args.connect, getattr(args, "host_selector", None) or ())
+    selector = getattr(args, "host_selector", None) or ()
+    chosen = select_hosts(result.specs, args.host or (), args.connect, selector)
+    if args.connect:
+        return chosen, Scope.everything()
+    if not (args.host or selector):
+        return result.specs, Scope.everything()
+    return result.specs, Scope.of_hosts(*(h.metadata.name for h in chosen.hosts))
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -72,11 +72,10 @@ def _color(args: argparse.Namespace) -> bool:
 def cmd_plan(args: argparse.Namespace) -> int:
     from controller.report import plan_render
 
-    specs = _load(args)
+    specs, scope = _load_scoped(args)
     engine = _engine(args)
     try:
-        obs = engine.observe(specs)
-        plan = engine.plan(specs, obs, prune=args.prune, commit=args.commit)
+        plan = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit).plan
     finally:
         engine.close()
     if args.out:
@@ -85,8 +84,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         narrowed = bool(args.host or args.host_selector)
         doc = plan_render.render_json(plan, {"sources": [os.path.abspath(p) for p in args.paths],
                                              "createdAt": datetime.now(UTC).isoformat(),
-                                             "hostsFilter": sorted(h.metadata.name for h in specs.hosts)
-                                             if narrowed else [],
+                                             "hostsFilter": sorted(scope.hosts) if narrowed else [],
                                              "connect": args.connect})
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"saved plan to {args.out}", file=sys.stderr)
@@ -116,18 +114,19 @@ def _saved_plan(path: str) -> dict[str, Any] | None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from controller.engine import spec_digest
-    from controller.plan.planner import guard_problems
+    from controller.engine import guard_problems, spec_digest
     from controller.report import plan_render
 
     saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
     if saved is not None:
         _use_saved_plan(args, saved)
-    specs = _load(args)
+    specs, scope = _load_scoped(args)
     engine = _engine(args)
-    try:
-        obs = engine.observe(specs)
-        plan = engine.plan(specs, obs, prune=args.prune, commit=args.commit)
+    stopped: list[int] = []  # the exit code when the gate says no
+
+    def gate(plan: Any, obs: Any) -> Any:
+        """Between planning and executing: the saved plan's check, the plan shown, the guard, the
+        dry run, the question."""
         if saved is not None:
             _check_saved(saved, plan, spec_digest(specs), args.instance)
         # With --format json, stdout carries only the ChangeSet document.
@@ -138,7 +137,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             raise GuardRefusal("; ".join(refusals))
         if plan.has_changes and args.dry_run:
             print("dry run: nothing was changed", file=sys.stderr)
-            return EXIT_OK
+            stopped.append(EXIT_OK)
+            return None
         if plan.has_changes and not args.yes and saved is None:
             if not sys.stdin.isatty():
                 # Exit 1 like any refusal (the contract): 64 is only for a mistyped command line.
@@ -147,19 +147,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
             answer = input("Apply these changes? Only 'yes' is accepted: ")
             if answer.strip() != "yes":
                 print("cancelled", file=sys.stderr)
-                return EXIT_ERROR
-        progress = _progress if (sys.stderr.isatty() or len(plan.actions) > 5) else None
+                stopped.append(EXIT_ERROR)
+                return None
+        return plan
+
+    try:
+        progress = _progress if sys.stderr.isatty() else _progress_if_many
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
-        changes = engine.execute(plan, specs, obs, commit=args.commit, concurrency=args.concurrency,
-                                 progress=progress)
+        result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
+                                  concurrency=args.concurrency, progress=progress)
     finally:
         engine.close()
+    if result.changes is None:
+        return stopped[0] if stopped else EXIT_OK
+    changes = result.changes
     for o in changes.failed:
         print(f"FAILED {o.op} {o.key}: {o.detail}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(changes.as_json(), indent=2))
     print(f"Apply: {changes.summary()}.", file=sys.stderr)
-    return EXIT_ERROR if (changes.failed or plan.has_errors) else EXIT_OK
+    if result.after is not None and result.after.has_changes:
+        # Observed again after the apply: what still differs is said, not assumed away.
+        left = sorted({a.key for a in result.after.actions})
+        print(f"after the apply, {len(left)} object(s) still differ: "
+              f"{', '.join(f'{k.kind} {k.name}' for k in left[:10])}; see `virtsync drift`", file=sys.stderr)
+    return EXIT_ERROR if (changes.failed or result.plan.has_errors) else EXIT_OK
 
 
 def _use_saved_plan(args: argparse.Namespace, saved: dict[str, Any]) -> None:
@@ -191,6 +203,11 @@ def _check_saved(saved: dict[str, Any], plan: Any, digest_now: str, instance: st
             raise StalePlanError(f"host {hp.host} changed since the plan was made; run plan again")
 
 
+def _progress_if_many(outcome: Any, n: int, total: int) -> None:
+    if total > 5:
+        _progress(outcome, n, total)
+
+
 def _progress(outcome: Any, n: int, total: int) -> None:
     mark = {"failed": "FAILED", "skipped": "skipped"}.get(outcome.status, "ok")
     print(f"[{n}/{total}] {outcome.op} {outcome.key.kind} {outcome.key.name}: {mark} "
@@ -203,14 +220,14 @@ def _progress(outcome: Any, n: int, total: int) -> None:
 def cmd_drift(args: argparse.Namespace) -> int:
     from controller.report import drift
 
-    specs = _load(args)
+    specs, scope = _load_scoped(args)
     engine = _engine(args)
     try:
-        obs = engine.observe(specs)
-        plan = engine.plan(specs, obs, commit=args.commit)
+        result = engine.reconcile(specs, scope, commit=args.commit)
+        _add_snapshot_freshness(result.specs, result.plan, engine)
     finally:
         engine.close()
-    _add_snapshot_freshness(specs, plan, engine, args.instance)
+    plan = result.plan
     report = drift.DriftReport(plan, datetime.now(UTC), args.commit)
     if args.format == "json":
         # Indented for people; compact otherwise (the indenting encoder is pure Python: a
@@ -229,17 +246,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if report.has_drift else EXIT_OK
 
 
-def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any, instance: str) -> None:
-    from controller.hypervisor.snapshots import SnapshotOps
+def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any) -> None:
     from controller.snapshots.runner import annotate_freshness
 
     hosts = {h.metadata.name: h for h in specs.hosts}
-
-    def ops_for(name: str) -> SnapshotOps:
-        h = hosts[name]
-        return SnapshotOps(engine.pool.for_host(name, h.spec.uri, float(h.spec.connect_timeout)), instance)
-
-    annotate_freshness(specs, plan.hosts, ops_for, datetime.now(UTC))
+    annotate_freshness(specs, plan.hosts, lambda name: engine.snapshot_ops(hosts[name]), datetime.now(UTC))
 
 
 # ----------------------------------------------------------------- place
@@ -247,7 +258,6 @@ def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any, instance: str) -
 
 def cmd_place(args: argparse.Namespace) -> int:
     from controller.engine import Engine
-    from controller.hypervisor.capabilities import host_memory
     from controller.plan.placement import place
     from controller.spec.loader import load_specs
     from controller.spec.placement import lock_path, read_lock, write_lock
@@ -268,7 +278,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     for name in obs.states:
         spec_host = specs.host(name)
         assert spec_host is not None
-        physical[name] = host_memory(engine.pool.for_host(name, spec_host.spec.uri).get(), name)
+        physical[name] = engine.host_memory(spec_host)
     committed: dict[str, int] = {}
     unplaced = []
     for g in specs.guests:
@@ -295,9 +305,6 @@ def cmd_place(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from controller.engine import SHARED_POOL
-    from controller.hypervisor.export import export_host
-
     if args.connect:
         uri = args.connect
     elif args.specs:
@@ -312,9 +319,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
     # The process's shared connection, like the other verbs: in-process runs (and the
     # test driver, whose state lives in its connection) export what apply made.
-    conn = SHARED_POOL.for_host(args.host, uri)
-    text = export_host(conn.get(), args.host, uri, args.names, include_host=bool(args.connect),
-                       instance=args.instance)
+    text = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect))
     _write(text, args.output)
     return EXIT_OK
 
@@ -382,20 +387,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _snapshot_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from controller.hypervisor.snapshots import SnapshotOps
-
     specs = _load(args)
     engine = _engine(args)
     obs = engine.observe(specs)
     for host, why in obs.failed.items():
         print(f"host {host}: unreachable: {why}", file=sys.stderr)
     hosts = {h.metadata.name: h for h in specs.hosts}
-
-    def ops_for(name: str) -> SnapshotOps:
-        h = hosts[name]
-        return SnapshotOps(engine.pool.for_host(name, h.spec.uri, float(h.spec.connect_timeout)), args.instance)
-
-    return specs, obs, ops_for
+    return specs, obs, lambda name: engine.snapshot_ops(hosts[name])
 
 
 def cmd_snapshots_run(args: argparse.Namespace) -> int:

@@ -19,14 +19,16 @@ from typing import Any
 from controller.apply.changeset import ChangeSet
 from controller.apply.executor import ExecOptions, Progress, execute
 from controller.errors import HostError, UsageError
-from controller.hypervisor.capabilities import probe
+from controller.hypervisor.capabilities import host_memory, probe
 from controller.hypervisor.connection import ConnectionPool
+from controller.hypervisor.export import export_host
 from controller.hypervisor.observe import look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
+from controller.hypervisor.snapshots import SnapshotOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
 from controller.plan.actions import Action, HostPlan, Plan
 from controller.plan.context import PlanOptions, applied_fields, digest
-from controller.plan.planner import guard_problems, make_plan
+from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan
 from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
 from controller.spec.models import Host
 from controller.spec.specset import SpecSet
@@ -113,8 +115,8 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
     return SpecSet(tuple(i for i in specs.items if wanted(i.obj)))
 
 
-__all__ = ["Engine", "Observation", "Reconciled", "Scope", "declared_elsewhere", "guard_problems",
-           "select_hosts", "spec_digest"]
+__all__ = ["DEFAULT_MAX_DELETIONS", "Engine", "Observation", "Reconciled", "Scope", "declared_elsewhere",
+           "guard_problems", "select_hosts", "spec_digest"]
 
 
 # One pool per process: the service and repeated in-process runs reuse connections
@@ -256,6 +258,21 @@ class Engine:
 
         return execute(plan, specs, obs.states, ops_for,
                        ExecOptions(self.instance, commit, concurrency), progress)
+
+    # ------------------------------------------------------------- other verbs' host access
+
+    def snapshot_ops(self, host: Host) -> SnapshotOps:
+        """Snapshot calls on one host (the snapshot verbs, drift's freshness, the service)."""
+        return SnapshotOps(self._connection(host), self.instance)
+
+    def host_memory(self, host: Host) -> int:
+        """Physical memory of a host in bytes (placement)."""
+        return host_memory(self._connection(host).get(), host.metadata.name)
+
+    def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool) -> str:
+        """YAML specs of a host's guests and networks (adoption)."""
+        conn = self.pool.for_host(name, uri)
+        return export_host(conn.get(), name, uri, list(names), include_host=include_host, instance=self.instance)
 
     def close(self) -> None:
         if self.pool is not SHARED_POOL:

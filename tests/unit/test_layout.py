@@ -113,3 +113,10 @@ def test_nothing_below_the_cli_imports_the_commands(path: Path) -> None:
     rel = path.relative_to(PKG)
     bad = [(m, line) for m, line in _imports(path) if m == "controller.commands"]
     assert not bad, f"{rel}:{bad[0][1]} imports controller.commands"
+
+
+@pytest.mark.parametrize("name", ["cli.py", "commands.py"])
+def test_the_cli_reaches_hosts_and_the_planner_only_through_the_engine(name: str) -> None:
+    bad = [(m, line) for m, line in _imports(PKG / name)
+           if m.startswith(("controller.hypervisor", "controller.apply", "controller.plan.planner"))]
+    assert not bad, f"controller/{name}:{bad[0][1]} imports {bad[0][0]}: go through controller.engine"
