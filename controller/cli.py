@@ -128,10 +128,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from controller.fields.docs import render_fields_md
     from controller.spec.schema import write_schemas
 
     for path in write_schemas(Path(args.out)):
         print(f"wrote {path}")
+    # The field registry's reference page lives beside the schemas' directory, in docs/.
+    fields_md = Path(args.out).resolve().parent / "docs" / "fields.md"
+    fields_md.parent.mkdir(parents=True, exist_ok=True)
+    fields_md.write_text(render_fields_md())
+    print(f"wrote {fields_md}")
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the README's CLI tables from the argument parser (controller/cli.py and the
-``register`` of controller/commands.py), between ``<!-- generated: cli -->`` and
-``<!-- end generated -->``. Nothing else of the README is touched.
+"""Writes the README's generated parts: the CLI tables from the argument parser (controller/cli.py
+and the ``register`` of controller/commands.py), between ``<!-- generated: cli -->`` and
+``<!-- end generated -->``, and "How a change lands" from the field registry, between
+``<!-- generated: fields -->`` and ``<!-- end generated -->``. Nothing else of the README is touched.
 
     scripts/gen_readme.py            rewrite README.md
     scripts/gen_readme.py --check    exit 1 if README.md is not current (tests/unit/test_readme.py)
@@ -107,11 +108,23 @@ def render_cli() -> str:
     return "\n".join(out) + "\n"
 
 
+FIELDS_BEGIN = "<!-- generated: fields -->"
+_FIELDS_SECTION = re.compile(re.escape(FIELDS_BEGIN) + r"\n.*?" + re.escape(END), re.S)
+
+
+def render_fields() -> str:
+    from controller.fields.docs import render_readme_lands
+
+    return render_readme_lands()
+
+
 def update(text: str) -> str:
-    """``text`` (the README) with its generated CLI section rewritten."""
-    if not _SECTION.search(text):
-        raise ValueError(f"README.md has no {BEGIN} … {END} section")
-    return _SECTION.sub(lambda _m: f"{BEGIN}\n{render_cli()}{END}", text, count=1)
+    """``text`` (the README) with its generated sections rewritten."""
+    for begin, section, render in ((BEGIN, _SECTION, render_cli), (FIELDS_BEGIN, _FIELDS_SECTION, render_fields)):
+        if not section.search(text):
+            raise ValueError(f"README.md has no {begin} … {END} section")
+        text = section.sub(lambda _m, b=begin, r=render: f"{b}\n{r()}{END}", text, count=1)  # type: ignore[misc]
+    return text
 
 
 def main(argv: list[str]) -> int:
@@ -119,7 +132,7 @@ def main(argv: list[str]) -> int:
     wanted = update(current)
     if "--check" in argv:
         if wanted != current:
-            print("README.md's CLI tables are stale: run scripts/gen_readme.py", file=sys.stderr)
+            print("README.md's generated parts are stale: run scripts/gen_readme.py", file=sys.stderr)
             return 1
         return 0
     if wanted != current:

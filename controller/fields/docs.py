@@ -65,3 +65,30 @@ def lands(kind: str) -> dict[str, str]:
                                                   "StoragePool": POOL_FIELDS}
     fields = by_kind[kind]
     return {f.name: f"{_impact(f)}: {f.how}" for f in fields}
+
+
+def render_readme_lands() -> str:
+    """The README's "How a change lands" paragraph: the fields of each impact, per kind."""
+    groups: dict[str, list[str]] = {"live": [], "next-boot": [], "recreate": []}
+    for title, fields, _control, _prefix in TABLES[:5]:
+        kind = title.split(" (")[0]
+        for f in fields:
+            impact = str(f.impact)
+            if impact not in groups or f.planned_by in ("status", "migration", "refused", "creation"):
+                continue
+            label = f"`{_pointer(f).removeprefix('/spec/')}`"
+            if f.impact_of is not None:
+                label += " (within its limits: see docs/fields.md)"
+            groups[impact].append(f"{kind} {label}")
+    return (
+        "**How a change lands.** Each field is declared once in the field registry "
+        "(`controller/fields/`), which says how a change of it reaches the host; "
+        "[docs/fields.md](docs/fields.md) lists every field with the details. "
+        "**live** (applied to the running object and its definition): " + ", ".join(groups["live"]) + ". "
+        "**next boot** (written to the definition: a running guest then shows **pending restart**, a "
+        "status rather than a change, unless `restartPolicy` allows a restart): "
+        + ", ".join(groups["next-boot"]) + ". "
+        "**recreate** (undefined and defined again under the same UUID, edited in place so XML virtsync "
+        "does not model survives; volumes and NVRAM kept; a running guest waits for its restart policy): "
+        + ", ".join(groups["recreate"]) + ". A pool is never moved: a changed `path` is refused.\n"
+    )

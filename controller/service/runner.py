@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
-from controller.errors import ConflictError, HostError, VirtsyncError
+from controller.errors import ConflictError, HostError, UsageError, VirtsyncError
 from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
@@ -122,8 +122,14 @@ class Service:
                 log.error("invalid specs", commit=commit, errors=shown[:20])
                 self.notifier.send("invalid-specs", f"{head}: {shown[0]}", commit=commit, errors=shown)
                 return
-            specs = (select_hosts(result.specs, self.opts.hosts, selector=self.opts.host_selector)
-                     if self.opts.hosts or self.opts.host_selector else result.specs)
+            try:
+                specs = (select_hosts(result.specs, self.opts.hosts, selector=self.opts.host_selector)
+                         if self.opts.hosts or self.opts.host_selector else result.specs)
+            except UsageError as exc:  # --host/--host-selector match nothing in these specs
+                self.status.record("error", f"specs at {commit[:12] or 'the working tree'}: {exc}; the last "
+                                   "good specs stay in force")
+                log.error("no host of the specs is selected", commit=commit, error=str(exc))
+                return
             changed, removed = self.desired.accept(specs, commit, complete=result.specs)
             self.status.forget_hosts({h.metadata.name for h in specs.hosts})
             self.status.record("info", f"specs loaded ({reason}): commit {commit[:12] or '-'}, "

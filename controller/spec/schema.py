@@ -35,6 +35,7 @@ class _SpecSchemaGenerator(GenerateJsonSchema):
 def spec_schema() -> dict[str, Any]:
     schema = TypeAdapter(Resource).json_schema(by_alias=True, mode="validation",
                                                schema_generator=_SpecSchemaGenerator)
+    _add_how_changes_land(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_BASE + "virtsync.schema.json",
@@ -43,6 +44,18 @@ def spec_schema() -> dict[str, Any]:
         "Guest or SnapshotPolicy.",
         **schema,
     }
+
+
+def _add_how_changes_land(schema: dict[str, Any]) -> None:
+    """Each field's description ends with how a change of it lands, from the field registry."""
+    from controller.fields.docs import lands
+
+    for kind, model in (("Guest", "GuestSpec"), ("Network", "NetworkSpec"), ("StoragePool", "StoragePoolSpec")):
+        props = schema.get("$defs", {}).get(model, {}).get("properties", {})
+        for name, how in lands(kind).items():
+            if name in props:
+                text = props[name].get("description", "")
+                props[name]["description"] = (text + " " if text else "") + f"A change lands {how}."
 
 
 _DIAGNOSTIC = {
