@@ -1,11 +1,11 @@
 """Domain XML rendering against golden files (tests/unit/golden/*.xml).
 
-Set VIRTSYNC_UPDATE_GOLDEN=1 to rewrite them after a deliberate change, then review the diff.
+Run `pytest --update-golden` to rewrite them after a deliberate change, then review the diff; a
+missing golden file fails (it is never written on its own).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from controller.hypervisor.domain_xml import WriteContext, new_guest_xml
 from controller.model.state import Owner
 from controller.spec.models import Guest
+from tests.golden import assert_golden
 
 GOLDEN = Path(__file__).parent / "golden"
 OWNER = Owner(instance="default", kind="Guest", name="g", digest="sha256:0", applied={})
@@ -42,13 +43,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_domain_xml_matches_its_golden_file(case: str) -> None:
+def test_domain_xml_matches_its_golden_file(case: str, update_golden: bool) -> None:
     virt, spec = CASES[case]
     guest = _guest(spec)
     ctx = WriteContext(virt_type=virt, pool_paths={"p": "/var/lib/libvirt/images/p"}, owner=OWNER,
                        uuid="6c1f4b52-2d2e-4f0e-9a51-1b2c3d4e5f60")
     xml = new_guest_xml("g", guest.spec, ctx)
-    path = GOLDEN / f"{case}.xml"
-    if os.environ.get("VIRTSYNC_UPDATE_GOLDEN") or not path.exists():
-        path.write_text(xml)
-    assert xml == path.read_text()
+    assert_golden(GOLDEN / f"{case}.xml", xml, update_golden)
+
+
+def test_a_missing_golden_file_fails_and_is_not_written(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.xml"
+    with pytest.raises(pytest.fail.Exception, match="missing"):
+        assert_golden(missing, "<domain/>", update=False)
+    assert not missing.exists()
+    assert_golden(missing, "<domain/>", update=True)
+    assert_golden(missing, "<domain/>", update=False)
