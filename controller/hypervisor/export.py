@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from controller.fields.base import Field
 from controller.fields.devices import DISK_FIELDS, NIC_FIELDS
 from controller.fields.guest import GUEST_FIELDS, xen_mode
+from controller.fields.network import NETWORK_FIELDS
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks
 from controller.model.state import GuestConfig, NetworkConfig, ObservedGuest, ObservedNetwork
@@ -67,12 +68,15 @@ def _items(fields: tuple[Field[Any], ...], state: Any) -> dict[str, Any]:
 
 
 def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
+    """A Network spec that plans no change against ``n``: its top-level registry fields, and ipv4."""
     c: NetworkConfig = n.config
-    spec: dict[str, Any] = {"host": host, "mode": c.mode}
-    if c.bridge:
-        spec["bridge"] = c.bridge
-    if c.forward_dev:
-        spec["forwardDev"] = c.forward_dev
+    spec: dict[str, Any] = {"host": host}
+    for f in NETWORK_FIELDS:
+        if f.export is None or f.have is None:
+            continue
+        value = f.export(f.have(c, n))
+        if value is not None:
+            spec[f.name] = value
     if c.address:
         ipv4: dict[str, Any] = {"address": c.address}
         if c.dhcp_start:
@@ -82,11 +86,6 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
                                  for h in c.dhcp_hosts]
             ipv4["dhcp"] = dhcp
         spec["ipv4"] = ipv4
-    if c.mtu:
-        spec["mtu"] = c.mtu
-    if c.domain:
-        spec["domain"] = c.domain
-    spec["autostart"] = n.autostart
     if not owned:
         spec["adopt"] = True
     return spec

@@ -37,7 +37,8 @@ DEFAULT_MAX_DELETIONS = 10
 
 def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
               moves_in: Mapping[str, tuple[str, str]] | None = None,
-              moves_out: frozenset[str] = frozenset(), partial: bool = False) -> HostPlan:
+              moves_out: frozenset[str] = frozenset(), partial: bool = False,
+              clashes: Mapping[str, str] | None = None) -> HostPlan:
     """The plan of one host's slice of the specs. ``moves_in``: guests to migrate here (name →
     source host); ``moves_out``: guests leaving this host or declared for another one (neither
     extra nor pruned here). A ``partial`` host was only looked at for moves: only those are
@@ -91,6 +92,14 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
             drift.append(ObjectDrift(key, "drift", (change,), guest.spec.reconcile))
             continue
         if partial:
+            continue
+        other = (clashes or {}).get(guest.metadata.name)
+        if other is not None:
+            key = ResourceKey(host.host, "Guest", guest.metadata.name)
+            problems.append(Problem(key, f"a guest named {guest.metadata.name!r} exists on host {other} and is "
+                                    f"not this instance's: refusing to create a second one on {host.host} "
+                                    f"(remove it there, or give it adopt: true on {other} first)"))
+            drift.append(ObjectDrift(key, "error", message=problems[-1].message))
             continue
         gp = plan_guest(guest, host, opts)
         actions += gp.actions
@@ -330,6 +339,24 @@ def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str
     return moves
 
 
+def find_clashes(specs: SpecSet, states: Mapping[str, HostState], instance: str,
+                 moves: Mapping[str, tuple[str, str, str]]) -> dict[str, str]:
+    """Guests missing on their host that exist, not as this instance's, on another managed host:
+    name → that host. Creating them would make a second guest of the name (and, on shared
+    storage, a second writer of its disks): refused until it is moved, removed or adopted."""
+    out: dict[str, str] = {}
+    for g in specs.guests:
+        name, dst = g.metadata.name, g.spec.host or ""
+        if name in moves or dst not in states or name in states[dst].guests:
+            continue
+        for src, state in sorted(states.items()):
+            obs = state.guests.get(name)
+            if src != dst and obs is not None and (obs.owner is None or obs.owner.instance != instance):
+                out[name] = src
+                break
+    return out
+
+
 def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions,
               spec_digest: str, failed: Mapping[str, str] | None = None,
               partial: frozenset[str] = frozenset(),
@@ -339,6 +366,7 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
     default those of ``specs``), which are never extra there."""
     hosts = []
     moves = find_moves(specs, states, opts.instance)
+    clashes = find_clashes(specs, states, opts.instance, moves)
     elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
     for host in specs.hosts:
         name = host.metadata.name
@@ -349,5 +377,6 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
             moves_in = {g: (src, kind) for g, (src, dst, kind) in moves.items() if dst == name}
             moves_out = frozenset(g for g, (src, _, _) in moves.items() if src == name)
             hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in,
-                                   moves_out | elsewhere.get(name, frozenset()), partial=name in partial))
+                                   moves_out | elsewhere.get(name, frozenset()), partial=name in partial,
+                                   clashes=clashes))
     return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

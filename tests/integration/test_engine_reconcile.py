@@ -105,3 +105,21 @@ def test_an_unexpected_error_in_an_action_is_mapped_in_one_place() -> None:
     assert isinstance(mapped, ObjectNotFound) and mapped.retryable and "start Guest g" in str(mapped)
     bug = as_virtsync_error(KeyError("x"), "h1", "update Guest g")
     assert isinstance(bug, OperationFailed) and not bug.retryable and "internal error: KeyError" in str(bug)
+
+
+def test_a_guest_is_never_created_where_another_managed_host_has_one_of_its_name(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    from tests.integration.conftest import unmanaged_domain
+
+    uri_a = write_host(tmp_path, unmanaged_domain("web1", running=False), name="a.xml")
+    uri_b = write_host(tmp_path, name="b.xml")
+    specs_dir = tmp_path / "specs"
+    write_specs(specs_dir, [host_doc(uri_a, "a"), host_doc(uri_b, "b"),
+                            guest_doc("web1", host="b", memory="64MiB", state="stopped")])
+    for scope in (Scope.everything(), Scope.of_object(ResourceKey("b", "Guest", "web1"))):
+        plan = Engine().reconcile(_load(specs_dir), scope).plan
+        assert not [a for a in plan.actions if a.key.name == "web1"], scope
+        errors = [p.message for hp in plan.hosts for p in hp.errors]
+        assert any("exists on host a" in m and "second one on b" in m for m in errors), errors
+    assert virtsync("apply", specs_dir, "--yes").code == 1
+    assert [d.name() for d in connection(uri_b, "b").listAllDomains(0)] == []
