@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -291,7 +291,7 @@ def _rewritten(run: _HostRun, a: act.UpdateGuest | act.RecreateGuest) -> tuple[G
     guest = run.guest(a.key.name)
     obs = run.state.guests[a.key.name]
     run.ops.check_unchanged(a.key.name, obs.xml)
-    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid)
+    ctx = replace(run.write_ctx(run.guest_owner(guest, obs), obs.uuid), keep=frozenset(a.keep))
     return guest, obs, update_guest_xml(obs.xml, a.key.name, guest.spec, ctx, a.fields)
 
 

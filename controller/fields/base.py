@@ -31,6 +31,7 @@ class Facts:
     name: str
     virt_type: str  # kvm | qemu | xen | test
     pool_paths: Mapping[str, str] = field(default_factory=dict)  # pool name → directory on the host
+    keep: frozenset[str] = frozenset()  # disk names and NIC MACs not to remove (held removals)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def write_disks(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
     existing = dict(zip(names, elements, strict=True))
     wanted = {d.name for d in disks}
     for key, old in existing.items():
-        if key not in wanted:
+        if key not in wanted and key not in facts.keep:
             devices.remove(old)
     used = {t.get("dev") for t in devices.findall("disk/target")}
     for disk in disks:
@@ -209,7 +209,8 @@ def write_interfaces(root: etree._Element, spec: GuestSpec, facts: Facts) -> Non
     observed = [read_nic(e) for e in current]
     pairs, extra_obs = match_nics(spec.interfaces, observed)
     for i in extra_obs:
-        devices.remove(current[i])
+        if observed[i].mac not in facts.keep:
+            devices.remove(current[i])
     for want, obs_index in pairs:
         model = nic_model(spec, want, facts.virt_type)
         if obs_index is None:

@@ -54,9 +54,10 @@ class WriteContext:
     pool_paths: dict[str, str]  # pool name → directory on the host
     owner: Owner
     uuid: str | None = None
+    keep: frozenset[str] = frozenset()  # devices whose removal waits for --prune
 
     def facts(self, name: str) -> Facts:
-        return Facts(name, self.virt_type, self.pool_paths)
+        return Facts(name, self.virt_type, self.pool_paths, self.keep)
 
 
 SKELETON = """<domain type='kvm'><name/><memory unit='KiB'>0</memory>

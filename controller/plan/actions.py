@@ -225,6 +225,7 @@ class UpdateGuest(Action):
     op: ClassVar[str] = "update"
     phase: ClassVar[Phase] = Phase.GUESTS
     fields: tuple[str, ...] = ()  # spec fields written into the definition
+    keep: tuple[str, ...] = ()  # disk names and NIC MACs whose removal waits for --prune
     live: tuple[LiveOp, ...] = ()  # calls on the running guest after the definition is written
     snapshot_first: bool = False  # beforeRestart: snapshot before the definition changes
 
@@ -235,6 +236,7 @@ class RecreateGuest(Action):
     phase: ClassVar[Phase] = Phase.GUESTS
     impact: Impact = Impact.RECREATE
     fields: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
     restart: bool = False  # it ran: start it again afterwards
 
 

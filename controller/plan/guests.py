@@ -61,6 +61,7 @@ class GuestPlan:
     pending: list[Pending] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[FieldChange] = field(default_factory=list)  # everything that differs
+    held: int = 0  # device removals waiting for --prune: drift, not a pending restart
 
 
 def guest_facts(name: str, host: HostState) -> Facts:
@@ -79,7 +80,7 @@ _LiveWork = LiveOp | str
 class _Diff:
     """The collected differences of one guest."""
 
-    def __init__(self, guest: Guest, obs: ObservedGuest, host: HostState):
+    def __init__(self, guest: Guest, obs: ObservedGuest, host: HostState, prune: bool = False):
         self.spec = guest.spec
         self.obs = obs
         self.host = host
@@ -94,6 +95,18 @@ class _Diff:
         self.changes: list[FieldChange] = []  # the definition differs
         self.live_work: list[tuple[FieldChange, _LiveWork]] = []  # the running guest needs a call
         self.pending: list[tuple[FieldChange, str]] = []  # defined, not running
+        # Removing a device is destructive: only with --prune, never on the first apply of an
+        # adopted guest. Held removals are drift (and a pending status), their devices kept.
+        self.may_remove = prune and obs.owner is not None
+        self.held: list[tuple[FieldChange, str]] = []
+        self.keep: set[str] = set()  # disk names and NIC MACs the writer must not remove
+
+    def hold(self, change: FieldChange, device: str | None) -> None:
+        why = ("adopting: the first apply never removes a device" if self.obs.owner is None
+               else "removing a device is destructive: apply --prune does it")
+        self.held.append((change, why))
+        if device is not None:
+            self.keep.add(device)
 
     def ignored(self, pointer: str) -> bool:
         return _ignored(self.ignore, pointer)
@@ -127,7 +140,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         _plan_define(key, guest, obs, volumes, report_only, out)
         return out
 
-    diff = _Diff(guest, obs, host)
+    diff = _Diff(guest, obs, host, prune=opts.prune)
     for f in _without_effect(spec, diff.facts, diff.declared):
         out.problems.append(Problem(key, f"{f.name} has no effect on host {host.host} ({host.caps.driver}): "
                                     "it is not compared or written there", severity="warning"))
@@ -142,10 +155,14 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     # Running guest differs from its (matching) definition, e.g. vCPUs set live: drift too.
     out.drift.extend(c for c, _ in diff.live_work if c not in defined_changes)
     out.drift.extend(c for c, _ in diff.pending)
+    out.drift.extend(c for c, _ in diff.held)
     if power is not None:
         out.drift.append(power)
     if report_only:
         return out
+    for change, why in diff.held:
+        out.pending.append(Pending(key, f"held: {why}", (change,)))
+    out.held = len(diff.held)
     out.actions.extend(volumes)
 
     running = obs.state in ("running", "paused")
@@ -166,7 +183,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     if recreate:
         out.actions.append(RecreateGuest(key=key, reason="fields that need a new definition changed",
                                          changes=tuple(defined_changes), restart=running and not stays_down,
-                                         fields=tuple(sorted(_fields_of(defined_changes)))))
+                                         fields=tuple(sorted(_fields_of(defined_changes))),
+                                         keep=tuple(sorted(diff.keep))))
     elif defined_changes or calls:
         # An adopted guest that already matches needs no write: ownership is recorded
         # with its first change (until then it is never pruned, which is the safe side).
@@ -176,7 +194,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         out.actions.append(UpdateGuest(
             key=key, reason=reason, impact=Impact.NEXT_BOOT if next_boot else Impact.LIVE,
             changes=tuple(defined_changes) + live_changes,
-            fields=tuple(sorted(_fields_of(defined_changes))),
+            fields=tuple(sorted(_fields_of(defined_changes))), keep=tuple(sorted(diff.keep)),
             live=tuple(op for op in calls if running or not _needs_running(op))))
     if attach and running and not recreate:
         out.actions.append(AttachDisks(key=key, reason="hot-plug new disks", disks=attach))
@@ -377,12 +395,18 @@ def _disk_changes(d: _Diff) -> None:
             live_disk = running.get(name)
             change = FieldChange("/spec/disks/-", None, name, name if live_disk else None,
                                  d.add_impact, "detach disk (volume kept)")
+            if not d.may_remove:
+                d.hold(change, name)
+                continue
             d.changes.append(change)
             if live_disk is not None and d.hotplug and d.add_impact == Impact.LIVE:
                 d.live_work.append((change, DetachDisk(live_disk.target)))
     for name, live_disk in running.items():
         if name not in have and name not in wanted and d.hotplug:
             c = FieldChange("/spec/disks/-", None, None, name, Impact.LIVE, "detach disk (live)")
+            if not d.may_remove:
+                d.hold(c, None)
+                continue
             d.live_work.append((c, DetachDisk(live_disk.target)))
 
 
@@ -417,6 +441,9 @@ def _nic_changes(d: _Diff) -> None:
         live_nic = cur.mac in running_macs
         change = FieldChange("/spec/interfaces/-", None, f"{cur.network} {cur.mac}",
                              f"{cur.network} {cur.mac}" if live_nic else None, d.add_impact, "detach NIC")
+        if not d.may_remove:
+            d.hold(change, cur.mac)
+            continue
         d.changes.append(change)
         if live_nic and d.add_impact == Impact.LIVE:
             d.live_work.append((change, DetachNic(cur.mac)))
@@ -425,6 +452,9 @@ def _nic_changes(d: _Diff) -> None:
         if mac not in persistent_macs and d.hotplug and not d.ignored("/spec/interfaces"):
             c = FieldChange("/spec/interfaces/-", None, None, f"{nic.network} {mac}", Impact.LIVE,
                             "detach NIC (live)")
+            if not d.may_remove:
+                d.hold(c, None)
+                continue
             d.live_work.append((c, DetachNic(mac)))
 
 

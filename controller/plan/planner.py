@@ -108,7 +108,7 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
         key = ResourceKey(host.host, "Guest", guest.metadata.name)
         obs = host.guests.get(guest.metadata.name)
         # Nothing to do but a restart that restartPolicy forbids: a status, not drift.
-        waiting = bool(gp.pending) and not gp.actions
+        waiting = bool(gp.pending) and not gp.actions and not gp.held
         entry = _standing(key, [] if waiting else gp.drift, gp.problems,
                           pool_exists=obs is not None)
         if entry.status == "in-sync" and gp.pending:
@@ -299,10 +299,14 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     if force:
         return []
     out: list[str] = []
-    deletions = [a for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
+    deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
+    # A device removed from a guest counts too: it is destructive like a deletion.
+    deletions += [f"{a.key.name}: {c.note.split(' (')[0]} {c.defined or c.live}" for a in plan.actions
+                  if isinstance(a, UpdateGuest | RecreateGuest) for c in a.changes if c.note.startswith("detach")]
     if len(deletions) > max_deletions:
-        out.append(f"refusing to delete {len(deletions)} objects (more than --max-deletions "
-                   f"{max_deletions}); use --force if this is intended")
+        out.append(f"refusing to delete or detach {len(deletions)} objects (more than --max-deletions "
+                   f"{max_deletions}: {', '.join(deletions[:5])}{' …' if len(deletions) > 5 else ''}); "
+                   "use --force if this is intended")
     for hp in plan.hosts:
         state = hosts.get(hp.host)
         if state is None:
