@@ -319,12 +319,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
     # The process's shared connection, like the other verbs: in-process runs (and the
     # test driver, whose state lives in its connection) export what apply made.
-    text = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect))
+    text = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect),
+                                schema_url=args.schema_url or _shipped_schema())
     _write(text, args.output)
     return EXIT_OK
 
 
 # ----------------------------------------------------------------- serve
+
+
+def _shipped_schema() -> str | None:
+    """The spec schema next to this virtsync's code, as a file: URL (None where it is not)."""
+    import controller
+
+    path = Path(controller.__file__).resolve().parent.parent / "specs" / "virtsync.schema.json"
+    return path.as_uri() if path.is_file() else None
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -577,15 +586,17 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--overcommit", type=positive_float, default=1.0, metavar="RATIO",
                    help="memory a host may commit, as a multiple of its physical memory (default 1.0)")
 
-    p = verb("export", cmd_export, "write YAML specs from a host's live guests and networks",
-             "YAML specs from a host's live guests and networks, to adopt them (--connect URI, or --specs "
-             "naming the host).")
-    p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks (default: all)")
+    p = verb("export", cmd_export, "write YAML specs from a host's live guests, networks and pools",
+             "YAML specs from a host's live guests, networks and the dir pools their disks are in, to adopt "
+             "them (--connect URI, or --specs naming the host).")
+    p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks/pools (default: all)")
     p.add_argument("--host", required=True, metavar="NAME", help="host name for the specs")
     p.add_argument("--connect", metavar="URI", help="libvirt URI of the host")
     p.add_argument("--specs", action="append", metavar="PATH", help="spec tree naming the host")
     add_max_file_size(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here (default: stdout)")
+    p.add_argument("--schema-url", metavar="URL", help="the JSON Schema editors are pointed at in the first "
+                   "line (default: the schema shipped with this virtsync, as a file: URL)")
     _instance(p)
 
 

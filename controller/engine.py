@@ -269,10 +269,12 @@ class Engine:
         """Physical memory of a host in bytes (placement)."""
         return host_memory(self._connection(host).get(), host.metadata.name)
 
-    def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool) -> str:
-        """YAML specs of a host's guests and networks (adoption)."""
+    def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool,
+               schema_url: str | None = None) -> str:
+        """YAML specs of a host's guests, networks and pools (adoption)."""
         conn = self.pool.for_host(name, uri)
-        return export_host(conn.get(), name, uri, list(names), include_host=include_host, instance=self.instance)
+        return export_host(conn.get(), name, uri, list(names), include_host=include_host, instance=self.instance,
+                           schema_url=schema_url)
 
     def close(self) -> None:
         if self.pool is not SHARED_POOL:

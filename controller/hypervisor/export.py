@@ -14,19 +14,21 @@ from controller.fields.devices import DISK_FIELDS, NIC_FIELDS
 from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.fields.network import NETWORK_FIELDS
 from controller.hypervisor.capabilities import probe
-from controller.hypervisor.observe import observe_guests, observe_networks
-from controller.model.state import GuestConfig, NetworkConfig, ObservedGuest, ObservedNetwork
-
-HEADER = "# yaml-language-server: $schema=https://virtsync.dev/schemas/v1/virtsync.schema.json\n"
+from controller.hypervisor.observe import observe_guests, observe_networks, observe_pools
+from controller.model.state import GuestConfig, NetworkConfig, ObservedGuest, ObservedNetwork, ObservedPool
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "virtsync/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
-def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
-    """A Guest spec that plans no change against ``g``: every field the registry can export."""
+def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tuple[str, str], str] | None = None,
+               comments: list[str] | None = None) -> dict[str, Any]:
+    """A Guest spec that plans no change against ``g``: every field the registry can export.
+    A device the spec cannot describe yet is never dropped: its list is put under ``ignore``
+    (so the plan leaves it alone) and ``comments`` says why."""
     cfg: GuestConfig = g.persistent or g.live  # type: ignore[assignment]
+    notes = comments if comments is not None else []
     spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running"}
     for f in GUEST_FIELDS:
         if f.export is None or f.have is None or (f.name == "firmware" and cfg.virt_type in ("test", "xen")):
@@ -37,11 +39,18 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
     if cfg.virt_type == "xen":
         spec["xen"] = {"mode": xen_mode(cfg.os_type)}
         spec.pop("machine", None)  # Xen's machine follows its guest type
+    ignore: list[str] = []
     disks = []
     for d in cfg.disks:
-        if not d.path:
-            continue  # an empty CD-ROM drive has nothing to declare
-        disk: dict[str, Any] = {"name": d.name, "path": d.path}
+        path = d.path or (volume_paths or {}).get((d.pool or "", d.volume or ""))
+        if not path:
+            if d.device == "cdrom" and not d.pool:
+                continue  # an empty CD-ROM drive has nothing to declare
+            notes.append(f"disk {d.target} ({d.device}, no file virtsync can name) is not modelled yet: "
+                         "/spec/disks is ignored so the plan leaves the disks alone")
+            ignore.append("/spec/disks")
+            continue
+        disk: dict[str, Any] = {"name": d.name, "path": path}
         if d.format in ("qcow2", "raw"):
             disk["format"] = d.format
         disk.update(_items(DISK_FIELDS, d))
@@ -49,8 +58,24 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool) -> dict[str, Any]:
             disk["device"] = "cdrom"
         disks.append(disk)
     spec["disks"] = disks
-    spec["interfaces"] = [{"network": n.network, "mac": n.mac, **_items(NIC_FIELDS, n)}
-                          for n in cfg.interfaces if n.network]
+    nics = []
+    for n in cfg.interfaces:
+        if not n.network:
+            notes.append(f"NIC {n.mac} ({'bridge ' + n.bridge if n.bridge else 'not on a libvirt network'}) "
+                         "is not modelled yet: /spec/interfaces is ignored so the plan leaves the NICs alone")
+            ignore.append("/spec/interfaces")
+            continue
+        nics.append({"network": n.network, "mac": n.mac, **_items(NIC_FIELDS, n)})
+    spec["interfaces"] = nics
+    if ignore:
+        spec["ignore"] = sorted(set(ignore))
+    if not owned:
+        spec["adopt"] = True
+    return spec
+
+
+def pool_spec(host: str, p: ObservedPool, owned: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"host": host, "type": p.type, "path": p.path, "autostart": p.autostart}
     if not owned:
         spec["adopt"] = True
     return spec
@@ -92,49 +117,67 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
 
 
 def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str], *,
-                include_host: bool, instance: str) -> str:
-    """YAML documents for ``host``'s guests and networks (all, or those in ``names``)."""
+                include_host: bool, instance: str, schema_url: str | None = None) -> str:
+    """YAML documents for ``host``'s guests, networks and the dir pools their disks live in
+    (all, or those in ``names``), each planning no change once adopted."""
     caps = probe(conn, host, None)
     guests = observe_guests(conn, host)
     networks = observe_networks(conn, host)
-    docs: list[dict[str, Any]] = []
+    pools = observe_pools(conn, host)
+    volume_paths = {(p.name, v.name): v.path for p in pools.values() for v in p.volumes.values()}
+    docs: list[tuple[dict[str, Any], list[str]]] = []
     wanted = set(names)
 
     def pick(name: str) -> bool:
         return not wanted or name in wanted
 
     chosen_guests = [g for n, g in sorted(guests.items()) if pick(n) and (g.persistent or g.live)]
+    configs = [g.persistent or g.live for g in chosen_guests]
     chosen_nets = [n for k, n in sorted(networks.items()) if pick(k)]
-    used_nets = {i.network for g in chosen_guests for i in (g.persistent or g.live).interfaces  # type: ignore[union-attr]
-                 if i.network}
+    used_nets = {i.network for c in configs for i in c.interfaces if i.network}  # type: ignore[union-attr]
     if not wanted:
         chosen_nets = [n for n in chosen_nets if n.persistent or n.name in used_nets]
+    used_pools = {d.pool for c in configs for d in c.disks if d.pool}  # type: ignore[union-attr]
+    used_pools |= {p.name for p in pools.values() for c in configs for d in c.disks  # type: ignore[union-attr]
+                   if p.path and d.path and posixpath.dirname(d.path) == p.path.rstrip("/")}
+    chosen_pools = [p for k, p in sorted(pools.items()) if (pick(k) and wanted) or k in used_pools]
+    chosen_pools = [p for p in chosen_pools if p.type == "dir" and p.path]  # the pool types the spec has
     if include_host:
-        files = [d.path for g in chosen_guests for d in (g.persistent or g.live).disks if d.path]  # type: ignore[union-attr]
-        files += [p for g in chosen_guests for p in ((g.persistent or g.live).kernel,  # type: ignore[union-attr]
-                                                     (g.persistent or g.live).initrd) if p]  # type: ignore[union-attr]
-        dirs = sorted({posixpath.dirname(f) for f in files})
+        files = [volume_paths.get((d.pool or "", d.volume or ""), d.path) for c in configs
+                 for d in c.disks]  # type: ignore[union-attr]
+        files += [p for c in configs for p in (c.kernel, c.initrd) if p]  # type: ignore[union-attr]
+        dirs = {posixpath.dirname(f) for f in files if f} | {p.path.rstrip("/") for p in chosen_pools if p.path}
         hspec: dict[str, Any] = {"uri": uri}
         if caps.virt_type in ("kvm", "qemu"):
             hspec["hypervisor"] = caps.virt_type
         if dirs:
-            hspec["storage"] = {"allowedDirs": dirs}
-        docs.append(_doc("Host", host, hspec))
+            hspec["storage"] = {"allowedDirs": sorted(dirs)}
+        docs.append((_doc("Host", host, hspec), []))
+    for p in chosen_pools:
+        owned = p.owner is not None and p.owner.instance == instance
+        docs.append((_doc("StoragePool", p.name, pool_spec(host, p, owned)), []))
     for n in chosen_nets:
         owned = n.owner is not None and n.owner.instance == instance
-        docs.append(_doc("Network", n.name, network_spec(host, n, owned)))
+        docs.append((_doc("Network", n.name, network_spec(host, n, owned)), []))
     for g in chosen_guests:
         owned = g.owner is not None and g.owner.instance == instance
-        docs.append(_doc("Guest", g.name, guest_spec(host, g, owned)))
-    missing = wanted - {g.name for g in chosen_guests} - {n.name for n in chosen_nets}
+        notes: list[str] = []
+        docs.append((_doc("Guest", g.name, guest_spec(host, g, owned, volume_paths, notes)), notes))
+    missing = wanted - {g.name for g in chosen_guests} - {n.name for n in chosen_nets} - {p.name for p in chosen_pools}
     if missing:
         from controller.errors import ObjectNotFound
 
-        raise ObjectNotFound(f"no guest or network named {', '.join(sorted(missing))}", host=host)
+        raise ObjectNotFound(f"no guest, network or dir pool named {', '.join(sorted(missing))}", host=host)
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     buf = io.StringIO()
-    buf.write(HEADER)
-    yaml.dump_all(docs, buf)
+    if schema_url:
+        buf.write(f"# yaml-language-server: $schema={schema_url}\n")
+    for i, (doc, notes) in enumerate(docs):
+        if i:
+            buf.write("---\n")
+        for note in notes:
+            buf.write(f"# {note}\n")
+        yaml.dump(doc, buf)
     return buf.getvalue()

@@ -155,3 +155,39 @@ def test_apply_of_a_saved_plan_records_the_commit_of_the_spec_tree(
     assert owner is not None
     assert owner.commit == git("rev-parse", "HEAD")
     assert owner.commit != git("rev-parse", "HEAD", where=elsewhere)
+
+
+ADOPTED_POOL = ("<pool type='dir'><name>vms</name><target><path>/var/lib/libvirt/images/vms</path></target>"
+                "<volume><name>app.qcow2</name><capacity unit='GiB'>2</capacity>"
+                "<target><format type='qcow2'/></target></volume></pool>")
+VOLUME_DISK_GUEST = (
+    "<domain type='test'><name>app</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    "<os><type>hvm</type><boot dev='hd'/></os><devices>"
+    "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+    "<source pool='vms' volume='app.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+    "<interface type='bridge'><mac address='52:54:00:66:00:01'/><source bridge='br0'/>"
+    "<model type='virtio'/></interface></devices></domain>")
+
+
+def test_export_keeps_a_volume_disk_and_a_bridge_nic_through_adopt_and_apply(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    """Regression: a <disk type='volume'> was exported as disks: [] and a bridge NIC as
+    interfaces: [], and the plan of the export then detached both."""
+    uri = write_host(tmp_path, ADOPTED_POOL + VOLUME_DISK_GUEST)
+    conn = connection(uri)
+    out = tmp_path / "out.yaml"
+    exported = virtsync("export", "--connect", uri, "--host", "kvm1", "-o", out)
+    assert exported.code == 0, exported.err
+    text = out.read_text()
+    assert "path: /var/lib/libvirt/images/vms/app.qcow2" in text  # the volume, by its file
+    assert "kind: StoragePool" in text and "name: vms" in text  # the pool the disk is in
+    assert "/spec/interfaces" in text and "# NIC 52:54:00:66:00:01 (bridge br0) is not modelled" in text
+    assert text.startswith("# yaml-language-server: $schema=file://") and "virtsync.schema.json" in text
+    assert virtsync("validate", out).code == 0
+    plan = virtsync("plan", out, "--connect", uri)
+    assert plan.code == 0, plan.out + plan.err
+    before = conn.lookupByName("app").XMLDesc(0)
+    assert virtsync("apply", out, "--connect", uri, "--yes", "--prune").code == 0
+    after = conn.lookupByName("app").XMLDesc(0)
+    assert after == before  # nothing changed: the disk and the NIC are still there
+    assert "app.qcow2" in after and "52:54:00:66:00:01" in after
