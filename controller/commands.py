@@ -319,9 +319,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
     # The process's shared connection, like the other verbs: in-process runs (and the
     # test driver, whose state lives in its connection) export what apply made.
-    text = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect),
-                                schema_url=args.schema_url or _shipped_schema())
-    _write(text, args.output)
+    schema = args.schema_url or _shipped_schema()
+    out = args.output
+    per_object = bool(out) and (out.endswith("/") or Path(out).is_dir())
+    parts = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect),
+                                 schema_url=schema if per_object else None, everything=args.all)
+    if per_object:
+        # One file per object, each with the schema header: a spec tree to commit as it is.
+        directory = Path(out)
+        directory.mkdir(parents=True, exist_ok=True)
+        for kind, name, text in parts:
+            path = directory / f"{kind.lower()}-{name}.yaml"
+            path.write_text(text)
+            print(f"wrote {path}", file=sys.stderr)
+        return EXIT_OK
+    head = f"# yaml-language-server: $schema={schema}\n" if schema else ""
+    _write(head + "---\n".join(text for _, _, text in parts), out)
     return EXIT_OK
 
 
@@ -594,7 +607,10 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--connect", metavar="URI", help="libvirt URI of the host")
     p.add_argument("--specs", action="append", metavar="PATH", help="spec tree naming the host")
     add_max_file_size(p)
-    p.add_argument("-o", "--output", metavar="FILE", help="write the YAML here (default: stdout)")
+    p.add_argument("-o", "--output", metavar="PATH", help="write the YAML to this file, or one file per "
+                   "object into this directory (an existing one, or a path ending in /); default: stdout")
+    p.add_argument("--all", action="store_true", help="every object of the host: transient networks and "
+                   "pools no guest uses too")
     p.add_argument("--schema-url", metavar="URL", help="the JSON Schema editors are pointed at in the first "
                    "line (default: the schema shipped with this virtsync, as a file: URL)")
     _instance(p)

@@ -21,7 +21,7 @@ from controller.apply.executor import ExecOptions, Progress, execute
 from controller.errors import HostError, UsageError
 from controller.hypervisor.capabilities import host_memory, probe
 from controller.hypervisor.connection import ConnectionPool
-from controller.hypervisor.export import export_host
+from controller.hypervisor.export import export_objects
 from controller.hypervisor.observe import look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.snapshots import SnapshotOps
@@ -270,11 +270,11 @@ class Engine:
         return host_memory(self._connection(host).get(), host.metadata.name)
 
     def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool,
-               schema_url: str | None = None) -> str:
-        """YAML specs of a host's guests, networks and pools (adoption)."""
+               schema_url: str | None = None, everything: bool = False) -> list[tuple[str, str, str]]:
+        """(kind, name, YAML) of a host's guests, networks and pools (adoption)."""
         conn = self.pool.for_host(name, uri)
-        return export_host(conn.get(), name, uri, list(names), include_host=include_host, instance=self.instance,
-                           schema_url=schema_url)
+        return export_objects(conn.get(), name, uri, list(names), include_host=include_host,
+                              instance=self.instance, schema_url=schema_url, everything=everything)
 
     def close(self) -> None:
         if self.pool is not SHARED_POOL:

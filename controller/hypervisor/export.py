@@ -116,10 +116,12 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
     return spec
 
 
-def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str], *,
-                include_host: bool, instance: str, schema_url: str | None = None) -> str:
-    """YAML documents for ``host``'s guests, networks and the dir pools their disks live in
-    (all, or those in ``names``), each planning no change once adopted."""
+def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[str], *,
+                   include_host: bool, instance: str, everything: bool = False,
+                   schema_url: str | None = None) -> list[tuple[str, str, str]]:
+    """(kind, name, YAML) of ``host``'s guests, networks and the dir pools their disks live in
+    (those in ``names``; without names the defined ones; ``everything``: every object of the
+    host, transient networks and unused pools too), each planning no change once adopted."""
     caps = probe(conn, host, None)
     guests = observe_guests(conn, host)
     networks = observe_networks(conn, host)
@@ -135,12 +137,12 @@ def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str],
     configs = [g.persistent or g.live for g in chosen_guests]
     chosen_nets = [n for k, n in sorted(networks.items()) if pick(k)]
     used_nets = {i.network for c in configs for i in c.interfaces if i.network}  # type: ignore[union-attr]
-    if not wanted:
+    if not wanted and not everything:
         chosen_nets = [n for n in chosen_nets if n.persistent or n.name in used_nets]
     used_pools = {d.pool for c in configs for d in c.disks if d.pool}  # type: ignore[union-attr]
     used_pools |= {p.name for p in pools.values() for c in configs for d in c.disks  # type: ignore[union-attr]
                    if p.path and d.path and posixpath.dirname(d.path) == p.path.rstrip("/")}
-    chosen_pools = [p for k, p in sorted(pools.items()) if (pick(k) and wanted) or k in used_pools]
+    chosen_pools = [p for k, p in sorted(pools.items()) if (pick(k) and (wanted or everything)) or k in used_pools]
     chosen_pools = [p for p in chosen_pools if p.type == "dir" and p.path]  # the pool types the spec has
     if include_host:
         files = [volume_paths.get((d.pool or "", d.volume or ""), d.path) for c in configs
@@ -168,16 +170,17 @@ def export_host(conn: libvirt.virConnect, host: str, uri: str, names: list[str],
         from controller.errors import ObjectNotFound
 
         raise ObjectNotFound(f"no guest, network or dir pool named {', '.join(sorted(missing))}", host=host)
+    return [(doc["kind"], doc["metadata"]["name"], _render(doc, notes, schema_url)) for doc, notes in docs]
+
+
+def _render(doc: dict[str, Any], notes: list[str], schema_url: str | None) -> str:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     buf = io.StringIO()
     if schema_url:
         buf.write(f"# yaml-language-server: $schema={schema_url}\n")
-    for i, (doc, notes) in enumerate(docs):
-        if i:
-            buf.write("---\n")
-        for note in notes:
-            buf.write(f"# {note}\n")
-        yaml.dump(doc, buf)
+    for note in notes:
+        buf.write(f"# {note}\n")
+    yaml.dump(doc, buf)
     return buf.getvalue()

@@ -191,3 +191,23 @@ def test_export_keeps_a_volume_disk_and_a_bridge_nic_through_adopt_and_apply(
     after = conn.lookupByName("app").XMLDesc(0)
     assert after == before  # nothing changed: the disk and the NIC are still there
     assert "app.qcow2" in after and "52:54:00:66:00:01" in after
+
+
+def test_export_all_into_a_directory_writes_one_spec_file_per_object_that_plans_no_change(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    spare = ("<pool type='dir'><name>spare</name><target><path>/var/lib/libvirt/images/spare</path></target>"
+             "</pool>")
+    uri = write_host(tmp_path, ADOPTED_POOL + spare + VOLUME_DISK_GUEST + unmanaged_network("legacy-net", 8))
+    tree = tmp_path / "tree"
+    without_all = virtsync("export", "--connect", uri, "--host", "kvm1", "-o", f"{tree}/")
+    assert without_all.code == 0, without_all.err
+    assert not (tree / "storagepool-spare.yaml").exists()  # no guest uses it
+    exported = virtsync("export", "--connect", uri, "--host", "kvm1", "--all", "-o", tree)
+    assert exported.code == 0, exported.err
+    files = sorted(p.name for p in tree.iterdir())
+    assert files == ["guest-app.yaml", "host-kvm1.yaml", "network-legacy-net.yaml", "storagepool-spare.yaml",
+                     "storagepool-vms.yaml"]
+    assert all((tree / f).read_text().startswith("# yaml-language-server: $schema=") for f in files)
+    assert virtsync("validate", tree).code == 0
+    plan = virtsync("plan", tree)
+    assert plan.code == 0, plan.out + plan.err
