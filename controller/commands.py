@@ -256,6 +256,59 @@ def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any) -> None:
 # ----------------------------------------------------------------- place
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Take over, in one safe step, every existing object whose spec matches it exactly."""
+    from controller.engine import adoption
+    from controller.spec.specset import Located, SpecSet
+
+    specs, scope = _load_scoped(args)
+    items = []
+    for item in specs.items:
+        obj = item.obj
+        if obj.kind in ("Guest", "Network", "StoragePool"):
+            spec = obj.spec.model_copy(update={"adopt": True})
+            spec.__pydantic_fields_set__.discard("adopt")  # not a field the user declared
+            obj = obj.model_copy(update={"spec": spec})
+        items.append(Located(obj, item.file, item.doc))
+    engine = _engine(args)
+    refused: list[Any] = []
+    stopped: list[bool] = []
+
+    def gate(plan: Any, obs: Any) -> Any:
+        chosen, why = adoption(plan, obs.states)
+        refused.extend(why)
+        for a in chosen.actions:
+            print(f"  adopt {a.key.kind} {a.key.name} on {a.key.host}")
+        for r in why:
+            print(f"  left alone: {r.key.kind} {r.key.name} on {r.key.host}: {r.reason}")
+        for hp in plan.hosts:
+            if hp.error:
+                print(f"  ! host {hp.host} unreachable: {hp.error}")
+        if chosen.has_changes and not args.yes:
+            if not sys.stdin.isatty():
+                raise GuardRefusal("refusing to adopt without --yes: no terminal to ask on; nothing was changed")
+            if input("Adopt these objects? Only 'yes' is accepted: ").strip() != "yes":
+                stopped.append(True)
+                return None
+        return chosen
+
+    try:
+        result = engine.reconcile(SpecSet(tuple(items)), scope, commit=args.commit, gate=gate)
+    finally:
+        engine.close()
+    if stopped:
+        return EXIT_ERROR
+    changes = result.changes
+    failed = changes.failed if changes is not None else []
+    for o in failed:
+        print(f"FAILED adopt {o.key}: {o.detail}", file=sys.stderr)
+    adopted = len(changes.outcomes) - len(failed) if changes is not None else 0
+    print(f"Adopt: {adopted} adopted, {len(refused)} left alone, {len(failed)} failed.", file=sys.stderr)
+    if failed or result.plan.has_errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if refused else EXIT_OK
+
+
 def cmd_place(args: argparse.Namespace) -> int:
     from controller.engine import Engine
     from controller.plan.placement import place
@@ -590,6 +643,14 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     s.add_argument("snapshot", metavar="SNAPSHOT", help="the snapshot's name (see snapshots list)")
     common(s)
     s.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
+
+    p = verb("adopt", cmd_adopt, "take over every existing object whose spec matches it exactly",
+             "Writes this instance's ownership record into every existing, unowned guest, network and pool "
+             "of the specs that plans no change (say, the output of export), and names the others with the "
+             "reason; nothing else changes. Exit 2 when some were left alone.")
+    common(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
+    p.set_defaults(post=_fill_commit)
 
     p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml",
              "Choose hosts for guests with a hostSelector by memory left; writes placement.lock.yaml next to "

@@ -27,6 +27,7 @@ from controller.hypervisor.operations import HostOps
 from controller.hypervisor.snapshots import SnapshotOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
 from controller.plan.actions import Action, HostPlan, Plan
+from controller.plan.adoption import Refusal, adoption
 from controller.plan.context import PlanOptions, applied_fields, digest
 from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan
 from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
@@ -115,8 +116,8 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
     return SpecSet(tuple(i for i in specs.items if wanted(i.obj)))
 
 
-__all__ = ["DEFAULT_MAX_DELETIONS", "Engine", "Observation", "Reconciled", "Scope", "declared_elsewhere",
-           "guard_problems", "select_hosts", "spec_digest"]
+__all__ = ["DEFAULT_MAX_DELETIONS", "Engine", "Observation", "Reconciled", "Refusal", "Scope", "adoption",
+           "declared_elsewhere", "guard_problems", "select_hosts", "spec_digest"]
 
 
 # One pool per process: the service and repeated in-process runs reuse connections

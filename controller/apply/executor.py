@@ -561,6 +561,27 @@ def _delete_pool(run: _HostRun, a: act.DeletePool) -> str:
     run.ops.delete_pool(a.key.name, run.opts.instance)
     return "deleted"
 
+def _adopt(run: _HostRun, a: act.Adopt) -> str:
+    """Ownership only: the object matched its spec when planned (and still must)."""
+    name = a.key.name
+    if a.key.kind == "StoragePool":
+        run.ops.mark_pool(name, run.opts.instance)
+        return "adopted (ownership marker written)"
+    if a.key.kind == "Network":
+        _check_network(run, name)
+        net = run.network(name)
+        obs = run.state.networks[name]
+        run.ops.define_network(network_xml(name, net.spec, run.net_owner(net), obs.uuid, base=obs.xml),
+                               bool(obs.autostart), start=False)
+        return "adopted (ownership recorded in its definition)"
+    guest = run.guest(name)
+    gobs = run.state.guests[name]
+    run.ops.check_unchanged(name, gobs.xml)
+    ctx = run.write_ctx(run.guest_owner(guest, gobs), gobs.uuid)
+    run.ops.define_guest(update_guest_xml(gobs.xml, name, guest.spec, ctx, ()))
+    return "adopted (ownership recorded in its definition)"
+
+
 # The executor dispatches on the action's type; a test checks every type has a handler.
 HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.DefinePool: _define_pool,
@@ -589,6 +610,7 @@ HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.DeleteVolume: _delete_volume,
     act.DeleteNetwork: _delete_network,
     act.DeletePool: _delete_pool,
+    act.Adopt: _adopt,
 }
 
 

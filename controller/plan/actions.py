@@ -308,6 +308,15 @@ class DeleteGuest(Action):
     running: bool = False
 
 
+@dataclass(frozen=True, kw_only=True)
+class Adopt(Action):
+    """Write this instance's ownership record into an existing object that already matches its
+    spec (`virtsync adopt`): nothing else of it changes."""
+
+    op: ClassVar[str] = "adopt"
+    phase: ClassVar[Phase] = Phase.NETWORKS
+
+
 # volumes
 
 
@@ -392,7 +401,7 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     DefinePool, UpdatePool, DefineNetwork, UpdateNetwork, StartNetwork, RecreateNetwork,
     DefineGuest, UpdateGuest, RecreateGuest, AttachDisks, CreateVolume, FetchImage, WriteSeed,
     Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Suspend, Resume, DeleteGuest,
-    DeleteVolume, DeleteNetwork, DeletePool,
+    DeleteVolume, DeleteNetwork, DeletePool, Adopt,
 )
 OPS: tuple[str, ...] = tuple(t.op for t in ACTION_TYPES)
 CREATES = tuple(t for t in ACTION_TYPES if t.outcome == "created")
