@@ -265,3 +265,32 @@ def _handmade_guest(tmp_path: Path, name: str) -> Path:
     xml.write_text(f"<domain type='{virt_type()}'><name>{name}</name><memory unit='MiB'>32</memory>"
                    "<os><type>hvm</type></os></domain>")
     return xml
+
+
+def test_adopt_takes_over_a_hand_made_host_in_one_step(hermetic_host: HermeticHost, tmp_path: Path) -> None:
+    host = hermetic_host
+    net = tmp_path / "handnet.xml"
+    net.write_text("<network><name>handnet</name><forward mode='nat'/><bridge name='virbr-hand'/>"
+                   "<dns><host ip='192.168.177.5'><hostname>files</hostname></host></dns>"
+                   "<ip address='192.168.177.1' prefix='24'><dhcp><range start='192.168.177.10' "
+                   "end='192.168.177.50'/></dhcp></ip></network>")
+    host.virsh("net-define", str(net))
+    host.virsh("net-start", "handnet")
+    for name in ("hand1", "hand2"):
+        host.virsh("define", str(_handmade_guest(tmp_path, name)))
+    tree = tmp_path / "tree"
+    ok(virtsync("export", "--host", "lab", "--connect", host.uri, "-o", f"{tree}/"))
+    spec2 = tree / "guest-hand2.yaml"
+    spec2.write_text(spec2.read_text().replace("autostart: false", "autostart: true"))
+    before = {n: host.virsh("dumpxml", "--inactive", n) for n in ("hand1", "hand2")}
+    proc = virtsync("adopt", str(tree), "--yes")
+    ok(proc, 2)  # hand2 differs from its spec: left alone, still drift
+    assert "left alone: Guest hand2 on lab: drift: autostart" in proc.stdout
+    owner = "virtsync.dev/xmlns/owner"
+    assert owner in host.virsh("dumpxml", "--inactive", "hand1")
+    assert owner in host.virsh("net-dumpxml", "--inactive", "handnet")
+    assert "files" in host.virsh("net-dumpxml", "--inactive", "handnet")  # its DNS host kept
+    assert host.virsh("dumpxml", "--inactive", "hand2") == before["hand2"]  # untouched
+    strip = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+    assert strip.sub("", host.virsh("dumpxml", "--inactive", "hand1")) == strip.sub("", before["hand1"])
+    assert re.search(r"Active:\s+yes", host.virsh("net-info", "handnet"))
