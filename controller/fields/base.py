@@ -82,7 +82,8 @@ class Field(Generic[SpecT]):
     running_differs: Callable[[GuestView], tuple[LiveOp | None, str]] | None = None
     compare_live: bool = True  # a running value that differs from the definition is pending
     shows_live: bool = True  # plans show the running value beside the defined one
-    applies: Callable[[SpecT, Facts], bool] = _always  # compared and written on this host at all
+    virt_types: frozenset[str] | None = None  # the host kinds the field exists on (None: every kind)
+    when: Callable[[SpecT, Facts], bool] = _always  # and whether the spec gives it a value to write
     is_declared: Callable[[SpecT], bool] | None = None  # default: NAME is set in the spec
     export: Callable[[Any], Any] | None = None  # essence value → YAML value (None: left out)
     samples: tuple[Any, ...] = ()  # YAML values for tests generated from the registry
@@ -92,6 +93,13 @@ class Field(Generic[SpecT]):
     @property
     def path(self) -> str:
         return self.pointer or f"/spec/{self.name}"
+
+    def exists_on(self, virt_type: str) -> bool:
+        return self.virt_types is None or virt_type in self.virt_types
+
+    def applies(self, spec: SpecT, facts: Facts) -> bool:
+        """Compared and written for this spec on this host at all."""
+        return self.exists_on(facts.virt_type) and self.when(spec, facts)
 
     def impact_for(self, view: Any) -> Impact:
         if self.impact_of is not None and view is not None:

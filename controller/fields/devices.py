@@ -253,8 +253,6 @@ NIC_FIELDS: tuple[Field[Any], ...] = (
           want=lambda nic, _facts: nic.boot_rom, have=lambda state, _obs: state.boot_rom,
           export=lambda on: None if on else False, samples=(True, False)),
 )
-# YAML name → model attribute: an item field is compared only where the spec declares it.
-ITEM_ATTR = {"network": "network", "model": "model", "bootRom": "boot_rom", "bus": "bus"}
 
 # Item fields that are keys, or are set once when the disk's volume is made (fields/pool.py).
 DISK_CONTROL: dict[str, str] = {

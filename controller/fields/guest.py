@@ -225,11 +225,6 @@ def _write_firmware(root: etree._Element, spec: GuestSpec, _facts: Facts) -> Non
         remove(os_el.find("nvram"))
 
 
-def _firmware_applies(_spec: GuestSpec, facts: Facts) -> bool:
-    # the test driver has no firmware; Xen guests: PV/PVH boot a kernel, HVM hvmloader
-    return facts.virt_type not in ("test", "xen")
-
-
 def write_xen_os(root: etree._Element, mode: str) -> None:
     """The OS block of a Xen guest type (written into a new definition, or a recreate's)."""
     os_type, machine = XEN_OS[mode]
@@ -427,20 +422,22 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
     Field("machine", "machine type changes device addressing", Impact.RECREATE,
           read=_read_machine, write=_write_machine,
           want=lambda s, _f: s.machine, have=lambda c, _o: c.machine, same=machine_matches,
-          applies=lambda s, f: bool(s.machine) and f.virt_type != "xen", export=lambda v: v or None,
+          virt_types=frozenset({"kvm", "qemu", "test"}),  # Xen's machine follows its guest type
+          when=lambda s, _f: bool(s.machine), export=lambda v: v or None,
           samples=("pc", "q35")),
     Field("firmware", "BIOS ⇄ UEFI; the NVRAM is kept", Impact.RECREATE,
           read=_read_firmware, write=_write_firmware,
           want=lambda s, _f: s.firmware, have=lambda c, _o: c.firmware,
-          applies=_firmware_applies, export=lambda v: v, samples=("bios", "uefi")),
+          # the test driver has no firmware; Xen guests: PV/PVH boot a kernel, HVM hvmloader
+          virt_types=frozenset({"kvm", "qemu"}), export=lambda v: v, samples=("bios", "uefi")),
     Field("xen", "Xen guest type (pv/hvm/pvh)", Impact.RECREATE, write=_write_xen,
           want=lambda s, _f: s.xen.mode if s.xen else None, have=lambda c, _o: xen_mode(c.os_type),
-          applies=lambda s, f: s.xen is not None and f.virt_type in ("xen", "test"),
+          virt_types=frozenset({"xen", "test"}), when=lambda s, _f: s.xen is not None,
           samples=({"mode": "pv"}, {"mode": "pvh"})),
     Field("boot", "boot order, kernel, initrd, command line", Impact.NEXT_BOOT,
           read=_read_boot, write=_write_boot, want=_want_boot,
           have=lambda c, _o: (c.boot_order or None, c.kernel, c.initrd, c.cmdline),
-          same=_same_boot, show=_boot_str, applies=lambda s, _f: s.boot is not None,
+          same=_same_boot, show=_boot_str, when=lambda s, _f: s.boot is not None,
           export=_export_boot,
           samples=({"order": ["hd"]}, {"order": ["cdrom", "hd"]})),
     Field("cpu", "CPU mode and model", Impact.NEXT_BOOT, read=_read_cpu, write=_write_cpu,
@@ -448,7 +445,7 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           have=lambda c, _o: (c.cpu_mode, c.cpu_model),
           same=lambda w, h: w[0] == h[0] and (w[1] is None or w[1] == h[1]),
           show=_cpu_str, compare_live=False, shows_live=False,  # the running XML expands host-model into a full CPU
-          applies=lambda s, _f: s.cpu is not None,
+          when=lambda s, _f: s.cpu is not None,
           export=lambda v: ({"mode": v[0], **({"model": v[1]} if v[1] else {})} if v[0] else None),
           samples=({"mode": "host-model"}, {"mode": "custom", "model": "Nehalem"})),
     Field("cloudInit", "the NoCloud seed ISO is rebuilt; read by the guest at next boot", Impact.NEXT_BOOT,
@@ -466,7 +463,7 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           Impact.LIVE, write=write_interfaces, planned_by="keyed list"),
     Field("graphics", "graphics console", Impact.NEXT_BOOT, read=_read_graphics, write=_write_graphics,
           want=_want_graphics, have=lambda c, _o: c.graphics,
-          applies=lambda s, _f: s.graphics is not None, export=_export_graphics,
+          when=lambda s, _f: s.graphics is not None, export=_export_graphics,
           samples=({"type": "vnc"}, {"type": "spice"})),
     Field("onCrash", "crash action in the definition", Impact.NEXT_BOOT, read=_read_on_crash,
           write=_write_on_crash, want=lambda s, _f: s.on_crash, have=lambda c, _o: c.on_crash,

@@ -31,14 +31,13 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
     notes = comments if comments is not None else []
     spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running"}
     for f in GUEST_FIELDS:
-        if f.export is None or f.have is None or (f.name == "firmware" and cfg.virt_type in ("test", "xen")):
+        if f.export is None or f.have is None or not f.exists_on(cfg.virt_type):
             continue
         value = f.export(f.have(cfg, g))
         if value is not None:
             spec[f.name] = value
     if cfg.virt_type == "xen":
         spec["xen"] = {"mode": xen_mode(cfg.os_type)}
-        spec.pop("machine", None)  # Xen's machine follows its guest type
     ignore: list[str] = []
     disks = []
     for d in cfg.disks:

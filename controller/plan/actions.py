@@ -226,6 +226,7 @@ class UpdateGuest(Action):
     phase: ClassVar[Phase] = Phase.GUESTS
     fields: tuple[str, ...] = ()  # spec fields written into the definition
     keep: tuple[str, ...] = ()  # disk names and NIC MACs whose removal waits for --prune
+    removes: tuple[str, ...] = ()  # devices detached ("disk data", "NIC 52:54:…"): the guard counts them
     live: tuple[LiveOp, ...] = ()  # calls on the running guest after the definition is written
     snapshot_first: bool = False  # beforeRestart: snapshot before the definition changes
 
@@ -237,6 +238,7 @@ class RecreateGuest(Action):
     impact: Impact = Impact.RECREATE
     fields: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
+    removes: tuple[str, ...] = ()
     restart: bool = False  # it ran: start it again afterwards
 
 

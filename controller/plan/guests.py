@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from controller.fields.base import Facts, Field, GuestView
-from controller.fields.devices import DISK_FIELDS, ITEM_ATTR, NIC_FIELDS, disk_names
+from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
@@ -100,6 +100,7 @@ class _Diff:
         self.may_remove = prune and obs.owner is not None
         self.held: list[tuple[FieldChange, str]] = []
         self.keep: set[str] = set()  # disk names and NIC MACs the writer must not remove
+        self.removes: list[str] = []  # devices this plan detaches ("disk data", "NIC 52:54:…")
 
     def hold(self, change: FieldChange, device: str | None) -> None:
         why = ("adopting: the first apply never removes a device" if self.obs.owner is None
@@ -184,7 +185,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         out.actions.append(RecreateGuest(key=key, reason="fields that need a new definition changed",
                                          changes=tuple(defined_changes), restart=running and not stays_down,
                                          fields=tuple(sorted(_fields_of(defined_changes))),
-                                         keep=tuple(sorted(diff.keep))))
+                                         keep=tuple(sorted(diff.keep)), removes=tuple(diff.removes)))
     elif defined_changes or calls:
         # An adopted guest that already matches needs no write: ownership is recorded
         # with its first change (until then it is never pruned, which is the safe side).
@@ -195,6 +196,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
             key=key, reason=reason, impact=Impact.NEXT_BOOT if next_boot else Impact.LIVE,
             changes=tuple(defined_changes) + live_changes,
             fields=tuple(sorted(_fields_of(defined_changes))), keep=tuple(sorted(diff.keep)),
+            removes=tuple(diff.removes),
             live=tuple(op for op in calls if running or not _needs_running(op))))
     if attach and running and not recreate:
         out.actions.append(AttachDisks(key=key, reason="hot-plug new disks", disks=attach))
@@ -304,12 +306,10 @@ def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) ->
     The test driver has no firmware at all; specs written for real hosts run on it quietly."""
     if facts.virt_type == "test":
         return []
-    return [f for f in GUEST_FIELDS if f.name in declared_fields and f.want is not None
-            and not f.applies(spec, facts) and getattr(spec, _attr(f.name)) is not None]
-
-
-def _attr(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+    ignored = [f for f in GUEST_FIELDS if f.name in declared_fields and f.want is not None
+               and not f.applies(spec, facts)]
+    given = applied_fields(spec) if ignored else {}
+    return [f for f in ignored if given.get(f.name) is not None]
 
 
 def _compare(d: _Diff, f: Field[Any]) -> None:
@@ -351,7 +351,7 @@ def _item_changes(d: _Diff, fields: tuple[Field[Any], ...], item: Any, state: An
     for f in fields:
         assert f.want is not None and f.have is not None
         path = f.path.format(i=pointer.rsplit("/", 1)[-1])
-        if ITEM_ATTR[f.name] not in item.model_fields_set or d.ignored(path):
+        if f.name not in declared(item) or d.ignored(path):
             continue
         want, have = f.want(item, d.facts), f.have(state, None)
         if not f.same(want, have):
@@ -398,6 +398,7 @@ def _disk_changes(d: _Diff) -> None:
             if not d.may_remove:
                 d.hold(change, name)
                 continue
+            d.removes.append(f"disk {name}")
             d.changes.append(change)
             if live_disk is not None and d.hotplug and d.add_impact == Impact.LIVE:
                 d.live_work.append((change, DetachDisk(live_disk.target)))
@@ -407,6 +408,7 @@ def _disk_changes(d: _Diff) -> None:
             if not d.may_remove:
                 d.hold(c, None)
                 continue
+            d.removes.append(f"disk {name}")
             d.live_work.append((c, DetachDisk(live_disk.target)))
 
 
@@ -444,6 +446,7 @@ def _nic_changes(d: _Diff) -> None:
         if not d.may_remove:
             d.hold(change, cur.mac)
             continue
+        d.removes.append(f"NIC {cur.mac}")
         d.changes.append(change)
         if live_nic and d.add_impact == Impact.LIVE:
             d.live_work.append((change, DetachNic(cur.mac)))
@@ -455,6 +458,7 @@ def _nic_changes(d: _Diff) -> None:
             if not d.may_remove:
                 d.hold(c, None)
                 continue
+            d.removes.append(f"NIC {mac}")
             d.live_work.append((c, DetachNic(mac)))
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
 from controller.fields.network import NETWORK_FIELDS, NetworkView
-from controller.model.state import DhcpHostState, HostState, NetworkConfig, ResourceKey
+from controller.model.state import DhcpHostState, HostState, ResourceKey
 from controller.plan.actions import (
     Action,
     DefineNetwork,
@@ -21,7 +20,7 @@ from controller.plan.actions import (
     UpdateNetwork,
 )
 from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem
-from controller.spec.models import Network, NetworkSpec
+from controller.spec.models import Network
 
 
 @dataclass
@@ -29,23 +28,6 @@ class NetworkPlan:
     actions: list[Action] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[FieldChange] = field(default_factory=list)
-
-
-def desired_config(spec: NetworkSpec) -> NetworkConfig:
-    """The essence a network defined from ``spec`` reads back as."""
-    ip = spec.ipv4
-    dhcp = ip.dhcp if ip else None
-    return NetworkConfig(
-        mode=spec.mode,
-        bridge=spec.bridge,
-        forward_dev=spec.forward_dev,
-        address=str(ipaddress.IPv4Interface(ip.address)) if ip else None,
-        dhcp_start=dhcp.start if dhcp else None,
-        dhcp_end=dhcp.end if dhcp else None,
-        dhcp_hosts=tuple(DhcpHostState(h.mac, h.ip, h.name) for h in dhcp.hosts) if dhcp else (),
-        mtu=spec.mtu,
-        domain=spec.domain,
-    )
 
 
 def lease_updates(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ...], target: str

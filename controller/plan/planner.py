@@ -301,8 +301,8 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     out: list[str] = []
     deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
     # A device removed from a guest counts too: it is destructive like a deletion.
-    deletions += [f"{a.key.name}: {c.note.split(' (')[0]} {c.defined or c.live}" for a in plan.actions
-                  if isinstance(a, UpdateGuest | RecreateGuest) for c in a.changes if c.note.startswith("detach")]
+    deletions += [f"{a.key.name}: detach {device}" for a in plan.actions
+                  if isinstance(a, UpdateGuest | RecreateGuest) for device in a.removes]
     if len(deletions) > max_deletions:
         out.append(f"refusing to delete or detach {len(deletions)} objects (more than --max-deletions "
                    f"{max_deletions}: {', '.join(deletions[:5])}{' …' if len(deletions) > 5 else ''}); "

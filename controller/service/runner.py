@@ -26,7 +26,7 @@ from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
 from controller.model.state import ResourceKey
-from controller.plan.actions import Impact, ObjectDrift, Plan
+from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan
 from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import render_status_page
 from controller.service.desired import DesiredState
@@ -376,7 +376,7 @@ class Service:
                 self.status.record(p.severity, f"{p.key}: {p.message}")
         # A moved guest is gone from its source: no stale entry stays there.
         for o in outcomes:
-            if o.status != "failed" and o.op in ("move", "migrate"):
+            if o.status != "failed" and o.op in (Move.op, Migrate.op):
                 for hp in result.plan.hosts:
                     if hp.host != o.key.host:
                         self.status.forget_object(ResourceKey(hp.host, "Guest", o.key.name))

@@ -13,13 +13,29 @@ from controller.fields.xmlutil import parse, tostring
 from controller.hypervisor.network_xml import edit_network, ipv4_element, network_xml, read_network
 from controller.hypervisor.ownership import NAMESPACE, owner_element
 from controller.hypervisor.pool_xml import pool_xml
-from controller.model.state import Owner
-from controller.plan.networks import desired_config
+from controller.model.state import DhcpHostState, NetworkConfig, Owner
 from controller.spec.models import NetworkSpec
 
 OWNER = Owner(instance="default", kind="Network", name="lab", digest="sha256:1", applied={"mode": "nat"})
 OLD_OWNER = Owner(instance="default", kind="Network", name="lab", digest="sha256:0")
 UUID = "0b7f2a3c-1d2e-4f50-8a6b-7c8d9e0f1a2b"
+
+
+def desired_config(spec: NetworkSpec) -> NetworkConfig:
+    """The essence a network defined from ``spec`` must read back as (the test's own expectation)."""
+    ip = spec.ipv4
+    dhcp = ip.dhcp if ip else None
+    return NetworkConfig(
+        mode=spec.mode,
+        bridge=spec.bridge,
+        forward_dev=spec.forward_dev,
+        address=str(ipaddress.IPv4Interface(ip.address)) if ip else None,
+        dhcp_start=dhcp.start if dhcp else None,
+        dhcp_end=dhcp.end if dhcp else None,
+        dhcp_hosts=tuple(DhcpHostState(h.mac, h.ip, h.name) for h in dhcp.hosts) if dhcp else (),
+        mtu=spec.mtu,
+        domain=spec.domain,
+    )
 
 
 def _spec(**fields: Any) -> NetworkSpec:
