@@ -87,6 +87,8 @@ class Field(Generic[SpecT]):
     is_declared: Callable[[SpecT], bool] | None = None  # default: NAME is set in the spec
     export: Callable[[Any], Any] | None = None  # essence value → YAML value (None: left out)
     samples: tuple[Any, ...] = ()  # YAML values for tests generated from the registry
+    refuse: Callable[[SpecT, HostCapabilities, str], str | None] | None = None  # (spec, caps, host) → why not here
+    xpaths: tuple[str, ...] = ()  # the XML the field owns (xmlPatches may not touch it)
     planned_by: str = ""  # set for fields a dedicated step plans (power state, keyed lists)
     note: str = ""
 

@@ -15,6 +15,8 @@ from controller.fields.applied import applied_fields
 from controller.fields.base import Facts, Field, GuestView
 from controller.fields.devices import write_disks, write_interfaces
 from controller.fields.disks import boot_files
+from controller.fields.patches import write_patches
+from controller.fields.guest_devices import DEVICE_FIELDS
 from controller.fields.xmlutil import child, remove, set_text, to_bytes
 from controller.model.operations import Impact, LiveOp, SetAutostart, SetMemory, SetVcpus
 from controller.model.state import GuestConfig
@@ -399,48 +401,50 @@ def _size(value: int) -> str:
 
 
 GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
-    Field("maxMemory", "memory ceiling in the definition", Impact.NEXT_BOOT,
+    Field("maxMemory", "memory ceiling in the definition", Impact.NEXT_BOOT, xpaths=("/domain/memory",),
           read=_read_max_memory, write=_write_max_memory,
           want=lambda s, _f: s.max_memory or s.memory, have=lambda c, _o: c.max_memory, show=_size,
           export=_size, samples=("256MiB", "384MiB")),
     Field("memory", "balloon (setMemoryFlags) up to maxMemory; beyond it the ceiling grows at next boot",
-          Impact.LIVE, read=_read_memory, write=_write_memory,
+          Impact.LIVE, xpaths=("/domain/currentMemory",), read=_read_memory, write=_write_memory,
           want=lambda s, _f: s.memory, have=lambda c, _o: c.memory, show=_size,
           impact_of=_memory_impact,
           live=lambda v: SetMemory(v.spec.memory) if _memory_impact(v) == Impact.LIVE else None,
           compare_live=False,  # a guest without a balloon driver keeps its maximum: information only
           export=_size, samples=("128MiB", "192MiB")),
-    Field("maxVcpus", "vCPU ceiling in the definition", Impact.NEXT_BOOT,
+    Field("maxVcpus", "vCPU ceiling in the definition", Impact.NEXT_BOOT, xpaths=("/domain/vcpu",),
           read=_read_max_vcpus, write=_write_max_vcpus,
           want=lambda s, _f: s.max_vcpus or s.vcpus, have=lambda c, _o: c.max_vcpus,
           export=lambda v: v, samples=(2, 4)),
     Field("vcpus", "vCPU hot-plug (setVcpusFlags) up to maxVcpus; beyond it, or fewer, next boot",
-          Impact.LIVE, read=_read_vcpus, write=_write_vcpus,
+          Impact.LIVE, xpaths=("/domain/vcpu",), read=_read_vcpus, write=_write_vcpus,
           want=lambda s, _f: s.vcpus, have=lambda c, _o: c.vcpus, impact_of=_vcpus_impact,
           live=lambda v: SetVcpus(v.spec.vcpus) if _vcpus_impact(v) == Impact.LIVE else None,
           running_differs=_vcpus_running_differs, export=lambda v: v, samples=(1, 2)),
-    Field("machine", "machine type changes device addressing", Impact.RECREATE,
+    Field("machine", "machine type changes device addressing", Impact.RECREATE, xpaths=("/domain/os/type/@machine",),
           read=_read_machine, write=_write_machine,
           want=lambda s, _f: s.machine, have=lambda c, _o: c.machine, same=machine_matches,
           virt_types=frozenset({"kvm", "qemu", "test"}),  # Xen's machine follows its guest type
           when=lambda s, _f: bool(s.machine), export=lambda v: v or None,
           samples=("pc", "q35")),
     Field("firmware", "BIOS ⇄ UEFI; the NVRAM is kept", Impact.RECREATE,
+          xpaths=("/domain/os/@firmware", "/domain/os/loader", "/domain/os/nvram"),
           read=_read_firmware, write=_write_firmware,
           want=lambda s, _f: s.firmware, have=lambda c, _o: c.firmware,
           # the test driver has no firmware; Xen guests: PV/PVH boot a kernel, HVM hvmloader
           virt_types=frozenset({"kvm", "qemu"}), export=lambda v: v, samples=("bios", "uefi")),
-    Field("xen", "Xen guest type (pv/hvm/pvh)", Impact.RECREATE, write=_write_xen,
+    Field("xen", "Xen guest type (pv/hvm/pvh)", Impact.RECREATE, xpaths=("/domain/os/type",), write=_write_xen,
           want=lambda s, _f: s.xen.mode if s.xen else None, have=lambda c, _o: xen_mode(c.os_type),
           virt_types=frozenset({"xen", "test"}), when=lambda s, _f: s.xen is not None,
           samples=({"mode": "pv"}, {"mode": "pvh"})),
     Field("boot", "boot order, kernel, initrd, command line", Impact.NEXT_BOOT,
+          xpaths=("/domain/os/boot", "/domain/os/kernel", "/domain/os/initrd", "/domain/os/cmdline"),
           read=_read_boot, write=_write_boot, want=_want_boot,
           have=lambda c, _o: (c.boot_order or None, c.kernel, c.initrd, c.cmdline),
           same=_same_boot, show=_boot_str, when=lambda s, _f: s.boot is not None,
           export=_export_boot,
           samples=({"order": ["hd"]}, {"order": ["cdrom", "hd"]})),
-    Field("cpu", "CPU mode and model", Impact.NEXT_BOOT, read=_read_cpu, write=_write_cpu,
+    Field("cpu", "CPU mode and model", Impact.NEXT_BOOT, xpaths=("/domain/cpu",), read=_read_cpu, write=_write_cpu,
           want=lambda s, _f: (s.cpu.mode, s.cpu.model) if s.cpu else (None, None),
           have=lambda c, _o: (c.cpu_mode, c.cpu_model),
           same=lambda w, h: w[0] == h[0] and (w[1] is None or w[1] == h[1]),
@@ -454,24 +458,32 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           compare_live=False, shows_live=False, note="seed ISO rebuilt"),
     Field("disks", "a keyed set by name: attach (hot-plug) after the volume is made, detach (the "
           "volume is kept unless deletePolicy: delete); a disk's bus at next boot, its size live "
-          "(grown, never shrunk)", Impact.LIVE, write=write_disks, planned_by="keyed list"),
+          "(grown, never shrunk)", Impact.LIVE, write=write_disks, planned_by="keyed list",
+          xpaths=("/domain/devices/disk",)),
     Field("agent", "qemu-guest-agent channel", Impact.NEXT_BOOT, read=_read_agent, write=_write_agent,
+          xpaths=("/domain/devices/channel",),
           want=lambda s, _f: s.agent, have=lambda c, _o: c.agent, export=lambda on: True if on else None,
           samples=(False, True)),
     Field("interfaces", "a keyed set by MAC (else network and position): attach and detach "
           "hot-plugged; a new MAC is a new NIC; model, network and bootRom at next boot",
-          Impact.LIVE, write=write_interfaces, planned_by="keyed list"),
+          Impact.LIVE, xpaths=("/domain/devices/interface",), write=write_interfaces, planned_by="keyed list"),
     Field("graphics", "graphics console", Impact.NEXT_BOOT, read=_read_graphics, write=_write_graphics,
+          xpaths=("/domain/devices/graphics",),
           want=_want_graphics, have=lambda c, _o: c.graphics,
           when=lambda s, _f: s.graphics is not None, export=_export_graphics,
           samples=({"type": "vnc"}, {"type": "spice"})),
     Field("onCrash", "crash action in the definition", Impact.NEXT_BOOT, read=_read_on_crash,
+          xpaths=("/domain/on_crash",),
           write=_write_on_crash, want=lambda s, _f: s.on_crash, have=lambda c, _o: c.on_crash,
           export=lambda v: v if v and v != "destroy" else None, samples=("destroy", "restart")),
+    *DEVICE_FIELDS,
     Field("autostart", "setAutostart", Impact.LIVE,
           want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v,
           call=lambda s: SetAutostart(s.autostart), compare_live=False, shows_live=False,
           samples=(False, True)),
+    Field("xmlPatches", "re-applied after the declared fields on every write of the definition (update, "
+          "recreate); an unsatisfied patch is drift", Impact.NEXT_BOOT, write=write_patches,
+          when=lambda s, _f: bool(s.xml_patches), planned_by="xmlPatches"),
     Field("state", "start, shutdown (destroy after shutdownTimeout), suspend, resume; always "
           "enforced", Impact.LIVE, planned_by="power state"),
 )

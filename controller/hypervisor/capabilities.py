@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import libvirt
+from lxml import etree
 
 from controller.fields.xmlutil import parse
 from controller.hypervisor.errors import libvirt_call
-from controller.model.state import HostCapabilities
+from controller.model.state import DeviceSupport, HostCapabilities
 
 
 def host_memory(conn: libvirt.virConnect, host: str) -> int:
@@ -32,6 +33,7 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
                                 snapshots=False, block_resize=False, guest_types=guest_types,
+                                devices=device_support(conn, "xen"),
                                 notes=("libvirt's Xen (libxl) driver has no snapshot API",))
     virt_type = configured if configured in ("kvm", "qemu") else None
     if virt_type is None:
@@ -45,4 +47,66 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
         virt_type=virt_type,
         libvirt_version=version,
         notes=tuple(notes),
+        devices=device_support(conn, virt_type),
     )
+
+
+def _values(root: etree._Element, path: str) -> tuple[str, ...]:
+    return tuple(v.text or "" for v in root.iterfind(path))
+
+
+def device_support(conn: libvirt.virConnect, virt_type: str) -> DeviceSupport | None:
+    """TPM, virtiofs, VFIO and Secure Boot from the domain capabilities; passthrough candidates from
+    the node devices. None where the driver has no domain capabilities (nothing is then refused but
+    passthrough)."""
+    try:
+        root = parse(conn.getDomainCapabilities(None, None, None, virt_type, 0))
+    except libvirt.libvirtError:
+        return None
+    devices = root.find("devices")
+    if devices is None:
+        return None
+
+    def supported(tag: str) -> etree._Element | None:
+        el = devices.find(tag)
+        return el if el is not None and el.get("supported") == "yes" else None
+
+    tpm = supported("tpm")
+    fs = supported("filesystem")
+    hostdev = supported("hostdev")
+    return DeviceSupport(
+        tpm_models=_values(tpm, "enum[@name='model']/value") if tpm is not None else (),
+        tpm_backends=_values(tpm, "enum[@name='backendModel']/value") if tpm is not None else (),
+        virtiofs=fs is not None and "virtiofs" in _values(fs, "enum[@name='driverType']/value"),
+        vfio=hostdev is not None and "vfio" in _values(hostdev, "enum[@name='pciBackend']/value"),
+        secure_boot="yes" in _values(root, "os/loader/enum[@name='secure']/value"),
+        node_devices=_node_devices(conn),
+    )
+
+
+def _node_devices(conn: libvirt.virConnect) -> frozenset[str]:
+    """Keys of the host's PCI, USB and mediated devices, as hostdev specs name them."""
+    out: set[str] = set()
+    try:
+        devices = conn.listAllDevices(0)
+    except libvirt.libvirtError:
+        return frozenset()
+    for dev in devices:
+        name = dev.name()
+        try:
+            if name.startswith("pci_"):
+                _, dom, bus, slot, func = name.split("_")
+                out.add(f"pci {dom}:{bus}:{slot}.{func}")
+            elif name.startswith("usb_") or name.startswith("mdev_"):
+                cap = parse(dev.XMLDesc(0)).find("capability")
+                if cap is None:
+                    continue
+                if cap.get("type") == "usb_device":
+                    vendor, product = cap.find("vendor"), cap.find("product")
+                    if vendor is not None and product is not None:
+                        out.add(f"usb {vendor.get('id', '').lower()}:{product.get('id', '').lower()}")
+                elif cap.get("type") == "mdev" and cap.findtext("uuid"):
+                    out.add(f"mdev {(cap.findtext('uuid') or '').lower()}")
+        except (libvirt.libvirtError, ValueError):
+            continue  # a device that went away meanwhile, or a name of another form
+    return frozenset(out)

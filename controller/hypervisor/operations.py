@@ -76,8 +76,11 @@ class HostOps:
                                        "virtsync cannot record that it owns them", host=self.host)
 
     def undefine_guest(self, name: str, keep_nvram: bool = True) -> None:
+        # A recreate keeps the firmware's variables and the vTPM's state (keys sealed to it, BitLocker):
+        # the guest defined again under the same UUID finds them where they were.
         flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | (
-            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_KEEP_TPM", 0)
+            if keep_nvram else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         dom = self._dom(name)
         with libvirt_call(self.host, f"undefine guest {name}"):
             try:
@@ -432,3 +435,30 @@ class HostOps:
     def delete_volume(self, pool: str, name: str) -> None:
         with libvirt_call(self.host, f"delete volume {pool}/{name}"):
             self._pool(pool).storageVolLookupByName(name).delete(0)
+
+    # ------------------------------------------------- running devices' tuning
+
+    def set_block_iotune(self, name: str, target: str, params: dict[str, int]) -> None:
+        """A running disk's I/O limits (0: none), as virsh blkdeviotune --live does."""
+        with libvirt_call(self.host, f"set I/O limits of {target} of {name}"):
+            self._dom(name).setBlockIoTune(target, params, _LIVE)
+
+    def set_interface_bandwidth(self, name: str, mac: str, params: dict[str, int]) -> None:
+        """A running NIC's traffic shaping (an average of 0 lifts that direction's limit)."""
+        with libvirt_call(self.host, f"set bandwidth of NIC {mac} of {name}"):
+            self._dom(name).setInterfaceParameters(mac, params, _LIVE)
+
+    def set_link_state(self, name: str, mac: str, state: str) -> bool:
+        """Set a running NIC's link: its live XML with <link state> changed, updated in place.
+        False when the guest has no such NIC running."""
+        from controller.fields.devices import set_link
+
+        root = parse(self.live_xml(name))
+        nic = next((el for el in root.findall("devices/interface")
+                    if el.find("mac") is not None and (el.find("mac").get("address") or "").lower() == mac),  # type: ignore[union-attr]
+                   None)
+        if nic is None:
+            return False
+        set_link(nic, state)
+        self.update_live(name, tostring(nic))
+        return True

@@ -46,16 +46,32 @@ class DiskState:
     volume: str | None = None
     path: str | None = None
     capacity: int | None = None  # bytes, from the volume when known
+    cache: str | None = None  # <driver cache/io/discard>
+    io: str | None = None
+    discard: str | None = None
+    serial: str | None = None
+    readonly: bool = False
+    shareable: bool = False
+    iotune: tuple[tuple[str, int], ...] = ()  # the non-zero <iotune> limits virtsync models, in order
 
 
 @dataclass(frozen=True)
 class NicState:
     mac: str
     network: str | None = None
-    bridge: str | None = None
+    bridge: str | None = None  # <source bridge>: a bridge NIC's, or (live) a network NIC's bridge
     model: str | None = None
     tap: str | None = None  # live only: the host-side device
     boot_rom: bool = True
+    type: str = "network"  # <interface type>: network | bridge | direct | others virtsync leaves alone
+    direct: tuple[str, str] | None = None  # (dev, mode) of a direct (macvtap) NIC
+    queues: int | None = None
+    # (average, peak, burst) per direction, KiB/s and KiB; None: no limit that way
+    bandwidth: tuple[tuple[int, int | None, int | None] | None, tuple[int, int | None, int | None] | None] = (
+        None, None)
+    link_state: str | None = None
+    vlan: int | None = None  # a single untrunked <vlan><tag>; None also for trunks (not modelled)
+    portgroup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,22 @@ class GuestConfig:
     nvram: str | None = None
     agent: bool = False  # has the qemu-guest-agent channel
     agent_connected: bool = False  # live only: the agent answers on it
+    # Devices (fields/guest_devices.py): each in its YAML shape, None where absent. Mappings are
+    # not hashable: left out of the hash (equality still compares them).
+    tpm: dict[str, Any] | None = field(default=None, hash=False)
+    filesystems: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    hostdevs: tuple[str, ...] = ()  # "pci 0000:03:00.0", "usb 0x046d:0xc52b", "mdev UUID"
+    video: dict[str, Any] | None = field(default=None, hash=False)
+    serial: dict[str, Any] | None = field(default=None, hash=False)
+    console: dict[str, Any] | None = field(default=None, hash=False)
+    watchdog: dict[str, Any] | None = field(default=None, hash=False)
+    rng: dict[str, Any] | None = field(default=None, hash=False)
+    panic: dict[str, Any] | None = field(default=None, hash=False)
+    inputs: tuple[dict[str, Any], ...] = field(default=(), hash=False)
+    secure_boot: bool = False
+    sysinfo: dict[str, Any] | None = field(default=None, hash=False)
+    features: dict[str, Any] | None = field(default=None, hash=False)
+    clock: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -155,6 +187,18 @@ class ObservedPool:
 
 
 @dataclass(frozen=True)
+class DeviceSupport:
+    """What a host's domain capabilities and node devices offer guests' devices."""
+
+    tpm_models: tuple[str, ...] = ()  # tpm-crb, tpm-tis
+    tpm_backends: tuple[str, ...] = ()  # emulator (swtpm), passthrough
+    virtiofs: bool = False
+    vfio: bool = False  # PCI passthrough backend
+    secure_boot: bool = False  # a firmware build with Secure Boot
+    node_devices: frozenset[str] = frozenset()  # "pci 0000:03:00.0", "usb 0x046d:0xc52b", "mdev UUID"
+
+
+@dataclass(frozen=True)
 class HostCapabilities:
     driver: str  # QEMU | Xen | Test | …
     virt_type: str  # what new guests get: kvm | qemu | xen | test
@@ -164,6 +208,7 @@ class HostCapabilities:
     block_resize: bool = True  # grow a running guest's disk (blockResize); else the volume only
     guest_types: tuple[str, ...] = ()  # os types the host's capabilities list: hvm, xen, xenpvh
     notes: tuple[str, ...] = ()  # warnings worth showing, e.g. "no /dev/kvm: TCG"
+    devices: DeviceSupport | None = None  # None: not probed (the plan then refuses only passthrough)
 
 
 @dataclass(frozen=True)

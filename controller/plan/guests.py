@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from controller.fields.base import Facts, Field, GuestView
-from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names
+from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names, item_view, nic_label, spec_nic_label
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
+from controller.fields.patches import unsatisfied_in
 from controller.model.naming import volume_name
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import (
@@ -128,7 +129,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     if refusal:
         out.problems.append(Problem(key, refusal))
         return out
-    problem = _host_problem(spec, host)
+    problem = _host_problem(spec, host) or _device_refusal(spec, host)
     if problem:
         out.problems.append(Problem(key, problem))
         return out
@@ -146,6 +147,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         out.problems.append(Problem(key, f"{f.name} has no effect on host {host.host} ({host.caps.driver}): "
                                     "it is not compared or written there", severity="warning"))
     _scalar_changes(diff)
+    _patch_changes(diff)
     if "disks" in diff.declared or "cloudInit" in diff.declared:
         _disk_changes(diff)
     if "interfaces" in diff.declared:
@@ -238,6 +240,23 @@ def _host_problem(spec: GuestSpec, host: HostState) -> str | None:
     return None
 
 
+def _device_refusal(spec: GuestSpec, host: HostState) -> str | None:
+    """A declared device this host cannot provide, from its capability probe: said at plan time,
+    per host, instead of a failed define or start."""
+    facts = guest_facts("", host)
+    for f in GUEST_FIELDS:
+        if f.refuse is None or f.name not in declared(spec) or f.want is None:
+            continue
+        if not f.exists_on(facts.virt_type):
+            if f.want(spec, facts):
+                return f"host {host.host} ({host.caps.driver}) has no {f.name}: {f.how}"
+            continue
+        why = f.refuse(spec, host.caps, host.host)
+        if why:
+            return why
+    return None
+
+
 def _plan_define(key: ResourceKey, guest: Guest, obs: ObservedGuest | None, volumes: list[Action],
                  report_only: bool, out: GuestPlan) -> None:
     """The guest is not defined. Still running but undefined out of band (transient): the
@@ -301,6 +320,15 @@ def _scalar_changes(d: _Diff) -> None:
         _compare(d, f)
 
 
+def _patch_changes(d: _Diff) -> None:
+    """Each xmlPatch the definition does not satisfy (changed out of band, or new): the update
+    writes the definition again, which applies every patch. The running guest's XML is not
+    observed, so a patch counts at next boot."""
+    for miss in unsatisfied_in(d.obs.xml, d.spec.xml_patches):
+        if not d.ignored(miss.pointer):
+            d.changes.append(FieldChange(miss.pointer, miss.want, miss.have, None, Impact.NEXT_BOOT, miss.note))
+
+
 def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) -> list[Field[Any]]:
     """Declared fields this host's kind ignores (firmware on Xen, say): said, not silently dropped.
     The test driver has no firmware at all; specs written for real hosts run on it quietly."""
@@ -347,17 +375,38 @@ def _compare(d: _Diff, f: Field[Any]) -> None:
 
 def _item_changes(d: _Diff, fields: tuple[Field[Any], ...], item: Any, state: Any, running: Any,
                   pointer: str) -> None:
-    """The declared fields of one list item (a disk, a NIC) against its observed state."""
+    """The declared fields of one list item (a disk, a NIC) against its defined state and, for
+    fields with a live call, its running state: a LIVE change of a running guest's item gets
+    the field's typed call, as guest fields do."""
+    view = item_view(d.view, item, state, running)
     for f in fields:
         assert f.want is not None and f.have is not None
         path = f.path.format(i=pointer.rsplit("/", 1)[-1])
-        if f.name not in declared(item) or d.ignored(path):
+        if f.name not in declared(item) or d.ignored(path) or not f.applies(item, d.facts):
             continue
         want, have = f.want(item, d.facts), f.have(state, None)
+        live_have = f.have(running, None) if running is not None else None
+        impact = f.impact_for(view)
+        # A field that is live elsewhere but not on this host says why it waits for a boot.
+        note = f"{d.host.caps.driver} cannot change it live" if f.live and impact != Impact.LIVE else ""
+        shown_live = f.show(live_have) if running is not None else None
         if not f.same(want, have):
-            d.changes.append(FieldChange(path, f.show(want), f.show(have),
-                                         f.show(f.have(running, None)) if running is not None else None,
-                                         f.impact))
+            change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note)
+            d.changes.append(change)
+            if running is not None and impact == Impact.LIVE and f.live is not None:
+                op = f.live(view)
+                if op is not None:
+                    d.live_work.append((change, op))
+            continue
+        if running is None or f.live is None or not f.compare_live or f.same(want, live_have):
+            continue
+        # The definition matches; the running item does not (changed live out of band).
+        change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note)
+        op = f.live(view) if impact == Impact.LIVE else None
+        if op is not None:
+            d.live_work.append((change, op))
+        else:
+            d.pending.append((change, "definition differs from the running guest"))
 
 
 def _disk_changes(d: _Diff) -> None:
@@ -421,7 +470,7 @@ def _nic_changes(d: _Diff) -> None:
         if d.ignored(pointer):
             continue
         if idx is None:
-            change = FieldChange(pointer, f"{want.network} {want.mac or ''}".strip(), None, None,
+            change = FieldChange(pointer, f"{spec_nic_label(want)} {want.mac or ''}".strip(), None, None,
                                  d.add_impact, "attach NIC")
             d.changes.append(change)
             if d.live is not None and d.add_impact == Impact.LIVE:
@@ -430,7 +479,7 @@ def _nic_changes(d: _Diff) -> None:
         cur = d.persistent.interfaces[idx]
         _item_changes(d, NIC_FIELDS, want, cur, running_macs.get(cur.mac), pointer)
         if d.live is not None and cur.mac not in running_macs:
-            c = FieldChange(pointer, f"{want.network} {cur.mac}", f"{cur.network} {cur.mac}", None,
+            c = FieldChange(pointer, f"{spec_nic_label(want)} {cur.mac}", f"{nic_label(cur)} {cur.mac}", None,
                             Impact.LIVE, "attach NIC (live)")
             if d.hotplug:
                 d.live_work.append((c, AttachNic(mac=cur.mac)))
@@ -441,8 +490,9 @@ def _nic_changes(d: _Diff) -> None:
         if d.ignored("/spec/interfaces"):
             continue
         live_nic = cur.mac in running_macs
-        change = FieldChange("/spec/interfaces/-", None, f"{cur.network} {cur.mac}",
-                             f"{cur.network} {cur.mac}" if live_nic else None, d.add_impact, "detach NIC")
+        label = f"{nic_label(cur)} {cur.mac}"
+        change = FieldChange("/spec/interfaces/-", None, label, label if live_nic else None, d.add_impact,
+                             "detach NIC")
         if not d.may_remove:
             d.hold(change, cur.mac)
             continue
@@ -453,7 +503,7 @@ def _nic_changes(d: _Diff) -> None:
     persistent_macs = {n.mac for n in d.persistent.interfaces}
     for mac, nic in running_macs.items():
         if mac not in persistent_macs and d.hotplug and not d.ignored("/spec/interfaces"):
-            c = FieldChange("/spec/interfaces/-", None, None, f"{nic.network} {mac}", Impact.LIVE,
+            c = FieldChange("/spec/interfaces/-", None, None, f"{nic_label(nic)} {mac}", Impact.LIVE,
                             "detach NIC (live)")
             if not d.may_remove:
                 d.hold(c, None)

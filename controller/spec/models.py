@@ -10,9 +10,27 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
+from controller.spec.base import SpecModel
+from controller.spec.devices import (
+    CharDevice,
+    Clock,
+    Console,
+    Features,
+    Filesystem,
+    Hostdev,
+    Input,
+    Panic,
+    Rng,
+    Sysinfo,
+    Tpm,
+    Video,
+    Watchdog,
+)
+from controller.spec.patches import XmlPatch
+from controller.spec.tuning import Bandwidth, DirectSource, IoTune
 from controller.spec.types import (
     DURATION_PATTERN,
     Cron,
@@ -35,16 +53,6 @@ _SHA256 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 DEFAULT_WINDOW_DURATION = 3600
 DEFAULT_FREQUENT_PERIOD = 900
-
-
-class SpecModel(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
 
 
 class Metadata(SpecModel):
@@ -135,6 +143,8 @@ class NetworkSpec(SpecModel):
         default=False,
         description="Take ownership of an existing unowned network of this name. Default: false.",
     )
+    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition "
+                                        "for what the schema does not model.")
 
     @model_validator(mode="after")
     def _mode_fits(self) -> NetworkSpec:
@@ -164,6 +174,8 @@ class StoragePoolSpec(SpecModel):
     shared: bool = Field(default=False, description="The directory is shared storage (NFS, …) mounted at "
                          "the same path on every host: live migration then copies no disks. Default: false.")
     adopt: bool = False
+    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition "
+                                        "for what the schema does not model.")
 
 
 # -------------------------------------------------------------------- Guest
@@ -195,6 +207,21 @@ class Disk(SpecModel):
         default="keep",
         description="What happens to the volume when the disk or guest is removed. Default: keep.",
     )
+    cache: Literal["none", "writeback", "writethrough", "directsync", "unsafe"] | None = Field(
+        default=None, description="Host page-cache mode (<driver cache>). Default: the hypervisor's.")
+    io: Literal["native", "threads", "io_uring"] | None = Field(
+        default=None, description="QEMU's I/O backend (<driver io>); native needs cache none or directsync. "
+        "Default: the hypervisor's.")
+    discard: Literal["unmap", "ignore"] | None = Field(
+        default=None, description="unmap passes the guest's TRIM/discard to the image (<driver discard>). "
+        "Default: the hypervisor's (ignore).")
+    serial: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.+ -]{1,36}$",
+                               description="Serial number the guest sees (/dev/disk/by-id).")
+    readonly: bool | None = Field(default=None, description="The guest may only read the disk. Default: "
+                                  "false (a CD-ROM is always read-only).")
+    shareable: bool | None = Field(default=None, description="Several guests may use the disk at once "
+                                   "(cluster file systems). Default: false.")
+    iotune: IoTune | None = Field(default=None, description="I/O limits; {} removes them.")
 
     @model_validator(mode="after")
     def _has_source(self) -> Disk:
@@ -219,11 +246,25 @@ class Disk(SpecModel):
         if self.clone == "linked" and self.from_ is not None and self.format != "qcow2":
             raise FieldError("clone", f"disk {self.name!r}: a linked clone is a qcow2 overlay: "
                              "use format qcow2 or clone: full")
+        if self.device == "cdrom" and self.readonly is False:
+            raise FieldError("readonly", f"disk {self.name!r}: a CD-ROM is always read-only")
+        if self.io == "native" and self.cache not in (None, "none", "directsync"):
+            # QEMU opens the image with O_DIRECT for native AIO: a caching mode refuses to start
+            raise FieldError("io", f"disk {self.name!r}: io native needs cache none or directsync, "
+                             f"not {self.cache}")
         return self
 
 
 class Interface(SpecModel):
-    network: Name = Field(description="Network (a kind: Network of the same host).")
+    """A NIC on exactly one of: a virtsync network, an existing host bridge, or a host device
+    (macvtap). Its type follows from which one is given."""
+
+    type: Literal["network", "bridge", "direct"] | None = Field(
+        default=None, description="network, bridge or direct; inferred from which of them is given.")
+    network: Name | None = Field(default=None, description="Network (a kind: Network of the same host).")
+    bridge: InterfaceName | None = Field(
+        default=None, description="An existing bridge of the host (not managed by virtsync), e.g. br0.")
+    direct: DirectSource | None = Field(default=None, description="macvtap on a host device: {dev, mode}.")
     mac: Mac | None = Field(default=None, description="Default: generated by libvirt and kept.")
     model: Literal["virtio", "e1000", "e1000e", "rtl8139", "netfront"] = Field(
         default="virtio", description="Default: virtio."
@@ -233,6 +274,53 @@ class Interface(SpecModel):
         description="Load the NIC's network-boot ROM (iPXE). false keeps guests that never boot "
         "from the network from spinning in it. Default: true.",
     )
+    queues: int | None = Field(default=None, ge=1, le=256,
+                               description="virtio-net multiqueue: queue pairs (up to the guest's vCPUs "
+                               "is useful). Default: 1.")
+    bandwidth: Bandwidth | None = Field(default=None, description="Traffic shaping (KiB/s, KiB); {} "
+                                        "removes it.")
+    link_state: Literal["up", "down"] | None = Field(default=None, description="Link as the guest sees it "
+                                                     "(cable plugged in or not). Default: up.")
+    vlan: int | None = Field(default=None, ge=1, le=4094,
+                             description="802.1Q tag on the guest's traffic. libvirt tags only on an Open "
+                             "vSwitch bridge (bridge:) and on an SR-IOV VF (direct with mode passthrough).")
+    portgroup: Name | None = Field(default=None, description="A portgroup of the network (with network: "
+                                   "only).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Interface:
+        given = [n for n in ("network", "bridge", "direct") if getattr(self, n) is not None]
+        if not given:
+            raise FieldError("network", "a NIC needs one of 'network' (a kind: Network), 'bridge' "
+                             "(a host bridge) or 'direct' (macvtap on a host device)")
+        if len(given) > 1:
+            raise FieldError(given[1], f"give one of network, bridge or direct, not {' and '.join(given)}")
+        if self.type is not None and self.type != given[0]:
+            raise FieldError("type", f"type {self.type} does not match the NIC's {given[0]}")
+        if self.portgroup is not None and self.network is None:
+            raise FieldError("portgroup", "portgroup is a part of a network: it needs 'network'")
+        if self.queues is not None and self.queues > 1 and self.model != "virtio":
+            raise FieldError("queues", f"multiqueue needs model virtio, not {self.model}")
+        if self.vlan is not None:
+            if self.network is not None:
+                raise FieldError("vlan", "libvirt's virtual networks (every kind: Network mode) do not tag "
+                                 "VLANs: put the NIC on an Open vSwitch bridge with 'bridge', or use a "
+                                 "VLAN device (eth0.42) as the network's or a direct NIC's device")
+            if self.direct is not None and self.direct.mode != "passthrough":
+                raise FieldError("vlan", f"a direct (macvtap) NIC in mode {self.direct.mode} cannot be tagged "
+                                 "by libvirt (only an SR-IOV VF in mode passthrough is): use a VLAN "
+                                 "device (eth0.42) as 'dev' instead")
+        return self
+
+    @property
+    def kind(self) -> Literal["network", "bridge", "direct"]:
+        """The NIC's type: which source it has."""
+        return "network" if self.network is not None else "bridge" if self.bridge is not None else "direct"
+
+    @property
+    def source(self) -> str:
+        """The network, bridge or host device it is on."""
+        return self.network or self.bridge or (self.direct.dev if self.direct is not None else "")
 
 
 class CloudInit(SpecModel):
@@ -267,6 +355,9 @@ class Cpu(SpecModel):
 class Graphics(SpecModel):
     type: Literal["vnc", "spice", "none"] = "vnc"
     listen: IPv4 = Field(default="127.0.0.1", description="Default: 127.0.0.1.")
+    password_secret_ref: Name | None = Field(
+        default=None, description="A kind: Secret whose value is the console password (changed live); "
+        "plans and reports show only its digest.")
 
 
 class Boot(SpecModel):
@@ -320,6 +411,28 @@ class GuestSpec(SpecModel):
     disks: list[Disk] = Field(default_factory=list)
     interfaces: list[Interface] = Field(default_factory=list)
     graphics: Graphics | None = None
+    video: Video | None = Field(default=None, description="Display adapter. Default: libvirt's for the graphics.")
+    serial: CharDevice | None = Field(default=None, description="A serial port (pty): virsh console reaches it.")
+    console: Console | None = Field(default=None, description="The console device (pty on the first serial "
+                                    "port, or virtio hvc0).")
+    tpm: Tpm | None = Field(default=None, description="An emulated TPM (swtpm); its state survives every "
+                            "redefinition and recreate.")
+    filesystems: list[Filesystem] = Field(default_factory=list, description="Host directories shared through "
+                                          "virtiofs (the guest's memory is then shared memfd).")
+    hostdevs: list[Hostdev] = Field(default_factory=list, description="Host devices passed through (VFIO): "
+                                    "the plan checks the host lists them and has VFIO.")
+    watchdog: Watchdog | None = None
+    rng: Rng | None = Field(default=None, description="A virtio-rng device fed from the host.")
+    panic: Panic | None = Field(default=None, description="A panic notifier device (with onCrash).")
+    input: list[Input] = Field(default_factory=list, description="Input devices, e.g. [{type: tablet}] "
+                                "for a pointer that follows the VNC cursor.")
+    secure_boot: bool = Field(default=False, description="UEFI Secure Boot with Microsoft keys enrolled (OVMF's "
+                              "secure-boot build, SMM on); needs firmware: uefi and machine q35. Default: false.")
+    sysinfo: Sysinfo | None = Field(default=None, description="SMBIOS system and base board strings.")
+    features: Features | None = Field(default=None, description="Hypervisor features: hyperv enlightenments.")
+    clock: Clock | None = Field(default=None, description="Clock offset and timers. Default: utc, libvirt's timers.")
+    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition for "
+                                        "what the schema does not model; compared in drift like fields.")
     on_crash: Literal["destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"] | None = Field(
         default=None, description="What the hypervisor does when the guest crashes. Default: libvirt's "
         "(destroy).")
@@ -370,6 +483,19 @@ class GuestSpec(SpecModel):
             if name in names[:i]:
                 raise FieldError(("disks", i, "name"), f"disk name {name!r} is used twice; disk "
                                  "names must be unique within a guest")
+        if self.secure_boot and self.firmware != "uefi":
+            raise FieldError("secureBoot", "secureBoot needs firmware: uefi")
+        if self.secure_boot and self.machine is not None and "q35" not in self.machine:
+            raise FieldError("secureBoot", f"secureBoot needs machine q35 (SMM), not {self.machine}")
+        if self.xen is not None:
+            for name in ("tpm", "filesystems", "secure_boot"):
+                if getattr(self, name):
+                    raise FieldError(to_camel(name), f"{to_camel(name)} is not available on Xen guests "
+                                     "(libvirt's libxl driver has no such device)")
+        targets = [f.target for f in self.filesystems]
+        for i, t in enumerate(targets):
+            if t in targets[:i]:
+                raise FieldError(("filesystems", i, "target"), f"mount tag {t!r} is used twice")
         if self.xen is not None and self.xen.mode == "pv" and self.firmware == "uefi":
             raise FieldError("firmware", "Xen PV guests have no firmware: remove 'firmware: uefi'")
         return self

@@ -14,7 +14,7 @@ from controller.fields import guest as guest_fields
 from controller.fields import network as network_fields
 from controller.fields import pool as pool_fields
 from controller.fields.base import Field, GuestView
-from controller.fields.devices import DISK_CONTROL, DISK_FIELDS, NIC_CONTROL, NIC_FIELDS
+from controller.fields.devices import DISK_CONTROL, DISK_FIELDS, NIC_CONTROL, NIC_FIELDS, item_view
 from controller.fields.docs import render_fields_md
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.network import NETWORK_FIELDS, NetworkView
@@ -94,7 +94,9 @@ def test_a_guest_field_change_lands_as_the_registry_says(field: Field[GuestSpec]
     facts = guest_facts("g", _host(caps, obs))
     if not field.applies(new.spec, facts):
         assert out.actions == [], f"{field.name} does not apply on {kind} but was planned"
-        assert any(field.name in p.message and p.severity == "warning" for p in out.problems)
+        # a device the host cannot provide is refused (an error); other fields without effect are warned of
+        severity = "error" if field.refuse is not None else "warning"
+        assert any(field.name in p.message and p.severity == severity for p in out.problems), out.problems
         return
     assert obs.persistent is not None
     view = GuestView(new.spec, facts, caps, obs.persistent, obs.live, obs)
@@ -128,25 +130,46 @@ def _item_cases() -> list[Any]:
             for kind in ("kvm", "xen")]
 
 
+DISK_BASE = {"name": "data", "path": "/var/lib/libvirt/images/data.qcow2"}
+# A NIC is on exactly one source, and some fields exist only on some: each field's samples are
+# tried on the first of these they are valid with.
+NIC_BASES: tuple[dict[str, Any], ...] = (
+    {"network": "lab", "mac": "52:54:00:00:00:0a"},
+    {"bridge": "br0", "mac": "52:54:00:00:00:0a"},
+    {"direct": {"dev": "eth0", "mode": "passthrough"}, "mac": "52:54:00:00:00:0a"},
+)
+
+
+def _item_pair(which: str, field: Field[Any]) -> tuple[Guest, Guest]:
+    key = "disks" if which == "disk" else "interfaces"
+    for base in (DISK_BASE,) if which == "disk" else NIC_BASES:
+        before, after = dict(base), dict(base)
+        before[field.name] = field.samples[0]
+        after[field.name] = field.samples[1]
+        try:
+            return (_guest({"host": "h1", "state": "stopped", key: [before]}),
+                    _guest({"host": "h1", "state": "stopped", key: [after]}))
+        except ValueError:
+            continue
+    raise AssertionError(f"{field.name}: its samples fit no base {which}")
+
+
 @pytest.mark.parametrize(("field", "which", "kind"), _item_cases())
 def test_a_disk_or_nic_field_change_lands_as_the_registry_says(field: Field[Any], which: str, kind: str) -> None:
     caps = CAPS[kind]
-    disk = {"name": "data", "path": "/var/lib/libvirt/images/data.qcow2"}
-    nic = {"network": "lab", "mac": "52:54:00:00:00:0a"}
-    item = disk if which == "disk" else nic
-    before, after = dict(item), dict(item)
-    before[field.name] = field.samples[0]
-    after[field.name] = field.samples[1]
-    key = "disks" if which == "disk" else "interfaces"
-    old = _guest({"host": "h1", "state": "stopped", key: [before]})
-    new = _guest({"host": "h1", "state": "stopped", key: [after]})
+    old, new = _item_pair(which, field)
     xml = new_guest_xml("g", old.spec, WriteContext(caps.virt_type, {}, OWNER, None))
     obs = _observe(xml, "stopped", False)
     assert plan_guest(old, _host(caps, obs), PlanOptions()).actions == []
     out = plan_guest(new, _host(caps, obs), PlanOptions())
     path = field.path.format(i=0)
     action = next(a for a in out.actions if isinstance(a, UpdateGuest))
-    assert [c.impact for c in action.changes if c.path == path] == [field.impact]
+    assert obs.persistent is not None
+    items = new.spec.disks if which == "disk" else new.spec.interfaces
+    states = obs.persistent.disks if which == "disk" else obs.persistent.interfaces
+    view = item_view(GuestView(new.spec, guest_facts("g", _host(caps, obs)), caps, obs.persistent, None, obs),
+                     items[0], states[0], None)
+    assert [c.impact for c in action.changes if c.path == path] == [field.impact_for(view)]
     again = _observe(_applied(xml, new, caps, action.fields), "stopped", False)
     assert plan_guest(new, _host(caps, again), PlanOptions()).actions == []
 
