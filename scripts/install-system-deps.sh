@@ -9,7 +9,17 @@ pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev git)
 if [ "$what" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          qemu-utils dnsmasq-base iptables iproute2 util-linux ovmf chromium git e2fsprogs
-         genisoimage libarchive-tools p7zip-full iputils-ping)
+         genisoimage libarchive-tools p7zip-full iputils-ping
+         # vTPM: swtpm is the emulator libvirt runs; swtpm-tools has swtpm_setup, which
+         # libvirt calls to manufacture a new TPM's state.
+         swtpm swtpm-tools)
+  # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's
+  # own C virtiofsd is in qemu-system-common, at /usr/lib/qemu/virtiofsd, and libvirt finds it
+  # through /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json. Take the package where it exists.
+  if apt-cache show virtiofsd >/dev/null 2>&1; then pkgs+=(virtiofsd); fi
+  # Secure boot: ovmf (above) ships OVMF_CODE_4M.secboot.fd / .ms.fd with OVMF_VARS_4M(.ms).fd
+  # and the firmware descriptors /usr/share/qemu/firmware/{40,50,60}-edk2-x86_64*.json that
+  # libvirt's <os firmware='efi'> auto-selection reads; nothing more is needed.
 fi
 missing=()
 for p in "${pkgs[@]}"; do
