@@ -3,8 +3,9 @@
 A HermeticHost is a real libvirtd (QEMU driver, networks, storage) with a virtlogd, run as root
 in its own mount, network and PID namespaces. Private directories are bind-mounted over the paths
 libvirt hard-codes (/run/libvirt, /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt,
-/etc/libvirt), so several hosts run side by side and leave nothing behind in the root namespace:
-their guests, bridges, dnsmasq and iptables rules all live in the host's network namespace.
+/etc/libvirt, and swtpm's /var/log/swtpm and /var/lib/swtpm-localca), so several hosts run side
+by side and leave nothing behind in the root namespace: their guests, bridges, dnsmasq and
+iptables rules all live in the host's network namespace.
 
 Clients outside reach a host through its private socket: ``qemu:///system?socket=ROOT/run/...``.
 Stopping a host SIGKILLs the init of its PID namespace, so the kernel kills every process in it.
@@ -39,6 +40,13 @@ MOUNTS = {
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
     "etc": "/etc/libvirt",
+    # vTPM (swtpm): libvirt keeps each guest's TPM state in /var/lib/libvirt/swtpm/UUID (under
+    # lib/ above), but writes swtpm's log to /var/log/swtpm/libvirt/qemu (compiled in), and
+    # swtpm_setup's local CA, which signs a new TPM's EK certificate, keeps its keys in
+    # /var/lib/swtpm-localca (/etc/swtpm-localca.conf): both would be shared by every host
+    # and outlive them in the root namespace.
+    "swtpm-log": "/var/log/swtpm",
+    "swtpm-localca": "/var/lib/swtpm-localca",
 }
 TOOLS = ("unshare", "nsenter", "setpriv", "mount", "ip", "libvirtd", "virtlogd", "virsh")
 # sockaddr_un.sun_path is 108 bytes including the NUL.
@@ -172,6 +180,26 @@ security_driver = "none"
 # namespace); two hosts' guests "qemu-1-NAME" would share one cgroup.
 cgroup_controllers = [ ]
 """
+# swtpm (vTPM) runs as this user, as on a real Debian host (swtpm-tools creates it); its
+# state dir and the private local CA dir (MOUNTS) are handed to it.
+SWTPM_USER = "tss"
+
+
+def _swtpm_ids() -> tuple[int, int] | None:
+    """(uid, gid) of SWTPM_USER, or None where swtpm is not installed."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(SWTPM_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _qemu_conf() -> str:
+    if _swtpm_ids() is None:
+        return QEMU_CONF
+    return QEMU_CONF + f'swtpm_user = "{SWTPM_USER}"\nswtpm_group = "{SWTPM_USER}"\n'
 
 
 class HermeticHost:
@@ -414,7 +442,14 @@ class HermeticHost:
             shutil.copyfile(conf, etc / conf.name)
         # Written whole rather than patched: libvirt's config parser takes a key's first value.
         (etc / "libvirtd.conf").write_text(_libvirtd_conf(self.host_uuid, self.listen_tcp))
-        (etc / "qemu.conf").write_text(QEMU_CONF)
+        (etc / "qemu.conf").write_text(_qemu_conf())
+        ids = _swtpm_ids()
+        if ids is not None:
+            # swtpm_setup (run as the swtpm user) writes the CA's key and serial there; the
+            # package makes /var/lib/swtpm-localca tss:root 0750.
+            localca = self.root / "swtpm-localca"
+            os.chown(localca, ids[0], 0)
+            localca.chmod(0o750)
 
     def _caps_dir(self) -> Path:
         return self.root / "cache" / "qemu" / "capabilities"

@@ -3,7 +3,7 @@
 # mount, network and PID namespaces:
 #   unshare --mount --net --pid --fork --mount-proc --propagation private
 # Usage: hermetic_host.sh ROOT [--listen]
-# ROOT holds run/ lib/ log/ cache/ etc/, prepared by hermetic.py.
+# ROOT holds run/ lib/ log/ cache/ etc/ swtpm-log/ swtpm-localca/, prepared by hermetic.py.
 # Needs $HERMETIC_PYTHON: the interpreter that becomes the reaper below.
 set -euo pipefail
 root=$1
@@ -15,6 +15,9 @@ mount --bind "$root/lib" /var/lib/libvirt
 mount --bind "$root/log" /var/log/libvirt
 mount --bind "$root/cache" /var/cache/libvirt
 mount --bind "$root/etc" /etc/libvirt
+# vTPM: swtpm's logs and swtpm_setup's local CA (see MOUNTS in hermetic.py).
+mount --bind "$root/swtpm-log" /var/log/swtpm
+mount --bind "$root/swtpm-localca" /var/lib/swtpm-localca
 # A sysfs of this network namespace, as `ip netns exec` does: libvirt tunes bridges through
 # /sys/class/net, which would otherwise show (and let it change) the root namespace's devices.
 # Detaching the old /sys also drops the cgroup mounts below it: cgroups are shared by all
