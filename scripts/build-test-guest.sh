@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Linux test guest the boot tests run: a Debian kernel and a small initramfs
-# (busybox, qemu-guest-agent, the virtio/Xen-front/ext4 modules), from Debian packages only.
+# (busybox, qemu-guest-agent, the virtio/Xen-front/ext4/TPM/virtiofs modules), from Debian
+# packages only.
 #
 #   scripts/build-test-guest.sh [--force]
 #
@@ -19,7 +20,9 @@
 # console (console=ttyS0 under KVM/QEMU, console=hvc0 as a Xen PV domU), mounts the first
 # ext4 virtio/Xen disk at /data (others at /mnt/DEV), takes DHCP leases on every ethN,
 # runs qemu-ga on /dev/virtio-ports/org.qemu.guest_agent.0, and powers off on the ACPI
-# power button, on agent guest-shutdown and on a Xen shutdown request.
+# power button, on agent guest-shutdown and on a Xen shutdown request. A vTPM shows up as
+# /dev/tpm0 (and /dev/tpmrm0); a virtiofs share is mounted on demand, e.g. through the agent:
+# mkdir -p /mnt/share && mount -t virtiofs TAG /mnt/share.
 # Kernel command line options: virtsync.hostname=NAME (default virtsync-test-guest).
 set -euo pipefail
 
@@ -36,10 +39,13 @@ esac
 # Modules the guest loads (with their dependencies, found from the modules' own
 # depends= fields). A missing required module fails the build; optional ones may be absent.
 REQUIRED_MODULES=(virtio_pci virtio_console virtio_net virtio_blk ext4 crc32c_generic)
-OPTIONAL_MODULES=(crc32c_intel virtio_balloon virtio_rng xen_blkfront xen_netfront button evdev)
+# Devices: tpm_crb/tpm_tis(_core) give /dev/tpm0 for a vTPM (<tpm model='tpm-crb'|'tpm-tis'>;
+# built into Debian's kernel, then skipped), virtiofs (+ fuse) mounts <filesystem> shares.
+OPTIONAL_MODULES=(crc32c_intel virtio_balloon virtio_rng xen_blkfront xen_netfront button evdev
+                  tpm_crb tpm_tis tpm_tis_core virtiofs)
 # Their usual dependencies, extracted in the same pass so a second pass is rarely needed.
 LIKELY_DEPS=(virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev net_failover failover
-             jbd2 mbcache crc16 libcrc32c)
+             jbd2 mbcache crc16 libcrc32c tpm fuse)
 
 die() { echo "build-test-guest: error: $*" >&2; exit 1; }
 say() { echo "build-test-guest: $*" >&2; }
@@ -309,7 +315,8 @@ cp "$kmod/modules.order" "$kmod/modules.builtin" "lib/modules/$kver/"
 "$busybox" depmod -b "$stage" "$kver" || die "busybox depmod failed"
 # Loaded in this order by /init; modprobe adds the dependencies.
 printf '%s\n' crc32c_generic crc32c_intel virtio_pci virtio_console virtio_blk virtio_net \
-  virtio_balloon virtio_rng ext4 xen_blkfront xen_netfront button evdev >etc/modules
+  virtio_balloon virtio_rng ext4 xen_blkfront xen_netfront button evdev \
+  tpm_crb tpm_tis virtiofs >etc/modules
 
 bb_version=$("$busybox" 2>&1 | awk 'NR == 1 {print $2}' || true)
 cat >etc/os-release <<EOF
