@@ -1,27 +1,49 @@
-"""A guest's keyed lists: disks (by name) and NICs (by MAC, else network and position).
+"""A guest's keyed lists: disks (by name) and NICs (by MAC, else source and position).
 
 The list readers and writers edit ``<devices>`` in place; the item fields (a disk's bus,
-a NIC's model, network, boot ROM) are declared once here and used by the planner's
-diff, the writer and export alike.
+cache, I/O limits…, a NIC's source, model, bandwidth, link…) are declared once here, each
+with its reader and in-place writer, and used by the planner's diff, the writer and export
+alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 from lxml import etree
 
-from controller.fields.base import Facts, Field
+from controller.fields.applied import declared
+from controller.fields.base import Facts, Field, GuestView, read_all, write_all
 from controller.fields.disks import SEED_DISK, effective_disks, seed_volume
 from controller.fields.keys import match_nics
-from controller.fields.xmlutil import child, remove
+from controller.fields.xmlutil import child, remove, set_text
 from controller.model.naming import volume_name
-from controller.model.operations import Impact
+from controller.model.operations import Impact, LiveOp, SetBlockIoTune, SetInterfaceBandwidth, SetLinkState
 from controller.model.state import DiskState, NicState
 from controller.spec.models import Disk, GuestSpec, Interface
+from controller.spec.tuning import IOTUNE_KEYS
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd", "xen": "xvd"}
 ALIAS_PREFIX = "ua-"  # libvirt keeps user aliases that start with "ua-"
+# Drivers that change I/O limits, traffic shaping and a NIC's link on a running guest; libxl has
+# no such calls, and the test driver's setBlockIoTune insists on a *_max for every limit.
+LIVE_TUNING = frozenset({"kvm", "qemu"})
+
+
+@dataclass(frozen=True)
+class ItemView(GuestView):
+    """What an item field's impact and live call consult: the guest's view plus the item (a spec
+    Disk or Interface), its defined state and its running state (None: not running or attached)."""
+
+    item: Any = None
+    state: Any = None
+    running: Any = None
+
+
+def item_view(view: GuestView, item: Any, state: Any, running: Any) -> ItemView:
+    return ItemView(**{f.name: getattr(view, f.name) for f in fields(GuestView)},
+                    item=item, state=state, running=running)
 
 
 def effective_bus(bus: str, virt_type: str) -> str:
@@ -77,6 +99,7 @@ def read_disk(guest: str, el: etree._Element) -> DiskState:
         pool=pool,
         volume=volume,
         path=path,
+        **read_all(DISK_FIELDS, el),
     )
 
 
@@ -85,14 +108,14 @@ def read_nic(el: etree._Element) -> NicState:
     source = el.find("source")
     model = el.find("model")
     target = el.find("target")
-    rom = el.find("rom")
     return NicState(
         mac=(mac.get("address", "") if mac is not None else "").lower(),
         network=source.get("network") if source is not None else None,
         bridge=source.get("bridge") if source is not None else None,
         model=model.get("type") if model is not None else None,
         tap=target.get("dev") if target is not None else None,
-        boot_rom=not (rom is not None and (rom.get("enabled") == "no" or rom.get("bar") == "off")),
+        type=el.get("type", "network"),
+        **read_all(NIC_FIELDS, el),
     )
 
 
@@ -175,19 +198,119 @@ def write_disks(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
                 target.set("bus", bus)
                 used.add(target.get("dev"))
                 remove(el.find("address"))  # the old bus's address does not fit the new one
-            continue
-        dev = _free_target(bus, used)
-        used.add(dev)
-        append_device(devices, disk_element(disk, facts, dev))
+        else:
+            dev = _free_target(bus, used)
+            used.add(dev)
+            el = disk_element(disk, facts, dev)
+            append_device(devices, el)
+        write_all(DISK_FIELDS, el, disk, facts, declared(disk))  # only what the spec declares
 
 
-def nic_element(nic_network: str, mac: str | None, model: str, boot_rom: bool = True) -> etree._Element:
-    el = etree.Element("interface", type="network")
-    if mac:
-        etree.SubElement(el, "mac", address=mac)
-    etree.SubElement(el, "source", network=nic_network)
+# The <disk> attributes and children the disk fields own.
+
+
+def _driver_attr(attr: str) -> Any:
+    def read(el: etree._Element) -> dict[str, Any]:
+        driver = el.find("driver")
+        return {attr: driver.get(attr) if driver is not None else None}
+
+    def write(el: etree._Element, disk: Disk, _facts: Facts) -> None:
+        value = getattr(disk, attr)
+        driver = el.find("driver")
+        if value is not None:
+            child(el, "driver").set(attr, value)
+        elif driver is not None and attr in driver.attrib:
+            del driver.attrib[attr]
+
+    return read, write
+
+
+_CACHE, _IO, _DISCARD = _driver_attr("cache"), _driver_attr("io"), _driver_attr("discard")
+
+
+def _read_serial(el: etree._Element) -> dict[str, Any]:
+    return {"serial": el.findtext("serial")}
+
+
+def _write_serial(el: etree._Element, disk: Disk, _facts: Facts) -> None:
+    if disk.serial:
+        set_text(el, "serial", disk.serial)
+    else:
+        remove(el.find("serial"))
+
+
+def _flag(tag: str) -> Any:
+    """An empty element whose presence is the value: <readonly/>, <shareable/>."""
+
+    def read(el: etree._Element) -> dict[str, Any]:
+        return {tag: el.find(tag) is not None}
+
+    def write(el: etree._Element, disk: Disk, _facts: Facts) -> None:
+        on = bool(getattr(disk, tag)) or (tag == "readonly" and disk.device == "cdrom")
+        if on:
+            child(el, tag)
+        else:
+            remove(el.find(tag))
+
+    return read, write
+
+
+_READONLY, _SHAREABLE = _flag("readonly"), _flag("shareable")
+
+
+def _read_iotune(el: etree._Element) -> dict[str, Any]:
+    iotune = el.find("iotune")
+    values: list[tuple[str, int]] = []
+    for key in IOTUNE_KEYS:
+        text = iotune.findtext(key) if iotune is not None else None
+        if text and int(text) > 0:
+            values.append((key, int(text)))
+    return {"iotune": tuple(values)}
+
+
+def _write_iotune(el: etree._Element, disk: Disk, _facts: Facts) -> None:
+    """The six limits virtsync models; the rest of <iotune> (*_max, group_name …) is kept."""
+    values = disk.iotune.values() if disk.iotune is not None else ()
+    iotune = el.find("iotune")
+    if iotune is None and not values:
+        return
+    iotune = iotune if iotune is not None else etree.SubElement(el, "iotune")
+    for key in IOTUNE_KEYS:
+        remove(iotune.find(key))
+    for key, value in values:
+        etree.SubElement(iotune, key).text = str(value)
+    if len(iotune) == 0:
+        remove(iotune)
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _show_iotune(value: tuple[tuple[str, int], ...]) -> str:
+    return " ".join(f"{_camel(k)}={v}" for k, v in value) or "none"
+
+
+def _iotune_live(v: GuestView) -> LiveOp | None:
+    assert isinstance(v, ItemView)
+    if v.running is None:
+        return None
+    limits = dict(v.item.iotune.values()) if v.item.iotune is not None else {}
+    return SetBlockIoTune(v.running.target, **limits)
+
+
+def _live_tuning(v: GuestView) -> Impact:
+    return Impact.LIVE if v.caps.virt_type in LIVE_TUNING else Impact.NEXT_BOOT
+
+
+def nic_element(nic: Interface, model: str) -> etree._Element:
+    """A new NIC: its type and source come from the source field's writer (written with the rest)."""
+    el = etree.Element("interface", type=nic.kind)
+    if nic.mac:
+        etree.SubElement(el, "mac", address=nic.mac)
+    etree.SubElement(el, "source")
     etree.SubElement(el, "model", type=model)
-    _set_rom(el, boot_rom)
     return el
 
 
@@ -202,8 +325,8 @@ def _set_rom(el: etree._Element, boot_rom: bool) -> None:
 
 
 def write_interfaces(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
-    """NICs as a keyed set (MAC, else network and position): unmatched ones removed, new ones
-    appended, the matched ones' declared attributes set."""
+    """NICs as a keyed set (MAC, else source and position): unmatched ones removed, new ones
+    appended, the matched ones' declared fields set in place."""
     devices = child(root, "devices")
     current = devices.findall("interface")
     observed = [read_nic(e) for e in current]
@@ -213,23 +336,213 @@ def write_interfaces(root: etree._Element, spec: GuestSpec, facts: Facts) -> Non
             devices.remove(current[i])
     for want, obs_index in pairs:
         model = nic_model(spec, want, facts.virt_type)
+        names = declared(want) | {want.kind}  # the source is always written
         if obs_index is None:
-            append_device(devices, nic_element(want.network, want.mac, model, want.boot_rom))
+            el = nic_element(want, model)
+            write_all(NIC_FIELDS, el, want, facts, names)
+            append_device(devices, el)
             continue
         el = current[obs_index]
         if want.mac:
             child(el, "mac", address=want.mac)
-        src = child(el, "source")
-        if el.get("type") != "network" or src.get("network") != want.network:
-            el.set("type", "network")
-            src.attrib.clear()
-            src.set("network", want.network)
+        write_all(NIC_FIELDS, el, want, facts, names)
         child(el, "model", type=model)
-        if "boot_rom" in want.model_fields_set:
-            _set_rom(el, want.boot_rom)
+
+
+# The <interface> parts the NIC fields own.
+
+
+def _source_writer(kind: str) -> Any:
+    """Set the NIC's type and source; a source that changes is replaced whole (a network's
+    portid, a bridge's name mean nothing on another source)."""
+
+    def write(el: etree._Element, nic: Interface, _facts: Facts) -> None:
+        if nic.kind != kind:
+            return
+        src = child(el, "source")
+        want = ({"network": nic.network} if kind == "network" else {"bridge": nic.bridge} if kind == "bridge"
+                else {"dev": nic.direct.dev, "mode": nic.direct.mode} if nic.direct is not None else {})
+        if el.get("type") != kind or any(src.get(k) != v for k, v in want.items()):
+            el.set("type", kind)
+            src.attrib.clear()
+            for k, v in want.items():
+                src.set(k, str(v))
+
+    return write
+
+
+def _read_direct(el: etree._Element) -> dict[str, Any]:
+    src = el.find("source")
+    if el.get("type") != "direct" or src is None:
+        return {"direct": None}
+    return {"direct": (src.get("dev", ""), src.get("mode", "vepa"))}  # libvirt's default mode
+
+
+def _read_rom(el: etree._Element) -> dict[str, Any]:
+    rom = el.find("rom")
+    return {"boot_rom": not (rom is not None and (rom.get("enabled") == "no" or rom.get("bar") == "off"))}
+
+
+def _read_queues(el: etree._Element) -> dict[str, Any]:
+    driver = el.find("driver")
+    queues = driver.get("queues") if driver is not None else None
+    return {"queues": int(queues) if queues else None}
+
+
+def _write_queues(el: etree._Element, nic: Interface, facts: Facts) -> None:
+    driver = el.find("driver")
+    if nic.queues is None:
+        if driver is not None and "queues" in driver.attrib:
+            del driver.attrib["queues"]
+        return
+    driver = child(el, "driver", queues=str(nic.queues))
+    if facts.virt_type == "kvm" and "name" not in driver.attrib:
+        driver.set("name", "vhost")  # multiqueue in the kernel's vhost-net (KVM hosts have it)
+
+
+_Rate = tuple[int, int | None, int | None]
+_DIRECTIONS = ("inbound", "outbound")
+
+
+def _read_bandwidth(el: etree._Element) -> dict[str, Any]:
+    bw = el.find("bandwidth")
+    out: list[_Rate | None] = []
+    for direction in _DIRECTIONS:
+        d = bw.find(direction) if bw is not None else None
+        average = d.get("average") if d is not None else None
+        if d is None or not average or int(average) == 0:
+            out.append(None)  # no limit (a floor alone is not modelled)
+            continue
+        peak, burst = d.get("peak"), d.get("burst")
+        out.append((int(average), int(peak) if peak and int(peak) else None,
+                    int(burst) if burst and int(burst) else None))
+    return {"bandwidth": (out[0], out[1])}
+
+
+def _want_bandwidth(nic: Interface, _facts: Facts) -> tuple[_Rate | None, _Rate | None]:
+    bw = nic.bandwidth
+    rates: list[_Rate | None] = []
+    for direction in _DIRECTIONS:
+        limit = getattr(bw, direction) if bw is not None else None
+        rates.append((limit.average, limit.peak, limit.burst) if limit is not None else None)
+    return rates[0], rates[1]
+
+
+def _write_bandwidth(el: etree._Element, nic: Interface, facts: Facts) -> None:
+    rates = _want_bandwidth(nic, facts)
+    bw = el.find("bandwidth")
+    if bw is None and rates == (None, None):
+        return
+    bw = bw if bw is not None else etree.SubElement(el, "bandwidth")
+    for direction, rate in zip(_DIRECTIONS, rates, strict=True):
+        d = bw.find(direction)
+        if rate is None:
+            remove(d)
+            continue
+        d = d if d is not None else etree.SubElement(bw, direction)
+        for attr, value in zip(("average", "peak", "burst"), rate, strict=True):
+            if value is not None:
+                d.set(attr, str(value))
+            elif attr in d.attrib:
+                del d.attrib[attr]
+    if len(bw) == 0:
+        remove(bw)
+
+
+def _show_bandwidth(value: tuple[_Rate | None, _Rate | None]) -> str:
+    parts = []
+    for direction, rate in zip(_DIRECTIONS, value, strict=True):
+        if rate is not None:
+            avg, peak, burst = rate
+            parts.append(f"{direction} {avg}" + (f"/{peak}" if peak else "") + (f" burst {burst}" if burst else ""))
+    return ", ".join(parts) or "none"
+
+
+def _export_bandwidth(value: tuple[_Rate | None, _Rate | None]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for direction, rate in zip(_DIRECTIONS, value, strict=True):
+        if rate is not None:
+            avg, peak, burst = rate
+            out[direction] = {"average": avg, **({"peak": peak} if peak else {}), **({"burst": burst} if burst else {})}
+    return out or None
+
+
+def _bandwidth_live(v: GuestView) -> LiveOp | None:
+    assert isinstance(v, ItemView)
+    if v.running is None:
+        return None
+    inbound, outbound = _want_bandwidth(v.item, v.facts)
+    args: dict[str, int] = {}
+    for direction, rate in (("inbound", inbound), ("outbound", outbound)):
+        for attr, value in zip(("average", "peak", "burst"), rate or (0, 0, 0), strict=True):
+            args[f"{direction}_{attr}"] = value or 0
+    return SetInterfaceBandwidth(v.running.mac, **args)
+
+
+def set_link(el: etree._Element, state: str) -> None:
+    """<link state=…> of an <interface>: used by the writer and by the live update alike."""
+    child(el, "link", state=state)
+
+
+def _read_link(el: etree._Element) -> dict[str, Any]:
+    link = el.find("link")
+    return {"link_state": link.get("state") if link is not None else None}
+
+
+def _link_live(v: GuestView) -> LiveOp | None:
+    assert isinstance(v, ItemView)
+    return SetLinkState(v.running.mac, v.item.link_state or "up") if v.running is not None else None
+
+
+def _read_vlan(el: etree._Element) -> dict[str, Any]:
+    vlan = el.find("vlan")
+    tags = vlan.findall("tag") if vlan is not None else []
+    single = vlan is not None and vlan.get("trunk") != "yes" and len(tags) == 1
+    return {"vlan": int(tags[0].get("id", "0")) if single else None}
+
+
+def _write_vlan(el: etree._Element, nic: Interface, _facts: Facts) -> None:
+    vlan = el.find("vlan")
+    if nic.vlan is None:
+        remove(vlan)
+        return
+    vlan = vlan if vlan is not None else etree.SubElement(el, "vlan")
+    if vlan.get("trunk") is not None:
+        del vlan.attrib["trunk"]
+    for tag in vlan.findall("tag"):
+        vlan.remove(tag)
+    etree.SubElement(vlan, "tag", id=str(nic.vlan))
+
+
+def _read_portgroup(el: etree._Element) -> dict[str, Any]:
+    src = el.find("source")
+    return {"portgroup": src.get("portgroup") if src is not None and el.get("type") == "network" else None}
+
+
+def _write_portgroup(el: etree._Element, nic: Interface, _facts: Facts) -> None:
+    src = child(el, "source")
+    if nic.portgroup is not None:
+        src.set("portgroup", nic.portgroup)
+    elif "portgroup" in src.attrib:
+        del src.attrib["portgroup"]
+
+
+def nic_label(state: NicState) -> str:
+    """What a NIC is on, for plans: its network, bridge or macvtap device."""
+    if state.type == "direct" and state.direct is not None:
+        return f"direct:{state.direct[0]}"
+    if state.type == "bridge":
+        return f"bridge:{state.bridge}"
+    return str(state.network)
+
+
+def spec_nic_label(nic: Interface) -> str:
+    return nic.network if nic.network is not None else f"{nic.kind}:{nic.source}"
 
 
 # ---------------------------------------------------------------- item fields
+
+_LIVE_HOW = "; next boot where the driver has no live call (Xen/libxl, the test driver)"
 
 # A disk's fields. Its size lands through its volume (see fields/volume.py); the rest of a
 # disk (pool, path, format, from, clone) is set when it is made.
@@ -239,19 +552,83 @@ DISK_FIELDS: tuple[Field[Any], ...] = (
           want=lambda disk, facts: effective_bus(disk.bus, facts.virt_type),
           have=lambda state, _obs: state.bus,
           export=lambda bus: bus or None, samples=("virtio", "sata")),
+    Field("cache", "host cache mode, <driver cache>", Impact.NEXT_BOOT, pointer="/spec/disks/{i}/cache",
+          read=_CACHE[0], write=_CACHE[1], want=lambda disk, _f: disk.cache, have=lambda st, _o: st.cache,
+          export=lambda v: v, samples=("none", "writeback")),
+    Field("io", "I/O backend, <driver io>", Impact.NEXT_BOOT, pointer="/spec/disks/{i}/io",
+          read=_IO[0], write=_IO[1], want=lambda disk, _f: disk.io, have=lambda st, _o: st.io,
+          export=lambda v: v, samples=("threads", "native")),
+    Field("discard", "discard (TRIM) passing, <driver discard>", Impact.NEXT_BOOT,
+          pointer="/spec/disks/{i}/discard", read=_DISCARD[0], write=_DISCARD[1],
+          want=lambda disk, _f: disk.discard, have=lambda st, _o: st.discard,
+          export=lambda v: v, samples=("ignore", "unmap")),
+    Field("serial", "<serial> the guest sees", Impact.NEXT_BOOT, pointer="/spec/disks/{i}/serial",
+          read=_read_serial, write=_write_serial, want=lambda disk, _f: disk.serial or None,
+          have=lambda st, _o: st.serial, export=lambda v: v, samples=("DISK-0001", "DISK-0002")),
+    Field("readonly", "<readonly/>", Impact.NEXT_BOOT, pointer="/spec/disks/{i}/readonly",
+          read=_READONLY[0], write=_READONLY[1],
+          want=lambda disk, _f: bool(disk.readonly) or disk.device == "cdrom", have=lambda st, _o: st.readonly,
+          export=lambda on: True if on else None, samples=(False, True)),
+    Field("shareable", "<shareable/>: several guests may use it", Impact.NEXT_BOOT,
+          pointer="/spec/disks/{i}/shareable", read=_SHAREABLE[0], write=_SHAREABLE[1],
+          want=lambda disk, _f: bool(disk.shareable), have=lambda st, _o: st.shareable,
+          export=lambda on: True if on else None, samples=(False, True)),
+    Field("iotune", "I/O limits: setBlockIoTune on the running guest, and <iotune>" + _LIVE_HOW,
+          Impact.LIVE, pointer="/spec/disks/{i}/iotune", read=_read_iotune, write=_write_iotune,
+          want=lambda disk, _f: disk.iotune.values() if disk.iotune is not None else (),
+          have=lambda st, _o: st.iotune, show=_show_iotune, impact_of=_live_tuning, live=_iotune_live,
+          export=lambda v: {_camel(k): n for k, n in v} or None,
+          samples=({"totalBytesSec": 10485760}, {"readBytesSec": 1048576, "writeIopsSec": 200})),
 )
 
-# A NIC's fields; its MAC is its key (a new MAC is a new NIC: detach + attach).
+# A NIC's fields; its MAC is its key (a new MAC is a new NIC: detach + attach). Exactly one of
+# network, bridge and direct is given: the others are not declared, so not compared.
 NIC_FIELDS: tuple[Field[Any], ...] = (
-    Field("network", "NIC network", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/network",
-          want=lambda nic, _facts: nic.network, have=lambda state, _obs: state.network,
-          samples=("lab", "lab2")),
+    Field("network", "NIC network (<interface type='network'>)", Impact.NEXT_BOOT,
+          pointer="/spec/interfaces/{i}/network", write=_source_writer("network"),
+          want=lambda nic, _facts: nic.network,
+          have=lambda state, _obs: state.network if state.type == "network" else None,
+          export=lambda v: v, samples=("lab", "lab2")),
+    Field("bridge", "an existing host bridge (<interface type='bridge'>)", Impact.NEXT_BOOT,
+          pointer="/spec/interfaces/{i}/bridge", write=_source_writer("bridge"),
+          want=lambda nic, _facts: nic.bridge,
+          have=lambda state, _obs: state.bridge if state.type == "bridge" else None,
+          export=lambda v: v, samples=("br0", "br1")),
+    Field("direct", "macvtap on a host device (<interface type='direct'>)", Impact.NEXT_BOOT,
+          pointer="/spec/interfaces/{i}/direct", read=_read_direct, write=_source_writer("direct"),
+          want=lambda nic, _facts: (nic.direct.dev, nic.direct.mode) if nic.direct is not None else None,
+          have=lambda state, _obs: state.direct, show=lambda v: f"{v[0]} ({v[1]})" if v else None,
+          export=lambda v: {"dev": v[0], "mode": v[1]} if v else None,
+          samples=({"dev": "eth0", "mode": "bridge"}, {"dev": "eth1", "mode": "vepa"})),
     Field("model", "NIC model", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/model",
           want=lambda nic, _facts: nic.model, have=lambda state, _obs: state.model,
           export=lambda model: model or None, samples=("virtio", "e1000")),
     Field("bootRom", "NIC boot ROM (iPXE)", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/bootRom",
+          read=_read_rom, write=lambda el, nic, _f: _set_rom(el, nic.boot_rom),
           want=lambda nic, _facts: nic.boot_rom, have=lambda state, _obs: state.boot_rom,
           export=lambda on: None if on else False, samples=(True, False)),
+    Field("queues", "virtio-net multiqueue, <driver queues>", Impact.NEXT_BOOT,
+          pointer="/spec/interfaces/{i}/queues", read=_read_queues, write=_write_queues,
+          want=lambda nic, _f: nic.queues, have=lambda st, _o: st.queues, export=lambda v: v, samples=(1, 4)),
+    Field("bandwidth", "traffic shaping: setInterfaceParameters on the running guest, and <bandwidth>"
+          + _LIVE_HOW, Impact.LIVE, pointer="/spec/interfaces/{i}/bandwidth", read=_read_bandwidth,
+          write=_write_bandwidth, want=_want_bandwidth, have=lambda st, _o: st.bandwidth, show=_show_bandwidth,
+          impact_of=_live_tuning, live=_bandwidth_live, export=_export_bandwidth,
+          samples=({"inbound": {"average": 1000}},
+                   {"inbound": {"average": 2000, "peak": 4000, "burst": 1024}, "outbound": {"average": 500}})),
+    Field("linkState", "link up or down: updateDeviceFlags on the running guest, and <link state>"
+          + _LIVE_HOW, Impact.LIVE, pointer="/spec/interfaces/{i}/linkState", read=_read_link,
+          write=lambda el, nic, _f: set_link(el, nic.link_state or "up"),
+          want=lambda nic, _f: nic.link_state or "up", have=lambda st, _o: st.link_state or "up",
+          impact_of=_live_tuning, live=_link_live, export=lambda v: v if v == "down" else None,
+          samples=("up", "down")),
+    Field("vlan", "802.1Q tag, <vlan><tag>", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/vlan",
+          read=_read_vlan, write=_write_vlan, want=lambda nic, _f: nic.vlan, have=lambda st, _o: st.vlan,
+          export=lambda v: v, samples=(10, 20)),
+    Field("portgroup", "portgroup of the network, <source portgroup>", Impact.NEXT_BOOT,
+          pointer="/spec/interfaces/{i}/portgroup", read=_read_portgroup, write=_write_portgroup,
+          want=lambda nic, _f: nic.portgroup, have=lambda st, _o: st.portgroup, export=lambda v: v,
+          samples=("web", "db")),
 )
 
 # Item fields that are keys, or are set once when the disk's volume is made (fields/pool.py).
@@ -267,4 +644,7 @@ DISK_CONTROL: dict[str, str] = {
     "format": "see Volume",
     "from": "see Volume",
 }
-NIC_CONTROL: dict[str, str] = {"mac": "the NIC's key: a new MAC is a new NIC (detach + attach, hot-plugged)"}
+NIC_CONTROL: dict[str, str] = {
+    "mac": "the NIC's key: a new MAC is a new NIC (detach + attach, hot-plugged)",
+    "type": "network, bridge or direct: follows from which of them is given (checked when written)",
+}

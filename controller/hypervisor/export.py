@@ -7,6 +7,7 @@ import posixpath
 from typing import Any
 
 import libvirt
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from controller.fields.base import Field
@@ -15,7 +16,8 @@ from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.fields.network import NETWORK_FIELDS
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks, observe_pools
-from controller.model.state import GuestConfig, NetworkConfig, ObservedGuest, ObservedNetwork, ObservedPool
+from controller.model.state import GuestConfig, NetworkConfig, NicState, ObservedGuest, ObservedNetwork, ObservedPool
+from controller.spec.models import Interface
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -24,9 +26,9 @@ def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tuple[str, str], str] | None = None,
                comments: list[str] | None = None) -> dict[str, Any]:
-    """A Guest spec that plans no change against ``g``: every field the registry can export.
-    A device the spec cannot describe yet is never dropped: its list is put under ``ignore``
-    (so the plan leaves it alone) and ``comments`` says why."""
+    """A Guest spec that plans no change against ``g``: every field the registry can export (a
+    NIC's source, network, bridge or direct, too). A device the spec cannot describe yet is never
+    dropped: its list is put under ``ignore`` (so the plan leaves it alone) and ``comments`` says why."""
     cfg: GuestConfig = g.persistent or g.live  # type: ignore[assignment]
     notes = comments if comments is not None else []
     spec: dict[str, Any] = {"host": host, "state": g.state if g.state != "other" else "running"}
@@ -59,12 +61,13 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
     spec["disks"] = disks
     nics = []
     for n in cfg.interfaces:
-        if not n.network:
-            notes.append(f"NIC {n.mac} ({'bridge ' + n.bridge if n.bridge else 'not on a libvirt network'}) "
-                         "is not modelled yet: /spec/interfaces is ignored so the plan leaves the NICs alone")
+        nic, why = _nic(n)
+        if nic is None:
+            notes.append(f"NIC {n.mac} ({why}) is not modelled yet: /spec/interfaces is ignored so the plan "
+                         "leaves the NICs alone")
             ignore.append("/spec/interfaces")
             continue
-        nics.append({"network": n.network, "mac": n.mac, **_items(NIC_FIELDS, n)})
+        nics.append(nic)
     spec["interfaces"] = nics
     if ignore:
         spec["ignore"] = sorted(set(ignore))
@@ -78,6 +81,26 @@ def pool_spec(host: str, p: ObservedPool, owned: bool) -> dict[str, Any]:
     if not owned:
         spec["adopt"] = True
     return spec
+
+
+_NIC_SOURCES = ("network", "bridge", "direct")
+
+
+def _nic(n: NicState) -> tuple[dict[str, Any] | None, str]:
+    """A NIC as the spec writes it (its source first, then its MAC), or None and why it cannot be."""
+    if n.type not in _NIC_SOURCES:
+        return None, f"type {n.type}"
+    items = _items(NIC_FIELDS, n)
+    source = next((k for k in _NIC_SOURCES if k in items), None)
+    if source is None:
+        return None, f"{n.type} NIC without a source"
+    nic = {source: items.pop(source), "mac": n.mac, **items}
+    try:  # what libvirt holds but the spec refuses (a VLAN tag on a virtual network's NIC …)
+        Interface.model_validate(nic)
+    except ValueError as exc:
+        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        return None, first.removeprefix("Value error, ")
+    return nic, ""
 
 
 def _items(fields: tuple[Field[Any], ...], state: Any) -> dict[str, Any]:

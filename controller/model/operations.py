@@ -83,4 +83,60 @@ class DetachNic(LiveOp):
     mac: str
 
 
-LIVE_OP_TYPES: tuple[type[LiveOp], ...] = (SetMemory, SetVcpus, SetAutostart, DetachDisk, AttachNic, DetachNic)
+@dataclass(frozen=True)
+class SetBlockIoTune(LiveOp):
+    """A running disk's I/O limits (virDomain.setBlockIoTune): every modelled limit is sent, 0 for
+    none, so limits the spec no longer gives are lifted too."""
+
+    op: ClassVar[str] = "blkiotune"
+    target: str  # the running guest's target dev (vdb)
+    total_bytes_sec: int = 0
+    read_bytes_sec: int = 0
+    write_bytes_sec: int = 0
+    total_iops_sec: int = 0
+    read_iops_sec: int = 0
+    write_iops_sec: int = 0
+
+    def params(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "target"}
+
+
+@dataclass(frozen=True)
+class SetInterfaceBandwidth(LiveOp):
+    """A running NIC's traffic shaping (virDomain.setInterfaceParameters); 0 is none (an average of 0
+    removes that direction's limit)."""
+
+    op: ClassVar[str] = "domiftune"
+    mac: str
+    inbound_average: int = 0
+    inbound_peak: int = 0
+    inbound_burst: int = 0
+    outbound_average: int = 0
+    outbound_peak: int = 0
+    outbound_burst: int = 0
+
+    def params(self) -> dict[str, int]:
+        """libvirt's typed parameter names: inbound.average …"""
+        return {f.name.replace("_", ".", 1): getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "mac"}
+
+
+@dataclass(frozen=True)
+class SetLinkState(LiveOp):
+    """A running NIC's link (updateDeviceFlags with its live XML's <link state> changed)."""
+
+    op: ClassVar[str] = "link-state"
+    mac: str
+    state: str  # up | down
+
+
+@dataclass(frozen=True)
+class UpdateGraphics(LiveOp):
+    """The running guest's graphics console takes the new definition's (its password): no argument,
+    so no plan carries the password; the executor reads it from the definition it just wrote."""
+
+    op: ClassVar[str] = "update-graphics"
+
+
+LIVE_OP_TYPES: tuple[type[LiveOp], ...] = (SetMemory, SetVcpus, SetAutostart, DetachDisk, AttachNic, DetachNic,
+                                           SetBlockIoTune, SetInterfaceBandwidth, SetLinkState, UpdateGraphics)

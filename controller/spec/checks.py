@@ -177,7 +177,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             out.append(_diag(item, ("spec", "xen"), f"'xen' applies only to guests of Xen hosts; "
                              f"host {host.metadata.name!r} is not one"))
         for i, nic in enumerate(spec.interfaces):
-            if (spec.host, nic.network) not in net_index:
+            # bridge and direct NICs are on host devices, not on a kind: Network
+            if nic.network is not None and (spec.host, nic.network) not in net_index:
                 out.append(_diag(item, ("spec", "interfaces", i, "network"),
                                  _elsewhere("network", nic.network, str(spec.host), net_index)
                                  or f"unknown network {nic.network!r} on host {spec.host!r} "

@@ -181,7 +181,8 @@ def test_export_keeps_a_volume_disk_and_a_bridge_nic_through_adopt_and_apply(
     text = out.read_text()
     assert "path: /var/lib/libvirt/images/vms/app.qcow2" in text  # the volume, by its file
     assert "kind: StoragePool" in text and "name: vms" in text  # the pool the disk is in
-    assert "/spec/interfaces" in text and "# NIC 52:54:00:66:00:01 (bridge br0) is not modelled" in text
+    # a bridge NIC is modelled now: exported as one, its list compared (not ignored)
+    assert "- bridge: br0\n    mac: 52:54:00:66:00:01" in text and "/spec/interfaces" not in text
     assert text.startswith("# yaml-language-server: $schema=file://") and "virtsync.schema.json" in text
     assert virtsync("validate", out).code == 0
     plan = virtsync("plan", out, "--connect", uri)
