@@ -104,14 +104,14 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
     keep = {h.metadata.name for h in hosts}
     if len(keep) == len(specs.hosts):
         return specs
-    from controller.spec.models import Guest, Network, SnapshotPolicy, StoragePool
+    from controller.spec.models import UNPLACED, Guest, Network, StoragePool
 
     def wanted(obj: object) -> bool:
         if isinstance(obj, Host):
             return obj.metadata.name in keep
         if isinstance(obj, Guest | Network | StoragePool):
             return obj.spec.host in keep
-        return isinstance(obj, SnapshotPolicy)
+        return isinstance(obj, UNPLACED)
 
     return SpecSet(tuple(i for i in specs.items if wanted(i.obj)))
 

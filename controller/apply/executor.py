@@ -29,6 +29,7 @@ from controller.hypervisor.domain_xml import (
     WriteContext,
     disk_xml_by_name,
     disk_xml_by_target,
+    graphics_xml,
     new_guest_xml,
     nic_replug_xmls,
     nic_xml,
@@ -358,6 +359,12 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: LiveOp) -
         if not run.ops.set_link_state(name, op.mac, op.state):
             raise _conflict(run, f"NIC {op.mac} of guest {name} is no longer attached (changed since observed)")
         return f"link of NIC {op.mac} {op.state} live"
+    if isinstance(op, act.UpdateGraphics):
+        device = graphics_xml(new_xml)
+        if device is None:
+            raise PlanError(f"guest {name}'s new definition has no graphics console to update")
+        run.ops.update_live(name, device)
+        return "graphics console updated live"
     raise PlanError(f"unknown live operation {op.op}")
 
 

@@ -15,12 +15,13 @@ from controller.fields.applied import applied_fields
 from controller.fields.base import Facts, Field, GuestView
 from controller.fields.devices import write_disks, write_interfaces
 from controller.fields.disks import boot_files
-from controller.fields.patches import write_patches
 from controller.fields.guest_devices import DEVICE_FIELDS
+from controller.fields.patches import write_patches
 from controller.fields.xmlutil import child, remove, set_text, to_bytes
-from controller.model.operations import Impact, LiveOp, SetAutostart, SetMemory, SetVcpus
+from controller.model.operations import Impact, LiveOp, SetAutostart, SetMemory, SetVcpus, UpdateGraphics
 from controller.model.state import GuestConfig
 from controller.spec.models import GuestSpec
+from controller.spec.secrets import secret_digest
 from controller.spec.units import format_size
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -326,28 +327,69 @@ def _export_boot(value: tuple[Any, ...]) -> dict[str, Any] | None:
 
 def _read_graphics(root: etree._Element) -> dict[str, Any]:
     g = root.find("devices/graphics")
-    return {"graphics": f"{g.get('type')}@{g.get('listen', '')}" if g is not None else None}
+    # the password only shows in XML read with VIR_DOMAIN_XML_SECURE; only its digest is kept
+    return {"graphics": f"{g.get('type')}@{g.get('listen', '')}" if g is not None else None,
+            "graphics_password": secret_digest(g.get("passwd")) if g is not None else None}
 
 
 def _write_graphics(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
+    """Edit the first console in place (its ports, GL, keymap … stay); further ones go."""
     assert spec.graphics is not None
     devices = child(root, "devices")
-    for g in devices.findall("graphics"):
-        devices.remove(g)
-    if spec.graphics.type != "none":
-        etree.SubElement(devices, "graphics", type=spec.graphics.type, autoport="yes",
-                         listen=spec.graphics.listen)
+    existing = devices.findall("graphics")
+    for extra in existing[1:]:
+        devices.remove(extra)
+    g = existing[0] if existing else None
+    if spec.graphics.type == "none":
+        remove(g)
+        return
+    if g is None or g.get("type") != spec.graphics.type:
+        remove(g)  # VNC and SPICE share few attributes: a new element
+        g = etree.SubElement(devices, "graphics", type=spec.graphics.type, autoport="yes")
+    g.set("listen", spec.graphics.listen)
+    for listen in g.findall("listen"):
+        if listen.get("type") == "address":  # libvirt's form of the listen attribute: must agree
+            listen.set("address", spec.graphics.listen)
+    if spec.graphics.password is not None:
+        g.set("passwd", spec.graphics.password)
 
 
-def _want_graphics(spec: GuestSpec, _facts: Facts) -> str | None:
+def _want_graphics(spec: GuestSpec, _facts: Facts) -> tuple[str | None, str | None]:
     g = spec.graphics
-    return None if g is None or g.type == "none" else f"{g.type}@{g.listen}"
+    if g is None or g.type == "none":
+        return None, None
+    return f"{g.type}@{g.listen}", secret_digest(g.password)
 
 
-def _export_graphics(value: str | None) -> dict[str, Any] | None:
-    if not value:
+def _same_graphics(want: tuple[str | None, str | None], have: tuple[str | None, str | None]) -> bool:
+    # without passwordSecretRef the password is left as it is (set by hand, say)
+    return want[0] == have[0] and (want[1] is None or want[1] == have[1])
+
+
+def _show_graphics(value: tuple[str | None, str | None]) -> str | None:
+    console, password = value
+    return f"{console} password {password}" if console and password else console
+
+
+def _graphics_impact(v: GuestView) -> Impact:
+    """A new password reaches the running console (updateDeviceFlags); anything else a boot."""
+    want = _want_graphics(v.spec, v.facts)
+    device_updates = v.live is None or v.caps.hotplug  # the test driver updates no running device
+    return Impact.LIVE if want[0] == v.persistent.graphics and device_updates else Impact.NEXT_BOOT
+
+
+def _graphics_running_differs(v: GuestView) -> tuple[LiveOp | None, str]:
+    assert v.live is not None
+    if _want_graphics(v.spec, v.facts)[0] == v.live.graphics and v.caps.hotplug:
+        return UpdateGraphics(), ""
+    return None, "the running console differs from its definition"
+
+
+def _export_graphics(value: tuple[str | None, str | None]) -> dict[str, Any] | None:
+    console = value[0]  # a password is never exported: the spec names a Secret for it
+    if not console:
         return None
-    gtype, _, listen = value.partition("@")
+    gtype, _, listen = console.partition("@")
     if gtype not in ("vnc", "spice"):
         return None
     return {"type": gtype, **({"listen": listen} if listen else {})}
@@ -467,9 +509,13 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
     Field("interfaces", "a keyed set by MAC (else network and position): attach and detach "
           "hot-plugged; a new MAC is a new NIC; model, network and bootRom at next boot",
           Impact.LIVE, xpaths=("/domain/devices/interface",), write=write_interfaces, planned_by="keyed list"),
-    Field("graphics", "graphics console", Impact.NEXT_BOOT, read=_read_graphics, write=_write_graphics,
+    Field("graphics", "graphics console at next boot; a new password (passwordSecretRef) live through "
+          "updateDeviceFlags", Impact.NEXT_BOOT, read=_read_graphics, write=_write_graphics,
           xpaths=("/domain/devices/graphics",),
-          want=_want_graphics, have=lambda c, _o: c.graphics,
+          want=_want_graphics, have=lambda c, _o: (c.graphics, c.graphics_password), same=_same_graphics,
+          show=_show_graphics, impact_of=_graphics_impact,
+          live=lambda v: UpdateGraphics() if _graphics_impact(v) == Impact.LIVE else None,
+          running_differs=_graphics_running_differs,
           when=lambda s, _f: s.graphics is not None, export=_export_graphics,
           samples=({"type": "vnc"}, {"type": "spice"})),
     Field("onCrash", "crash action in the definition", Impact.NEXT_BOOT, read=_read_on_crash,

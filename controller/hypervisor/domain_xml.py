@@ -92,9 +92,12 @@ def update_guest_xml(xml: str, name: str, spec: GuestSpec, ctx: WriteContext,
 
 def edit_guest(root: etree._Element, name: str, spec: GuestSpec, ctx: WriteContext,
                fields: set[str] | None) -> None:
-    """Write spec fields into a domain XML tree; ``fields=None`` writes all of them."""
+    """Write spec fields into a domain XML tree; ``fields=None`` writes all of them.
+
+    The xmlPatches entry is last in the registry and always written: the patches are applied
+    after the declared fields on every write, so no update or recreate drops what they add."""
     ownership.set_owner(root, ctx.owner)
-    names = None if fields is None else {WRITTEN_WITH.get(f, f) for f in fields}
+    names = None if fields is None else {WRITTEN_WITH.get(f, f) for f in fields} | {"xmlPatches"}
     write_all(GUEST_FIELDS, root, spec, ctx.facts(name), names)
 
 
@@ -138,6 +141,12 @@ def nic_replug_xmls(live_xml: str, mac: str, bridge: str) -> tuple[str, str] | N
             if attr in src.attrib:
                 del src.attrib[attr]
     return etree.tostring(via_bridge, encoding="unicode"), etree.tostring(el, encoding="unicode")
+
+
+def graphics_xml(xml: str) -> str | None:
+    """The first <graphics> (with its password), for updateDeviceFlags."""
+    el = parse(xml).find("devices/graphics")
+    return etree.tostring(el, encoding="unicode") if el is not None else None
 
 
 def disk_xml_by_target(xml: str, target: str) -> str | None:

@@ -30,7 +30,10 @@ from controller.model.state import (
     PowerState,
 )
 
-_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
+# Secure: with the console passwords, else an edit of the definition would drop them (read-write
+# connections only). The XML stays in memory; fields keep only a digest of a password.
+_SECURE = libvirt.VIR_DOMAIN_XML_SECURE
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE | _SECURE
 _TRANSIENT_PAUSE = {
     getattr(libvirt, name)
     for name in ("VIR_DOMAIN_PAUSED_STARTING_UP", "VIR_DOMAIN_PAUSED_MIGRATION",
@@ -71,7 +74,7 @@ def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused:
             state = "other"  # starting up, migrating, saving…: not a pause to undo
         active = state in ("running", "paused") or (state == "other" and dom.isActive())
         inactive_xml = dom.XMLDesc(_INACTIVE)
-        live_xml = dom.XMLDesc(0) if active else None
+        live_xml = dom.XMLDesc(_SECURE) if active else None
     except libvirt.libvirtError as exc:
         if is_not_found(exc):
             return None  # undefined between list and read

@@ -26,6 +26,9 @@ _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 _NET_LIVE_CONFIG = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
 
 
+# Definitions are read with their console passwords: an edit written back keeps them.
+_INACTIVE_SECURE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+
 class HostOps:
     def __init__(self, conn: HostConnection, caps: HostCapabilities):
         self.conn = conn
@@ -43,7 +46,7 @@ class HostOps:
 
     def guest_xml(self, name: str) -> str | None:
         try:
-            return str(self._c().lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            return str(self._c().lookupByName(name).XMLDesc(_INACTIVE_SECURE))
         except libvirt.libvirtError as exc:
             if is_not_found(exc):
                 return None
@@ -66,7 +69,7 @@ class HostOps:
             dom = self._c().defineXML(xml)
             if wanted is None:
                 return
-            kept = parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            kept = parse(dom.XMLDesc(_INACTIVE_SECURE))  # with passwords: they are defined again
             if ownership.find_owner(kept) is not None:
                 return
             ownership.owner_into_description(kept, wanted)
@@ -200,7 +203,7 @@ class HostOps:
 
     def live_xml(self, name: str) -> str:
         with libvirt_call(self.host, f"read guest {name}"):
-            return str(self._dom(name).XMLDesc(0))
+            return str(self._dom(name).XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
 
     # ----------------------------------------------------------- networks
 

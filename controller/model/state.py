@@ -96,6 +96,7 @@ class GuestConfig:
     disks: tuple[DiskState, ...] = ()
     interfaces: tuple[NicState, ...] = ()
     graphics: str | None = None  # "vnc@127.0.0.1", "spice@…", or None
+    graphics_password: str | None = None  # a digest of the console password (never the password)
     on_crash: str | None = None  # <on_crash>: destroy, restart, preserve …
     nvram: str | None = None
     agent: bool = False  # has the qemu-guest-agent channel

@@ -24,12 +24,13 @@ from controller.model.operations import (
     SetAutostart,
     SetMemory,
     SetVcpus,
+    UpdateGraphics,
     fields_json,
 )
 from controller.model.state import ResourceKey
 
 __all__ = ["LIVE_OP_TYPES", "AttachNic", "DetachDisk", "DetachNic", "Impact", "LiveOp", "SetAutostart",
-           "SetMemory", "SetVcpus"]
+           "SetMemory", "SetVcpus", "UpdateGraphics"]
 
 
 class Phase(IntEnum):

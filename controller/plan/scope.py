@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.model.state import HostState, ResourceKey
-from controller.spec.models import Guest, Host, Network, SnapshotPolicy, StoragePool
+from controller.spec.models import UNPLACED, Guest, Host, Network, StoragePool
 from controller.spec.specset import Located, SpecSet
 
 
@@ -94,7 +94,7 @@ def scoped_specs(specs: SpecSet, scope: Scope, partial: Mapping[str, frozenset[s
 
     def keep(item: Located) -> bool:
         obj = item.obj
-        if isinstance(obj, SnapshotPolicy):
+        if isinstance(obj, UNPLACED):
             return True
         if isinstance(obj, Host):
             return obj.metadata.name in primary or obj.metadata.name in partial

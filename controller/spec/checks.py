@@ -1,7 +1,8 @@
 """Checks across the whole spec set: names, references, addresses, paths.
 
 Pure: no file system or network access, except ``confine_path``'s optional
-symlink resolution, which the caller enables only for hosts on this machine.
+symlink resolution, which the caller enables only for hosts on this machine, and
+controller/patch_check.py's run of virt-xml-validate for objects with xmlPatches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controller.errors import Diagnostic
-from controller.spec.models import GuestSpec, Host, Network, SnapshotPolicy, StoragePool
+from controller.patch_check import check_patches
+from controller.spec.models import GuestSpec, Host, Network, Secret, SnapshotPolicy, StoragePool
 from controller.spec.specset import Located, SpecSet
 
 FORBIDDEN_ROOTS = ("/dev", "/proc", "/sys", "/run")
@@ -101,6 +103,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
     out += _duplicates(pools, "StoragePool", per_host=True)
     out += _duplicates(guests, "Guest")
     out += _duplicates(policies, "SnapshotPolicy")
+    out += _duplicates(list(specs.of_kind(Secret)), "Secret")
 
     # Host URIs: a Xen URI with another hypervisor is a contradiction.
     for item in specs.of_kind(Host):
@@ -241,6 +244,9 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             why = _check_pointer(pointer)
             if why:
                 out.append(_diag(item, ("spec", "ignore", i), why))
+
+    # xmlPatches: owned XML and libvirt's schema (only objects with patches; runs virt-xml-validate).
+    out += check_patches(specs)
 
     for item in policies:
         sel = item.obj.spec.selector.match_labels

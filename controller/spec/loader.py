@@ -26,6 +26,7 @@ from controller.spec.messages import clip, describe, explain, locate
 from controller.spec.models import API_VERSION, KINDS
 from controller.spec.placement import LOCK_NAME, apply_lock, lock_path, read_lock
 from controller.spec.references import referenced_files, resolve_cloud_init
+from controller.spec.secrets import resolve_secrets, secret_files
 from controller.spec.specset import Located, SpecSet
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
 
@@ -233,8 +234,9 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
                 located.append(Located(obj, str(path), doc))
             elif rest is not None:
                 partial.append(Located(rest, str(path), doc))
-    # Files a guest names as its cloud-init are not specs, whatever their suffix.
+    # Files a guest names as its cloud-init, or a Secret as its value, are not specs, whatever their suffix.
     cloud_files = set().union(*(referenced_files(i) for i in located)) if located else set()
+    cloud_files |= secret_files(located)
     if cloud_files:
         located = [i for i in located if str(Path(i.file).resolve()) not in cloud_files]
         diagnostics = [d for d in diagnostics if str(Path(d.file).resolve()) not in cloud_files]
@@ -243,6 +245,8 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
         item, problems = resolve_cloud_init(item)
         diagnostics.extend(problems)
         resolved.append(item)
+    resolved, problems = resolve_secrets(resolved)
+    diagnostics.extend(problems)
     placements, problems = read_lock(lock_path(paths))
     diagnostics.extend(problems)
     located, problems = apply_lock(resolved, placements, required=placed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, model_validator
+from pydantic import Field, PrivateAttr, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.spec.base import SpecModel
@@ -358,6 +358,11 @@ class Graphics(SpecModel):
     password_secret_ref: Name | None = Field(
         default=None, description="A kind: Secret whose value is the console password (changed live); "
         "plans and reports show only its digest.")
+    _password: str | None = PrivateAttr(default=None)  # the Secret's value, set when the specs load
+
+    @property
+    def password(self) -> str | None:
+        return self._password
 
 
 class Boot(SpecModel):
@@ -603,6 +608,44 @@ class SnapshotPolicySpec(SpecModel):
         return data
 
 
+# ------------------------------------------------------------------- Secret
+
+
+class SecretLibvirt(SpecModel):
+    """Also define the value as a libvirt secret object (private, persistent) on the hosts whose
+    specs reference it; they reference it by UUID."""
+
+    usage: Literal["volume", "ceph", "iscsi", "tls", "vtpm"] = Field(description="What libvirt uses it for.")
+    id: str | None = Field(default=None, min_length=1, description="The usage's identifier: the volume's path, "
+                           "the ceph/tls/vtpm name, the iSCSI target. Default: virtsync-NAME.")
+
+
+class SecretSpec(SpecModel):
+    """A named value that appears in no plan, report, log, ownership record or /status (only a
+    digest does). Exactly one of fromFile, fromEnv, value."""
+
+    from_file: str | None = Field(default=None, description="A file holding the value (relative to this spec "
+                                  "file, or absolute); one trailing newline is dropped.")
+    from_env: str | None = Field(default=None, min_length=1, description="An environment variable of the "
+                                 "process running virtsync.")
+    value: str | None = Field(default=None, description="The value inline: only with allowInline: true (it is "
+                              "then in git in clear text).")
+    allow_inline: bool = Field(default=False, description="Accept an inline value. Default: false.")
+    libvirt: SecretLibvirt | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSpec:
+        given = [n for n, v in (("fromFile", self.from_file), ("fromEnv", self.from_env), ("value", self.value))
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError("a Secret takes its value from exactly one of fromFile, fromEnv or value"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        if self.value is not None and not self.allow_inline:
+            raise FieldError("value", "an inline secret value is in git in clear text: use fromFile or "
+                             "fromEnv, or set allowInline: true")
+        return self
+
+
 # ------------------------------------------------------------------- kinds
 
 
@@ -636,8 +679,20 @@ class SnapshotPolicy(_Resource):
     spec: SnapshotPolicySpec
 
 
+class Secret(_Resource):
+    kind: Literal["Secret"]
+    spec: SecretSpec
+
+    # The value, read when the specs load (spec/secrets.py); never part of a dump or the schema.
+    _value: str | None = PrivateAttr(default=None)
+
+    @property
+    def secret_value(self) -> str | None:
+        return self._value
+
+
 Resource = Annotated[
-    Host | Network | StoragePool | Guest | SnapshotPolicy, Field(discriminator="kind")
+    Host | Network | StoragePool | Guest | SnapshotPolicy | Secret, Field(discriminator="kind")
 ]
 KINDS: dict[str, type[_Resource]] = {
     "Host": Host,
@@ -645,4 +700,7 @@ KINDS: dict[str, type[_Resource]] = {
     "StoragePool": StoragePool,
     "Guest": Guest,
     "SnapshotPolicy": SnapshotPolicy,
+    "Secret": Secret,
 }
+# Kinds placed on no host: every host's slice of the specs carries them.
+UNPLACED: tuple[type[_Resource], ...] = (SnapshotPolicy, Secret)

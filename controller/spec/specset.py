@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from controller.spec.models import Guest, Host, Network, SnapshotPolicy, StoragePool
+from controller.spec.models import UNPLACED, Guest, Host, Network, Secret, SnapshotPolicy, StoragePool
 from controller.spec.yaml_reader import Document
 
-AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy
+AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy | Secret
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,13 @@ class SpecSet:
 
     @cached_property
     def _by_host(self) -> dict[str, list[Located]]:
-        """Items per host, in order; policies (not host-bound) under every host. Built once:
+        """Items per host, in order; policies and secrets (not host-bound) under every host. Built once:
         a fleet asks for every host's slice, and a scan per host would be quadratic."""
         placed: dict[str, list[Located]] = {}
-        policies = [i for i in self.items if isinstance(i.obj, SnapshotPolicy)]
+        policies = [i for i in self.items if isinstance(i.obj, UNPLACED)]
         for item in self.items:
             obj = item.obj
-            if isinstance(obj, SnapshotPolicy):
+            if isinstance(obj, UNPLACED):
                 continue
             host = obj.metadata.name if isinstance(obj, Host) else obj.spec.host
             placed.setdefault(str(host), []).append(item)

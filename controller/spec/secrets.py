@@ -1,0 +1,98 @@
+"""kind: Secret values, read when the specs load, and the references to them resolved.
+
+A value lives only in memory: on the Secret (a private attribute, never dumped) and on the
+fields that reference it (a guest's graphics password). Plans, reports, logs, ownership records
+and /status carry :func:`secret_digest` at most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from controller.errors import Diagnostic
+from controller.spec.models import Guest, Secret
+from controller.spec.specset import Located
+
+MAX_BYTES = 64 * 1024  # a password, a key, a certificate: a bigger file is a mistake
+
+
+def secret_digest(value: str | None) -> str | None:
+    """What may be shown of a value: enough to tell a change, nothing to read it back from."""
+    if value is None:
+        return None
+    return "sha256:" + hashlib.sha256(b"virtsync-secret\0" + value.encode()).hexdigest()[:16]
+
+
+def _read_value(item: Located, env: Mapping[str, str]) -> tuple[str | None, Diagnostic | None]:
+    spec = item.obj.spec
+
+    def fail(field: str, message: str) -> tuple[None, Diagnostic]:
+        line, col = item.where("spec", field)
+        return None, Diagnostic(item.file, line, col, message)
+
+    if spec.value is not None:
+        return spec.value, None
+    if spec.from_env is not None:
+        if spec.from_env not in env:
+            return fail("fromEnv", f"the environment has no {spec.from_env}")
+        return env[spec.from_env], None
+    path = (Path(item.file).resolve().parent / (spec.from_file or "")).resolve()
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return fail("fromFile", f"{spec.from_file}: over {MAX_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail("fromFile", f"cannot read {spec.from_file}: {getattr(exc, 'strerror', None) or exc}")
+    return text.removesuffix("\n"), None
+
+
+def secret_files(items: list[Located]) -> set[str]:
+    """Files Secrets read their values from: never specs, whatever their suffix."""
+    out = set()
+    for item in items:
+        if isinstance(item.obj, Secret) and item.obj.spec.from_file:
+            out.add(str((Path(item.file).resolve().parent / item.obj.spec.from_file).resolve()))
+    return out
+
+
+def resolve_secrets(items: list[Located], env: Mapping[str, str] | None = None
+                    ) -> tuple[list[Located], list[Diagnostic]]:
+    """Every Secret's value read; every reference to one filled in (or named as missing)."""
+    env = os.environ if env is None else env
+    problems: list[Diagnostic] = []
+    values: dict[str, str] = {}
+    for item in items:
+        if isinstance(item.obj, Secret):
+            value, problem = _read_value(item, env)
+            if problem is not None:
+                problems.append(problem)
+            elif value is not None:
+                item.obj._value = value
+                values[item.obj.metadata.name] = value
+    out = []
+    for item in items:
+        out.append(_with_references(item, values, {i.obj.metadata.name for i in items
+                                                   if isinstance(i.obj, Secret)}, problems))
+    return out, problems
+
+
+def _with_references(item: Located, values: dict[str, str], declared: set[str],
+                     problems: list[Diagnostic]) -> Located:
+    guest = item.obj
+    if not isinstance(guest, Guest) or guest.spec.graphics is None:
+        return item
+    ref = guest.spec.graphics.password_secret_ref
+    if ref is None:
+        return item
+    if ref not in values:
+        if ref not in declared:  # a Secret whose value failed to load is reported there
+            line, col = item.where("spec", "graphics", "passwordSecretRef")
+            problems.append(Diagnostic(item.file, line, col, f"no kind: Secret named {ref!r} in the specs"))
+        return item
+    graphics = guest.spec.graphics.model_copy()
+    graphics._password = values[ref]
+    spec = guest.spec.model_copy(update={"graphics": graphics})
+    return Located(guest.model_copy(update={"spec": spec}), item.file, item.doc)
