@@ -17,12 +17,14 @@ defaults to ``<domain type='qemu'>`` (TCG), which boots to a working agent in se
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -243,3 +245,58 @@ def wait_for_console(serial_log: Path, needle: str, timeout: float = 30) -> str:
         if time.monotonic() > deadline:
             raise TestGuestError(f"{needle!r} not on the console within {timeout:.0f} s" + console_tail(serial_log))
         time.sleep(0.2)
+
+
+# ---- commands in the guest (qemu-ga guest-exec) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestExecResult:
+    """What a command run through the agent's guest-exec left: exit code and its output."""
+
+    exitcode: int
+    stdout: str
+    stderr: str
+    signal: int | None = None
+
+
+def guest_exec(
+    host: HermeticHost,
+    name: str,
+    path: str,
+    args: list[str] | tuple[str, ...] = (),
+    timeout: float = 30,
+    stdin: bytes | None = None,
+) -> GuestExecResult:
+    """Run path with args in the guest through the agent (guest-exec), wait for it, return
+    its exit code and captured output. TestGuestError when it does not end within timeout.
+    """
+    command: dict[str, Any] = {"path": path, "arg": list(args), "capture-output": True}
+    if stdin is not None:
+        command["input-data"] = base64.b64encode(stdin).decode()
+    started = agent(host, name, {"execute": "guest-exec", "arguments": command})
+    pid = started["return"]["pid"]
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        status = agent(host, name, {"execute": "guest-exec-status", "arguments": {"pid": pid}})
+        ret = status["return"]
+        if ret.get("exited"):
+            out = base64.b64decode(ret.get("out-data", "")).decode(errors="replace")
+            err = base64.b64decode(ret.get("err-data", "")).decode(errors="replace")
+            return GuestExecResult(int(ret.get("exitcode", -1)), out, err, ret.get("signal"))
+        if time.monotonic() > deadline:
+            raise TestGuestError(f"{path} {' '.join(args)} in {name} did not end within {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def guest_sh(host: HermeticHost, name: str, script: str, timeout: float = 30) -> str:
+    """stdout of ``/bin/sh -c script`` in the guest; TestGuestError (with stderr) unless it exits 0."""
+    done = guest_exec(host, name, "/bin/sh", ["-c", script], timeout=timeout)
+    if done.exitcode != 0 or done.signal is not None:
+        raise TestGuestError(
+            f"in guest {name}: sh -c {script!r} failed (exit {done.exitcode}, signal {done.signal}): "
+            f"{done.stderr.strip() or done.stdout.strip()}"
+        )
+    return done.stdout
