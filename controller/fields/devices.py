@@ -389,15 +389,15 @@ def _read_queues(el: etree._Element) -> dict[str, Any]:
     return {"queues": int(queues) if queues else None}
 
 
-def _write_queues(el: etree._Element, nic: Interface, facts: Facts) -> None:
+def _write_queues(el: etree._Element, nic: Interface, _facts: Facts) -> None:
     driver = el.find("driver")
     if nic.queues is None:
         if driver is not None and "queues" in driver.attrib:
             del driver.attrib["queues"]
         return
-    driver = child(el, "driver", queues=str(nic.queues))
-    if facts.virt_type == "kvm" and "name" not in driver.attrib:
-        driver.set("name", "vhost")  # multiqueue in the kernel's vhost-net (KVM hosts have it)
+    # No driver name forced: QEMU then takes vhost-net where the host has /dev/vhost-net and its
+    # userspace backend where not (name='vhost' would refuse to start there).
+    child(el, "driver", queues=str(nic.queues))
 
 
 _Rate = tuple[int, int | None, int | None]
