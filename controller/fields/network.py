@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.fields.applied import declared
 from controller.fields.base import Facts, Field
+from controller.fields.patches import write_patches
 from controller.model.operations import Impact
 from controller.model.state import DhcpHostState, NetworkConfig
 from controller.spec.models import NetworkSpec
@@ -70,36 +71,46 @@ def _range_impact(v: NetworkView) -> Impact:
 
 NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
     Field("mode", "forward mode: the network is recreated", Impact.RECREATE, shows_live=False,
+          xpaths=("/network/forward/@mode",),
           want=lambda s, _f: s.mode, have=lambda c, _o: c.mode,
           export=lambda v: v or None, samples=("nat", "isolated")),
     Field("bridge", "bridge device: the network is recreated", Impact.RECREATE, shows_live=False,
+          xpaths=("/network/bridge/@name",),
           want=lambda s, _f: s.bridge, have=lambda c, _o: c.bridge,
           export=lambda v: v or None, samples=("virbr-a", "virbr-b")),
     Field("forwardDev", "forward device: the network is recreated", Impact.RECREATE, shows_live=False,
+          xpaths=("/network/forward/@dev", "/network/forward/interface"),
           want=lambda s, _f: s.forward_dev, have=lambda c, _o: c.forward_dev,
           export=lambda v: v or None, samples=("eth0", "eth1")),
-    Field("mtu", "MTU: the network is recreated", Impact.RECREATE, shows_live=False,
+    Field("mtu", "MTU: the network is recreated", Impact.RECREATE, shows_live=False, xpaths=("/network/mtu",),
           want=lambda s, _f: s.mtu, have=lambda c, _o: c.mtu,
           export=lambda v: v or None, samples=(1500, 9000)),
     Field("domain", "DNS domain: the network is recreated", Impact.RECREATE, shows_live=False,
+          xpaths=("/network/domain/@name",),
           want=lambda s, _f: s.domain, have=lambda c, _o: c.domain,
           export=lambda v: v or None, samples=("lab", "lab2")),
     Field("address", "the host's address: the network is recreated (restarted), guests' NICs re-plugged",
           Impact.RECREATE, shows_live=False, pointer="/spec/ipv4/address", want=_address, have=lambda c, _o: c.address,
+          xpaths=("/network/ip/@address", "/network/ip/@prefix", "/network/ip/@netmask"),
           is_declared=lambda s: _ipv4_declared(s, "address"),
           samples=("192.168.150.1/24", "192.168.151.1/24")),
     Field("dhcp", "DHCP range: networkUpdate (delete + add) where the network has one, else recreate",
           Impact.LIVE, shows_live=False, pointer="/spec/ipv4/dhcp", want=_range, have=_have_range,
+          xpaths=("/network/ip/dhcp/range",),
           same=lambda w, h: w is None or w == h, impact_of=_range_impact,
           is_declared=lambda s: _ipv4_declared(s, "dhcp"),
           samples=({"start": "192.168.150.10", "end": "192.168.150.99"},
                    {"start": "192.168.150.20", "end": "192.168.150.89"})),
     Field("hosts", "static DHCP leases: networkUpdate of the definition and the running network",
           Impact.LIVE, pointer="/spec/ipv4/dhcp/hosts", want=_leases, have=lambda c, _o: c.dhcp_hosts,
+          xpaths=("/network/ip/dhcp/host",),
           same=_same_leases, show=_show_leases, is_declared=lambda s: _dhcp_declared(s, "hosts"),
           samples=([], [{"mac": "52:54:00:00:00:01", "ip": "192.168.150.11"}])),
     Field("autostart", "setAutostart", Impact.LIVE, shows_live=False,
           want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v, samples=(True, False)),
+    Field("xmlPatches", "re-applied after the declared fields whenever the definition is written; an "
+          "unsatisfied patch is drift, repaired by a recreate", Impact.RECREATE, write=write_patches,
+          when=lambda s, _f: bool(s.xml_patches), planned_by="xmlPatches"),
     Field("active", "the network is started; guests' NICs re-plugged", Impact.LIVE,
           pointer="/status/active", planned_by="status"),
 )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from controller.fields.base import Field
+from controller.fields.patches import write_patches
 from controller.model.operations import Impact
 from controller.spec.models import StoragePoolSpec
 
 POOL_FIELDS: tuple[Field[StoragePoolSpec], ...] = (
     Field("path", "refused: moving a pool would leave its volumes behind", Impact.RECREATE,
-          want=lambda s, _f: s.path, have=lambda p, _o: p.path, planned_by="refused"),
+          xpaths=("/pool/target/path",), want=lambda s, _f: s.path, have=lambda p, _o: p.path, planned_by="refused"),
     Field("autostart", "setAutostart", Impact.LIVE,
           want=lambda s, _f: s.autostart, have=lambda p, _o: p.autostart, samples=(True, False)),
-    Field("type", "set when the pool is made (dir)", Impact.CREATE, planned_by="creation"),
+    Field("type", "set when the pool is made (dir)", Impact.CREATE, xpaths=("/pool/@type",), planned_by="creation"),
     Field("shared", "read by live migration (no disk copy); nothing on the host", Impact.LIVE,
           planned_by="migration"),
+    Field("xmlPatches", "refused at validation for now: a pool's definition is written only when it is "
+          "made, and not observed after (hypervisor/pool_xml.py applies them once both are)",
+          Impact.NEXT_BOOT, write=write_patches, when=lambda s, _f: bool(s.xml_patches), planned_by="refused"),
     Field("active", "the pool is started", Impact.LIVE, pointer="/status/active", planned_by="status"),
 )
 

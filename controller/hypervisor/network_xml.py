@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from controller.fields.applied import declared
+from controller.fields.patches import apply_patches
 from controller.fields.xmlutil import parse, remove, tostring
 from controller.hypervisor import ownership
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
@@ -101,7 +102,7 @@ def edit_network(root: etree._Element, name: str, spec: NetworkSpec, owner: Owne
     ``mtu``, ``domain``, ``ipv4``); ``None`` writes all of them as the spec says (a new network).
     With ``fields`` given, fields inside ``ipv4`` (``dhcp``, ``dhcp.hosts``) are written only
     where the spec declares them, so what the spec leaves out stays as it is. Name, UUID (when
-    given) and ownership are always written.
+    given) and ownership are always written, and the spec's xmlPatches are applied after them.
     """
     chosen = None if fields is None else set(fields)
 
@@ -142,6 +143,8 @@ def edit_network(root: etree._Element, name: str, spec: NetworkSpec, owner: Owne
             root.remove(dns)
     elif want("ipv4"):
         _set_ipv4(root, spec.ipv4, full=chosen is None)
+    # Last, whatever fields were chosen: every write (new, recreate, adopt) keeps the patches.
+    apply_patches(root, spec.xml_patches)
 
 
 def _place(root: etree._Element, tag: str) -> etree._Element:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lxml import etree
 
+from controller.fields.patches import apply_patches
 from controller.fields.xmlutil import parse, tostring
+from controller.spec.patches import XmlPatch
 
 
 def read_pool(xml: str) -> tuple[str, str, str, str | None]:
@@ -17,17 +21,20 @@ def read_pool(xml: str) -> tuple[str, str, str, str | None]:
 POOL_SKELETON = "<pool type='dir'><name/><target><path/></target></pool>"
 
 
-def pool_xml(name: str, path: str, base: str | None = None, pool_type: str = "dir") -> str:
+def pool_xml(name: str, path: str, base: str | None = None, pool_type: str = "dir",
+             patches: Sequence[XmlPatch] = ()) -> str:
     """A pool definition: ``base`` (an existing definition) with the spec's fields written into
     it, or, without ``base``, a new pool."""
     root = parse(base if base is not None else POOL_SKELETON)
-    edit_pool(root, name, path, pool_type)
+    edit_pool(root, name, path, pool_type, patches)
     return tostring(root)
 
 
-def edit_pool(root: etree._Element, name: str, path: str, pool_type: str = "dir") -> None:
+def edit_pool(root: etree._Element, name: str, path: str, pool_type: str = "dir",
+              patches: Sequence[XmlPatch] = ()) -> None:
     """Write name, type and target path into a pool XML tree, in place: everything else (its
-    UUID, <source>, the target's <permissions>…) stays as it is."""
+    UUID, <source>, the target's <permissions>…) stays as it is. The spec's xmlPatches come
+    last, on every write."""
     root.set("type", pool_type)
     name_el = root.find("name")
     if name_el is None:
@@ -42,6 +49,7 @@ def edit_pool(root: etree._Element, name: str, path: str, pool_type: str = "dir"
         path_el = etree.Element("path")
         target.insert(0, path_el)
     path_el.text = path
+    apply_patches(root, patches)
 
 
 def volume_xml(name: str, capacity: int, fmt: str | None,

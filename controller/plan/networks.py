@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
 from controller.fields.network import NETWORK_FIELDS, NetworkView
+from controller.fields.patches import unsatisfied_in
 from controller.model.state import DhcpHostState, HostState, ResourceKey
 from controller.plan.actions import (
     Action,
@@ -75,6 +76,7 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         if not f.same(want, have):
             running = f.show(f.have(view.live, obs)) if view.live is not None and f.shows_live else None
             changes.append(FieldChange(f.path, f.show(want), f.show(have), running, f.impact_for(view)))
+    changes += _patch_changes(net, obs.xml)
     recreate = [c for c in changes if c.impact == Impact.RECREATE]
     live = [c for c in changes if c.impact == Impact.LIVE]
 
@@ -112,3 +114,10 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         out.drift.append(change)
         out.actions.append(StartNetwork(key=key, reason="network is not active", changes=(change,)))
     return out
+
+
+def _patch_changes(net: Network, xml: str) -> list[FieldChange]:
+    """Each xmlPatch the definition does not satisfy: like the network's other written fields,
+    it lands by a recreate from the observed definition, which applies every patch again."""
+    return [FieldChange(m.pointer, m.want, m.have, None, Impact.RECREATE, m.note)
+            for m in unsatisfied_in(xml, net.spec.xml_patches)]
