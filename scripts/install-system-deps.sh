@@ -5,7 +5,7 @@
 #   test: also libvirtd, QEMU and the tools the end-to-end test hosts use
 set -euo pipefail
 what=${1:-test}
-pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev git)
+pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev git libvirt-clients libxml2-utils)  # virt-xml-validate + its xmllint: xmlPatches
 if [ "$what" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          qemu-utils dnsmasq-base iptables iproute2 util-linux ovmf chromium git e2fsprogs
