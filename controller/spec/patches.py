@@ -102,7 +102,12 @@ def parse_fragment(xml: str) -> etree._Element:
 
 
 class XmlPatch(SpecModel):
-    """One edit of the definition virtsync writes, applied after every declared field."""
+    """One edit of the definition virtsync writes, applied after the declared fields on every write;
+    one the definition does not satisfy is drift. Refused at validation: a patch on XML a field owns
+    in this spec (the error names the field) — a field owns its XML when the spec declares it or
+    virtsync writes it by default (memory, vcpus, firmware, a network's mode…), and the keyed
+    device lists (disks, interfaces) always; one left out with no default (onCrash, cpu, boot…)
+    leaves its XML to patches — and a patched definition libvirt's schema rejects."""
 
     op: Literal["set", "add", "remove"] = Field(
         description="set: the text of the element (or the attribute, for an xpath ending in /@name) "
