@@ -40,12 +40,14 @@ from controller.hypervisor.domain_xml import (
 from controller.hypervisor.errors import as_virtsync_error
 from controller.hypervisor.network_xml import dhcp_host_xml, network_xml, read_network
 from controller.hypervisor.operations import HostOps
+from controller.hypervisor.secrets import secret_xml
 from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
 from controller.plan.guests import owner_for
-from controller.spec.models import Guest, Network, StoragePool
+from controller.spec.models import Guest, Network, Secret, StoragePool
+from controller.spec.secrets import secret_digest
 from controller.spec.specset import SpecSet
 
 Progress = Callable[[Outcome, int, int], None]
@@ -602,6 +604,22 @@ def _adopt(run: _HostRun, a: act.Adopt) -> str:
 
 
 # The executor dispatches on the action's type; a test checks every type has a handler.
+def _define_secret(run: _HostRun, a: act.DefineSecret) -> str:
+    secret = next((i.obj for i in run.specs.of_kind(Secret) if i.obj.metadata.name == a.key.name), None)
+    if secret is None or secret.secret_value is None:
+        raise PlanError(f"Secret {a.key.name} is not in the specs (or has no value)")
+    if secret_digest(secret.secret_value) != a.digest:
+        raise PlanError(f"Secret {a.key.name}'s value changed since the plan was made: plan again")
+    run.ops.define_secret(secret_xml(a.uuid, a.usage, a.usage_id, run.opts.instance, a.key.name, a.digest),
+                          secret.secret_value)
+    return f"{a.usage} secret {a.uuid} " + ("given its new value" if a.exists else "defined")
+
+
+def _delete_secret(run: _HostRun, a: act.DeleteSecret) -> str:
+    run.ops.delete_secret(a.uuid)
+    return f"secret {a.uuid} deleted"
+
+
 HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.DefinePool: _define_pool,
     act.UpdatePool: _update_pool,
@@ -630,6 +648,8 @@ HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.DeleteNetwork: _delete_network,
     act.DeletePool: _delete_pool,
     act.Adopt: _adopt,
+    act.DefineSecret: _define_secret,
+    act.DeleteSecret: _delete_secret,
 }
 
 

@@ -226,6 +226,7 @@ def _write_firmware(root: etree._Element, spec: GuestSpec, _facts: Facts) -> Non
             del os_el.attrib["firmware"]
         remove(os_el.find("loader"))
         remove(os_el.find("nvram"))
+        remove(os_el.find("firmware"))  # firmware features belong to UEFI
 
 
 def write_xen_os(root: etree._Element, mode: str) -> None:

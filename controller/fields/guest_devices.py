@@ -19,6 +19,7 @@ from controller.model.operations import Impact
 from controller.model.state import HostCapabilities
 from controller.spec.devices import Hostdev
 from controller.spec.models import GuestSpec
+from controller.spec.secrets import libvirt_secret_uuid
 
 _KVM_LIKE = frozenset({"kvm", "qemu", "test"})
 Refusal = Callable[[GuestSpec, HostCapabilities, str], "str | None"]
@@ -62,8 +63,32 @@ def _read_tpm(root: etree._Element) -> dict[str, Any]:
     if tpm is None:
         return {"tpm": None}
     backend = tpm.find("backend")
-    return {"tpm": {"model": tpm.get("model", "tpm-tis"),
-                    "version": (backend.get("version") if backend is not None else None) or "2.0"}}
+    value = {"model": tpm.get("model", "tpm-tis"),
+             "version": (backend.get("version") if backend is not None else None) or "2.0"}
+    enc = backend.find("encryption") if backend is not None else None
+    if enc is not None and enc.get("secret"):
+        value["encryption"] = enc.get("secret", "")
+    return {"tpm": value}
+
+
+def _want_tpm(spec: GuestSpec, _facts: Facts) -> dict[str, Any] | None:
+    if spec.tpm is None:
+        return None
+    value: dict[str, Any] = {"model": spec.tpm.model, "version": spec.tpm.version}
+    if spec.tpm.encryption_secret_ref:
+        value["encryption"] = libvirt_secret_uuid(spec.tpm.encryption_secret_ref)
+    return value
+
+
+def _same_tpm(want: dict[str, Any] | None, have: dict[str, Any] | None) -> bool:
+    if want is None or have is None or "encryption" in want:
+        return want == have
+    return {k: v for k, v in have.items() if k != "encryption"} == want  # no ref: its encryption is left
+
+
+def _export_tpm(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # an encryption secret is named in the spec, not by its UUID: left out (and so left as it is)
+    return {k: v for k, v in value.items() if k != "encryption"} if value else None
 
 
 def _write_tpm(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
@@ -81,6 +106,8 @@ def _write_tpm(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
             backend.remove(c)
     backend.set("type", "emulator")
     backend.set("version", spec.tpm.version)
+    if spec.tpm.encryption_secret_ref:
+        child(backend, "encryption").set("secret", libvirt_secret_uuid(spec.tpm.encryption_secret_ref))
 
 
 def _tpm_refusal(spec: GuestSpec, caps: HostCapabilities, host: str) -> str | None:
@@ -149,10 +176,19 @@ def _write_filesystems(root: etree._Element, spec: GuestSpec, _facts: Facts) -> 
         child(backing, "access").set("mode", "shared")
 
 
+READONLY_VIRTIOFS = 11_000_000  # libvirt 9 and 10 refuse <readonly/> on a virtiofs share at define
+
+
 def _filesystems_refusal(spec: GuestSpec, caps: HostCapabilities, host: str) -> str | None:
     if spec.filesystems and caps.devices is not None and not caps.devices.virtiofs:
         return _unsupported("virtiofs shares", host, caps) + " (no virtiofs in its domain capabilities: " \
             "install virtiofsd)"
+    readonly = [f.target for f in spec.filesystems if f.readonly]
+    if readonly and caps.driver == "QEMU" and 0 < caps.libvirt_version < READONLY_VIRTIOFS:
+        v = caps.libvirt_version
+        return (f"host {host}'s libvirt {v // 1_000_000}.{v // 1000 % 1000} cannot share read-only through "
+                f"virtiofs ({', '.join(readonly)}): its QEMU driver refuses <readonly/> there; share it "
+                "read-write or mount it read-only in the guest")
     return None
 
 
@@ -432,6 +468,10 @@ def _write_secure_boot(root: etree._Element, spec: GuestSpec, _facts: Facts) -> 
             remove(fw.find(f"feature[@name='{name}']"))
         if len(fw) == 0:
             remove(fw)
+    if spec.firmware == "uefi":
+        # said explicitly: libvirt's firmware choice on q35 otherwise takes the enforcing build
+        fw = child(os_el, "firmware")
+        etree.SubElement(fw, "feature", name="secure-boot", enabled="no")
     if loader is not None and loader.get("secure") == "yes":
         remove(loader)  # libvirt picks the plain build again; the NVRAM file stays
         remove(os_el.find("nvram"))
@@ -606,15 +646,16 @@ def _single(name: str, how: str, read: Any, write: Any, attr: str, xpaths: tuple
 
 
 DEVICE_FIELDS: tuple[Field[GuestSpec], ...] = (
-    _single("tpm", "an emulated TPM (swtpm); its state is kept through redefinitions and recreates",
-            _read_tpm, _write_tpm, "tpm", ("/domain/devices/tpm",),
-            ({"model": "tpm-crb"}, {"model": "tpm-tis"}), refuse=_tpm_refusal),
+    Field("tpm", "an emulated TPM (swtpm); its state is kept through redefinitions and recreates",
+          Impact.NEXT_BOOT, xpaths=("/domain/devices/tpm",), when=_given("tpm"), read=_read_tpm, write=_write_tpm,
+          want=_want_tpm, have=lambda c, _o: c.tpm, same=_same_tpm, show=_show, virt_types=_KVM_LIKE,
+          export=_export_tpm, refuse=_tpm_refusal, samples=({"model": "tpm-crb"}, {"model": "tpm-tis"})),
     Field("filesystems", "virtiofs shares, keyed by mount tag; the guest's memory becomes shared memfd",
           Impact.NEXT_BOOT, xpaths=("/domain/devices/filesystem", "/domain/memoryBacking"),
           when=_given("filesystems"), read=_read_filesystems, write=_write_filesystems, want=_want_filesystems,
           have=lambda c, _o: c.filesystems, show=_show, virt_types=_KVM_LIKE,
           export=lambda v: list(v) or None, refuse=_filesystems_refusal,
-          samples=([{"source": "/srv/a", "target": "a"}], [{"source": "/srv/b", "target": "b", "readonly": True}])),
+          samples=([{"source": "/srv/a", "target": "a"}], [{"source": "/srv/b", "target": "b"}])),
     Field("hostdevs", "host devices passed through (VFIO), keyed by address; the plan checks the host "
           "lists each one and has VFIO", Impact.NEXT_BOOT, xpaths=("/domain/devices/hostdev",),
           when=_given("hostdevs"), read=_read_hostdevs, write=_write_hostdevs,
@@ -639,7 +680,8 @@ DEVICE_FIELDS: tuple[Field[GuestSpec], ...] = (
           export=lambda v: list(v) or None, samples=([{"type": "tablet"}], [{"type": "tablet", "bus": "virtio"}])),
     Field("secureBoot", "UEFI Secure Boot (OVMF's secure-boot build with Microsoft keys, SMM on); the NVRAM "
           "file is kept", Impact.NEXT_BOOT, xpaths=("/domain/os/firmware", "/domain/features/smm"),
-          when=_given("secure_boot"), read=_read_secure_boot, write=_write_secure_boot,
+          when=lambda s, _f: "secure_boot" in s.model_fields_set or s.firmware == "uefi",
+          read=_read_secure_boot, write=_write_secure_boot,
           want=lambda s, _f: s.secure_boot,
           have=lambda c, _o: c.secure_boot, virt_types=frozenset({"kvm", "qemu"}),
           export=lambda on: True if on else None, refuse=_secure_boot_refusal, samples=()),

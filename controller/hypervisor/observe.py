@@ -18,6 +18,7 @@ from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.network_xml import read_network
 from controller.hypervisor.ownership import MARKER_PREFIX
 from controller.hypervisor.pool_xml import read_pool
+from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import (
     GuestDetails,
     HostCapabilities,
@@ -231,7 +232,8 @@ def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabi
     pools = observe_pools(conn, host)
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
-                     fingerprint(guests, networks, pools), guest_details(conn, guests))
+                     fingerprint(guests, networks, pools), guest_details(conn, guests),
+                     secrets=observe_secrets(conn, host))
 
 
 _STATE_OF = {
@@ -276,7 +278,8 @@ def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostC
     pools = observe_pools(conn, host)
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
-                     fingerprint(guests, networks, pools), guest_details(conn, guests))
+                     fingerprint(guests, networks, pools), guest_details(conn, guests),
+                     secrets=observe_secrets(conn, host))
 
 
 def look_up_guests(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,

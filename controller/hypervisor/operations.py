@@ -14,7 +14,7 @@ import libvirt
 
 from controller.errors import ConflictError, OperationFailed, UnsupportedError
 from controller.fields.xmlutil import parse, tostring
-from controller.hypervisor import ownership
+from controller.hypervisor import ownership, secrets
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
@@ -204,6 +204,14 @@ class HostOps:
     def live_xml(self, name: str) -> str:
         with libvirt_call(self.host, f"read guest {name}"):
             return str(self._dom(name).XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+
+    # ----------------------------------------------------------- secrets
+
+    def define_secret(self, xml: str, value: str) -> None:
+        secrets.define_secret(self._c(), self.host, xml, value)
+
+    def delete_secret(self, uuid: str) -> None:
+        secrets.delete_secret(self._c(), self.host, uuid)
 
     # ----------------------------------------------------------- networks
 

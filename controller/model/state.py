@@ -188,6 +188,18 @@ class ObservedPool:
 
 
 @dataclass(frozen=True)
+class ObservedSecret:
+    """A libvirt secret object (its value is never read back: virtsync's are private)."""
+
+    uuid: str
+    usage: str  # volume | ceph | iscsi | tls | vtpm
+    usage_id: str  # the volume path, the name, the target
+    owner_instance: str | None = None  # from virtsync's line in its description
+    owner_name: str | None = None  # the kind: Secret it was made from
+    digest: str | None = None  # the value's digest when it was set
+
+
+@dataclass(frozen=True)
 class DeviceSupport:
     """What a host's domain capabilities and node devices offer guests' devices."""
 
@@ -232,3 +244,4 @@ class HostState:
     leases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mac → IPs
     fingerprint: str = ""  # digest of everything observed, for saved plans
     details: dict[str, GuestDetails] = field(default_factory=dict, compare=False)
+    secrets: dict[str, ObservedSecret] | None = None  # "usage:id" → secret; None: the host has no secret driver

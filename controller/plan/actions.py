@@ -36,6 +36,7 @@ __all__ = ["LIVE_OP_TYPES", "AttachNic", "DetachDisk", "DetachNic", "Impact", "L
 class Phase(IntEnum):
     """Creation order (pools → networks → guests → volumes → power); deletes run reversed."""
 
+    SECRETS = 5  # what pools, volumes and guests reference by UUID
     POOLS = 10
     NETWORKS = 20
     IMAGES = 25  # base images fetched and verified before anything of their guests is defined
@@ -46,6 +47,7 @@ class Phase(IntEnum):
     DELETE_VOLUMES = 65
     DELETE_NETWORKS = 70
     DELETE_POOLS = 80
+    DELETE_SECRETS = 90
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,32 @@ class DeletePool(Action):
     phase: ClassVar[Phase] = Phase.DELETE_POOLS
     outcome: ClassVar[str] = "deleted"
     impact: Impact = Impact.DELETE
+
+
+# libvirt secrets
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefineSecret(Action):
+    """Define (or give a new value to) the libvirt secret made from a kind: Secret. The value is
+    not part of the action: the executor takes it from the loaded specs; plans show its digest."""
+
+    op: ClassVar[str] = "define-secret"
+    phase: ClassVar[Phase] = Phase.SECRETS
+    uuid: str
+    usage: str
+    usage_id: str
+    digest: str
+    exists: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteSecret(Action):
+    op: ClassVar[str] = "delete-secret"
+    phase: ClassVar[Phase] = Phase.DELETE_SECRETS
+    outcome: ClassVar[str] = "deleted"
+    impact: Impact = Impact.DELETE
+    uuid: str
 
 
 # networks
@@ -404,7 +432,7 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     DefinePool, UpdatePool, DefineNetwork, UpdateNetwork, StartNetwork, RecreateNetwork,
     DefineGuest, UpdateGuest, RecreateGuest, AttachDisks, CreateVolume, FetchImage, WriteSeed,
     Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Suspend, Resume, DeleteGuest,
-    DeleteVolume, DeleteNetwork, DeletePool, Adopt,
+    DeleteVolume, DeleteNetwork, DeletePool, Adopt, DefineSecret, DeleteSecret,
 )
 OPS: tuple[str, ...] = tuple(t.op for t in ACTION_TYPES)
 CREATES = tuple(t for t in ACTION_TYPES if t.outcome == "created")

@@ -28,6 +28,7 @@ from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions
 from controller.plan.guests import plan_guest
 from controller.plan.networks import plan_network
 from controller.plan.scope import declared_elsewhere
+from controller.plan.secrets import plan_secrets
 from controller.plan.storage import plan_pool
 from controller.spec.models import Network, StoragePool
 from controller.spec.specset import SpecSet
@@ -50,6 +51,11 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
     moves_in = moves_in or {}
     if partial:
         specs = SpecSet(tuple(i for i in specs.items if not isinstance(i.obj, Network | StoragePool)))
+    else:
+        sp = plan_secrets(specs, host, opts)
+        actions += sp.actions
+        problems += sp.problems
+        drift += sp.drift
 
     for pool in specs.pools:
         if pool.spec.host != host.host:

@@ -22,6 +22,9 @@ _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,35}$")
 class Tpm(SpecModel):
     model: Literal["tpm-crb", "tpm-tis"] = Field(default="tpm-crb", description="Default: tpm-crb.")
     version: Literal["2.0", "1.2"] = Field(default="2.0", description='Default: "2.0".')
+    encryption_secret_ref: str | None = Field(
+        default=None, description="A kind: Secret with libvirt: {usage: vtpm} whose value encrypts the TPM's "
+        "state on the host. Default: not encrypted.")
 
 
 class Filesystem(SpecModel):

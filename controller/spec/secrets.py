@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,32 @@ def secret_digest(value: str | None) -> str | None:
     if value is None:
         return None
     return "sha256:" + hashlib.sha256(b"virtsync-secret\0" + value.encode()).hexdigest()[:16]
+
+
+_UUID_NAMESPACE = uuid.UUID("5b0f8f5e-3a5c-4c1e-9d4e-7a1f0c2b9e11")
+
+
+def libvirt_secret_uuid(name: str) -> str:
+    """The UUID of the libvirt secret made from kind: Secret NAME: known before it exists, so a
+    definition can reference it in the same plan that makes it."""
+    return str(uuid.uuid5(_UUID_NAMESPACE, "virtsync-secret/" + name))
+
+
+def usage_key(usage: str, usage_id: str) -> str:
+    """How a libvirt secret is known on its host: libvirt allows one secret per usage."""
+    return f"{usage}:{usage_id}"
+
+
+def libvirt_usage_id(secret: Secret) -> str:
+    assert secret.spec.libvirt is not None
+    return secret.spec.libvirt.id or f"virtsync-{secret.metadata.name}"
+
+
+def libvirt_refs(obj: object) -> set[str]:
+    """The Secrets an object needs as libvirt secret objects on its host."""
+    if isinstance(obj, Guest) and obj.spec.tpm is not None and obj.spec.tpm.encryption_secret_ref:
+        return {obj.spec.tpm.encryption_secret_ref}
+    return set()
 
 
 def _read_value(item: Located, env: Mapping[str, str]) -> tuple[str | None, Diagnostic | None]:
@@ -72,11 +99,25 @@ def resolve_secrets(items: list[Located], env: Mapping[str, str] | None = None
             elif value is not None:
                 item.obj._value = value
                 values[item.obj.metadata.name] = value
+    secrets = {i.obj.metadata.name: i.obj for i in items if isinstance(i.obj, Secret)}
     out = []
     for item in items:
-        out.append(_with_references(item, values, {i.obj.metadata.name for i in items
-                                                   if isinstance(i.obj, Secret)}, problems))
+        out.append(_with_references(item, values, set(secrets), problems))
+        for ref in sorted(libvirt_refs(item.obj)):
+            problem = _libvirt_ref_problem(item, secrets.get(ref), ref)
+            if problem is not None:
+                problems.append(problem)
     return out, problems
+
+
+def _libvirt_ref_problem(item: Located, secret: Secret | None, ref: str) -> Diagnostic | None:
+    line, col = item.where("spec", "tpm", "encryptionSecretRef")
+    if secret is None:
+        return Diagnostic(item.file, line, col, f"no kind: Secret named {ref!r} in the specs")
+    if secret.spec.libvirt is None or secret.spec.libvirt.usage != "vtpm":
+        return Diagnostic(item.file, line, col, f"Secret {ref!r} encrypts a TPM's state: it needs "
+                          "libvirt: {usage: vtpm}")
+    return None
 
 
 def _with_references(item: Located, values: dict[str, str], declared: set[str],
