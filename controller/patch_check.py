@@ -138,12 +138,6 @@ def check_patches(specs: SpecSet) -> list[Diagnostic]:
         if kind is None or not patches or host is None:
             continue  # no patches, or an unknown host (reported by the set's checks)
         root, schema, fields = kind
-        if isinstance(item.obj, StoragePool):
-            # Not silently dropped: the executor defines a pool only when it makes it (from name and
-            # path) and observes no pool XML, so a patch could neither land on every write nor drift.
-            out.append(_at(item, 0, "xmlPatches on a StoragePool are not applied yet (a pool's definition "
-                           "is written only when it is made, and not observed after): remove them"))
-            continue
         virt_type = host_virt_type(host)
         spec = item.obj.spec
         facts = Facts(item.obj.metadata.name, virt_type, pool_paths.get(spec.host, {}))

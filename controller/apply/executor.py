@@ -176,11 +176,15 @@ def _die_if_asked(action: Action) -> None:
 
 def _define_pool(run: _HostRun, a: act.DefinePool) -> str:
     p = run.pool(a.key.name)
-    run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance)
+    run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance, p.spec.xml_patches)
     return f"dir pool at {p.spec.path}"
 
 def _update_pool(run: _HostRun, a: act.UpdatePool) -> str:
     done = []
+    if a.redefine:
+        p = run.pool(a.key.name)
+        run.ops.redefine_pool(a.key.name, p.spec.path, p.spec.xml_patches)
+        done.append("definition written")
     if a.adopt:
         run.ops.mark_pool(a.key.name, run.opts.instance)
         done.append("adopted")
@@ -391,7 +395,17 @@ def _recreate_guest(run: _HostRun, a: act.RecreateGuest) -> str:
     if obs.state != "stopped":
         done.append(run.ops.stop(name, guest.spec.shutdown_timeout))
     run.ops.undefine_guest(name, keep_nvram=True)
-    run.ops.define_guest(new_xml)
+    try:
+        run.ops.define_guest(new_xml)
+    except Exception:
+        # The new definition was refused: the old one comes back (same UUID, NVRAM and TPM state
+        # kept), so a failed recreate never loses the guest.
+        run.ops.define_guest(obs.xml)
+        if snapshots:
+            run.ops.redefine_snapshots(name, snapshots)
+        if obs.state != "stopped":
+            run.ops.start(name, paused=obs.state == "paused")
+        raise
     if snapshots:
         run.ops.redefine_snapshots(name, snapshots)
         done.append(f"{len(snapshots)} snapshot(s) re-registered")

@@ -138,7 +138,9 @@ def disk_path(name: str, disk: Disk, pool_paths: dict[str, str] | Any) -> str:
 def disk_element(disk: Disk, facts: Facts, target: str) -> etree._Element:
     el = etree.Element("disk", type="file", device=disk.device)
     if facts.virt_type != "test":
-        etree.SubElement(el, "driver", name="qemu", type=disk.format)  # libxl takes qemu too
+        # an ISO file is raw: a CD-ROM file given by path is read as raw unless told otherwise
+        fmt = "raw" if disk.device == "cdrom" and disk.path and "format" not in disk.model_fields_set else disk.format
+        etree.SubElement(el, "driver", name="qemu", type=fmt)  # libxl takes qemu too
     etree.SubElement(el, "source", file=disk_path(facts.name, disk, facts.pool_paths))
     etree.SubElement(el, "target", dev=target, bus=effective_bus(disk.bus, facts.virt_type))
     if disk.device == "cdrom":
@@ -204,6 +206,10 @@ def write_disks(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
             el = disk_element(disk, facts, dev)
             append_device(devices, el)
         write_all(DISK_FIELDS, el, disk, facts, declared(disk))  # only what the spec declares
+    scsi = any(effective_bus(d.bus, facts.virt_type) == "scsi" for d in disks)
+    if scsi and facts.virt_type in ("kvm", "qemu") and devices.find("controller[@type='scsi']") is None:
+        # libvirt's default SCSI controller is an LSI one no modern guest (Windows) has drivers for
+        append_device(devices, etree.Element("controller", type="scsi", model="virtio-scsi"))
 
 
 # The <disk> attributes and children the disk fields own.

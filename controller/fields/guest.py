@@ -203,9 +203,28 @@ def _read_machine(root: etree._Element) -> dict[str, Any]:
             "os_type": (type_el.text or "hvm") if type_el is not None else "hvm"}
 
 
+def _machine_family(machine: str | None) -> str:
+    return "q35" if machine and "q35" in machine else "i440fx"
+
+
 def _write_machine(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    if spec.machine:
-        child(_os(root), "type").set("machine", spec.machine)
+    if not spec.machine:
+        return
+    type_el = child(_os(root), "type")
+    old = type_el.get("machine")
+    type_el.set("machine", spec.machine)
+    if old and _machine_family(old) != _machine_family(spec.machine):
+        # i440fx ⇄ q35: PCI vs PCIe roots, IDE vs SATA. The old machine's controllers and device
+        # addresses do not fit the new one; libvirt lays them out again (the devices stay).
+        devices = root.find("devices")
+        if devices is not None:
+            for ctl in devices.findall("controller"):
+                if ctl.get("type") in ("pci", "ide", "sata", "usb"):
+                    devices.remove(ctl)
+            for address in list(devices.iter("address")):
+                parent = address.getparent()
+                if parent is not None and parent.tag != "source":  # a passed-through device's own address stays
+                    remove(address)
 
 
 def _read_firmware(root: etree._Element) -> dict[str, Any]:

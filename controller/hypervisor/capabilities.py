@@ -79,9 +79,23 @@ def device_support(conn: libvirt.virConnect, virt_type: str) -> DeviceSupport | 
         tpm_backends=_values(tpm, "enum[@name='backendModel']/value") if tpm is not None else (),
         virtiofs=fs is not None and "virtiofs" in _values(fs, "enum[@name='driverType']/value"),
         vfio=hostdev is not None and "vfio" in _values(hostdev, "enum[@name='pciBackend']/value"),
-        secure_boot="yes" in _values(root, "os/loader/enum[@name='secure']/value"),
+        secure_boot=_secure_boot(conn, virt_type, root),
         node_devices=_node_devices(conn),
     )
+
+
+def _secure_boot(conn: libvirt.virConnect, virt_type: str, default: etree._Element) -> bool:
+    """Secure Boot needs SMM, which only q35 has: the default machine (i440fx) lists no secure
+    firmware, so q35's capabilities are asked too."""
+    if "yes" in _values(default, "os/loader/enum[@name='secure']/value"):
+        return True
+    if virt_type not in ("kvm", "qemu"):
+        return False
+    try:
+        q35 = parse(conn.getDomainCapabilities(None, None, "q35", virt_type, 0))
+    except libvirt.libvirtError:
+        return False
+    return "yes" in _values(q35, "os/loader/enum[@name='secure']/value")
 
 
 def _node_devices(conn: libvirt.virConnect) -> frozenset[str]:

@@ -171,9 +171,12 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
                  for d in c.disks]  # type: ignore[union-attr]
         files += [p for c in configs for p in (c.kernel, c.initrd) if p]  # type: ignore[union-attr]
         dirs = {posixpath.dirname(f) for f in files if f} | {p.path.rstrip("/") for p in chosen_pools if p.path}
+        dirs |= {posixpath.normpath(fs["source"]) for c in configs for fs in c.filesystems}  # type: ignore[union-attr]
         hspec: dict[str, Any] = {"uri": uri}
         if caps.virt_type in ("kvm", "qemu"):
-            hspec["hypervisor"] = caps.virt_type
+            # the guests' own type where they agree: a host run under TCG stays TCG when re-created
+            kinds = {c.virt_type for c in configs if c is not None}
+            hspec["hypervisor"] = kinds.pop() if len(kinds) == 1 and kinds <= {"kvm", "qemu"} else caps.virt_type
         if dirs:
             hspec["storage"] = {"allowedDirs": sorted(dirs)}
         docs.append((_doc("Host", host, hspec), []))

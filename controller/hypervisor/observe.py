@@ -17,7 +17,7 @@ from controller.hypervisor.domain_xml import read_guest
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.network_xml import read_network
 from controller.hypervisor.ownership import MARKER_PREFIX
-from controller.hypervisor.pool_xml import read_pool
+from controller.hypervisor.pool_xml import pool_definition, read_pool
 from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import (
     GuestDetails,
@@ -135,7 +135,8 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
         pools = conn.listAllStoragePools(0)
     for pool in pools:
         try:
-            name, uuid, ptype, path = read_pool(pool.XMLDesc(0))
+            xml = pool_definition(pool)
+            name, uuid, ptype, path = read_pool(xml)
             active = bool(pool.isActive())
             auto = bool(pool.autostart())
             volumes: dict[str, ObservedVolume] = {}
@@ -154,7 +155,7 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
                 continue
             with libvirt_call(host, "read storage pool"):
                 raise
-        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes)
+        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes, xml)
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import libvirt
@@ -18,8 +19,9 @@ from controller.hypervisor import ownership, secrets
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
-from controller.hypervisor.pool_xml import pool_xml, volume_format, volume_xml
+from controller.hypervisor.pool_xml import pool_definition, pool_xml, volume_format, volume_xml
 from controller.model.state import HostCapabilities
+from controller.spec.patches import XmlPatch
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -279,9 +281,10 @@ class HostOps:
         with libvirt_call(self.host, f"look up pool {name}"):
             return self._c().storagePoolLookupByName(name)
 
-    def define_pool(self, name: str, path: str, autostart: bool, instance: str) -> None:
+    def define_pool(self, name: str, path: str, autostart: bool, instance: str,
+                    patches: Sequence[XmlPatch] = ()) -> None:
         with libvirt_call(self.host, f"define pool {name}"):
-            pool = self._c().storagePoolDefineXML(pool_xml(name, path))
+            pool = self._c().storagePoolDefineXML(pool_xml(name, path, patches=patches))
         try:
             with libvirt_call(self.host, f"start pool {name}"):
                 pool.build(0)  # mkdir for a dir pool; an existing directory is kept
@@ -304,6 +307,13 @@ class HostOps:
         pool = self._pool(name)
         with libvirt_call(self.host, f"mark pool {name}"):
             pool.createXML(volume_xml(marker_volume(instance), 0, None), 0)
+
+    def redefine_pool(self, name: str, path: str, patches: Sequence[XmlPatch]) -> None:
+        """The pool's persistent definition written again from itself, the spec's patches applied
+        (an active pool takes it at its next start)."""
+        with libvirt_call(self.host, f"redefine pool {name}"):
+            base = pool_definition(self._pool(name))
+            self._c().storagePoolDefineXML(pool_xml(name, path, base=base, patches=patches))
 
     def start_pool(self, name: str) -> None:
         with libvirt_call(self.host, f"start pool {name}"):

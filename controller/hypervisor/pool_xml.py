@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import libvirt
 from lxml import etree
 
 from controller.fields.patches import apply_patches
@@ -16,6 +18,16 @@ def read_pool(xml: str) -> tuple[str, str, str, str | None]:
     root = parse(xml)
     return (root.findtext("name") or "", root.findtext("uuid") or "", root.get("type", ""),
             root.findtext("target/path"))
+
+
+def pool_definition(pool: Any) -> str:
+    """A pool's persistent definition (drivers without the inactive flag, like test, have only one)."""
+    try:
+        return str(pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+            raise
+        return str(pool.XMLDesc(0))
 
 
 POOL_SKELETON = "<pool type='dir'><name/><target><path/></target></pool>"

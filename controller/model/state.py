@@ -185,6 +185,7 @@ class ObservedPool:
     autostart: bool
     owner: Owner | None
     volumes: dict[str, ObservedVolume] = field(default_factory=dict)
+    xml: str = field(repr=False, compare=False, default="")  # persistent definition, for xmlPatches
 
 
 @dataclass(frozen=True)

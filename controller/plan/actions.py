@@ -136,6 +136,7 @@ class UpdatePool(Action):
     autostart: bool | None = None  # set autostart to this; None: leave it
     adopt: bool = False  # write the ownership marker
     start: bool = False
+    redefine: bool = False  # write the definition again (its xmlPatches)
 
 
 @dataclass(frozen=True, kw_only=True)

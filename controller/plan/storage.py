@@ -6,6 +6,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
+from controller.fields.patches import unsatisfied_in
 from controller.fields.pool import POOL_FIELDS
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import Action, DefinePool, FieldChange, Impact, Problem, UpdatePool
@@ -49,6 +50,9 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         want, have = f.want(spec, facts), f.have(obs, obs)
         if not f.same(want, have):
             changes.append(FieldChange(f.path, f.show(want), f.show(have), None, f.impact))
+    patched = [FieldChange(m.pointer, m.want, m.have, None, Impact.NEXT_BOOT, m.note)
+               for m in unsatisfied_in(obs.xml, spec.xml_patches)] if obs.xml else []
+    changes += patched
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
     if changes:
@@ -57,5 +61,6 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
             out.actions.append(UpdatePool(key=key, reason="spec and pool differ", changes=tuple(changes),
                                           autostart=spec.autostart if any(c.path == "/spec/autostart"
                                                                           for c in changes) else None,
-                                          adopt=obs.owner is None, start=not obs.active))
+                                          adopt=obs.owner is None, start=not obs.active,
+                                          redefine=bool(patched)))
     return out

@@ -216,6 +216,10 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
                 why = confine_path(value, allowed, realpath, host.metadata.name)
                 if why:
                     out.append(_diag(item, ("spec", "disks", i, fld), why))
+        for i, share in enumerate(spec.filesystems):  # a guest must not be handed the host's /etc
+            why = confine_path(share.source, allowed, realpath, host.metadata.name)
+            if why:
+                out.append(_diag(item, ("spec", "filesystems", i, "source"), why))
         if spec.cloud_init is not None and not any(d.pool for d in spec.disks):
             out.append(_diag(item, ("spec", "cloudInit"), "cloudInit needs a disk in a pool: the seed ISO "
                              "is kept in that pool"))

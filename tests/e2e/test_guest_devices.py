@@ -205,11 +205,6 @@ def test_vtpm_from_spec_survives_a_recreate_with_its_nv_memory(lab: Lab, linux_g
           f"state {state.stat().st_size} B digest {dv.file_digest(state)[:12]}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a machine change (pc -> q35) is planned as a recreate, but the recreate rewrites the "
-    "observed definition in place, keeping its pci-root controller and PCI addresses; libvirt refuses the "
-    "define ('The PCI controller with index=0 must be model=pcie-root for this machine type') after "
-    "the guest was already undefined, so the guest is gone (controller/apply/executor.py _recreate_guest)"))
 def test_machine_change_pc_to_q35_is_a_recreate_that_keeps_the_guest(lab: Lab) -> None:
     """A tree of its own: its failed apply must not fail the other tests' applies."""
     host, tree = lab.host, lab.tmp / "machine"
@@ -267,10 +262,6 @@ def test_virtiofs_share_from_spec_is_read_in_the_guest(lab: Lab, linux_guest: st
     assert "<readonly/>" not in host.virsh("dumpxml", "--inactive", name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a filesystems source outside the Host's storage.allowedDirs passes validate and plan, "
-    "though Filesystem.source says 'inside the host's allowedDirs' (controller/spec/checks.py confines "
-    "disk paths and boot files only; export also leaves share sources out of allowedDirs)"))
 def test_virtiofs_source_outside_allowed_dirs_is_refused(lab: Lab) -> None:
     tree = lab.tmp / "confined"
     tree.mkdir(exist_ok=True)
@@ -423,11 +414,6 @@ def _secure_boot_guest() -> str:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the plan refuses secureBoot on every QEMU/KVM host ('cannot provide UEFI Secure Boot (no "
-    "secure-boot firmware in its domain capabilities: install ovmf)'): controller/hypervisor/capabilities.py "
-    "device_support reads getDomainCapabilities for the default machine (pc-i440fx), whose loader lists "
-    "secure 'no' only; the secure-boot OVMF builds are listed for q35 (virsh domcapabilities --machine q35)"))
 def test_secure_boot_guest_runs_ovmf_secure_boot_with_smm(lab: Lab) -> None:
     host = lab.host
     spec = lab.write("guest-sb1.yaml", _secure_boot_guest())

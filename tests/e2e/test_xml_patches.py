@@ -101,3 +101,42 @@ def test_patches_land_on_a_real_host_and_one_apply_repairs_their_drift(
     assert host.virsh("domstate", "g1").strip() == "running"
     ok(virtsync("drift", str(specs)))
     assert "No changes" in ok(virtsync("plan", str(specs)))
+
+
+def test_a_pool_patch_lands_and_an_out_of_band_change_is_repaired_on_a_real_host(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    host = hermetic_host
+    specs = tmp_path / "pool"
+    specs.mkdir()
+    (specs / "p.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: lab}}
+spec:
+  uri: "{host.uri}"
+  storage: {{allowedDirs: ["{tmp_path}"]}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: patched}}
+spec:
+  host: lab
+  path: {tmp_path}/patched
+  xmlPatches: [{{op: set, xpath: /pool/target/permissions/mode, value: "0711"}}]
+""")
+
+    def mode() -> str | None:
+        root = etree.fromstring(host.virsh("pool-dumpxml", "--inactive", "patched").encode())
+        return root.findtext("target/permissions/mode")
+
+    ok(virtsync("apply", str(specs), "--yes"))
+    assert mode() == "0711"
+    assert oct((tmp_path / "patched").stat().st_mode & 0o777) == "0o711", "libvirt built the directory so"
+    assert "No changes" in ok(virtsync("plan", str(specs)))
+    xml = host.virsh("pool-dumpxml", "--inactive", "patched").replace("<mode>0711</mode>", "<mode>0755</mode>")
+    (tmp_path / "p.xml").write_text(xml)
+    host.virsh("pool-define", str(tmp_path / "p.xml"))
+    assert "xmlPatches/0" in ok(virtsync("drift", str(specs)), 2)
+    ok(virtsync("apply", str(specs), "--yes"))
+    assert mode() == "0711", "the definition is written again with the patch"
+    assert "No changes" in ok(virtsync("plan", str(specs)))

@@ -154,3 +154,39 @@ def test_a_patched_document_libvirt_refuses_never_reaches_the_host(tmp_path: Pat
         assert "Relax-NG validity error" in out, out
     after = snapshot(connection(uri))
     assert after == before and "g1" not in after["domains"] and "lab" not in after["networks"]
+
+
+def test_pool_patches_land_and_an_out_of_band_change_is_drift(tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    uri = write_host(tmp_path)
+    specs = tmp_path / "pool"
+    specs.mkdir()
+    (specs / "p.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: kvm1}}
+spec: {{uri: "{uri}", storage: {{allowedDirs: [/srv]}}}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: p}}
+spec:
+  host: kvm1
+  path: /srv/p
+  xmlPatches: [{{op: set, xpath: /pool/target/permissions/mode, value: '0711'}}]
+""")
+    assert virtsync("apply", specs, "--yes").code == 0
+    pool = connection(uri).storagePoolLookupByName("p")
+
+    def mode() -> str | None:
+        return etree.fromstring(pool.XMLDesc(0).encode()).findtext(
+            "target/permissions/mode")
+
+    assert mode() == "0711"
+    assert virtsync("plan", specs).code == 0
+    xml = pool.XMLDesc(0).replace("<mode>0711</mode>", "<mode>0755</mode>")
+    pool.destroy()  # the test driver shows an active pool's running definition only
+    pool = connection(uri).storagePoolDefineXML(xml)
+    pool.create()
+    drift = virtsync("drift", specs)
+    assert drift.code == 2 and "xmlPatches/0" in drift.out and "/pool/target/permissions/mode" in drift.out
+    # The repair (the definition written again) is shown on a real libvirtd: the test driver keeps
+    # no separate persistent definition of an active pool (tests/e2e/test_xml_patches.py).

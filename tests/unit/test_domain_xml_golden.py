@@ -100,6 +100,8 @@ def test_the_windows_example_matches_its_golden_file_and_libvirts_schema(update_
     assert root.find("features/hyperv/spinlocks").get("retries") == "8191"  # type: ignore[union-attr]
     assert root.find("clock").get("offset") == "localtime"  # type: ignore[union-attr]
     assert {d.find("target").get("bus") for d in root.findall("devices/disk")} == {"scsi", "sata"}  # type: ignore[union-attr]
+    assert root.find("devices/controller[@type='scsi']").get("model") == "virtio-scsi"  # type: ignore[union-attr]
+    assert {d.find("driver").get("type") for d in root.findall("devices/disk[@device='cdrom']")} == {"raw"}  # type: ignore[union-attr]
 
 
 def test_a_missing_golden_file_fails_and_is_not_written(tmp_path: Path) -> None:
@@ -109,3 +111,22 @@ def test_a_missing_golden_file_fails_and_is_not_written(tmp_path: Path) -> None:
     assert not missing.exists()
     assert_golden(missing, "<domain/>", update=True)
     assert_golden(missing, "<domain/>", update=False)
+
+
+def test_a_machine_family_change_drops_the_old_machines_controllers_and_addresses() -> None:
+    from controller.hypervisor.domain_xml import update_guest_xml
+
+    old = _guest({"machine": "pc", "hostdevs": [{"pci": "0000:03:00.0"}]})
+    ctx = WriteContext(virt_type="kvm", pool_paths={}, owner=OWNER, uuid="6c1f4b52-2d2e-4f0e-9a51-1b2c3d4e5f60")
+    root = etree.fromstring(new_guest_xml("g", old.spec, ctx).encode())
+    devices = root.find("devices")
+    assert devices is not None
+    etree.SubElement(devices, "controller", type="pci", index="0", model="pci-root")
+    etree.SubElement(etree.SubElement(devices, "watchdog", model="i6300esb"), "address", type="pci", slot="0x05")
+    xml = update_guest_xml(etree.tostring(root, encoding="unicode"), "g", _guest({"machine": "q35"}).spec, ctx,
+                           ["machine"])
+    new = etree.fromstring(xml.encode())
+    assert new.find("os/type").get("machine") == "q35"  # type: ignore[union-attr]
+    assert new.find("devices/controller[@type='pci']") is None, "pci-root does not fit q35: libvirt adds pcie-root"
+    assert new.find("devices/watchdog") is not None and new.find("devices/watchdog/address") is None
+    assert new.find("devices/hostdev/source/address") is not None, "a passed-through device's host address stays"

@@ -259,22 +259,3 @@ def test_a_patched_document_libvirt_refuses_is_an_error_at_the_patch_that_broke_
     assert (err.line, err.column) == (15, 7), err.render()
     assert err.message.startswith("with xmlPatch add /domain/devices the domain definition fails libvirt's "
                                   "schema (virt-xml-validate): Relax-NG validity error"), err.message
-
-
-def test_pool_patches_are_refused_until_pools_are_written_with_them(tmp_path: Path) -> None:
-    path = tmp_path / "p.yaml"
-    path.write_text("""apiVersion: virtsync/v1
-kind: Host
-metadata: {name: h}
-spec: {uri: "test:///default", storage: {allowedDirs: [/srv]}}
----
-apiVersion: virtsync/v1
-kind: StoragePool
-metadata: {name: p}
-spec:
-  host: h
-  path: /srv/p
-  xmlPatches: [{op: set, xpath: /pool/target/permissions/mode, value: '0711'}]
-""")
-    [err] = load_specs([path]).errors
-    assert err.line == 12 and "not applied yet" in err.message
