@@ -140,3 +140,4 @@ spec:
     ok(virtsync("apply", str(specs), "--yes"))
     assert mode() == "0711", "the definition is written again with the patch"
     assert "No changes" in ok(virtsync("plan", str(specs)))
+
