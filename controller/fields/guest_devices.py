@@ -39,6 +39,16 @@ def _add_device(root: etree._Element, el: etree._Element) -> etree._Element:
     return el
 
 
+def _singleton(root: etree._Element, tag: str, wanted: object, **attrs: str) -> etree._Element | None:
+    """The guest's one ``tag`` device: removed when the spec says none (None is returned), else
+    the existing element (edited in place by the caller) or a new one."""
+    el = root.find(f"devices/{tag}")
+    if wanted is None:
+        remove(el)
+        return None
+    return el if el is not None else _add_device(root, etree.Element(tag, attrs))
+
+
 def _dump(model: Any) -> dict[str, Any] | None:
     return None if model is None else model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -92,12 +102,9 @@ def _export_tpm(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _write_tpm(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    tpm = root.find("devices/tpm")
-    if spec.tpm is None:
-        remove(tpm)
+    tpm = _singleton(root, "tpm", spec.tpm)
+    if tpm is None or spec.tpm is None:
         return
-    if tpm is None:
-        tpm = _add_device(root, etree.Element("tpm"))
     tpm.set("model", spec.tpm.model)
     backend = child(tpm, "backend")
     if backend.get("type") != "emulator":
@@ -285,12 +292,9 @@ def _read_video(root: etree._Element) -> dict[str, Any]:
 
 
 def _write_video(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    video = root.find("devices/video")
-    if spec.video is None:
-        remove(video)
+    video = _singleton(root, "video", spec.video)
+    if video is None or spec.video is None:
         return
-    if video is None:
-        video = _add_device(root, etree.Element("video"))
     model = child(video, "model")
     if model.get("type") != spec.video.model:
         kept = {k: model.get(k) for k in ("heads", "primary") if model.get(k)}
@@ -330,12 +334,9 @@ def _read_console(root: etree._Element) -> dict[str, Any]:
 
 
 def _write_console(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    console = root.find("devices/console")
-    if spec.console is None:
-        remove(console)
+    console = _singleton(root, "console", spec.console)
+    if console is None or spec.console is None:
         return
-    if console is None:
-        console = _add_device(root, etree.Element("console"))
     console.set("type", spec.console.type)
     target = child(console, "target")
     if target.get("type") != spec.console.target:
@@ -350,12 +351,9 @@ def _read_watchdog(root: etree._Element) -> dict[str, Any]:
 
 
 def _write_watchdog(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    w = root.find("devices/watchdog")
-    if spec.watchdog is None:
-        remove(w)
+    w = _singleton(root, "watchdog", spec.watchdog)
+    if w is None or spec.watchdog is None:
         return
-    if w is None:
-        w = _add_device(root, etree.Element("watchdog"))
     if w.get("model") != spec.watchdog.model:
         remove(w.find("address"))  # another model sits on another bus
     w.set("model", spec.watchdog.model)
@@ -373,12 +371,9 @@ def _read_rng(root: etree._Element) -> dict[str, Any]:
 
 
 def _write_rng(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    rng = root.find("devices/rng")
-    if spec.rng is None:
-        remove(rng)
+    rng = _singleton(root, "rng", spec.rng, model="virtio")
+    if rng is None or spec.rng is None:
         return
-    if rng is None:
-        rng = _add_device(root, etree.Element("rng", model="virtio"))
     backend = child(rng, "backend")
     backend.attrib.clear()
     if spec.rng.backend == "builtin":
@@ -395,12 +390,9 @@ def _read_panic(root: etree._Element) -> dict[str, Any]:
 
 
 def _write_panic(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
-    p = root.find("devices/panic")
-    if spec.panic is None:
-        remove(p)
+    p = _singleton(root, "panic", spec.panic)
+    if p is None or spec.panic is None:
         return
-    if p is None:
-        p = _add_device(root, etree.Element("panic"))
     if p.get("model") != spec.panic.model:
         remove(p.find("address"))
     p.set("model", spec.panic.model)
