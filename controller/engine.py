@@ -32,6 +32,7 @@ from controller.plan.context import PlanOptions, applied_fields, digest
 from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan
 from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
 from controller.spec.models import Host
+from controller.spec.secrets import secret_inputs, value_digests
 from controller.spec.specset import SpecSet
 
 
@@ -65,8 +66,9 @@ def spec_digest(specs: SpecSet) -> str:
         return (obj.kind, str(getattr(obj.spec, "host", "") or ""), obj.metadata.name)
 
     items = sorted(specs.items, key=lambda i: ident(i.obj))
-    return digest([(ident(i.obj), applied_fields(i.obj.spec), i.obj.metadata.labels, i.obj.metadata.annotations)
-                   for i in items])
+    values = value_digests(specs)  # a Secret's new value changes the specs, not their text
+    return digest([(ident(i.obj), applied_fields(i.obj.spec), i.obj.metadata.labels, i.obj.metadata.annotations,
+                    secret_inputs(i.obj, values)) for i in items])
 
 
 def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None,

@@ -15,17 +15,20 @@ from controller.errors import Diagnostic
 from controller.fields.applied import applied_fields, digest
 from controller.model.state import ResourceKey
 from controller.spec.models import Guest, Network, StoragePool
+from controller.spec.secrets import secret_inputs, value_digests
 from controller.spec.specset import SpecSet
 
 
 def object_digests(specs: SpecSet) -> dict[ResourceKey, str]:
     """Every host-placed object's key and a digest of all it declares."""
     out: dict[ResourceKey, str] = {}
+    values = value_digests(specs)
     for item in specs.items:
         obj = item.obj
         if isinstance(obj, Guest | Network | StoragePool):
             key = ResourceKey(obj.spec.host or "", obj.kind, obj.metadata.name)
-            out[key] = digest([applied_fields(obj.spec), obj.metadata.labels, obj.metadata.annotations])
+            out[key] = digest([applied_fields(obj.spec), obj.metadata.labels, obj.metadata.annotations,
+                               secret_inputs(obj, values)])
     for host in specs.hosts:
         out[ResourceKey(host.metadata.name, "Host", host.metadata.name)] = digest(
             [applied_fields(host.spec), host.metadata.labels])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from controller.errors import Diagnostic
 from controller.spec.models import Guest, Secret
-from controller.spec.specset import Located
+from controller.spec.specset import Located, SpecSet
 
 MAX_BYTES = 64 * 1024  # a password, a key, a certificate: a bigger file is a mistake
 
@@ -51,6 +51,20 @@ def libvirt_refs(obj: object) -> set[str]:
     if isinstance(obj, Guest) and obj.spec.tpm is not None and obj.spec.tpm.encryption_secret_ref:
         return {obj.spec.tpm.encryption_secret_ref}
     return set()
+
+
+def value_digests(specs: SpecSet) -> dict[str, str]:
+    """Each Secret's value digest, by name: what a change of a value file is seen by."""
+    return {i.obj.metadata.name: secret_digest(i.obj.secret_value) or "" for i in specs.of_kind(Secret)}
+
+
+def secret_inputs(obj: object, values: Mapping[str, str]) -> list[str]:
+    """The digests of the values an object uses (its console password, its secrets as libvirt
+    objects): a new value in a Secret's file changes the object, though its spec text did not."""
+    names = set(libvirt_refs(obj))
+    if isinstance(obj, Guest) and obj.spec.graphics is not None and obj.spec.graphics.password_secret_ref:
+        names.add(obj.spec.graphics.password_secret_ref)
+    return [f"{n}={values.get(n, '')}" for n in sorted(names)]
 
 
 def _read_value(item: Located, env: Mapping[str, str]) -> tuple[str | None, Diagnostic | None]:
