@@ -77,10 +77,17 @@ def read_disk(guest: str, el: etree._Element) -> DiskState:
     alias = el.find("alias")
     dev = target.get("dev", "") if target is not None else ""
     path = None
-    pool = volume = None
+    pool = volume = described = None
+    kind = el.get("type", "file")
     if source is not None:
         path = source.get("file") or source.get("dev")
         pool, volume = source.get("pool"), source.get("volume")
+        if kind == "network":
+            described = ":".join(v for v in (source.get("protocol"), source.get("name")) if v) or None
+        elif kind == "block":
+            described = source.get("dev")
+        elif kind not in ("file", "volume"):
+            described = source.get("dir") or source.get("path")
     name = dev
     alias_name = alias.get("name", "") if alias is not None else ""
     if alias_name.startswith(ALIAS_PREFIX):
@@ -99,6 +106,8 @@ def read_disk(guest: str, el: etree._Element) -> DiskState:
         pool=pool,
         volume=volume,
         path=path,
+        type=kind,
+        source=described,
         **read_all(DISK_FIELDS, el),
     )
 

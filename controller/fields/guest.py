@@ -381,9 +381,22 @@ def _want_graphics(spec: GuestSpec, _facts: Facts) -> tuple[str | None, str | No
     return f"{g.type}@{g.listen}", secret_digest(g.password)
 
 
+# A console without a listen address (virt-install's, terraform's <listen type='address'/>) listens
+# where the host's qemu.conf says: vnc_listen and spice_listen default to 127.0.0.1, the spec's
+# default too, so such a definition agrees with a spec that leaves listen out.
+HOST_DEFAULT_LISTEN = "127.0.0.1"
+
+
+def _same_console(want: str | None, have: str | None) -> bool:
+    if want is None or have is None:
+        return want == have
+    gtype, _, listen = have.partition("@")
+    return want == have or (not listen and want == f"{gtype}@{HOST_DEFAULT_LISTEN}")
+
+
 def _same_graphics(want: tuple[str | None, str | None], have: tuple[str | None, str | None]) -> bool:
     # without passwordSecretRef the password is left as it is (set by hand, say)
-    return want[0] == have[0] and (want[1] is None or want[1] == have[1])
+    return _same_console(want[0], have[0]) and (want[1] is None or want[1] == have[1])
 
 
 def _show_graphics(value: tuple[str | None, str | None]) -> str | None:
@@ -395,12 +408,12 @@ def _graphics_impact(v: GuestView) -> Impact:
     """A new password reaches the running console (updateDeviceFlags); anything else a boot."""
     want = _want_graphics(v.spec, v.facts)
     device_updates = v.live is None or v.caps.hotplug  # the test driver updates no running device
-    return Impact.LIVE if want[0] == v.persistent.graphics and device_updates else Impact.NEXT_BOOT
+    return Impact.LIVE if _same_console(want[0], v.persistent.graphics) and device_updates else Impact.NEXT_BOOT
 
 
 def _graphics_running_differs(v: GuestView) -> tuple[LiveOp | None, str]:
     assert v.live is not None
-    if _want_graphics(v.spec, v.facts)[0] == v.live.graphics and v.caps.hotplug:
+    if _same_console(_want_graphics(v.spec, v.facts)[0], v.live.graphics) and v.caps.hotplug:
         return UpdateGraphics(), ""
     return None, "the running console differs from its definition"
 

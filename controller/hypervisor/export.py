@@ -16,7 +16,15 @@ from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.fields.network import NETWORK_FIELDS
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks, observe_pools
-from controller.model.state import GuestConfig, NetworkConfig, NicState, ObservedGuest, ObservedNetwork, ObservedPool
+from controller.model.state import (
+    DiskState,
+    GuestConfig,
+    NetworkConfig,
+    NicState,
+    ObservedGuest,
+    ObservedNetwork,
+    ObservedPool,
+)
 from controller.spec.models import Interface
 
 
@@ -44,10 +52,10 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
     disks = []
     for d in cfg.disks:
         path = d.path or (volume_paths or {}).get((d.pool or "", d.volume or ""))
-        if not path:
-            if d.device == "cdrom" and not d.pool:
+        if d.type not in _FILE_DISKS or not path:
+            if d.type in _FILE_DISKS and d.device == "cdrom" and not d.pool:
                 continue  # an empty CD-ROM drive has nothing to declare
-            notes.append(f"disk {d.target} ({d.device}, no file virtsync can name) is not modelled yet: "
+            notes.append(f"disk {d.target} ({_unmodelled_disk(d)}) is not modelled yet: "
                          "/spec/disks is ignored so the plan leaves the disks alone")
             ignore.append("/spec/disks")
             continue
@@ -74,6 +82,24 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
     if not owned:
         spec["adopt"] = True
     return spec
+
+
+# The disks a spec names by their file (a volume by its pool's file); a spec path is never a
+# device (spec/checks.py refuses /dev), so block, network and other disks stay under ignore.
+_FILE_DISKS = ("file", "volume")
+
+
+def _unmodelled_disk(d: DiskState) -> str:
+    """Why ``d`` cannot be written into a spec, for the comment export puts over it."""
+    if d.type == "block":
+        return f"{d.device} on block device {d.source or '?'}: a spec's disk is a file"
+    if d.type == "network":
+        return f"{d.device} on network storage {d.source or '?'}: a spec's disk is a file"
+    if d.type == "volume":
+        return f"{d.device}, volume {d.pool}/{d.volume} that the host does not list"
+    if d.type in _FILE_DISKS:
+        return f"{d.device}, no file virtsync can name"
+    return f"{d.device} of type {d.type}" + (f" on {d.source}" if d.source else "")
 
 
 def pool_spec(host: str, p: ObservedPool, owned: bool) -> dict[str, Any]:
@@ -168,7 +194,7 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
     chosen_pools = [p for p in chosen_pools if p.type == "dir" and p.path]  # the pool types the spec has
     if include_host:
         files = [volume_paths.get((d.pool or "", d.volume or ""), d.path) for c in configs
-                 for d in c.disks]  # type: ignore[union-attr]
+                 for d in c.disks if d.type in _FILE_DISKS]  # type: ignore[union-attr]
         files += [p for c in configs for p in (c.kernel, c.initrd) if p]  # type: ignore[union-attr]
         dirs = {posixpath.dirname(f) for f in files if f} | {p.path.rstrip("/") for p in chosen_pools if p.path}
         dirs |= {posixpath.normpath(fs["source"]) for c in configs for fs in c.filesystems}  # type: ignore[union-attr]

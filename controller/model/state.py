@@ -53,6 +53,8 @@ class DiskState:
     readonly: bool = False
     shareable: bool = False
     iotune: tuple[tuple[str, int], ...] = ()  # the non-zero <iotune> limits virtsync models, in order
+    type: str = "file"  # <disk type>: file | volume | block | network | … (the source's kind)
+    source: str | None = None  # what a block or network disk reads: its device, or protocol:name
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import libvirt
 from lxml import etree
+from ruamel.yaml import YAML
 
 from controller.hypervisor.ownership import find_owner
 from tests.integration.conftest import (
@@ -212,3 +213,45 @@ def test_export_all_into_a_directory_writes_one_spec_file_per_object_that_plans_
     assert virtsync("validate", tree).code == 0
     plan = virtsync("plan", tree)
     assert plan.code == 0, plan.out + plan.err
+
+
+SAN_GUEST = (
+    "<domain type='test'><name>san</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    "<os><type>hvm</type><boot dev='hd'/></os><devices>"
+    "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+    "<source pool='vms' volume='app.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+    "<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+    "<source dev='/dev/disk/by-path/ip-192.0.2.21:3260-iscsi-iqn.2010-10.org.example:lun-1'/>"
+    "<target dev='vdb' bus='virtio'/></disk>"
+    "<disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+    "<source protocol='rbd' name='vms/san_disk'><host name='192.0.2.11' port='6789'/></source>"
+    "<target dev='vdc' bus='virtio'/></disk>"
+    "<graphics type='vnc' autoport='yes'/></devices></domain>")
+
+
+def test_export_keeps_block_and_network_disks_under_ignore_and_a_console_without_listen_plans_nothing(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    """A block device and an rbd disk cannot be a spec disk (a spec's disk is a file, never /dev):
+    export names them in a comment and ignores /spec/disks, instead of writing a /dev path that
+    validate refuses. A console without a listen address (the host default) is no change."""
+    uri = write_host(tmp_path, ADOPTED_POOL + SAN_GUEST)
+    conn = connection(uri)
+    out = tmp_path / "out.yaml"
+    exported = virtsync("export", "--connect", uri, "--host", "kvm1", "-o", out)
+    assert exported.code == 0, exported.err
+    text = out.read_text()
+    assert "# disk vdb (disk on block device /dev/disk/by-path/ip-192.0.2.21:3260-iscsi-iqn.2010-10.org.example" \
+           ":lun-1: a spec's disk is a file) is not modelled yet" in text, text
+    assert "# disk vdc (disk on network storage rbd:vms/san_disk: a spec's disk is a file)" in text, text
+    assert "ignore:\n  - /spec/disks" in text
+    docs = {d["kind"]: d for d in YAML(typ="safe", pure=True).load_all(text)}
+    assert docs["Host"]["spec"]["storage"]["allowedDirs"] == ["/var/lib/libvirt/images/vms"]  # no /dev dir
+    assert "path: /var/lib/libvirt/images/vms/app.qcow2" in text  # the file disk is still listed
+    assert "graphics:\n    type: vnc\n" in text
+    assert virtsync("validate", out).code == 0
+    plan = virtsync("plan", out, "--connect", uri)
+    assert plan.code == 0, plan.out + plan.err
+    before = conn.lookupByName("san").XMLDesc(0)
+    assert virtsync("apply", out, "--connect", uri, "--yes").code == 0
+    after = conn.lookupByName("san").XMLDesc(0)
+    assert after == before  # all three disks and the console as they were
