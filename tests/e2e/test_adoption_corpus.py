@@ -4,7 +4,9 @@ Every corpus definition (virt-install/virt-manager, terraform-provider-libvirt, 
 Nova, a Windows guest, a hand-written BIOS guest, a guest with the devices virtsync models) is
 defined on one hermetic host, and started where it runs here without an OS; then
 ``export --all -o DIR/`` → ``validate`` → ``plan`` (exit 0) → ``adopt --yes`` → ``apply --yes``
-must leave each persistent definition as it was, apart from virtsync's ownership element.
+must leave each persistent definition as it was, apart from virtsync's ownership element. The
+virt-install UEFI guest is defined as made (type kvm: OVMF does not run under this machine's
+nested KVM) and, as a second case, run as a TCG copy (type qemu), which boots OVMF with an NVRAM.
 The host gets what the corpus refers to first: a dir pool ``default`` with the guests' images
 (one a pool volume, two cloud-init/installer ISOs), a NAT network ``default``, a host bridge
 ``br-corp`` and a veth ``vcorp0`` for the bridge and direct (macvtap) NICs, all inside the host's
@@ -40,11 +42,13 @@ IMAGES = "/var/lib/libvirt/images"
 class Case:
     file: str
     guest: str
-    run: bool  # started: it runs here in firmware (SeaBIOS) without an OS
+    run: bool  # started: it runs here in firmware (SeaBIOS, OVMF under TCG) without an OS
+    tcg: str | None = None  # run a TCG copy under this name: domain type qemu, a disk and MAC of its own
 
 
 CASES = [
     Case("virt-install-q35-uefi.xml", "vi-uefi", run=False),  # OVMF does not run under nested KVM
+    Case("virt-install-q35-uefi.xml", "vi-uefi-tcg", run=True, tcg="vi-uefi"),  # OVMF runs under TCG
     Case("terraform-volume-cloudinit.xml", "tf-web", run=True),
     Case("kcli-metadata.xml", "kcli-vm", run=False),  # host-model CPU aborts QEMU on this machine
     Case("nova-block-rbd.xml", "instance-0000002a", run=False),  # no Ceph cluster, no iSCSI LUN
@@ -54,8 +58,8 @@ CASES = [
 ]
 
 # (volume, format, size) made in pool default, and ISO images written into it
-VOLUMES = [("vi-uefi.qcow2", "qcow2", "64M"), ("tf-web-root.qcow2", "qcow2", "64M"),
-           ("kcli-vm_0.img", "qcow2", "64M"), ("win10.qcow2", "qcow2", "64M"),
+VOLUMES = [("vi-uefi.qcow2", "qcow2", "64M"), ("vi-uefi-tcg.qcow2", "qcow2", "64M"),
+           ("tf-web-root.qcow2", "qcow2", "64M"), ("kcli-vm_0.img", "qcow2", "64M"), ("win10.qcow2", "qcow2", "64M"),
            ("legacy.img", "raw", "16M"), ("appliance.qcow2", "qcow2", "64M"), ("hand-vol.qcow2", "qcow2", "16M")]
 ISOS = ["tf-web-commoninit.iso", "kcli-vm.ISO", "win10-install.iso"]
 
@@ -114,12 +118,38 @@ def define(host: HermeticHost, case: Case, tmp: Path) -> None:
     re-sorts (kcli's sdz CD-ROM makes SATA controllers, which then move ahead of pcie-root): the
     baseline is that fixed point, so that any later difference is virtsync's doing.
     """
-    host.virsh("define", str(CORPUS / case.file))
+    source = CORPUS / case.file
+    if case.tcg:
+        source = tmp / f"{case.guest}.xml"
+        source.write_text(_tcg_copy((CORPUS / case.file).read_text(), case.tcg, case.guest))
+    host.virsh("define", str(source))
     again = tmp / f"{case.guest}.inactive.xml"
     again.write_text(host.virsh("dumpxml", "--inactive", case.guest))
     host.virsh("define", str(again))
     if case.run:
         host.virsh("start", case.guest)
+
+
+def _tcg_copy(xml: str, old: str, new: str) -> str:
+    """The definition as it would be on a host without usable KVM (type qemu, the default CPU
+    model: a host CPU mode needs KVM), under another name, UUID, MAC and disk, with 256 MiB for
+    OVMF."""
+    root = etree.fromstring(xml.encode())
+    root.set("type", "qemu")
+    root.find("name").text = new  # type: ignore[union-attr]
+    root.remove(root.find("uuid"))  # type: ignore[arg-type]
+    for cpu in root.findall("cpu"):
+        root.remove(cpu)
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.set("unit", "MiB")
+            el.text = "256"
+    for src in root.iterfind("devices/disk/source"):
+        src.set("file", src.get("file", "").replace(old, new))
+    for mac in root.iterfind("devices/interface/mac"):
+        mac.set("address", mac.get("address", "")[:-2] + "ff")
+    return etree.tostring(root, encoding="unicode")
 
 
 def remove_guests(host: HermeticHost) -> None:
@@ -276,14 +306,15 @@ def test_adopt_on_a_host_with_ten_mixed_guests_adopts_the_matching_ones_names_th
     host = hermetic_host
     try:
         prepare(host, tmp_path)
-        for case in CASES:
+        cases = [c for c in CASES if not c.tcg]  # no OVMF under TCG here: keep the host idle
+        for case in cases:
             define(host, case, tmp_path)
         for name, xml in HANDMADE.items():
             path = tmp_path / f"{name}.xml"
             path.write_text(xml)
             host.virsh("define", str(path))
         host.virsh("start", "hand-net")
-        names = [c.guest for c in CASES] + list(HANDMADE)
+        names = [c.guest for c in cases] + list(HANDMADE)
         assert len(names) == 10
         running = {n: host.virsh("domid", n).strip() for n in names if host.virsh("domstate", n).strip() == "running"}
         assert set(running) == {"tf-web", "legacy", "appliance", "hand-net"}, running
@@ -323,3 +354,12 @@ def test_adopt_on_a_host_with_ten_mixed_guests_adopts_the_matching_ones_names_th
         assert changed == set(edited), plan
     finally:
         remove_guests(host)
+
+
+def test_a_running_uefi_guest_is_exported_as_uefi_and_keeps_its_nvram(corpus: Adoption) -> None:
+    text = _spec(corpus, "vi-uefi-tcg")
+    assert "firmware: uefi" in text and "state: running" in text, text
+    assert "firmware: uefi" in _spec(corpus, "vi-uefi")
+    assert "<os firmware='efi'>" in corpus.after["vi-uefi-tcg"]  # libvirt 9.0 picks the firmware at start
+    live = corpus.host.virsh("dumpxml", "vi-uefi-tcg")  # it runs on OVMF, with its NVRAM
+    assert "<loader" in live and "<nvram" in live and "vi-uefi-tcg_VARS.fd" in live, live
