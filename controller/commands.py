@@ -120,6 +120,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
     if saved is not None:
         _use_saved_plan(args, saved)
+    if args.verify_commits:
+        from controller.commit_trust import working_tree_commit
+
+        sha, signer = working_tree_commit(args.paths, _trust(args))
+        print(f"commit {sha[:12]} signed by {signer}", file=sys.stderr)
     specs, scope = _load_scoped(args)
     engine = _engine(args)
     stopped: list[int] = []  # the exit code when the gate says no
@@ -425,6 +430,20 @@ def _read_option_file(option: str, name: str) -> str:
         raise UsageError(f"{option} {name}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def _trust(args: argparse.Namespace) -> Any:
+    from controller.commit_trust import CommitTrust
+
+    return CommitTrust(allowed_signers=args.allowed_signers, gpg_keyring=args.gpg_keyring)
+
+
+def _trust_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify-commits", action="store_true",
+                   help="apply a commit only if it is signed by an allowed key (git verify-commit)")
+    p.add_argument("--allowed-signers", metavar="FILE", help="SSH signers allowed, in git's "
+                   "gpg.ssh.allowedSignersFile format")
+    p.add_argument("--gpg-keyring", metavar="FILE", help="OpenPGP public keys allowed to sign")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller.logging import configure
     from controller.service.git import GitSource
@@ -454,6 +473,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], host_selector=args.host_selector or [],
         snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size),
+        trust=_trust(args) if args.verify_commits else None,
     )
     return Service(opts).run()
 
@@ -562,6 +582,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="actions run at once per host (default 8)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="json prints the ChangeSet")
+    _trust_options(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects",
@@ -584,6 +605,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="poll interval (default 30s; POST /hooks/git pokes it)")
     p.add_argument("--git-ssh-key", metavar="FILE", help="SSH private key for the repository")
     p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
+    _trust_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.commit_trust import CommitTrust, UntrustedCommit, verify_commit, working_tree_commit
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
 from controller.errors import ConflictError, HostError, UsageError, VirtsyncError
 from controller.gitinfo import git_commit
@@ -66,6 +67,7 @@ class ServiceOptions:
     hosts: list[str] = field(default_factory=list)
     host_selector: list[str] = field(default_factory=list)  # Host labels key=value, all must match
     limits: Limits = field(default_factory=Limits)
+    trust: CommitTrust | None = None  # --verify-commits: only commits signed by an allowed key
 
 
 class Service:
@@ -91,8 +93,29 @@ class Service:
         self._first_sync: set[str] = set()
         self._host_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.http: Any = None
+        self._rejected_commit = ""  # the last commit refused for its signature
 
     # ----------------------------------------------------------- sources
+
+    def _verify(self, commit: str, paths: list[str]) -> None:
+        assert self.opts.trust is not None
+        if self.git is not None:
+            signer = verify_commit(self.opts.trust, commit, git_dir=str(self.git.mirror))
+        else:
+            commit, signer = working_tree_commit(paths, self.opts.trust)
+        log.info("commit verified", commit=commit, signer=signer)
+
+    def _untrusted(self, commit: str, exc: UntrustedCommit) -> None:
+        """Like invalid specs: nothing of the commit is applied, the last good one stays in force;
+        told once per commit (the branch is polled again and again)."""
+        head = f"{exc}; nothing from it is applied, the last good specs stay in force"
+        self.status.record("error", head)
+        if commit and commit == self._rejected_commit:
+            return
+        self._rejected_commit = commit
+        self.metrics.spec_errors.inc()
+        log.error("untrusted commit", commit=commit, error=str(exc))
+        self.notifier.send("untrusted-commit", head, commit=commit)
 
     def reload(self, reason: str = "files changed") -> None:
         """Load the specs (from the files, or the followed branch) and queue what changed."""
@@ -107,6 +130,11 @@ class Service:
                 else:
                     paths = self.opts.paths
                     commit = git_commit(paths)
+                if self.opts.trust is not None:
+                    self._verify(commit, paths)
+            except UntrustedCommit as exc:
+                self._untrusted(commit, exc)
+                return
             except VirtsyncError as exc:
                 self.status.record("error", f"cannot read specs: {exc}")
                 log.error("spec source failed", error=str(exc))
