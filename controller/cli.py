@@ -90,6 +90,8 @@ def add_max_file_size(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="refuse spec files larger than this (default 8MiB; env VIRTSYNC_MAX_FILE_SIZE)",
     )
+    p.add_argument("--policy", metavar="FILE", default=os.environ.get("VIRTSYNC_POLICY_FILE") or None,
+                   help="a tenancy policy (kind: Policy) the specs must keep to (env VIRTSYNC_POLICY_FILE)")
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -104,7 +106,7 @@ def _limits(args: argparse.Namespace) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from controller.spec.loader import find_spec_files, load_specs
 
-    result = load_specs(args.paths, _limits(args))
+    result = load_specs(args.paths, _limits(args), policy=getattr(args, "policy", None))
     files, _ = find_spec_files(args.paths)
     counts = Counter(item.obj.kind for item in result.specs.items)
     if args.format == "json":

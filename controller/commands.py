@@ -20,6 +20,10 @@ from controller.gitinfo import git_commit
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
 
 
+def _policy(args: argparse.Namespace) -> str | None:
+    return getattr(args, "policy", None)  # verbs that load no specs have no --policy
+
+
 def _load(args: argparse.Namespace) -> Any:
     """The specs as the command line chose them: the chosen hosts (--host, --host-selector; a
     --connect URI given to the one host chosen)."""
@@ -33,7 +37,7 @@ def _load_scoped(args: argparse.Namespace) -> tuple[Any, Any]:
     from controller.spec.loader import load_specs
     from controller.spec.yaml_reader import Limits
 
-    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size))
+    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size), policy=_policy(args))
     for d in result.diagnostics:
         if d.severity == "warning":
             print(d.render(), file=sys.stderr)
@@ -321,7 +325,7 @@ def cmd_place(args: argparse.Namespace) -> int:
     from controller.spec.placement import lock_path, read_lock, write_lock
     from controller.spec.yaml_reader import Limits
 
-    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size), placed=False)
+    result = load_specs(args.paths, Limits(max_file_bytes=args.max_file_size), placed=False, policy=_policy(args))
     if result.errors:
         raise SpecError(result.errors)
     specs = result.specs
@@ -472,7 +476,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
         shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], host_selector=args.host_selector or [],
         snapshot_interval=args.snapshot_interval,
-        limits=Limits(max_file_bytes=args.max_file_size),
+        limits=Limits(max_file_bytes=args.max_file_size), policy=_policy(args),
         trust=_trust(args) if args.verify_commits else None,
     )
     return Service(opts).run()

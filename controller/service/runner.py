@@ -67,6 +67,7 @@ class ServiceOptions:
     hosts: list[str] = field(default_factory=list)
     host_selector: list[str] = field(default_factory=list)  # Host labels key=value, all must match
     limits: Limits = field(default_factory=Limits)
+    policy: str | None = None  # --policy: the tenancy policy file the specs must keep to
     trust: CommitTrust | None = None  # --verify-commits: only commits signed by an allowed key
 
 
@@ -139,7 +140,7 @@ class Service:
                 self.status.record("error", f"cannot read specs: {exc}")
                 log.error("spec source failed", error=str(exc))
                 return
-            result = load_specs(paths, self.opts.limits)
+            result = load_specs(paths, self.opts.limits, policy=self.opts.policy)
             if result.errors:
                 shown = [d.render().replace(paths[0].rstrip("/") + "/", "") for d in result.errors]
                 self.desired.reject(commit, result.errors)

@@ -25,6 +25,7 @@ from controller.spec.checks import check_spec_set
 from controller.spec.messages import clip, describe, explain, locate
 from controller.spec.models import API_VERSION, KINDS
 from controller.spec.placement import LOCK_NAME, apply_lock, lock_path, read_lock
+from controller.spec.policy import check_policy, load_policy
 from controller.spec.references import referenced_files, resolve_cloud_init
 from controller.spec.secrets import resolve_secrets, secret_files
 from controller.spec.specset import Located, SpecSet
@@ -209,11 +210,19 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_specs(paths: Sequence[str | Path], limits: Limits | None = None, *, placed: bool = True) -> LoadResult:
+def load_specs(paths: Sequence[str | Path], limits: Limits | None = None, *, placed: bool = True,
+               policy: str | None = None) -> LoadResult:
     """Read, validate and cross-check every spec under ``paths``. ``placed=False`` (for
-    `virtsync place`) accepts guests with a hostSelector that have no host yet."""
+    `virtsync place`) accepts guests with a hostSelector that have no host yet. ``policy``: a
+    tenancy policy file whose fence every spec must keep to (spec/policy.py)."""
     with _gc_paused():
-        return _load(paths, limits or Limits(), placed)
+        result = _load(paths, limits or Limits(), placed)
+    if policy is None:
+        return result
+    fence, problems = load_policy(policy)
+    if fence is not None:
+        problems = check_policy(result.specs, fence, policy)
+    return LoadResult(result.specs, _sorted([*result.diagnostics, *problems]))
 
 
 def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> LoadResult:
