@@ -134,7 +134,8 @@ class Engine:
         self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
 
     def _connection(self, host: Host):  # type: ignore[no-untyped-def]
-        return self.pool.for_host(host.metadata.name, host.spec.uri, float(host.spec.connect_timeout))
+        return self.pool.for_host(host.metadata.name, host.spec.uri, float(host.spec.connect_timeout),
+                                  tls=host.spec.tls)
 
     def observe(self, specs: SpecSet) -> Observation:
         """Every host of ``specs``, concurrently; a host that fails is reported, not fatal."""

@@ -1,23 +1,95 @@
-"""One persistent libvirt connection per host, reopened when it dies."""
+"""One persistent libvirt connection per host, reopened when it dies.
+
+A host with client certificates (the Host spec's ``tls``, for qemu+tls:// and xen+tls://) is
+opened with the URI parameter ``pkipath=DIR``: libvirt loads cacert.pem, clientcert.pem and
+clientkey.pem from DIR. DIR is private (0700, under $XDG_RUNTIME_DIR/virtsync/pki, else the
+cache directory), holds only symlinks to the spec's files, and is removed as soon as the open
+call returns: libvirt has read the credentials by then, and each reconnect makes a new one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import NamedTuple, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import libvirt
 
 from controller.errors import HostUnreachable
 from controller.hypervisor.errors import map_error, quiet_libvirt
 
+# The names libvirt looks for in a pkipath directory.
+PKI_NAMES = {"ca_file": "cacert.pem", "cert_file": "clientcert.pem", "key_file": "clientkey.pem"}
+
+
+class ClientCerts(Protocol):
+    """Paths of a client's TLS files (the Host spec's ``tls``, already absolute)."""
+
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def cert_file(self) -> str: ...
+    @property
+    def key_file(self) -> str: ...
+
+
+def with_pkipath(uri: str, pkipath: str | Path) -> str:
+    """``uri`` with the parameter pkipath=DIR (replacing one it has), other parameters kept
+    as they were written."""
+    parts = urlsplit(uri)
+    params = [p for p in parts.query.split("&") if p and p.split("=", 1)[0] != "pkipath"]
+    params.append("pkipath=" + quote(str(pkipath), safe="/"))
+    return urlunsplit(parts._replace(query="&".join(params)))
+
+
+def pki_base() -> Path:
+    """Where the per-connection pkipath directories are made: $XDG_RUNTIME_DIR/virtsync/pki
+    when there is a runtime directory, else $XDG_CACHE_HOME (~/.cache)/virtsync/pki."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+        return Path(runtime) / "virtsync" / "pki"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "virtsync" / "pki"
+
+
+def make_pkipath(host: str, certs: ClientCerts, base: Path | None = None) -> Path:
+    """A new private directory with the three files as libvirt names them (symlinks)."""
+    base = pki_base() if base is None else base
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in host)
+    path = Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=base))  # 0700
+    try:
+        for attr, name in PKI_NAMES.items():
+            (path / name).symlink_to(getattr(certs, attr))
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path
+
+
+class TlsPaths(NamedTuple):
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+def _certs_key(certs: ClientCerts | None) -> TlsPaths | None:
+    return None if certs is None else TlsPaths(certs.ca_file, certs.cert_file, certs.key_file)
+
 
 class HostConnection:
-    def __init__(self, host: str, uri: str, timeout: float = 10.0):
+    def __init__(self, host: str, uri: str, timeout: float = 10.0, tls: ClientCerts | None = None):
         self.host = host
-        self.uri = uri
+        self.uri = uri  # as the spec says: what errors and outputs show
         self.timeout = timeout
+        self.tls = _certs_key(tls)
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
 
@@ -38,9 +110,23 @@ class HostConnection:
         quiet_libvirt()
         # libvirt.open blocks for as long as the transport does (an SSH or TCP
         # host that drops packets): bound it so one dead host never stalls a run.
+        uri, pkipath = self.uri, None
+        if self.tls is not None:
+            try:
+                pkipath = make_pkipath(self.host, self.tls)
+            except OSError as exc:
+                raise HostUnreachable(f"cannot prepare the TLS client certificates for {self.uri}: "
+                                      f"{exc.strerror or exc}", host=self.host) from None
+            uri = with_pkipath(self.uri, pkipath)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"connect-{self.host}")
-        future = pool.submit(libvirt.open, self.uri)
+        future = pool.submit(libvirt.open, uri)
         pool.shutdown(wait=False)
+        if pkipath is not None:
+            # Once open returns (even after the timeout below), libvirt holds the credentials.
+            def remove(_: Future[libvirt.virConnect], path: Path = pkipath) -> None:
+                shutil.rmtree(path, ignore_errors=True)
+
+            future.add_done_callback(remove)
         try:
             conn = future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -48,7 +134,15 @@ class HostConnection:
                                   host=self.host) from None
         except libvirt.libvirtError as exc:
             err = map_error(exc, self.host, f"cannot connect to {self.uri}")
-            raise HostUnreachable(str(err).removeprefix(f"{self.host}: "), host=self.host) from None
+            message = str(err).removeprefix(f"{self.host}: ")
+            if pkipath is not None and self.tls is not None:
+                # Name the spec's files, not the short-lived directory libvirt read them from.
+                for attr, name in PKI_NAMES.items():
+                    message = message.replace(str(pkipath / name), getattr(self.tls, attr))
+                if "TLS confirmation" in message:
+                    # libvirtd sends that byte once it has accepted the client certificate.
+                    message += " (the host refused this client certificate: is it signed by a CA in its ca_file?)"
+            raise HostUnreachable(message, host=self.host) from None
         if conn is None:
             raise HostUnreachable(f"cannot connect to {self.uri}", host=self.host)
         return conn
@@ -71,13 +165,14 @@ class ConnectionPool:
         self._conns: dict[str, HostConnection] = {}
         self._lock = threading.Lock()
 
-    def for_host(self, host: str, uri: str, timeout: float = 10.0) -> HostConnection:
+    def for_host(self, host: str, uri: str, timeout: float = 10.0,
+                 tls: ClientCerts | None = None) -> HostConnection:
         with self._lock:
             conn = self._conns.get(host)
-            if conn is None or conn.uri != uri:
+            if conn is None or conn.uri != uri or conn.tls != _certs_key(tls):
                 if conn is not None:
                     conn.close()
-                conn = HostConnection(host, uri, timeout)
+                conn = HostConnection(host, uri, timeout, tls)
                 self._conns[host] = conn
             return conn
 

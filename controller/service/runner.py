@@ -191,7 +191,8 @@ class Service:
             specs, _ = self.desired.snapshot()
             for host in specs.hosts if specs else []:
                 name = host.metadata.name
-                conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+                conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
+                                             tls=host.spec.tls)
                 events = self._events.get(name)
                 if events is None or events.conn is not conn:
                     events = self._events[name] = HostEvents(conn, self._on_event)
@@ -224,7 +225,8 @@ class Service:
                     obs = self.engine.observe(specs.for_host(name))
                     if name in obs.failed:
                         continue
-                    conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+                    conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
+                                             tls=host.spec.tls)
                     ops = SnapshotOps(conn, self.opts.instance)
 
                     def ops_for(_host: str, ops: SnapshotOps = ops) -> SnapshotOps:
@@ -421,7 +423,8 @@ class Service:
         from controller.hypervisor.snapshots import SnapshotOps
         from controller.snapshots.runner import annotate_freshness
 
-        conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout))
+        conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
+                                             tls=host.spec.tls)
         plan = self.status.as_plan()
         mine = [hp for hp in plan.hosts if hp.host == name]
         annotate_freshness(specs, mine, lambda _h: SnapshotOps(conn, self.opts.instance), datetime.now(UTC))

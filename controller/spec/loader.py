@@ -29,6 +29,7 @@ from controller.spec.policy import check_policy, load_policy
 from controller.spec.references import referenced_files, resolve_cloud_init
 from controller.spec.secrets import resolve_secrets, secret_files
 from controller.spec.specset import Located, SpecSet
+from controller.spec.tls import resolve_tls
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -252,6 +253,8 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
     resolved = []
     for item in located:
         item, problems = resolve_cloud_init(item)
+        diagnostics.extend(problems)
+        item, problems = resolve_tls(item)
         diagnostics.extend(problems)
         resolved.append(item)
     resolved, problems = resolve_secrets(resolved)

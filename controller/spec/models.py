@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
@@ -74,6 +75,15 @@ class HostStorage(SpecModel):
     )
 
 
+class HostTls(SpecModel):
+    ca_file: str = Field(min_length=1, description="The CA certificate (PEM) that signed the host's "
+                         "server certificate. Absolute, or relative to this spec file.")
+    cert_file: str = Field(min_length=1, description="This client's certificate (PEM), signed by a CA "
+                           "the host's libvirtd trusts. Absolute, or relative to this spec file.")
+    key_file: str = Field(min_length=1, description="The client certificate's private key (PEM). "
+                          "Absolute, or relative to this spec file; read only by libvirt, never shown.")
+
+
 class HostSpec(SpecModel):
     uri: str = Field(
         min_length=1,
@@ -98,6 +108,18 @@ class HostSpec(SpecModel):
         default=10, description="How long to try to connect before the host counts as down. "
         "Default: 10s."
     )
+    tls: HostTls | None = Field(
+        default=None, description="Client certificate files for a qemu+tls:// or xen+tls:// URI, "
+        "handed to libvirt as its pkipath (cacert.pem, clientcert.pem, clientkey.pem). Default: "
+        "libvirt's own locations (/etc/pki/…, ~/.pki/libvirt)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_tls_uri(self) -> HostSpec:
+        if self.tls is not None and not urlsplit(self.uri).scheme.endswith("+tls"):
+            raise FieldError("tls", f"tls (client certificates) needs a +tls URI such as "
+                             f"qemu+tls://HOST/system, not {self.uri!r}")
+        return self
 
 
 # ------------------------------------------------------------------ Network

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -60,6 +61,21 @@ _live: weakref.WeakSet[HermeticHost] = weakref.WeakSet()
 
 class HermeticHostError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A host's TLS listener: the CA that signs (and verifies) clients, the server's
+    certificate for the address clients use, and its key. Copied into the host's root."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+# Where a TLS host's files are, inside its namespace (ROOT/etc is /etc/libvirt there).
+TLS_DIR = "/etc/libvirt/pki"
+TLS_NAMES = {"ca_file": "cacert.pem", "cert_file": "servercert.pem", "key_file": "serverkey.pem"}
 
 
 @functools.cache
@@ -149,7 +165,7 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _libvirtd_conf(host_uuid: str, listen_tcp: bool) -> str:
+def _libvirtd_conf(host_uuid: str, listen_tcp: bool, listen_tls: bool = False) -> str:
     lines = [
         "# Written by tests/hosts/hermetic.py for one hermetic test host.",
         # Unique per host: migration refuses to move a guest between hosts with one UUID.
@@ -160,8 +176,20 @@ def _libvirtd_conf(host_uuid: str, listen_tcp: bool) -> str:
         'unix_sock_rw_perms = "0700"',
         # Daemons started with -d log to syslog, which is absent: keep warnings in a file.
         'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"',
-        "listen_tls = 0",
     ]
+    if listen_tls:
+        # Port 16514 of the host's network namespace; clients must show a certificate the CA
+        # signed (tls_no_verify_certificate = 0), which is all the authentication there is.
+        lines += [
+            "listen_tls = 1",
+            f'ca_file = "{TLS_DIR}/{TLS_NAMES["ca_file"]}"',
+            f'cert_file = "{TLS_DIR}/{TLS_NAMES["cert_file"]}"',
+            f'key_file = "{TLS_DIR}/{TLS_NAMES["key_file"]}"',
+            'auth_tls = "none"',
+            "tls_no_verify_certificate = 0",
+        ]
+    else:
+        lines.append("listen_tls = 0")
     if listen_tcp:
         # Port 16509 of the host's own network namespace, so hosts do not collide.
         lines += ["listen_tcp = 1", 'auth_tcp = "none"']
@@ -205,9 +233,13 @@ def _qemu_conf() -> str:
 class HermeticHost:
     """One libvirtd test host in its own namespaces; see the module docstring."""
 
-    def __init__(self, base_dir: Path, name: str = "host", listen_tcp: bool = False) -> None:
+    def __init__(
+        self, base_dir: Path, name: str = "host", listen_tcp: bool = False,
+        tls: ServerTls | None = None,
+    ) -> None:
         self.name = name
         self.listen_tcp = listen_tcp
+        self.tls = tls
         self.root = Path(base_dir).absolute() / name
         self.run_dir = self.root / "run"
         self.socket_path = self.run_dir / "libvirt-sock"
@@ -231,6 +263,11 @@ class HermeticHost:
     @property
     def running(self) -> bool:
         return self._proc is not None
+
+    @property
+    def listens(self) -> bool:
+        """Whether libvirtd listens on the network (TCP, TLS or both): libvirtd --listen."""
+        return self.listen_tcp or self.tls is not None
 
     @property
     def netns_pid(self) -> int:
@@ -258,7 +295,7 @@ class HermeticHost:
             "--propagation", "private", "--kill-child=SIGKILL",
             "bash", str(SCRIPT), str(self.root),
         ]
-        if self.listen_tcp:
+        if self.listens:
             argv.append("--listen")
         env = {**os.environ, "HERMETIC_PYTHON": sys.executable}
         with open(self.log_path, "ab") as log:
@@ -373,7 +410,7 @@ class HermeticHost:
         if self.pids_of("libvirtd"):
             self.kill_libvirtd()
         argv = ["libvirtd", "-d", "-p", "/run/libvirt/libvirtd.pid"]
-        if self.listen_tcp:
+        if self.listens:
             argv.append("--listen")
         done = self.run_in_netns(argv, timeout=timeout)
         if done.returncode != 0:
@@ -441,7 +478,15 @@ class HermeticHost:
         for conf in Path("/etc/libvirt").glob("*.conf"):
             shutil.copyfile(conf, etc / conf.name)
         # Written whole rather than patched: libvirt's config parser takes a key's first value.
-        (etc / "libvirtd.conf").write_text(_libvirtd_conf(self.host_uuid, self.listen_tcp))
+        (etc / "libvirtd.conf").write_text(
+            _libvirtd_conf(self.host_uuid, self.listen_tcp, self.tls is not None)
+        )
+        if self.tls is not None:
+            pki = etc / Path(TLS_DIR).relative_to("/etc/libvirt")
+            pki.mkdir(mode=0o700, exist_ok=True)
+            for attr, name in TLS_NAMES.items():
+                shutil.copyfile(getattr(self.tls, attr), pki / name)
+            (pki / TLS_NAMES["key_file"]).chmod(0o600)
         (etc / "qemu.conf").write_text(_qemu_conf())
         ids = _swtpm_ids()
         if ids is not None:
@@ -531,9 +576,10 @@ class HostFactory:
         self.hosts: list[HermeticHost] = []
 
     def __call__(
-        self, name: str | None = None, *, listen_tcp: bool = False, start: bool = True
+        self, name: str | None = None, *, listen_tcp: bool = False, tls: ServerTls | None = None,
+        start: bool = True,
     ) -> HermeticHost:
-        host = HermeticHost(self.base_dir, name or f"h{len(self.hosts) + 1}", listen_tcp)
+        host = HermeticHost(self.base_dir, name or f"h{len(self.hosts) + 1}", listen_tcp, tls)
         if any(h.name == host.name for h in self.hosts):
             raise HermeticHostError(f"host name {host.name!r} is taken")
         self.hosts.append(host)
