@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.audit import audit_to
 from controller.cli import add_max_file_size, instant, non_negative_int, positive_float, positive_int
 from controller.engine import DEFAULT_MAX_DELETIONS
 from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
@@ -129,7 +130,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
         sha, signer = working_tree_commit(args.paths, _trust(args))
         print(f"commit {sha[:12]} signed by {signer}", file=sys.stderr)
+        signers = {sha: signer}
     specs, scope = _load_scoped(args)
+    audit = _audit_log(args, signers if args.verify_commits else {})
     engine = _engine(args)
     stopped: list[int] = []  # the exit code when the gate says no
 
@@ -163,10 +166,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         progress = _progress if sys.stderr.isatty() else _progress_if_many
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
-        result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
-                                  concurrency=args.concurrency, progress=progress)
+        with audit_to(audit):
+            result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
+                                      concurrency=args.concurrency, progress=progress)
     finally:
         engine.close()
+        if audit is not None:
+            audit.close()
     if result.changes is None:
         return stopped[0] if stopped else EXIT_OK
     changes = result.changes
@@ -478,6 +484,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size), policy=_policy(args),
         trust=_trust(args) if args.verify_commits else None,
+        audit_log=args.audit_log,
     )
     return Service(opts).run()
 
@@ -501,6 +508,15 @@ def cmd_snapshots_run(args: argparse.Namespace) -> int:
     at = args.at or datetime.now(UTC)  # --at is parsed (and refused with exit 64) by the parser
     specs, obs, ops_for = _snapshot_setup(args)
     outcomes = run_pass(specs, obs.states, ops_for, at)
+    audit = _audit_log(args, {})
+    if audit is not None:
+        from controller.audit import snapshot_entry
+
+        for o in outcomes:
+            entry = snapshot_entry(o, args.commit or "")
+            if entry is not None:
+                audit.write(entry)
+        audit.close()
     for o in outcomes:
         print(f"{o.host}/{o.guest} [{o.policy}] {o.action} {o.snapshot} {o.detail}".rstrip())
     if not outcomes:
@@ -542,6 +558,41 @@ def cmd_snapshots_restore(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     ops_for(guest.spec.host or "").revert(args.guest, args.snapshot)
     print(f"{args.guest} reverted to {args.snapshot}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- audit
+
+
+def _audit_log(args: argparse.Namespace, signers: dict[str, str]) -> Any:
+    """The --audit-log of apply and snapshots run (None without it); authors come from the spec
+    checkout's git."""
+    if not getattr(args, "audit_log", None):
+        return None
+    from controller.audit import AuditLog, CommitInfo
+
+    base = Path(args.paths[0]).resolve() if args.paths else Path.cwd()
+    return AuditLog(args.audit_log, args.instance,
+                    CommitInfo(cwd=str(base if base.is_dir() else base.parent), signers=signers))
+
+
+def _audit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--audit-log", metavar="FILE", help="append one JSON line per change to this file "
+                   "(see Audit log; `virtsync history` reads it)")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from controller import audit
+
+    lines, bad = audit.history(args.audit_log, args.object)
+    if bad:
+        print(f"{args.audit_log}: {bad} line(s) are not audit records (left out)", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(lines, indent=2 if sys.stdout.isatty() else None))
+    elif lines:
+        sys.stdout.write(audit.render_text(lines))
+    else:
+        print(f"no changes of {args.object} in {args.audit_log}")
     return EXIT_OK
 
 
@@ -587,6 +638,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="json prints the ChangeSet")
     _trust_options(p)
+    _audit_option(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects",
@@ -610,6 +662,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--git-ssh-key", metavar="FILE", help="SSH private key for the repository")
     p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
     _trust_options(p)
+    _audit_option(p)
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
@@ -655,6 +708,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     common(s)
     s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone, "
                    "e.g. 2026-01-01T03:00:00Z; default now)")
+    _audit_option(s)
+    s.set_defaults(post=_fill_commit)
     s = snap.add_parser("list", help="snapshots of the guests in the specs",
                         description="The snapshots of the guests in the specs, with the policy that made them.")
     s.set_defaults(func=cmd_snapshots_list)
@@ -701,6 +756,15 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--schema-url", metavar="URL", help="the JSON Schema editors are pointed at in the first "
                    "line (default: the schema shipped with this virtsync, as a file: URL)")
     _instance(p)
+
+    p = verb("history", cmd_history, "the changes virtsync made to one object, from the audit log",
+             "Reads --audit-log FILE (written by apply, serve and snapshots run) and prints OBJECT's changes, "
+             "oldest first: time, action, outcome, commit and author, object digests before and after, "
+             "and whether it repaired drift.")
+    p.add_argument("object", metavar="OBJECT", help="Kind/name (every host) or host/Kind/name, e.g. Guest/web "
+                   "or kvm1/Network/lan; a Guest's history includes its snapshots")
+    p.add_argument("--audit-log", required=True, metavar="FILE", help="the audit log to read")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="json: a list of audit lines")
 
 
 def _selector_term(text: str) -> str:

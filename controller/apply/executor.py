@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.apply.changeset import ChangeSet, Outcome
+from controller.audit import AuditEntry, AuditLog, current_audit, definition_digest, record_digest
 from controller.errors import ConflictError, PlanError, VirtsyncError
 from controller.fields.keys import match_nics
 from controller.fields.xmlutil import parse
@@ -39,8 +40,9 @@ from controller.hypervisor.domain_xml import (
 )
 from controller.hypervisor.errors import as_virtsync_error
 from controller.hypervisor.network_xml import dhcp_host_xml, network_xml, read_network
+from controller.hypervisor.observe import observe_pools
 from controller.hypervisor.operations import HostOps
-from controller.hypervisor.secrets import secret_xml
+from controller.hypervisor.secrets import observe_secrets, secret_xml
 from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
@@ -59,6 +61,8 @@ class ExecOptions:
     instance: str = "default"
     commit: str = ""
     concurrency: int = 8
+    # one line per action carried out; by default the log audit_to set around Engine.reconcile
+    audit: AuditLog | None = field(default_factory=current_audit)
 
 class _HostRun:
     def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
@@ -149,17 +153,95 @@ class _HostRun:
         started = time.monotonic()
         why = self.blocked(action)
         if why:
-            return Outcome(action.key, action.op, "skipped", why)
+            return Outcome(action.key, action.op, "skipped", why)  # nothing changed: not audited
+        before = self.object_digest(action) if self.opts.audit is not None else None
         try:
             detail = HANDLERS[type(action)](self, action) or ""
         except Exception as raised:
             exc = as_virtsync_error(raised, self.hp.host, action.label)
             with self.lock:
                 self.failed.add(f"{action.key.kind}/{action.key.name}")
-            return Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
-                           time.monotonic() - started, exc.retryable, exc.delay)
+            outcome = Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
+                              time.monotonic() - started, exc.retryable, exc.delay)
+            self.audit(action, outcome, before)
+            return outcome
+        outcome = Outcome(action.key, action.op, action.outcome, detail, time.monotonic() - started)
+        self.audit(action, outcome, before)
         _die_if_asked(action)
-        return Outcome(action.key, action.op, action.outcome, detail, time.monotonic() - started)
+        return outcome
+
+    # -------------------------------------------------------------- audit
+
+    def audit(self, action: Action, outcome: Outcome, before: str | None) -> None:
+        """The action's line in the audit log (when there is one): what it did to the object."""
+        sink = self.opts.audit
+        if sink is None:
+            return
+        ok = outcome.status != "failed"
+        sink.write(AuditEntry(self.hp.host, action.key.kind, action.key.name, action.op, ok,
+                              None if ok else outcome.detail, outcome.detail if ok else "", before,
+                              self.object_digest(action), self.opts.commit, is_repair(self, action)))
+
+    def object_digest(self, action: Action) -> str | None:
+        """The object's digest as it is now on the host (see controller/audit.py); None when it
+        does not exist or cannot be read (the audit line must never fail the action)."""
+        kind, name = action.key.kind, action.key.name
+        try:
+            if kind == "Guest":
+                return definition_digest(self.ops.guest_xml(name))
+            if kind == "Network":
+                return definition_digest(self.ops.network_xml(name))
+            if kind == "StoragePool":
+                pool = observe_pools(self.ops.conn.get(), self.hp.host).get(name)
+                return None if pool is None else definition_digest(
+                    pool.xml, f"\nowner={pool.owner.instance if pool.owner else ''}")
+            if kind == "Volume":
+                pool_name, _, vol = name.partition("/")
+                return record_digest(self.ops.volume_info(pool_name, vol))
+            if kind == "Secret":
+                uuid = getattr(action, "uuid", None)
+                found = observe_secrets(self.ops.conn.get(), self.hp.host) or {}
+                sec = next((s for s in found.values() if s.uuid == uuid), None)
+                return None if sec is None else record_digest(
+                    [sec.uuid, sec.usage, sec.usage_id, sec.owner_instance, sec.owner_name, sec.digest])
+        except Exception:  # a digest that cannot be read is null, never a failure
+            return None
+        return None
+
+_NEVER_REPAIRS = (act.DefinePool, act.DefineNetwork, act.Adopt, act.Migrate, act.Move, act.DeleteGuest,
+                  act.DeleteVolume, act.DeleteNetwork, act.DeletePool, act.DefineSecret, act.DeleteSecret)
+
+
+def is_repair(run: _HostRun, action: Action) -> bool:
+    """Whether an action repairs drift: it changes back an object this instance already owns whose
+    spec did not change since virtsync last wrote it — the digest of the spec's applied fields
+    equals the one in the object's ownership record. A create, an adoption, a move, a deletion and
+    a Secret's value are never repairs (a Secret's value is never read back: a new one comes from
+    the spec). A volume or seed action takes the answer of the guest it serves; a pool, whose
+    ownership marker records no digest, is repaired only when it is just started again."""
+    if isinstance(action, _NEVER_REPAIRS):
+        return False
+    kind, name, state = action.key.kind, action.key.name, run.state
+    try:
+        if kind == "StoragePool":
+            pool = state.pools.get(name)
+            only_start = isinstance(action, act.UpdatePool) and action.start and not (
+                action.redefine or action.adopt or action.autostart is not None)
+            return bool(only_start and pool is not None and pool.owner is not None
+                        and pool.owner.instance == run.opts.instance)
+        if kind == "Network":
+            net = state.networks.get(name)
+            return bool(net is not None and net.owner is not None and net.owner.instance == run.opts.instance
+                        and net.owner.digest == digest(applied_fields(run.network(name).spec)))
+        guest_name = action.serves
+        if guest_name is None:
+            return False
+        obs = state.guests.get(guest_name)
+        return bool(obs is not None and obs.owner is not None and obs.owner.instance == run.opts.instance
+                    and obs.owner.digest == digest(applied_fields(run.guest(guest_name).spec)))
+    except PlanError:  # no spec for it on this host
+        return False
+
 
 def _die_if_asked(action: Action) -> None:
     """Tests of crash safety: VIRTSYNC_TEST_DIE_AFTER=OP[:NAME] kills the process right

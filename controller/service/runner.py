@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.audit import AuditLog, CommitInfo, audit_to, snapshot_entry, stdout_event
 from controller.commit_trust import CommitTrust, UntrustedCommit, verify_commit, working_tree_commit
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
 from controller.errors import ConflictError, HostError, UsageError, VirtsyncError
@@ -69,6 +70,7 @@ class ServiceOptions:
     limits: Limits = field(default_factory=Limits)
     policy: str | None = None  # --policy: the tenancy policy file the specs must keep to
     trust: CommitTrust | None = None  # --verify-commits: only commits signed by an allowed key
+    audit_log: str | None = None  # --audit-log: one JSON line per change, also an `audit` event on stdout
 
 
 class Service:
@@ -95,6 +97,13 @@ class Service:
         self._host_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.http: Any = None
         self._rejected_commit = ""  # the last commit refused for its signature
+        self.audit: AuditLog | None = None
+        if opts.audit_log:
+            # Authors from the followed repository's mirror, or the checkout holding the spec files.
+            base = Path(opts.paths[0]).resolve() if opts.paths else Path.cwd()
+            where = (CommitInfo(git_dir=str(self.git.mirror)) if self.git is not None
+                     else CommitInfo(cwd=str(base if base.is_dir() else base.parent)))
+            self.audit = AuditLog(opts.audit_log, opts.instance, where, echo=stdout_event)
 
     # ----------------------------------------------------------- sources
 
@@ -105,6 +114,8 @@ class Service:
         else:
             commit, signer = working_tree_commit(paths, self.opts.trust)
         log.info("commit verified", commit=commit, signer=signer)
+        if self.audit is not None:
+            self.audit.commits.signers[commit] = signer  # the audit lines of its changes name the signer
 
     def _untrusted(self, commit: str, exc: UntrustedCommit) -> None:
         """Like invalid specs: nothing of the commit is applied, the last good one stays in force;
@@ -237,6 +248,9 @@ class Service:
                         self.status.record(level, f"snapshot {o.action}: {o.host}/{o.guest} {o.snapshot} {o.detail}")
                         log.info("snapshot", host=o.host, guest=o.guest, policy=o.policy, outcome=o.action,
                                  snapshot=o.snapshot, detail=o.detail)
+                        entry = snapshot_entry(o, self.desired.commit) if self.audit is not None else None
+                        if entry is not None and self.audit is not None:
+                            self.audit.write(entry)
                         if o.action == "failed":
                             self.notifier.send("snapshot-failed", f"snapshot of {o.guest} on {o.host} failed: "
                                                f"{o.detail}", host=o.host, name=o.guest)
@@ -310,10 +324,11 @@ class Service:
         held: list[threading.Lock] = []
         retry_after = [0.0]
         try:
-            result = self.engine.reconcile(
-                specs, scope, prune=self.opts.prune, commit=commit,
-                gate=lambda plan, obs: self._gate(plan, obs, key, held, retry_after),
-                elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
+            with audit_to(self.audit):
+                result = self.engine.reconcile(
+                    specs, scope, prune=self.opts.prune, commit=commit,
+                    gate=lambda plan, obs: self._gate(plan, obs, key, held, retry_after),
+                    elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
         finally:
             for lock in held:
                 lock.release()
