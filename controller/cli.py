@@ -7,6 +7,7 @@ Exit codes, the same for every verb: 0 done / in sync; 1 any error; 2 only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -92,6 +93,10 @@ def add_max_file_size(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--policy", metavar="FILE", default=os.environ.get("VIRTSYNC_POLICY_FILE") or None,
                    help="a tenancy policy (kind: Policy) the specs must keep to (env VIRTSYNC_POLICY_FILE)")
+    # Read when the specs load (spec/secrets.py), from the environment when not given here.
+    p.add_argument("--age-identity", metavar="FILE", default=None,
+                   help="age identity (age-keygen's key file, or an SSH private key) that decrypts Secrets "
+                   "with encryption: age (env VIRTSYNC_AGE_IDENTITY_FILE)")
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -192,6 +197,15 @@ def _register_engine_verbs(verb: Any, spec_args: Callable[[argparse.ArgumentPars
     register(verb, spec_args)
 
 
+def _age_identity(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """--age-identity FILE for the specs this command loads (without it: the environment's)."""
+    if getattr(args, "age_identity", None) is None:
+        return contextlib.nullcontext()
+    from controller.spec.secrets import age_identity
+
+    return age_identity(args.age_identity)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -202,9 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(verbose=args.verbose)
     try:
-        if getattr(args, "post", None):
-            args.post(args)
-        return int(args.func(args))
+        with _age_identity(args):
+            if getattr(args, "post", None):
+                args.post(args)
+            return int(args.func(args))
     except UsageError as exc:
         print(f"virtsync: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

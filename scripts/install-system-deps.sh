@@ -9,7 +9,7 @@ pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev git libvirt-cl
 if [ "$what" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          qemu-utils dnsmasq-base iptables iproute2 util-linux ovmf chromium git e2fsprogs
-         genisoimage libarchive-tools p7zip-full iputils-ping openssl
+         genisoimage libarchive-tools p7zip-full iputils-ping curl age openssl
          # vTPM: swtpm is the emulator libvirt runs; swtpm-tools has swtpm_setup, which
          # libvirt calls to manufacture a new TPM's state.
          swtpm swtpm-tools)

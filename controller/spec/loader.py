@@ -27,7 +27,7 @@ from controller.spec.models import API_VERSION, KINDS
 from controller.spec.placement import LOCK_NAME, apply_lock, lock_path, read_lock
 from controller.spec.policy import check_policy, load_policy
 from controller.spec.references import referenced_files, resolve_cloud_init
-from controller.spec.secrets import resolve_secrets, secret_files
+from controller.spec.secrets import resolve_secrets, secret_files, secret_values
 from controller.spec.specset import Located, SpecSet
 from controller.spec.tls import resolve_tls
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
@@ -250,15 +250,17 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
     if cloud_files:
         located = [i for i in located if str(Path(i.file).resolve()) not in cloud_files]
         diagnostics = [d for d in diagnostics if str(Path(d.file).resolve()) not in cloud_files]
+    # The Secrets first: cloud-init text may hold ${secret:NAME}.
+    located, problems = resolve_secrets(located)
+    diagnostics.extend(problems)
+    values = secret_values(located)
     resolved = []
     for item in located:
-        item, problems = resolve_cloud_init(item)
+        item, problems = resolve_cloud_init(item, secrets=values)
         diagnostics.extend(problems)
         item, problems = resolve_tls(item)
         diagnostics.extend(problems)
         resolved.append(item)
-    resolved, problems = resolve_secrets(resolved)
-    diagnostics.extend(problems)
     placements, problems = read_lock(lock_path(paths))
     diagnostics.extend(problems)
     located, problems = apply_lock(resolved, placements, required=placed)

@@ -653,6 +653,11 @@ class SecretSpec(SpecModel):
     value: str | None = Field(default=None, description="The value inline: only with allowInline: true (it is "
                               "then in git in clear text).")
     allow_inline: bool = Field(default=False, description="Accept an inline value. Default: false.")
+    encryption: Literal["age"] | None = Field(default=None, description="fromFile is encrypted with age "
+                                              "(binary or armored -a), so it can be kept in git: decrypted in "
+                                              "memory with the identity of --age-identity FILE or "
+                                              "VIRTSYNC_AGE_IDENTITY_FILE. Default: none (the file is the value "
+                                              "in clear text).")
     libvirt: SecretLibvirt | None = None
 
     @model_validator(mode="after")
@@ -662,6 +667,8 @@ class SecretSpec(SpecModel):
         if len(given) != 1:
             raise ValueError("a Secret takes its value from exactly one of fromFile, fromEnv or value"
                              + (f" (got {', '.join(given)})" if given else ""))
+        if self.encryption is not None and self.from_file is None:
+            raise FieldError("encryption", f"encryption: {self.encryption} decrypts a file: use fromFile")
         if self.value is not None and not self.allow_inline:
             raise FieldError("value", "an inline secret value is in git in clear text: use fromFile or "
                              "fromEnv, or set allowInline: true")

@@ -1,5 +1,6 @@
 """cloud-init content: *File fields read relative to the spec file, and ${env:NAME} /
-${file:PATH} references replaced, when the specs load.
+${file:PATH} / ${secret:NAME} references replaced, when the specs load (${secret:…} with the
+value of kind: Secret NAME, so the Secrets are resolved first).
 
 The resolved text lives only in memory: ownership records, plans, reports and
 logs carry its digest (see plan/context.applied_fields).
@@ -16,7 +17,7 @@ from controller.errors import Diagnostic
 from controller.spec.models import CloudInit, Guest
 from controller.spec.specset import Located
 
-_REF = re.compile(r"\$\{(env|file):([^}]+)\}")
+_REF = re.compile(r"\$\{(env|file|secret):([^}]+)\}")
 _FIELDS = ("user_data", "meta_data", "network_config")
 MAX_BYTES = 1 << 20  # a NoCloud seed is small; a bigger file is a mistake
 
@@ -37,11 +38,15 @@ def referenced_files(item: Located) -> set[str]:
     return {str((base / n).resolve()) for n in names if n}
 
 
-def resolve_cloud_init(item: Located, env: Mapping[str, str] | None = None) -> tuple[Located, list[Diagnostic]]:
+def resolve_cloud_init(item: Located, env: Mapping[str, str] | None = None,
+                       secrets: Mapping[str, str | None] | None = None) -> tuple[Located, list[Diagnostic]]:
+    """``secrets``: each declared Secret's value by name (None: it failed to load, which is
+    reported at the Secret); a ${secret:NAME} of no declared Secret is a problem here."""
     guest = item.obj
     if not isinstance(guest, Guest) or guest.spec.cloud_init is None:
         return item, []
     env = os.environ if env is None else env
+    secrets = {} if secrets is None else secrets
     base = Path(item.file).resolve().parent
     ci = guest.spec.cloud_init
     problems: list[Diagnostic] = []
@@ -80,6 +85,10 @@ def resolve_cloud_init(item: Located, env: Mapping[str, str] | None = None) -> t
                     fail(field, f"${{env:{ref}}}: the environment has no {ref}")
                     return ""
                 return env[ref]
+            if kind == "secret":
+                if ref not in secrets:
+                    fail(field, f"${{secret:{ref}}}: no kind: Secret named {ref!r} in the specs")
+                return secrets.get(ref) or ""
             return read(ref, field) or ""
 
         values[name] = _REF.sub(substitute, text)

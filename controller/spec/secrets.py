@@ -1,8 +1,10 @@
 """kind: Secret values, read when the specs load, and the references to them resolved.
 
 A value lives only in memory: on the Secret (a private attribute, never dumped) and on the
-fields that reference it (a guest's graphics password). Plans, reports, logs, ownership records
-and /status carry :func:`secret_digest` at most.
+fields that reference it (a guest's graphics password, cloud-init text). Plans, reports, logs,
+ownership records and /status carry :func:`secret_digest` at most. A file encrypted with age
+(``encryption: age``) is decrypted in memory with the instance's identity (--age-identity FILE
+or VIRTSYNC_AGE_IDENTITY_FILE); its plaintext is never written anywhere.
 """
 
 from __future__ import annotations
@@ -10,14 +12,35 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from controller.errors import Diagnostic
 from controller.spec.models import Guest, Secret
 from controller.spec.specset import Located, SpecSet
 
 MAX_BYTES = 64 * 1024  # a password, a key, a certificate: a bigger file is a mistake
+AGE_IDENTITY_ENV = "VIRTSYNC_AGE_IDENTITY_FILE"
+NO_AGE_IDENTITY = f"no age identity: give --age-identity FILE or {AGE_IDENTITY_ENV}"
+_AGE_MAGIC = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+# --age-identity of the command being run (over the environment's VIRTSYNC_AGE_IDENTITY_FILE);
+# a plain global, not a context variable: the service's worker threads load specs too.
+_age_identity: list[str | None] = [None]
+
+
+@contextmanager
+def age_identity(path: str | None) -> Iterator[None]:
+    """The age identity file the specs loaded inside decrypt ``encryption: age`` Secrets with
+    (None: VIRTSYNC_AGE_IDENTITY_FILE of the environment, if set)."""
+    before = _age_identity[0]
+    _age_identity[0] = path
+    try:
+        yield
+    finally:
+        _age_identity[0] = before
 
 
 def secret_digest(value: str | None) -> str | None:
@@ -67,7 +90,72 @@ def secret_inputs(obj: object, values: Mapping[str, str]) -> list[str]:
     return [f"{n}={values.get(n, '')}" for n in sorted(names)]
 
 
-def _read_value(item: Located, env: Mapping[str, str]) -> tuple[str | None, Diagnostic | None]:
+class _AgeIdentities:
+    """The identities of one identity file, read at most once per load (and only if a Secret is
+    encrypted). The file holds private keys: nothing of its text is ever in a message."""
+
+    def __init__(self, env: Mapping[str, str], path: str | None) -> None:
+        self.path = path or _age_identity[0] or env.get(AGE_IDENTITY_ENV) or None
+        self._loaded: tuple[list[Any], str | None] | None = None
+
+    def get(self) -> tuple[list[Any], str | None]:
+        """(identities, None), or ([], why there are none)."""
+        if self._loaded is None:
+            self._loaded = self._read()
+        return self._loaded
+
+    def _read(self) -> tuple[list[Any], str | None]:
+        import pyrage  # type: ignore[import-untyped]
+
+        if self.path is None:
+            return [], NO_AGE_IDENTITY
+        where = f"the age identity {self.path}"
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
+        except OSError as exc:
+            return [], f"cannot read {where}: {exc.strerror or exc}"
+        if len(data) > MAX_BYTES:
+            return [], f"{where} is over {MAX_BYTES} bytes"
+        found: list[Any] = []
+        try:
+            if b"PRIVATE KEY-----" in data:  # an SSH key, as age -i takes it
+                found.append(pyrage.ssh.Identity.from_buffer(data))
+            else:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    line = line.strip()
+                    if line.startswith("AGE-SECRET-KEY-"):
+                        found.append(pyrage.x25519.Identity.from_str(line))
+        except pyrage.IdentityError as exc:  # the reason names no key material
+            return [], f"{where} holds an identity age cannot use ({exc})"
+        if not found:
+            return [], (f"{where} holds no identity: expected AGE-SECRET-KEY-1… lines (age-keygen) "
+                        "or an unencrypted SSH private key")
+        return found, None
+
+
+def _decrypt(data: bytes, name: str, keys: _AgeIdentities) -> tuple[str | None, str | None]:
+    """(plaintext, None) or (None, why not): in memory, never through a file."""
+    import pyrage
+
+    if not data.lstrip().startswith(_AGE_MAGIC):
+        return None, f"{name} is not an age file (expected age's binary or armored (-a) format)"
+    identities, problem = keys.get()
+    if problem is not None:
+        return None, problem
+    try:
+        plain: bytes = pyrage.decrypt(data, identities)
+    except pyrage.DecryptError as exc:
+        if "no matching keys" in str(exc).lower():
+            return None, f"the identity cannot decrypt {name} (it was encrypted to other recipients)"
+        return None, f"cannot decrypt {name}: {exc}"
+    try:
+        return plain.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, f"{name}: the decrypted value is not UTF-8 text"
+
+
+def _read_value(item: Located, env: Mapping[str, str], keys: _AgeIdentities) -> tuple[str | None, Diagnostic | None]:
     spec = item.obj.spec
 
     def fail(field: str, message: str) -> tuple[None, Diagnostic]:
@@ -84,7 +172,13 @@ def _read_value(item: Located, env: Mapping[str, str]) -> tuple[str | None, Diag
     try:
         if path.stat().st_size > MAX_BYTES:
             return fail("fromFile", f"{spec.from_file}: over {MAX_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        if spec.encryption == "age":
+            text, problem = _decrypt(data, spec.from_file or "", keys)
+            if problem is not None or text is None:
+                return fail("fromFile", problem or "")
+        else:
+            text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return fail("fromFile", f"cannot read {spec.from_file}: {getattr(exc, 'strerror', None) or exc}")
     return text.removesuffix("\n"), None
@@ -99,15 +193,24 @@ def secret_files(items: list[Located]) -> set[str]:
     return out
 
 
-def resolve_secrets(items: list[Located], env: Mapping[str, str] | None = None
-                    ) -> tuple[list[Located], list[Diagnostic]]:
-    """Every Secret's value read; every reference to one filled in (or named as missing)."""
+def secret_values(items: list[Located]) -> dict[str, str | None]:
+    """Each Secret's value by name, once resolve_secrets read them (None: it could not be read,
+    and that is reported at the Secret)."""
+    return {i.obj.metadata.name: i.obj.secret_value for i in items if isinstance(i.obj, Secret)}
+
+
+def resolve_secrets(items: list[Located], env: Mapping[str, str] | None = None, *,
+                    age_identity_file: str | None = None) -> tuple[list[Located], list[Diagnostic]]:
+    """Every Secret's value read (an age-encrypted one decrypted with ``age_identity_file``, or
+    --age-identity, or VIRTSYNC_AGE_IDENTITY_FILE); every reference to one filled in (or named as
+    missing)."""
     env = os.environ if env is None else env
+    keys = _AgeIdentities(env, age_identity_file)
     problems: list[Diagnostic] = []
     values: dict[str, str] = {}
     for item in items:
         if isinstance(item.obj, Secret):
-            value, problem = _read_value(item, env)
+            value, problem = _read_value(item, env, keys)
             if problem is not None:
                 problems.append(problem)
             elif value is not None:
