@@ -454,6 +454,33 @@ def _trust_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpg-keyring", metavar="FILE", help="OpenPGP public keys allowed to sign")
 
 
+def _serve_endpoints(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(TLS context, bearer token) of serve's endpoints; beyond localhost both are required."""
+    from controller.service.http import is_loopback, tls_context
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together: the certificate and its private key")
+    token = _read_option_file("--token-file", args.token_file) if args.token_file else None
+    if args.token_file and not token:
+        raise UsageError(f"--token-file {args.token_file}: the file is empty")
+    if token and not all(33 <= ord(c) < 127 for c in token):
+        raise UsageError(f"--token-file {args.token_file}: the token must be one word of printable ASCII")
+    host, port = args.listen
+    if not is_loopback(host):
+        missing = [o for o, v in (("--tls-cert FILE", args.tls_cert), ("--tls-key FILE", args.tls_key),
+                                  ("--token-file FILE", token)) if not v]
+        if missing:
+            raise UsageError(f"--listen {host}:{port} is reachable beyond localhost: serve listens there "
+                             f"only with TLS and a bearer token; missing {', '.join(missing)}")
+    tls = None
+    if args.tls_cert:
+        try:
+            tls = tls_context(args.tls_cert, args.tls_key)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return tls, token
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller.logging import configure
     from controller.service.git import GitSource
@@ -474,11 +501,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for option, name in (("--git-ssh-key", args.git_ssh_key), ("--git-token-file", args.git_token_file)):
         if name and not (Path(name).is_file() and os.access(name, os.R_OK)):
             raise UsageError(f"{option} {name}: no such readable file")
+    tls, token = _serve_endpoints(args)
     opts = ServiceOptions(
         paths=args.paths, git=git, git_interval=args.git_interval, listen=args.listen,
         instance=args.instance, prune=args.prune, force=args.force,
         max_deletions=args.max_deletions, resync=args.resync, workers=args.workers,
-        notify=args.notify, hook_secret=secret, suspended=args.suspend,
+        notify=args.notify, hook_secret=secret, token=token, tls=tls, hook_rate=args.hook_rate,
+        suspended=args.suspend,
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
         shutdown_timeout=args.shutdown_timeout, hosts=args.host or [], host_selector=args.host_selector or [],
         snapshot_interval=args.snapshot_interval,
@@ -666,10 +695,18 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
-                   help="shared secret for POST /hooks/git (header X-Virtsync-Secret); without it the "
-                   "hook answers 403")
+                   help="secret of POST /hooks/git: the X-Hub-Signature-256 HMAC of the body (GitHub, "
+                   "Gitea) or the header X-Virtsync-Secret; without it the hook answers 403")
+    p.add_argument("--hook-rate", type=positive_int, default=30, metavar="N",
+                   help="POST /hooks/git accepted per minute (default 30; beyond it 429)")
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                   help="HTTP endpoints (default 127.0.0.1:8080)")
+                   help="HTTP endpoints (default 127.0.0.1:8080; beyond localhost only with --tls-cert, "
+                   "--tls-key and --token-file)")
+    p.add_argument("--tls-cert", metavar="FILE", help="the endpoints' certificate (PEM, chain first): "
+                   "they speak HTTPS, TLS 1.2 or newer")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--token-file", metavar="FILE", help="bearer token every endpoint but /healthz (and the "
+                   "git hook, which has its secret) then wants: Authorization: Bearer TOKEN")
     p.add_argument("--host", "--this-host", action="append", metavar="NAME", dest="host",
                    help="reconcile only this host's slice (agent mode: one serve per hypervisor)")
     _host_selector(p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import signal
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
@@ -33,7 +34,7 @@ from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import render_status_page
 from controller.service.desired import DesiredState
 from controller.service.git import GitFollower, GitSource
-from controller.service.http import Routes, serve_http
+from controller.service.http import DEFAULT_HOOK_RATE, Routes, serve_http
 from controller.service.metrics import Metrics
 from controller.service.notify import Notifier
 from controller.service.queue import WorkQueue
@@ -60,6 +61,9 @@ class ServiceOptions:
     workers: int = 4
     notify: str | None = None
     hook_secret: str | None = None
+    token: str | None = None  # --token-file: every endpoint but /healthz wants it as a bearer token
+    tls: ssl.SSLContext | None = None  # --tls-cert/--tls-key: the endpoints speak HTTPS
+    hook_rate: int = DEFAULT_HOOK_RATE  # accepted POST /hooks/git per minute
     suspended: bool = False
     thrash_limit: int = 5  # repairs of one object …
     thrash_window: float = 600.0  # … within this many seconds count as thrashing
@@ -530,8 +534,12 @@ class Service:
             health=lambda: not self.stopping.is_set() and all(t.is_alive() for t in self._workers),
             ready=self.ready, metrics=self.metrics.render, status=self.status_json,
             page=self.status_page, git_hook=(lambda: self._spawn(self.reload, "git hook"))
-            if self.git else None, hook_secret=self.opts.hook_secret))
-        log.info("listening", address=f"http://{host}:{self.http.server_address[1]}")
+            if self.git else None, hook_secret=self.opts.hook_secret, token=self.opts.token,
+            hook_rate=self.opts.hook_rate), tls=self.opts.tls)
+        scheme = "https" if self.opts.tls else "http"
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening", address=f"{scheme}://{shown}:{self.http.server_address[1]}",
+                 token=self.opts.token is not None)
         self.reload("start")
         for i in range(max(1, self.opts.workers)):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
