@@ -76,4 +76,5 @@ USER virtsync
 WORKDIR /var/lib/virtsync
 EXPOSE 8080
 # The spec repository is expected at /specs (mount it read-only).
-CMD ["virtsync", "serve", "/specs", "--listen", "0.0.0.0:8080"]
+# Reachable beyond the container only with TLS and a token: mount them at /run/virtsync.
+CMD ["virtsync", "serve", "/specs", "--listen", "0.0.0.0:8080", "--tls-cert", "/run/virtsync/tls.crt", "--tls-key", "/run/virtsync/tls.key", "--token-file", "/run/virtsync/token"]

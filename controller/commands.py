@@ -373,6 +373,7 @@ def cmd_place(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    tls = None
     if args.connect:
         uri = args.connect
     elif args.specs:
@@ -382,7 +383,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         host = specs.host(args.host)
         if host is None:
             raise UsageError(f"host {args.host!r} is not in the specs")
-        uri = host.spec.uri
+        uri, tls = host.spec.uri, host.spec.tls
     else:
         raise UsageError("export needs --connect URI or --specs PATH (to find the host's URI)")
     # The process's shared connection, like the other verbs: in-process runs (and the
@@ -391,7 +392,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.output
     per_object = bool(out) and (out.endswith("/") or Path(out).is_dir())
     parts = _engine(args).export(args.host, uri, args.names, include_host=bool(args.connect),
-                                 schema_url=schema if per_object else None, everything=args.all)
+                                 schema_url=schema if per_object else None, everything=args.all, tls=tls)
     if per_object:
         # One file per object, each with the schema header: a spec tree to commit as it is.
         directory = Path(out)

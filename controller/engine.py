@@ -274,9 +274,11 @@ class Engine:
         return host_memory(self._connection(host).get(), host.metadata.name)
 
     def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool,
-               schema_url: str | None = None, everything: bool = False) -> list[tuple[str, str, str]]:
-        """(kind, name, YAML) of a host's guests, networks and pools (adoption)."""
-        conn = self.pool.for_host(name, uri)
+               schema_url: str | None = None, everything: bool = False,
+               tls: Any = None) -> list[tuple[str, str, str]]:
+        """(kind, name, YAML) of a host's guests, networks and pools (adoption); ``tls``: the Host
+        spec's client certificates, for a +tls URI."""
+        conn = self.pool.for_host(name, uri, tls=tls)
         return export_objects(conn.get(), name, uri, list(names), include_host=include_host,
                               instance=self.instance, schema_url=schema_url, everything=everything)
 

@@ -348,7 +348,7 @@ class Interface(SpecModel):
 class CloudInit(SpecModel):
     """NoCloud seed: virtsync builds a 'cidata' ISO, keeps it in the guest's pool and
     attaches it as a CD-ROM. Inline text, or *File paths relative to the spec file.
-    ${env:NAME} and ${file:PATH} inside the text are replaced when the specs load;
+    ${env:NAME}, ${file:PATH} and ${secret:NAME} inside the text are replaced when the specs load;
     plans, reports and logs show only a digest."""
 
     user_data: str | None = Field(default=None, description="#cloud-config … (inline).")

@@ -167,7 +167,9 @@ def test_the_image_runs_as_a_non_root_user(config: dict[str, object]) -> None:
 
 
 def test_the_image_serves_the_specs_in_slash_specs(config: dict[str, object]) -> None:
-    assert config.get("Cmd") == ["virtsync", "serve", "/specs", "--listen", "0.0.0.0:8080"]
+    assert config.get("Cmd") == ["virtsync", "serve", "/specs", "--listen", "0.0.0.0:8080",  # beyond localhost:
+                                 "--tls-cert", "/run/virtsync/tls.crt", "--tls-key", "/run/virtsync/tls.key",
+                                 "--token-file", "/run/virtsync/token"]  # only with TLS and a token
     assert not config.get("Entrypoint")
     ports = config.get("ExposedPorts") or {}
     assert isinstance(ports, dict) and "8080/tcp" in ports, ports
