@@ -84,8 +84,10 @@ def test_an_age_encrypted_secret_reaches_the_console_and_the_seed_and_no_output(
             virtsync("-v", "plan", str(specs), *ident, "--out", str(tmp_path / "plan.json"))]
     ok(runs[1])
     ok(runs[2], 2)
-    runs.append(virtsync("-v", "apply", str(tmp_path / "plan.json"), "--yes", *ident))
+    audit = tmp_path / "audit.jsonl"
+    runs.append(virtsync("-v", "apply", str(tmp_path / "plan.json"), "--yes", "--audit-log", str(audit), *ident))
     ok(runs[-1])
+    assert audit.read_text().count("\n") >= 1, "the changes are in the audit log"
 
     xml = host.virsh("dumpxml", "--security-info", "agevm")
     graphics = ET.fromstring(xml).find("devices/graphics")
@@ -106,6 +108,7 @@ def test_an_age_encrypted_secret_reaches_the_console_and_the_seed_and_no_output(
     seen["drift report"] = (tmp_path / "drift.html").read_text()
     seen["ownership record"] = host.virsh("dumpxml", "--inactive", "agevm")  # without --security-info
     seen["volumes"] = host.virsh("vol-list", "agepool", "--details")
+    seen["audit log"] = audit.read_text()
     leaks = [name for name, text in seen.items() if password in text]
     assert not leaks, f"the plaintext is in {leaks}"
     on_disk = [str(p) for p in tmp_path.rglob("*") if p.is_file() and p != seed
