@@ -435,15 +435,13 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: LiveOp) -
             raise _conflict(run, f"NIC {op.mac} of guest {name} is no longer attached (changed since observed)")
         run.ops.detach_live(name, device)
         return f"detached NIC {op.mac}"
-    from controller.model.operations import SetBlockIoTune, SetInterfaceBandwidth, SetLinkState
-
-    if isinstance(op, SetBlockIoTune):
+    if isinstance(op, act.SetBlockIoTune):
         run.ops.set_block_iotune(name, op.target, op.params())
         return f"I/O limits of {op.target} set live"
-    if isinstance(op, SetInterfaceBandwidth):
+    if isinstance(op, act.SetInterfaceBandwidth):
         run.ops.set_interface_bandwidth(name, op.mac, op.params())
         return f"bandwidth of NIC {op.mac} set live"
-    if isinstance(op, SetLinkState):
+    if isinstance(op, act.SetLinkState):
         if not run.ops.set_link_state(name, op.mac, op.state):
             raise _conflict(run, f"NIC {op.mac} of guest {name} is no longer attached (changed since observed)")
         return f"link of NIC {op.mac} {op.state} live"

@@ -14,6 +14,7 @@ from typing import Any
 from lxml import etree
 
 from controller.fields.base import Facts, Field
+from controller.fields.devices import append_device
 from controller.fields.xmlutil import child, remove
 from controller.model.operations import Impact
 from controller.model.state import HostCapabilities
@@ -25,17 +26,8 @@ _KVM_LIKE = frozenset({"kvm", "qemu", "test"})
 Refusal = Callable[[GuestSpec, HostCapabilities, str], "str | None"]
 
 
-def _devices(root: etree._Element) -> etree._Element:
-    return child(root, "devices")
-
-
 def _add_device(root: etree._Element, el: etree._Element) -> etree._Element:
-    devices = _devices(root)
-    same = devices.findall(el.tag)
-    if same:
-        same[-1].addnext(el)
-    else:
-        devices.append(el)
+    append_device(child(root, "devices"), el)
     return el
 
 

@@ -22,6 +22,9 @@ from controller.model.operations import (
     Impact,
     LiveOp,
     SetAutostart,
+    SetBlockIoTune,
+    SetInterfaceBandwidth,
+    SetLinkState,
     SetMemory,
     SetVcpus,
     UpdateGraphics,
@@ -30,7 +33,7 @@ from controller.model.operations import (
 from controller.model.state import ResourceKey
 
 __all__ = ["LIVE_OP_TYPES", "AttachNic", "DetachDisk", "DetachNic", "Impact", "LiveOp", "SetAutostart",
-           "SetMemory", "SetVcpus", "UpdateGraphics"]
+           "SetBlockIoTune", "SetInterfaceBandwidth", "SetLinkState", "SetMemory", "SetVcpus", "UpdateGraphics"]
 
 
 class Phase(IntEnum):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.fields.applied import applied_fields, declared, digest
+from controller.fields.patches import unsatisfied_in
+from controller.plan.actions import FieldChange, Impact
+from controller.spec.patches import XmlPatch
 
 __all__ = ["SUSPEND_ANNOTATION", "PlanOptions", "applied_fields", "declared", "digest", "ownership_problem"]
 
@@ -32,3 +36,9 @@ def ownership_problem(key: Any, what: str, exists: bool, owner: Any, adopt: bool
     if owner is not None and owner.instance != instance:
         return f"{what} {key.name!r} is managed by virtsync instance {owner.instance!r}, not {instance!r}"
     return None
+
+
+def patch_changes(xml: str, patches: Sequence[XmlPatch], impact: Impact) -> list[FieldChange]:
+    """Each xmlPatch the observed definition does not satisfy, as a change landing with ``impact``
+    (the next write of the definition applies every patch again)."""
+    return [FieldChange(m.pointer, m.want, m.have, None, impact, m.note) for m in unsatisfied_in(xml, patches)]

@@ -21,7 +21,6 @@ from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names, item_
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
-from controller.fields.patches import unsatisfied_in
 from controller.model.naming import volume_name
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import (
@@ -51,7 +50,15 @@ from controller.plan.actions import (
     UploadFile,
     WriteSeed,
 )
-from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, applied_fields, declared, digest, ownership_problem
+from controller.plan.context import (
+    SUSPEND_ANNOTATION,
+    PlanOptions,
+    applied_fields,
+    declared,
+    digest,
+    ownership_problem,
+    patch_changes,
+)
 from controller.spec.models import Disk, Guest, GuestSpec, RestartWindow
 from controller.spec.units import format_size
 
@@ -324,9 +331,8 @@ def _patch_changes(d: _Diff) -> None:
     """Each xmlPatch the definition does not satisfy (changed out of band, or new): the update
     writes the definition again, which applies every patch. The running guest's XML is not
     observed, so a patch counts at next boot."""
-    for miss in unsatisfied_in(d.obs.xml, d.spec.xml_patches):
-        if not d.ignored(miss.pointer):
-            d.changes.append(FieldChange(miss.pointer, miss.want, miss.have, None, Impact.NEXT_BOOT, miss.note))
+    d.changes.extend(c for c in patch_changes(d.obs.xml, d.spec.xml_patches, Impact.NEXT_BOOT)
+                     if not d.ignored(c.path))
 
 
 def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) -> list[Field[Any]]:

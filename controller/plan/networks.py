@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
 from controller.fields.network import NETWORK_FIELDS, NetworkView
-from controller.fields.patches import unsatisfied_in
 from controller.model.state import DhcpHostState, HostState, ResourceKey
 from controller.plan.actions import (
     Action,
@@ -20,7 +19,7 @@ from controller.plan.actions import (
     StartNetwork,
     UpdateNetwork,
 )
-from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem
+from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem, patch_changes
 from controller.spec.models import Network
 
 
@@ -76,7 +75,8 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         if not f.same(want, have):
             running = f.show(f.have(view.live, obs)) if view.live is not None and f.shows_live else None
             changes.append(FieldChange(f.path, f.show(want), f.show(have), running, f.impact_for(view)))
-    changes += _patch_changes(net, obs.xml)
+    # like the network's other written fields, a patch lands by a recreate from the observed definition
+    changes += patch_changes(obs.xml, net.spec.xml_patches, Impact.RECREATE)
     recreate = [c for c in changes if c.impact == Impact.RECREATE]
     live = [c for c in changes if c.impact == Impact.LIVE]
 
@@ -115,9 +115,3 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         out.actions.append(StartNetwork(key=key, reason="network is not active", changes=(change,)))
     return out
 
-
-def _patch_changes(net: Network, xml: str) -> list[FieldChange]:
-    """Each xmlPatch the definition does not satisfy: like the network's other written fields,
-    it lands by a recreate from the observed definition, which applies every patch again."""
-    return [FieldChange(m.pointer, m.want, m.have, None, Impact.RECREATE, m.note)
-            for m in unsatisfied_in(xml, net.spec.xml_patches)]

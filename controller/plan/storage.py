@@ -6,11 +6,10 @@ import posixpath
 from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
-from controller.fields.patches import unsatisfied_in
 from controller.fields.pool import POOL_FIELDS
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import Action, DefinePool, FieldChange, Impact, Problem, UpdatePool
-from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem
+from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem, patch_changes
 from controller.spec.models import StoragePool
 
 
@@ -50,8 +49,7 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         want, have = f.want(spec, facts), f.have(obs, obs)
         if not f.same(want, have):
             changes.append(FieldChange(f.path, f.show(want), f.show(have), None, f.impact))
-    patched = [FieldChange(m.pointer, m.want, m.have, None, Impact.NEXT_BOOT, m.note)
-               for m in unsatisfied_in(obs.xml, spec.xml_patches)] if obs.xml else []
+    patched = patch_changes(obs.xml, spec.xml_patches, Impact.NEXT_BOOT) if obs.xml else []
     changes += patched
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))

@@ -137,3 +137,19 @@ class NotificationSink:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def write_test_driver_specs(repo: Path, guest: str, memory: str) -> None:
+    """REPO/specs/lab.yaml: a Host on the test driver file REPO/../host.xml and one stopped guest
+    (serve's own process keeps the test driver's state)."""
+    (repo / "specs").mkdir(parents=True, exist_ok=True)
+    (repo / "specs" / "lab.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: lab}}
+spec: {{uri: "test://{repo.parent}/host.xml"}}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: {guest}}}
+spec: {{host: lab, state: stopped, memory: {memory}}}
+""")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service_helpers import ROOT, ServeProcess, wait_for
+from tests.e2e.service_helpers import ROOT, ServeProcess, wait_for, write_test_driver_specs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.trust]
 
@@ -60,26 +60,12 @@ def _git(repo: Path, *args: str) -> str:
                           env=env, timeout=30).stdout.strip()
 
 
-def _specs(repo: Path, memory: str) -> None:
-    (repo / "specs").mkdir(parents=True, exist_ok=True)
-    (repo / "specs" / "lab.yaml").write_text(f"""apiVersion: virtsync/v1
-kind: Host
-metadata: {{name: lab}}
-spec: {{uri: "test://{repo.parent}/host.xml"}}
----
-apiVersion: virtsync/v1
-kind: Guest
-metadata: {{name: desk}}
-spec: {{host: lab, state: stopped, memory: {memory}}}
-""")
-
-
 def _repo(tmp: Path) -> Path:
     (tmp / "host.xml").write_text("<node></node>\n")
     repo = tmp / "repo"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
-    _specs(repo, "64MiB")
+    write_test_driver_specs(repo, "desk", "64MiB")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "first")
     return repo
@@ -220,7 +206,7 @@ def test_tls_token_hmac_body_limit_and_rate_limit(tmp_path: Path) -> None:
         assert svc.hook(push, _signature(push, "wrong-secret")).code == 401
         assert svc.hook(push, _signature(b"another body")).code == 401
         assert svc.hook(push, "X-Virtsync-Secret: wrong").code == 401
-        _specs(repo, "96MiB")
+        write_test_driver_specs(repo, "desk", "96MiB")
         _git(repo, "commit", "-q", "-am", "more memory")
         second = _git(repo, "rev-parse", "HEAD")
         assert svc.hook(push, _signature(push)).code == 202

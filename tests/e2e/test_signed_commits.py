@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service_helpers import ServeProcess, wait_for
+from tests.e2e.service_helpers import ServeProcess, wait_for, write_test_driver_specs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.trust]
 
@@ -34,23 +34,8 @@ def _key(tmp: Path, name: str) -> Path:
     return tmp / name
 
 
-def _specs(repo: Path, memory: str) -> None:
-    specs = repo / "specs"
-    specs.mkdir(exist_ok=True)
-    (specs / "lab.yaml").write_text(f"""apiVersion: virtsync/v1
-kind: Host
-metadata: {{name: lab}}
-spec: {{uri: "test://{repo.parent}/host.xml"}}
----
-apiVersion: virtsync/v1
-kind: Guest
-metadata: {{name: web}}
-spec: {{host: lab, state: stopped, memory: {memory}}}
-""")
-
-
 def _commit(repo: Path, memory: str, key: Path | None, message: str) -> str:
-    _specs(repo, memory)
+    write_test_driver_specs(repo, "web", memory)
     _git(repo, "add", ".")
     sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-S"] if key else \
         ["commit", "--no-gpg-sign"]
@@ -131,7 +116,7 @@ def test_apply_verifies_the_checkouts_head_with_ssh_and_openpgp_keys(tmp_path: P
     keyring = tmp_path / "allowed.gpg"
     keyring.write_bytes(subprocess.run(["gpg", "--batch", "--export", "alice@example.org"], env=env, check=True,
                                        capture_output=True).stdout)
-    _specs(repo, "80MiB")
+    write_test_driver_specs(repo, "web", "80MiB")
     _git(repo, "add", ".")
     _git(repo, "-c", "user.signingkey=alice@example.org", "commit", "-S", "-q", "-m", "gpg-signed")
     run = subprocess.run([*py, "apply", specs, "--yes", "--verify-commits", "--gpg-keyring", str(keyring)],
