@@ -80,9 +80,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     specs, scope = _load_scoped(args)
     engine = _engine(args)
     try:
-        plan = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit).plan
+        reconciled = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit)
     finally:
         engine.close()
+    plan = reconciled.plan
+    diffs = _xml_diffs(args, plan, reconciled.specs, reconciled.obs)
     if args.out:
         # The hosts the plan was made for, by name (however they were chosen: --host or
         # --host-selector): `apply FILE` plans exactly these again. Empty: every host.
@@ -94,14 +96,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"saved plan to {args.out}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(plan_render.render_json(plan), indent=2 if sys.stdout.isatty() else None))
+        print(json.dumps(plan_render.render_json(plan, diffs=diffs), indent=2 if sys.stdout.isatty() else None))
     elif args.format == "markdown":
-        sys.stdout.write(plan_render.render_markdown(plan))
+        sys.stdout.write(plan_render.render_markdown(plan, diffs))
     else:
-        sys.stdout.write(plan_render.render_text(plan, color=_color(args)))
+        sys.stdout.write(plan_render.render_text(plan, color=_color(args), diffs=diffs))
     if plan.has_errors:
         return EXIT_ERROR
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+def _xml_diffs(args: argparse.Namespace, plan: Any, specs: Any, obs: Any) -> Any:
+    """--diff: the unified diff of the XML each action defines (the executor's own builder)."""
+    if not getattr(args, "diff", False):
+        return None
+    from controller.engine import planned_diffs
+
+    return planned_diffs(plan, specs, obs.states, args.instance, args.commit or "")
 
 
 # ----------------------------------------------------------------- apply
@@ -143,7 +154,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             _check_saved(saved, plan, spec_digest(specs), args.instance)
         # With --format json, stdout carries only the ChangeSet document.
         plan_out = sys.stderr if args.format == "json" else sys.stdout
-        plan_out.write(plan_render.render_text(plan, color=_color(args)))
+        plan_out.write(plan_render.render_text(plan, color=_color(args), diffs=_xml_diffs(args, plan, specs, obs)))
         refusals = guard_problems(plan, obs.states, args.max_deletions, args.force)
         if refusals:
             raise GuardRefusal("; ".join(refusals))
@@ -648,6 +659,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown for pull-request comments; json: plan.schema.json")
     p.add_argument("--out", metavar="FILE", help="save the plan (JSON) for `apply FILE`")
+    _diff_option(p)
     p.add_argument("--prune", action="store_true", help="include deletions of managed objects "
                    "gone from the specs")
     p.set_defaults(post=_fill_commit)
@@ -663,6 +675,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--force", action="store_true", help="override the mass-deletion guard (--max-deletions, "
                    "and never more than half a host's guests)")
     p.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    _diff_option(p)
     p.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="actions run at once per host (default 8)")
     p.add_argument("--format", choices=("text", "json"), default="text",
@@ -803,6 +816,11 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    "or kvm1/Network/lan; a Guest's history includes its snapshots")
     p.add_argument("--audit-log", required=True, metavar="FILE", help="the audit log to read")
     p.add_argument("--format", choices=("text", "json"), default="text", help="json: a list of audit lines")
+
+
+def _diff_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--diff", action="store_true", help="also show, per changed guest or network, the unified "
+                   "diff of the libvirt XML that will be defined (console passwords as digests)")
 
 
 def _selector_term(text: str) -> str:

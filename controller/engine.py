@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.apply.changeset import ChangeSet
+from controller.apply.definitions import planned_diffs  # plan --diff: the XML the executor will define
 from controller.apply.executor import ExecOptions, Progress, execute
 from controller.errors import HostError, UsageError
 from controller.hypervisor.capabilities import host_memory, probe
@@ -119,7 +120,7 @@ def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None 
 
 
 __all__ = ["DEFAULT_MAX_DELETIONS", "Engine", "Observation", "Reconciled", "Refusal", "Scope", "adoption",
-           "declared_elsewhere", "guard_problems", "select_hosts", "spec_digest"]
+           "declared_elsewhere", "guard_problems", "planned_diffs", "select_hosts", "spec_digest"]
 
 
 # One pool per process: the service and repeated in-process runs reuse connections

@@ -12,48 +12,44 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.apply.changeset import ChangeSet, Outcome
+from controller.apply.definitions import Definitions
 from controller.audit import AuditEntry, AuditLog, current_audit, definition_digest, record_digest
 from controller.errors import ConflictError, PlanError, VirtsyncError
 from controller.fields.keys import match_nics
 from controller.fields.xmlutil import parse
 from controller.hypervisor import ownership
 from controller.hypervisor.domain_xml import (
-    WriteContext,
     disk_xml_by_name,
     disk_xml_by_target,
     graphics_xml,
-    new_guest_xml,
     nic_replug_xmls,
     nic_xml,
     nic_xml_at,
     read_guest,
-    update_guest_xml,
 )
 from controller.hypervisor.errors import as_virtsync_error
-from controller.hypervisor.network_xml import dhcp_host_xml, network_xml, read_network
+from controller.hypervisor.network_xml import dhcp_host_xml, read_network
 from controller.hypervisor.observe import observe_pools
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.secrets import observe_secrets, secret_xml
-from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
+from controller.model.state import HostState, ObservedGuest, ResourceKey
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
-from controller.plan.guests import owner_for
-from controller.spec.models import Guest, Network, Secret, StoragePool
+from controller.spec.models import Guest, Secret
 from controller.spec.secrets import secret_digest
 from controller.spec.specset import SpecSet
 
 Progress = Callable[[Outcome, int, int], None]
-T = TypeVar("T", Guest, Network, StoragePool)
 A = TypeVar("A", bound=Action)
 
 @dataclass
@@ -64,50 +60,17 @@ class ExecOptions:
     # one line per action carried out; by default the log audit_to set around Engine.reconcile
     audit: AuditLog | None = field(default_factory=current_audit)
 
-class _HostRun:
+class _HostRun(Definitions):
     def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
                  opts: ExecOptions, ops_for: Callable[[str], HostOps] | None = None) -> None:
-        self.hp, self.specs, self.state, self.ops, self.opts = hp, specs, state, ops, opts
+        # The XML each action defines comes from Definitions (plan --diff shows the same).
+        super().__init__(hp, specs, state, opts.instance, opts.commit)
+        self.ops, self.opts = ops, opts
         self.ops_for = ops_for  # other hosts' operations (a migration's source)
         self.failed: set[str] = set()  # "Kind/name" of objects whose action failed
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------- helpers
-
-    def _spec(self, objects: Sequence[T], what: str, name: str) -> T:
-        found = next((o for o in objects if o.metadata.name == name and o.spec.host == self.hp.host), None)
-        if found is None:
-            raise PlanError(f"{what} {name} is not in the specs of host {self.hp.host}")
-        return found
-
-    def guest(self, name: str) -> Guest:
-        return self._spec(self.specs.guests, "guest", name)
-
-    def network(self, name: str) -> Network:
-        return self._spec(self.specs.networks, "network", name)
-
-    def pool(self, name: str) -> StoragePool:
-        return self._spec(self.specs.pools, "pool", name)
-
-    def pool_paths(self) -> dict[str, str]:
-        paths = {n: p.path for n, p in self.state.pools.items() if p.path}
-        paths.update({p.metadata.name: p.spec.path for p in self.specs.pools
-                      if p.spec.host == self.hp.host})
-        return paths
-
-    def write_ctx(self, owner: Owner, uuid: str | None = None) -> WriteContext:
-        return WriteContext(virt_type=self.state.caps.virt_type, pool_paths=self.pool_paths(), owner=owner, uuid=uuid)
-
-    def guest_owner(self, guest: Guest, obs: ObservedGuest | None) -> Owner:
-        data = owner_for(guest, self.opts.instance, self.opts.commit)
-        if not self.opts.commit and obs is not None and obs.owner is not None:
-            data["commit"] = obs.owner.commit  # the commit changes only with the object
-        return Owner(**data)
-
-    def net_owner(self, net: Network) -> Owner:
-        applied = applied_fields(net.spec)
-        return Owner(self.opts.instance, "Network", net.metadata.name, digest(applied),
-                     self.opts.commit, applied)
 
     def blocked(self, action: Action) -> str | None:
         deps = [f"{action.key.kind}/{action.key.name}", *action.needs]
@@ -282,7 +245,7 @@ def _define_network(run: _HostRun, a: act.DefineNetwork) -> str:
     net = run.network(a.key.name)
     if run.ops.network_xml(a.key.name) is not None:
         raise _conflict(run, f"network {a.key.name} appeared since it was observed")
-    run.ops.define_network(network_xml(a.key.name, net.spec, run.net_owner(net)), net.spec.autostart)
+    run.ops.define_network(run.new_network(a), net.spec.autostart)
     return f"{net.spec.mode} network started"
 
 def _update_network(run: _HostRun, a: act.UpdateNetwork) -> str:
@@ -353,9 +316,7 @@ def _recreate_network(run: _HostRun, a: act.RecreateNetwork) -> str:
     _check_network(run, a.key.name)
     net = run.network(a.key.name)
     obs = run.state.networks[a.key.name]
-    # The observed persistent definition, edited in place: XML virtsync does not model survives.
-    xml = network_xml(a.key.name, net.spec, run.net_owner(net), obs.uuid,
-                      base=obs.xml or run.ops.network_xml(a.key.name))
+    xml = run.rewritten_network(a, base=obs.xml or run.ops.network_xml(a.key.name))
     # Defined over the old one first: a definition libvirt refuses leaves the network as it was.
     run.ops.define_network(xml, net.spec.autostart, start=False)
     run.ops.delete_network(a.key.name)
@@ -368,8 +329,7 @@ def _define_guest(run: _HostRun, a: act.DefineGuest) -> str:
     # A transient (running, undefined) guest is defined again under its own UUID.
     obs = run.state.guests.get(a.key.name)
     run.ops.check_unchanged(a.key.name, obs.xml if obs is not None else None)
-    ctx = run.write_ctx(run.guest_owner(guest, obs), obs.uuid if obs is not None else None)
-    run.ops.define_guest(new_guest_xml(a.key.name, guest.spec, ctx))
+    run.ops.define_guest(run.new_guest(a))
     if guest.spec.autostart:
         run.ops.set_guest_autostart(a.key.name, True)
     return f"defined ({run.state.caps.virt_type})"
@@ -380,8 +340,7 @@ def _rewritten(run: _HostRun, a: act.UpdateGuest | act.RecreateGuest) -> tuple[G
     guest = run.guest(a.key.name)
     obs = run.state.guests[a.key.name]
     run.ops.check_unchanged(a.key.name, obs.xml)
-    ctx = replace(run.write_ctx(run.guest_owner(guest, obs), obs.uuid), keep=frozenset(a.keep))
-    return guest, obs, update_guest_xml(obs.xml, a.key.name, guest.spec, ctx, a.fields)
+    return guest, obs, run.rewritten_guest(a)
 
 
 def _update_guest(run: _HostRun, a: act.UpdateGuest) -> str:
@@ -652,6 +611,12 @@ def _resume(run: _HostRun, a: act.Resume) -> str:
     run.ops.resume(a.key.name)
     return "resumed"
 
+def _recover(run: _HostRun, a: act.Recover) -> str:
+    """crashPolicy restart: a crashed guest is destroyed and started again (a resume cannot help)."""
+    run.ops.destroy(a.key.name)
+    run.ops.start(a.key.name, paused=a.paused)
+    return f"{a.fault or 'crashed'}: destroyed and started" + (" paused" if a.paused else "")
+
 def _delete_guest(run: _HostRun, a: act.DeleteGuest) -> str:
     name = a.key.name
     obs = run.state.guests[name]
@@ -684,16 +649,12 @@ def _adopt(run: _HostRun, a: act.Adopt) -> str:
         return "adopted (ownership marker written)"
     if a.key.kind == "Network":
         _check_network(run, name)
-        net = run.network(name)
         obs = run.state.networks[name]
-        run.ops.define_network(network_xml(name, net.spec, run.net_owner(net), obs.uuid, base=obs.xml),
-                               bool(obs.autostart), start=False)
+        run.ops.define_network(run.rewritten_network(a), bool(obs.autostart), start=False)
         return "adopted (ownership recorded in its definition)"
-    guest = run.guest(name)
     gobs = run.state.guests[name]
     run.ops.check_unchanged(name, gobs.xml)
-    ctx = run.write_ctx(run.guest_owner(guest, gobs), gobs.uuid)
-    run.ops.define_guest(update_guest_xml(gobs.xml, name, guest.spec, ctx, ()))
+    run.ops.define_guest(run.adopted_guest(a))
     return "adopted (ownership recorded in its definition)"
 
 
@@ -737,6 +698,7 @@ HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.Restart: _restart,
     act.Suspend: _suspend,
     act.Resume: _resume,
+    act.Recover: _recover,
     act.DeleteGuest: _delete_guest,
     act.DeleteVolume: _delete_volume,
     act.DeleteNetwork: _delete_network,

@@ -47,10 +47,15 @@ def _dump(model: Any) -> dict[str, Any] | None:
 
 def _show(value: Any) -> Any:
     if isinstance(value, dict):
-        return " ".join(f"{k}={_show(v)}" for k, v in value.items()) or "{}"
+        return " ".join(f"{k}={_word(v)}" for k, v in value.items()) or "{}"
     if isinstance(value, list):
-        return "[" + ", ".join(str(_show(v)) for v in value) + "]"
+        return "[" + ", ".join(_word(v) for v in value) + "]"
     return value
+
+
+def _word(value: Any) -> str:
+    """A value inside shown text, spelled as in YAML (true, not Python's True)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(_show(value))
 
 
 def _unsupported(what: str, host: str, caps: HostCapabilities) -> str:

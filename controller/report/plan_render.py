@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from controller.model.state import ResourceKey
 from controller.plan.actions import Action, CreateVolume, FieldChange, HostPlan, Impact, Plan
+
+# plan --diff: per (object, op) of an action that defines XML, the unified diff of that XML
+# (built by controller/apply/definitions.py; rendered here, never computed).
+Diffs = Mapping[tuple[ResourceKey, str], str]
+_DIFF_COLOR = {"+": "32", "-": "31", "@": "36"}
 
 PLAN_SCHEMA_VERSION = 1
 _SYMBOL = {Impact.CREATE: "+", Impact.DELETE: "-", Impact.RECREATE: "-/+"}
@@ -23,11 +30,21 @@ def _paint(text: str, sym: str, color: bool) -> str:
 
 
 def _value(v: Any) -> str:
+    """A field's shown value (the registry's ``show``) as text: one spelling for every field, in
+    YAML's words (true, not Python's True; items as key=value, not a dict's repr)."""
     if v is None:
         return "(none)"
-    if isinstance(v, list):
-        return "[" + ", ".join(str(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return " ".join(f"{k}={_nested(x)}" for k, x in v.items()) or "{}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
     return str(v)
+
+
+def _nested(v: Any) -> str:
+    return "{" + _value(v) + "}" if isinstance(v, dict) and v else _value(v)
 
 
 def change_line(c: FieldChange) -> str:
@@ -63,7 +80,15 @@ def summary(plan: Plan) -> dict[str, int]:
     }
 
 
-def render_text(plan: Plan, color: bool = False) -> str:
+def _diff_lines(diff: str, color: bool) -> list[str]:
+    out = []
+    for line in diff.splitlines():
+        code = _DIFF_COLOR.get(line[:1]) if color and not line.startswith(("+++", "---")) else None
+        out.append("        " + (f"\x1b[{code}m{line}\x1b[0m" if code else line))
+    return out
+
+
+def render_text(plan: Plan, color: bool = False, diffs: Diffs | None = None) -> str:
     lines: list[str] = []
     for hp in plan.hosts:
         lines.append(f"Host {hp.host} ({hp.uri})")
@@ -84,6 +109,8 @@ def render_text(plan: Plan, color: bool = False) -> str:
             for c in a.changes:
                 if c.path != "/spec" or a.impact != Impact.CREATE:
                     lines.append(f"        {change_line(c)}")
+            if diffs and diffs.get((a.key, a.op)):
+                lines.extend(_diff_lines(diffs[(a.key, a.op)], color))
         for p in hp.problems:
             lines.append(_paint(f"  ! {p.severity}: {p.key.kind} {p.key.name}: {p.message}", "!", color))
         if hp.pending:
@@ -110,7 +137,7 @@ def render_text(plan: Plan, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(plan: Plan) -> str:
+def render_markdown(plan: Plan, diffs: Diffs | None = None) -> str:
     s = summary(plan)
     out = ["## virtsync plan", ""]
     out.append(f"**{s['create']}** to create · **{s['change']}** to change · **{s['recreate']}** "
@@ -134,6 +161,12 @@ def render_markdown(plan: Plan) -> str:
                            f"{_IMPACT_LABEL[a.impact]} | {changes} |")
         else:
             out.append("No changes.")
+        for a in hp.actions:
+            diff = (diffs or {}).get((a.key, a.op))
+            if diff:  # folded: a pull-request comment stays readable
+                fence = "~~~~" if "```" in diff else "```"
+                out += ["", f"<details><summary>XML diff: {a.key.kind} <code>{a.key.name}</code> ({a.op})</summary>",
+                        "", f"{fence}diff", diff, fence, "", "</details>"]
         for p in hp.problems:
             out.append(f"- **{p.severity}** {p.key.kind} `{p.key.name}`: {_md(p.message)}")
         for pend in hp.pending:
@@ -146,21 +179,28 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def host_json(hp: HostPlan) -> dict[str, Any]:
+def _action_json(a: Action, diffs: Diffs | None) -> dict[str, Any]:
+    doc = a.as_json()
+    if diffs is not None and (a.key, a.op) in diffs:
+        doc["xmlDiff"] = diffs[(a.key, a.op)]
+    return doc
+
+
+def host_json(hp: HostPlan, diffs: Diffs | None = None) -> dict[str, Any]:
     return {
         "host": hp.host,
         "uri": hp.uri,
         "fingerprint": hp.fingerprint,
         "error": hp.error or None,
         "notes": list(hp.notes),
-        "actions": [a.as_json() for a in hp.actions],
+        "actions": [_action_json(a, diffs) for a in hp.actions],
         "pending": [p.as_json() for p in hp.pending],
         "problems": [p.as_json() for p in hp.problems],
         "unmanaged": [{"kind": k.kind, "name": k.name} for k in hp.unmanaged],
     }
 
 
-def render_json(plan: Plan, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def render_json(plan: Plan, extra: dict[str, Any] | None = None, diffs: Diffs | None = None) -> dict[str, Any]:
     return {
         "schemaVersion": PLAN_SCHEMA_VERSION,
         "kind": "plan",
@@ -170,6 +210,6 @@ def render_json(plan: Plan, extra: dict[str, Any] | None = None) -> dict[str, An
         "hasChanges": plan.has_changes,
         "hasErrors": plan.has_errors,
         "summary": summary(plan),
-        "hosts": [host_json(h) for h in plan.hosts],
+        "hosts": [host_json(h, diffs) for h in plan.hosts],
         **(extra or {}),
     }

@@ -125,7 +125,11 @@ def _action_schema() -> dict[str, Any]:
         "reason": {"type": "string"},
         "changes": {"type": "array", "items": {"$ref": "#/$defs/fieldChange"}},
     }
-    variants = [_object({**common, "op": {"const": t.op}, "args": _args_schema(t)}) for t in ACTION_TYPES]
+    # Only with plan --diff, on actions that define XML: the unified diff of that XML.
+    diff = {"xmlDiff": {"type": "string", "description": "plan --diff: unified diff of the libvirt XML "
+                        "this action defines, against the definition now (empty: the same)"}}
+    variants = [_object({**common, "op": {"const": t.op}, "args": _args_schema(t), **diff},
+                        required=[*common, "op", "args"]) for t in ACTION_TYPES]
     return {"oneOf": variants, "description": "One step of the plan: a typed action, tagged by op."}
 
 
