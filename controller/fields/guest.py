@@ -578,6 +578,7 @@ CONTROL: dict[str, str] = {
     "restartPolicy": "whether next-boot and recreate changes may restart the guest",
     "window": "when restartPolicy window allows restarts",
     "shutdownTimeout": "grace time of a shutdown before the guest is destroyed",
+    "crashPolicy": "restart: a crashed guest (libvirt's state reason) is destroyed and started; report: shown only",
     "reconcile": "report: only show drift",
     "ignore": "JSON Pointers left alone",
     "adopt": "take over an existing guest of this name (ownership is written with its first change)",

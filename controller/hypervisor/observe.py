@@ -21,6 +21,7 @@ from controller.hypervisor.pool_xml import pool_definition, read_pool
 from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import (
     GuestDetails,
+    GuestFault,
     HostCapabilities,
     HostState,
     ObservedGuest,
@@ -44,6 +45,61 @@ _TRANSIENT_PAUSE = {
 }
 
 
+
+
+def _reason_table() -> dict[tuple[int, int], tuple[str, GuestFault | None]]:
+    """libvirt's (state, reason) → what people read, and the fault it is. A crash: the guest
+    panicked (a panic device), or QEMU stopped it on an internal error such as a KVM emulation
+    failure, which only a reset clears and which libvirt reports as PAUSED_UNKNOWN (no one
+    paused it through libvirt: a pause through libvirt is PAUSED_USER). A pause on a disk
+    I/O error: QEMU's default werror=enospc stops the guest when its disk's filesystem is full."""
+    rows = (
+        ("CRASHED", "CRASHED_PANICKED", "crashed (the guest panicked)", "crashed"),
+        ("CRASHED", "CRASHED_UNKNOWN", "crashed", "crashed"),
+        ("PAUSED", "PAUSED_CRASHED", "paused (the guest crashed)", "crashed"),
+        ("PAUSED", "PAUSED_UNKNOWN", "paused by QEMU for no libvirt reason (an internal error)", "crashed"),
+        ("PAUSED", "PAUSED_IOERROR", "paused (a disk I/O error)", "io-error"),
+        ("PAUSED", "PAUSED_USER", "paused (by a user)", None),
+        ("SHUTOFF", "SHUTOFF_CRASHED", "shut off (it crashed)", "crashed"),
+        ("SHUTOFF", "SHUTOFF_FAILED", "shut off (it failed to start)", None),
+    )
+    out: dict[tuple[int, int], tuple[str, GuestFault | None]] = {}
+    for state, reason, text, fault in rows:
+        s, r = getattr(libvirt, f"VIR_DOMAIN_{state}", None), getattr(libvirt, f"VIR_DOMAIN_{reason}", None)
+        if s is not None and r is not None:
+            out[(s, r)] = (text, fault)  # type: ignore[assignment]
+    return out
+
+
+_REASONS = _reason_table()
+_NO_SPACE = getattr(libvirt, "VIR_DOMAIN_DISK_ERROR_NO_SPACE", 2)
+
+
+def _state_reasons(conn: libvirt.virConnect) -> dict[str, tuple[int, int]]:
+    """Every domain's (state, reason) in one call; empty where the driver has no bulk stats."""
+    try:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+    except libvirt.libvirtError:
+        return {}
+    return {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
+            for d, s in stats}
+
+
+def _disk_errors(dom: libvirt.virDomain, live_xml: str | None) -> tuple[tuple[str, str, str], ...]:
+    """The disks an I/O-error pause names (virDomainGetDiskErrors), with their source paths."""
+    from lxml import etree
+
+    errors = dom.diskErrors() or {}
+    paths: dict[str, str] = {}
+    if live_xml is not None:
+        for disk in etree.fromstring(live_xml.encode()).iterfind("devices/disk"):
+            target, source = disk.find("target"), disk.find("source")
+            if target is not None and source is not None:
+                paths[target.get("dev", "")] = source.get("file") or source.get("dev") or ""
+    return tuple(sorted((t, paths.get(t, ""), "no-space" if code == _NO_SPACE else "error")
+                        for t, code in errors.items() if code))
+
+
 def _uuids(conn: libvirt.virConnect, flags: int) -> set[str]:
     return {d.UUIDString() for d in conn.listAllDomains(flags)}
 
@@ -56,9 +112,10 @@ def observe_guests(conn: libvirt.virConnect, host: str) -> dict[str, ObservedGue
         shutoff = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF)
         persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
         autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+        reasons = _state_reasons(conn)
     out: dict[str, ObservedGuest] = {}
     for dom in domains:
-        guest = _observe_guest(dom, host, running, paused, shutoff, persistent, autostart)
+        guest = _observe_guest(dom, host, running, paused, shutoff, persistent, autostart, reasons)
         if guest is not None:
             out[guest.name] = guest
     return out
@@ -66,16 +123,22 @@ def observe_guests(conn: libvirt.virConnect, host: str) -> dict[str, ObservedGue
 
 def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused: set[str],
                    shutoff: set[str], persistent: set[str],
-                   autostart: set[str]) -> ObservedGuest | None:
+                   autostart: set[str], reasons: dict[str, tuple[int, int]]) -> ObservedGuest | None:
     try:
         uuid = dom.UUIDString()
         state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
                              else "stopped" if uuid in shutoff else "other")
-        if state == "paused" and dom.state()[1] in _TRANSIENT_PAUSE:
+        code = reasons.get(uuid)
+        if code is None and state != "running":
+            st = dom.state()
+            code = (int(st[0]), int(st[1]))
+        if state == "paused" and code is not None and code[1] in _TRANSIENT_PAUSE:
             state = "other"  # starting up, migrating, saving…: not a pause to undo
+        reason, fault = _REASONS.get(code, ("", None)) if code is not None and state != "running" else ("", None)
         active = state in ("running", "paused") or (state == "other" and dom.isActive())
         inactive_xml = dom.XMLDesc(_INACTIVE)
         live_xml = dom.XMLDesc(_SECURE) if active else None
+        disk_errors = _disk_errors(dom, live_xml) if fault == "io-error" else ()
     except libvirt.libvirtError as exc:
         if is_not_found(exc):
             return None  # undefined between list and read
@@ -98,6 +161,9 @@ def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused:
         autostart=uuid in autostart,
         owner=owner,
         xml=inactive_xml,
+        reason=reason,
+        fault=fault,
+        disk_errors=disk_errors,
     )
 
 
@@ -129,7 +195,11 @@ def observe_networks(conn: libvirt.virConnect, host: str) -> dict[str, ObservedN
     return out
 
 
-def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool]:
+def observe_pools(conn: libvirt.virConnect, host: str,
+                  full_disks: tuple[str, ...] = ()) -> dict[str, ObservedPool]:
+    """Pools and their volumes. A pool holding one of ``full_disks`` (paths of disks a guest is
+    paused on for want of space) is refreshed first: libvirt's free bytes date from its last
+    refresh, and they decide whether the guest may resume."""
     out: dict[str, ObservedPool] = {}
     with libvirt_call(host, "list storage pools"):
         pools = conn.listAllStoragePools(0)
@@ -138,6 +208,8 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
             xml = pool_definition(pool)
             name, uuid, ptype, path = read_pool(xml)
             active = bool(pool.isActive())
+            if active and path and any(p.startswith(path.rstrip("/") + "/") for p in full_disks):
+                pool.refresh(0)
             auto = bool(pool.autostart())
             volumes: dict[str, ObservedVolume] = {}
             owner: Owner | None = None
@@ -149,13 +221,15 @@ def observe_pools(conn: libvirt.virConnect, host: str) -> dict[str, ObservedPool
                                       name=name)
                         continue
                     info = vol.info()
-                    volumes[vname] = ObservedVolume(name, vname, vol.path(), int(info[1]))
+                    volumes[vname] = ObservedVolume(name, vname, vol.path(), int(info[1]),
+                                                    allocation=int(info[2]))
         except libvirt.libvirtError as exc:
             if is_not_found(exc):
                 continue
             with libvirt_call(host, "read storage pool"):
                 raise
-        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes, xml)
+        available = int(pool.info()[3]) if active else None
+        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes, xml, available)
     return out
 
 
@@ -216,7 +290,7 @@ def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNe
     h = hashlib.sha256()
     for name in sorted(guests):
         g = guests[name]
-        h.update(f"G{name}|{g.state}|{g.autostart}|{g.xml}|{g.live!r}".encode())
+        h.update(f"G{name}|{g.state}|{g.fault}|{g.autostart}|{g.xml}|{g.live!r}".encode())
     for name in sorted(networks):
         n = networks[name]
         h.update(f"N{name}|{n.active}|{n.autostart}|{n.xml}|{n.live_config!r}".encode())
@@ -227,10 +301,14 @@ def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNe
     return "sha256:" + h.hexdigest()[:32]
 
 
+def _full_disks(guests: dict[str, ObservedGuest]) -> tuple[str, ...]:
+    return tuple(path for g in guests.values() for _, path, kind in g.disk_errors if kind == "no-space" and path)
+
+
 def observe_host(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities) -> HostState:
     guests = observe_guests(conn, host)
     networks = observe_networks(conn, host)
-    pools = observe_pools(conn, host)
+    pools = observe_pools(conn, host, _full_disks(guests))
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
                      fingerprint(guests, networks, pools), guest_details(conn, guests),
@@ -250,7 +328,7 @@ def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> Observe
     try:
         dom = conn.lookupByName(name)
         uuid = dom.UUIDString()
-        state_code = dom.state()[0]
+        state_code, reason_code = dom.state()
         persistent = bool(dom.isPersistent())
         auto = bool(dom.autostart()) if persistent else False
     except libvirt.libvirtError as exc:
@@ -266,6 +344,7 @@ def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> Observe
         shutoff={uuid} if state == "stopped" else set(),
         persistent={uuid} if persistent else set(),
         autostart={uuid} if auto else set(),
+        reasons={uuid: (state_code, reason_code)},
     )
 
 
@@ -276,7 +355,7 @@ def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostC
     guest = observe_one_guest(conn, host, name)
     guests = {name: guest} if guest is not None else {}
     networks = observe_networks(conn, host)
-    pools = observe_pools(conn, host)
+    pools = observe_pools(conn, host, _full_disks(guests))
     leases = observe_leases(conn, networks)
     return HostState(host, uri, caps, guests, networks, pools, leases,
                      fingerprint(guests, networks, pools), guest_details(conn, guests),

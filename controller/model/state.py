@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PowerState = Literal["running", "stopped", "paused", "other"]
+# Why a guest is not running as its spec says, from libvirt's state reason: it crashed (or QEMU
+# stopped it on an internal error, which only a reset clears), or it is paused on a disk I/O error.
+GuestFault = Literal["crashed", "io-error"]
 
 
 @dataclass(frozen=True, order=True)
@@ -133,6 +136,10 @@ class ObservedGuest:
     owner: Owner | None
     xml: str = field(repr=False, compare=False, default="")  # persistent XML, for editing
     block_job: bool = False
+    reason: str = ""  # libvirt's state and reason, for people: "crashed (panicked)", "paused (I/O error)"
+    fault: GuestFault | None = None
+    # An io-error pause's disks, from virDomainGetDiskErrors: (target, source path, no-space | error)
+    disk_errors: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class ObservedVolume:
     path: str
     capacity: int
     format: str | None = None
+    allocation: int | None = None  # bytes the volume takes on the pool now
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ class ObservedPool:
     owner: Owner | None
     volumes: dict[str, ObservedVolume] = field(default_factory=dict)
     xml: str = field(repr=False, compare=False, default="")  # persistent definition, for xmlPatches
+    available: int | None = None  # free bytes (refreshed when a guest is paused on a full disk)
 
 
 @dataclass(frozen=True)

@@ -322,6 +322,17 @@ class Restart(Action):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Recover(Action):
+    """A crashed guest (or one QEMU stopped on an internal error): destroy, then start. A resume
+    cannot help it; a graceful shutdown would wait for a guest that no longer runs."""
+
+    op: ClassVar[str] = "recover"
+    phase: ClassVar[Phase] = Phase.POWER
+    fault: str = ""  # libvirt's state reason, as observed
+    paused: bool = False  # state: paused comes back paused
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suspend(Action):
     op: ClassVar[str] = "suspend"
     phase: ClassVar[Phase] = Phase.POWER

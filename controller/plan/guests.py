@@ -38,6 +38,7 @@ from controller.plan.actions import (
     LiveOp,
     Pending,
     Problem,
+    Recover,
     RecreateGuest,
     ResizeVolume,
     Restart,
@@ -160,6 +161,11 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     if "interfaces" in diff.declared:
         _nic_changes(diff)
     power = _power_change(spec, obs, diff.ignored)
+    fault = _fault_plan(key, spec, obs, host) if not diff.ignored("/spec/state") else None
+    if fault is not None:
+        power = fault.change
+        if fault.problem is not None:
+            out.problems.append(fault.problem)
     defined_changes = diff.changes
     out.drift.extend(defined_changes)
     # Running guest differs from its (matching) definition, e.g. vCPUs set live: drift too.
@@ -175,10 +181,13 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     out.held = len(diff.held)
     out.actions.extend(volumes)
 
-    running = obs.state in ("running", "paused")
+    # A crashed guest takes no live call: only its recovery (destroy + start) reaches it.
+    running = obs.state in ("running", "paused") and not (fault is not None and fault.crashed)
     recreate = [c for c in defined_changes if c.impact == Impact.RECREATE]
     next_boot = [c for c in defined_changes if c.impact == Impact.NEXT_BOOT]
     restart_needed = running and (bool(next_boot) or bool(recreate) or any(r for _, r in diff.pending))
+    if fault is not None:
+        restart_needed = False  # the fault decides the power: a recovery boots the new definition
     may_restart, why_not = _may_restart(spec, opts.now)
     stays_down = spec.state == "stopped"
 
@@ -221,7 +230,12 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
                                        timeout=spec.shutdown_timeout, paused=spec.state == "paused"))
         elif pend_changes:
             out.pending.append(Pending(key, f"pending restart ({why_not})", pend_changes))
-    if power is not None and not restarts:
+    if fault is not None:
+        if fault.action is not None:
+            out.actions.append(fault.action)
+        if pend_changes and not isinstance(fault.action, Recover):
+            out.pending.append(Pending(key, f"pending restart (the guest is {obs.reason})", pend_changes))
+    elif power is not None and not restarts:
         out.actions.append(_power_action(key, spec, obs, power))
     # beforeRestart snapshots must show the old definition: the update takes it, before it writes.
     if any(isinstance(a, Restart) for a in out.actions) and any(isinstance(a, UpdateGuest) for a in out.actions):
@@ -540,6 +554,76 @@ def _power_action(key: ResourceKey, spec: GuestSpec, obs: ObservedGuest, change:
     if want in ("running", "paused"):
         return Start(key=key, reason=reason, changes=(change,), paused=want == "paused")
     return Stop(key=key, reason=reason, changes=(change,), timeout=spec.shutdown_timeout)
+
+
+# ---------------------------------------------------------------- faults
+
+# A disk paused on a full pool resumes only with room for at least this much more.
+MIN_HEADROOM = 1024**2
+
+
+def _bytes(n: int) -> str:
+    return f"{n} bytes ({n / 1024**2:.1f} MiB)"
+
+
+@dataclass(frozen=True)
+class _FaultPlan:
+    change: FieldChange  # the state drift, its note naming libvirt's state reason
+    action: Action | None  # Recover, a Resume once space is back, or nothing
+    problem: Problem | None  # why nothing is done (yet)
+    crashed: bool
+
+
+def _fault_plan(key: ResourceKey, spec: GuestSpec, obs: ObservedGuest, host: HostState) -> _FaultPlan | None:
+    """A guest the spec wants up that crashed, that QEMU stopped on an internal error, or that is
+    paused on a disk I/O error (libvirt's state reason tells them apart from a user's pause).
+    A crash is not resumed: crashPolicy restart destroys and starts it, report shows it. An
+    I/O-error pause is resumed only once space is back (see _room_for)."""
+    if obs.fault is None or spec.state == "stopped":
+        return None
+    have = obs.state if obs.state != "other" else "crashed"
+    change = FieldChange("/spec/state", spec.state, have, have, Impact.LIVE, obs.reason)
+    if obs.fault == "crashed":
+        if spec.crash_policy == "report":
+            return _FaultPlan(change, None, Problem(key, f"guest is {obs.reason}: crashPolicy report leaves it "
+                                                    "so (destroy and start it to recover)", "warning"), True)
+        return _FaultPlan(change, Recover(key=key, reason=f"guest is {obs.reason}: destroy and start it "
+                                          "(crashPolicy: restart; a resume cannot help)", changes=(change,),
+                                          fault=obs.reason, paused=spec.state == "paused"), None, True)
+    room, why = _room_for(obs, host)
+    if spec.state == "paused":
+        return _FaultPlan(change, None, None, False)  # paused either way: nothing to do
+    if not room:
+        return _FaultPlan(change, None, Problem(key, f"guest is {obs.reason}: it stays paused: {why}",
+                                                "warning"), False)
+    return _FaultPlan(change, Resume(key=key, reason=f"guest was {obs.reason}: {why}", changes=(change,)),
+                      None, False)
+
+
+def _room_for(obs: ObservedGuest, host: HostState) -> tuple[bool, str]:
+    """Whether a guest paused on a full disk may resume. The rule: every disk libvirt reports out
+    of space is a volume of a pool virtsync observes, and each such pool's free bytes cover what
+    its disks may still take (capacity − allocation, at least MIN_HEADROOM each): a resume then
+    cannot run into the same full pool. Any other I/O error, or a disk outside the pools, is
+    left to the operator (a resume would only pause it again)."""
+    if not obs.disk_errors:
+        return False, "libvirt names no disk with an error; resume it by hand once the cause is fixed"
+    need: dict[str, int] = {}
+    for target, path, kind in obs.disk_errors:
+        if kind != "no-space":
+            return False, f"disk {target} had an I/O error (not a full disk); resume it by hand once it is fixed"
+        found = next(((p, v) for p in host.pools.values() for v in p.volumes.values() if v.path == path), None)
+        if found is None:
+            return False, f"disk {target} ({path}) is in no pool of the host: resume it by hand once it has room"
+        pool, vol = found
+        need[pool.name] = need.get(pool.name, 0) + max(vol.capacity - (vol.allocation or 0), MIN_HEADROOM)
+    short = [f"pool {n} has {_bytes(host.pools[n].available or 0)} free, its full disks need up to "
+             f"{_bytes(b)}" for n, b in sorted(need.items()) if (host.pools[n].available or 0) < b]
+    if short:
+        return False, "; ".join(short) + " (resumed once there is room)"
+    return True, "space is back (" + "; ".join(
+        f"pool {n}: {_bytes(host.pools[n].available or 0)} free for up to {_bytes(b)}"
+        for n, b in sorted(need.items())) + "): resume"
 
 
 # ---------------------------------------------------------------- volumes

@@ -463,6 +463,11 @@ class GuestSpec(SpecModel):
     on_crash: Literal["destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"] | None = Field(
         default=None, description="What the hypervisor does when the guest crashes. Default: libvirt's "
         "(destroy).")
+    crash_policy: Literal["restart", "report"] = Field(
+        default="restart", description="A guest that should run but crashed, or that QEMU paused on an "
+        "internal error (libvirt's state reason says which): restart destroys and starts it (the service "
+        "backs off when it crashes again), report only reports it. A guest paused on a full disk is "
+        "resumed once its pool has room for the disk. Default: restart.")
     agent: bool = Field(default=False, description="Add the qemu-guest-agent channel (IP addresses, "
                         "fsfreeze for quiesced snapshots). Default: false.")
     cloud_init: CloudInit | None = Field(default=None, description="cloud-init NoCloud seed (needs a disk "
