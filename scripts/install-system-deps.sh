@@ -12,7 +12,9 @@ if [ "$what" = test ]; then
          genisoimage libarchive-tools p7zip-full iputils-ping curl age openssl
          # vTPM: swtpm is the emulator libvirt runs; swtpm-tools has swtpm_setup, which
          # libvirt calls to manufacture a new TPM's state.
-         swtpm swtpm-tools)
+         swtpm swtpm-tools
+         # the monitoring kit's tests: a real Prometheus server and promtool (deploy/prometheus)
+         prometheus)
   # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's
   # own C virtiofsd is in qemu-system-common, at /usr/lib/qemu/virtiofsd, and libvirt finds it
   # through /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json. Take the package where it exists.

@@ -1,6 +1,11 @@
-"""Prometheus metrics of the service (a private registry, served at /metrics)."""
+"""Prometheus metrics of the service (a private registry, served at /metrics).
+
+deploy/prometheus and deploy/grafana query these names: tests check that each one they use
+is exported here, so rename one only together with the kit."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -10,7 +15,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.reconcile_seconds = Histogram(
-            "virtsync_reconcile_duration_seconds", "Time of one reconcile", ["kind"], registry=r,
+            "virtsync_reconcile_duration_seconds", "Time of one reconcile", ["host", "kind"], registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.actions = Counter("virtsync_actions_total", "Actions carried out",
                                ["host", "kind", "op", "outcome"], registry=r)
@@ -22,6 +27,38 @@ class Metrics:
         self.errors = Counter("virtsync_errors_total", "Reconcile errors", ["host", "kind"], registry=r)
         self.spec_errors = Counter("virtsync_spec_load_errors_total", "Spec sets refused", registry=r)
         self.up = Gauge("virtsync_host_up", "Host reachable (1) or not (0)", ["host"], registry=r)
+        self.thrashing = Gauge("virtsync_thrashing_objects",
+                               "Objects backing off because they were changed back out of band again and again",
+                               ["host"], registry=r)
+        # Freshness as raw times, so alert rules compare against the clock at evaluation and
+        # not at the last reconcile: stale from 1.5 periods (warning), 3 (critical), as `drift`.
+        self.snapshot_newest = Gauge("virtsync_snapshot_newest_timestamp_seconds",
+                                     "When a policy's newest snapshot of a guest was taken (0: none)",
+                                     ["host", "guest", "policy"], registry=r)
+        self.snapshot_period = Gauge("virtsync_snapshot_period_seconds",
+                                     "The snapshot policy's schedule period", ["host", "guest", "policy"],
+                                     registry=r)
+        self._snapshot_series: dict[str, set[tuple[str, str]]] = {}
+        self._before_render: list[Callable[[], None]] = []
+
+    def set_snapshot_freshness(self, host: str, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        """A host's (guest, policy, newest timestamp or 0, period) rows; series of guests or
+        policies no longer there are removed, so no alert fires for what is gone."""
+        now: set[tuple[str, str]] = set()
+        for guest, policy, newest, period in rows:
+            self.snapshot_newest.labels(host, guest, policy).set(newest)
+            self.snapshot_period.labels(host, guest, policy).set(period)
+            now.add((guest, policy))
+        for guest, policy in self._snapshot_series.get(host, set()) - now:
+            self.snapshot_newest.remove(host, guest, policy)
+            self.snapshot_period.remove(host, guest, policy)
+        self._snapshot_series[host] = now
+
+    def before_render(self, fn: Callable[[], None]) -> None:
+        """Refresh a value that changes with time alone (a back-off ending) right before a scrape."""
+        self._before_render.append(fn)
 
     def render(self) -> bytes:
+        for fn in self._before_render:
+            fn()
         return bytes(generate_latest(self.registry))

@@ -85,6 +85,7 @@ class Service:
         self.desired = DesiredState()
         self.status = StatusStore(instance=opts.instance)
         self.metrics = Metrics()
+        self.metrics.before_render(self._thrashing_metric)
         self.notifier = Notifier(opts.notify)
         self.stopping = threading.Event()
         self.suspended = opts.suspended
@@ -315,7 +316,7 @@ class Service:
         # not act on the same guest from two observations. Hosts run in parallel.
         with self._host_locks[key.host]:
             self._reconcile_locked(key, specs, commit, rid)
-        self.metrics.reconcile_seconds.labels(key.kind).observe(time.monotonic() - started)
+        self.metrics.reconcile_seconds.labels(key.host, key.kind).observe(time.monotonic() - started)
 
     def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
         """One key through the engine's reconcile, like `virtsync apply` of that scope: a Host key
@@ -440,17 +441,32 @@ class Service:
     def _snapshot_status(self, name: str, specs: SpecSet, host: Any) -> None:
         """Newest-snapshot freshness per guest into /status (read after the host's reconcile)."""
         from controller.hypervisor.snapshots import SnapshotOps
+        from controller.snapshots.monitor import period_seconds
         from controller.snapshots.runner import annotate_freshness
 
         conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
                                              tls=host.spec.tls)
         plan = self.status.as_plan()
         mine = [hp for hp in plan.hosts if hp.host == name]
-        annotate_freshness(specs, mine, lambda _h: SnapshotOps(conn, self.opts.instance), datetime.now(UTC))
+        now = datetime.now(UTC)
+        annotate_freshness(specs, mine, lambda _h: SnapshotOps(conn, self.opts.instance), now)
+        periods = {p.metadata.name: period_seconds(p.spec.schedule, now) for p in specs.policies}
+        rows = []
         for hp in mine:
             for entry in hp.drift:
                 if "snapshots" in entry.info:
                     self.status.set_object(entry, self.status.pending.get(entry.key))
+                    rows += [(entry.key.name, f["policy"], datetime.fromisoformat(f["newest"]).timestamp()
+                              if f["newest"] else 0.0, periods[f["policy"]]) for f in entry.info["snapshots"]]
+        self.metrics.set_snapshot_freshness(name, rows)
+
+    def _thrashing_metric(self) -> None:
+        now = time.monotonic()
+        counts = dict.fromkeys({k.host for k in self._thrashing}, 0)
+        for key, until in list(self._thrashing.items()):
+            counts[key.host] += until > now
+        for host, n in counts.items():
+            self.metrics.thrashing.labels(host).set(n)
 
     def _note_repair(self, key: ResourceKey, entry: ObjectDrift) -> None:
         """Thrash detection: an object changed back out of band again and again."""
