@@ -31,7 +31,7 @@ from controller.logging import get_logger
 from controller.model.state import ResourceKey
 from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan
 from controller.report.drift import DriftReport, render_json
-from controller.report.status_page import render_status_page
+from controller.report.status_page import StatusView, render_status_page
 from controller.service.desired import DesiredState
 from controller.service.git import GitFollower, GitSource
 from controller.service.http import DEFAULT_HOOK_RATE, Routes, serve_http
@@ -314,8 +314,13 @@ class Service:
         rid = f"{random.getrandbits(32):08x}"
         # One reconcile per host at a time: a whole-host pass and an object pass must
         # not act on the same guest from two observations. Hosts run in parallel.
-        with self._host_locks[key.host]:
-            self._reconcile_locked(key, specs, commit, rid)
+        ok = False
+        try:
+            with self._host_locks[key.host]:
+                self._reconcile_locked(key, specs, commit, rid)
+            ok = True
+        finally:
+            self.status.record_reconcile(key, time.monotonic() - started, ok)  # the page's latency chart
         self.metrics.reconcile_seconds.labels(key.host, key.kind).observe(time.monotonic() - started)
 
     def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
@@ -392,6 +397,7 @@ class Service:
             log.info("action", host=o.key.host, kind=o.key.kind, name=o.key.name, op=o.op,
                      outcome=o.status, detail=o.detail, seconds=round(o.seconds, 3),
                      reconcile_id=rid, commit=commit)
+            self.status.record_action(o.key, o.op, o.status, detail=o.detail, seconds=o.seconds, commit=commit)
         failed = {(o.key.host, o.key.kind, o.key.name): o for o in outcomes if o.status == "failed"}
         touched = {(o.key.host, o.key.kind, o.key.name) for o in outcomes}
         after = {(d.key.host, d.key.kind, d.key.name): (d, hp) for hp in (result.after.hosts if result.after else ())
@@ -524,17 +530,23 @@ class Service:
             },
             "recentEvents": [{"at": ev.at.isoformat(), "level": ev.level, "message": ev.message}
                              for ev in self.status.recent()],
+            "recentActions": [{"at": a.at.isoformat(), "host": a.key.host, "kind": a.key.kind,
+                               "name": a.key.name, "op": a.op, "outcome": a.outcome, "detail": a.detail,
+                               "seconds": round(a.seconds, 3), "commit": a.commit or None}
+                              for a in self.status.recent_actions()[:20]],
         }
         return doc
 
     def status_page(self) -> str:
         err = self.desired.error
         hosts = self.status.host_status()
-        return render_status_page(
-            self.status.as_plan(), commit=self.desired.commit, loaded_at=self.desired.loaded_at,
-            spec_error=[d.render() for d in err.diagnostics] if err else [],
+        return render_status_page(StatusView(
+            self.status.as_plan(), datetime.now(UTC), commit=self.desired.commit,
+            loaded_at=self.desired.loaded_at, spec_error=[d.render() for d in err.diagnostics] if err else [],
             events=[(ev.at, ev.level, ev.message) for ev in self.status.recent()],
-            last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended)
+            actions=self.status.recent_actions()[:30], last_change=self.status.last_changes(),
+            reconciles=self.status.recent_reconciles(),
+            last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended))
 
     def ready(self) -> bool:
         specs, _ = self.desired.snapshot()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from controller.model.state import ResourceKey
 from controller.plan.actions import HostPlan, ObjectDrift, Pending, Plan
+from controller.report.status_page import ActionEntry, ReconcileSample
 
 
 @dataclass
@@ -34,11 +35,40 @@ class StatusStore:
     pending: dict[ResourceKey, Pending] = field(default_factory=dict)
     hosts: dict[str, HostStatus] = field(default_factory=dict)
     events: deque[ServiceEvent] = field(default_factory=lambda: deque(maxlen=50))
+    # For the status page: recent actions (newest first), each object's last change (kept while
+    # the object is), and recent reconcile durations (oldest first) for the latency chart.
+    actions: deque[ActionEntry] = field(default_factory=lambda: deque(maxlen=100))
+    last_change: dict[ResourceKey, ActionEntry] = field(default_factory=dict)
+    reconciles: deque[ReconcileSample] = field(default_factory=lambda: deque(maxlen=120))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, level: str, message: str) -> None:
         with self._lock:
             self.events.appendleft(ServiceEvent(datetime.now(UTC), level, message))
+
+    def record_action(self, key: ResourceKey, op: str, outcome: str, *, detail: str = "",
+                      seconds: float = 0.0, commit: str = "") -> None:
+        entry = ActionEntry(datetime.now(UTC), key, op, outcome, detail, seconds, commit)
+        with self._lock:
+            self.actions.appendleft(entry)
+            if outcome not in ("failed", "skipped"):
+                self.last_change[key] = entry
+
+    def record_reconcile(self, key: ResourceKey, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.reconciles.append(ReconcileSample(datetime.now(UTC), key, seconds, ok))
+
+    def recent_actions(self) -> list[ActionEntry]:
+        with self._lock:
+            return list(self.actions)
+
+    def last_changes(self) -> dict[ResourceKey, ActionEntry]:
+        with self._lock:
+            return {k: v for k, v in self.last_change.items() if k in self.objects}
+
+    def recent_reconciles(self) -> list[ReconcileSample]:
+        with self._lock:
+            return list(self.reconciles)
 
     def set_host(self, name: str, uri: str, *, error: str = "", synced: bool = False,
                  unmanaged: tuple[ResourceKey, ...] | None = None,
@@ -71,11 +101,13 @@ class StatusStore:
             for key in [k for k in self.objects if k.host == host and k not in keep]:
                 del self.objects[key]
                 self.pending.pop(key, None)
+                self.last_change.pop(key, None)
 
     def forget_object(self, key: ResourceKey) -> None:
         with self._lock:
             self.objects.pop(key, None)
             self.pending.pop(key, None)
+            self.last_change.pop(key, None)
 
     def forget_hosts(self, keep: set[str]) -> None:
         with self._lock:
@@ -83,6 +115,7 @@ class StatusStore:
                 del self.hosts[name]
             for key in [k for k in self.objects if k.host not in keep]:
                 del self.objects[key]
+                self.last_change.pop(key, None)
 
     def as_plan(self) -> Plan:
         """The stored standings shaped as a Plan, so the drift renderers can show them."""
