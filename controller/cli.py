@@ -153,6 +153,25 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from controller.explain import find, render, render_list
+
+    if args.list:
+        sys.stdout.write(render_list())
+        return EXIT_OK
+    if not args.field_name:
+        raise UsageError("name a field, e.g. `virtsync explain memory` (`--list` lists them)")
+    print("\n".join(render(e) for e in find(args.field_name)), end="")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from controller.completion import script
+
+    sys.stdout.write(script(args.shell, build_parser()))
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------- parser
 
 
@@ -185,8 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="specs", metavar="DIR", help="directory (default: specs)")
 
     verb("version", cmd_version, "print the version")
+    _register_toolbox_verbs(verb)
     _register_engine_verbs(verb, spec_args)
     return parser
+
+
+def _register_toolbox_verbs(verb: Any) -> None:
+    p = verb("explain", cmd_explain, "what a spec field maps to in libvirt and how a change of it lands",
+             "From the field registry: a field's libvirt XML, its impact (live, next boot, recreate) and live "
+             "call, and an example written by its own writer. FIELD: memory, Guest.disks.cache, Network.ipv4, "
+             "/spec/interfaces/0/model… An unknown name exits 64 naming the closest.")
+    p.add_argument("field_name", nargs="?", metavar="FIELD", help="the field (a bare name covers every kind)")
+    p.add_argument("--list", action="store_true", help="list every field")
+    p = verb("completion", cmd_completion, "print a shell completion script (bash, zsh, fish)",
+             "A completion script generated from this argument parser: verbs, options, their choices, and Host "
+             "names from the specs (asked at TAB time from the paths on the command line, else the current "
+             "directory). bash: source <(virtsync completion bash); zsh: save as _virtsync in $fpath; fish: "
+             "save as ~/.config/fish/completions/virtsync.fish.")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish")
 
 
 def _register_engine_verbs(verb: Any, spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -207,6 +242,11 @@ def _age_identity(args: argparse.Namespace) -> contextlib.AbstractContextManager
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["__complete"]:  # what a completion script asks at TAB time (not a verb of the parser)
+        from controller.completion import run_helper
+
+        return run_helper(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

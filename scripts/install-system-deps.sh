@@ -14,7 +14,9 @@ if [ "$what" = test ]; then
          # libvirt calls to manufacture a new TPM's state.
          swtpm swtpm-tools
          # the monitoring kit's tests: a real Prometheus server and promtool (deploy/prometheus)
-         prometheus)
+         prometheus
+         # `virtsync completion zsh|fish`: the scripts are checked and run by the shells themselves
+         zsh fish)
   # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's
   # own C virtiofsd is in qemu-system-common, at /usr/lib/qemu/virtiofsd, and libvirt finds it
   # through /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json. Take the package where it exists.
