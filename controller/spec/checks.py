@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from controller.errors import Diagnostic
 from controller.patch_check import check_patches
-from controller.spec.models import GuestSpec, Host, Network, Secret, SnapshotPolicy, StoragePool
+from controller.spec.models import BackupPolicy, GuestSpec, Host, Network, Secret, SnapshotPolicy, StoragePool
 from controller.spec.specset import Located, SpecSet
 
 FORBIDDEN_ROOTS = ("/dev", "/proc", "/sys", "/run")
@@ -103,6 +103,7 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
     out += _duplicates(pools, "StoragePool", per_host=True)
     out += _duplicates(guests, "Guest")
     out += _duplicates(policies, "SnapshotPolicy")
+    out += _duplicates(list(specs.of_kind(BackupPolicy)), "BackupPolicy")
     out += _duplicates(list(specs.of_kind(Secret)), "Secret")
 
     # Host URIs: a Xen URI with another hypervisor is a contradiction.

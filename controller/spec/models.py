@@ -635,6 +635,62 @@ class SnapshotPolicySpec(SpecModel):
         return data
 
 
+# ------------------------------------------------------------- BackupPolicy
+
+
+class BackupTarget(SpecModel):
+    """Where a policy's backups go, on the guest's own host: exactly one of pool or path."""
+
+    pool: Name | None = Field(default=None, description="A dir storage pool on the guest's host; backups are "
+                              "volumes in it.")
+    path: str | None = Field(default=None, description="An absolute directory on the guest's host (libvirt "
+                             "reaches it through a transient dir pool while a pass runs).")
+    copy_to: str | None = Field(default=None, description="Also copy every backup, streamed through libvirt, into "
+                                "this directory where virtsync runs (absolute, or relative to the working "
+                                "directory). Default: no copy.")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> BackupTarget:
+        if (self.pool is None) == (self.path is None):
+            raise ValueError("a backup target is either {pool: NAME} (a dir pool) or {path: DIR} on the guest's host")
+        if self.path is not None and (not self.path.startswith("/") or ".." in self.path.split("/")):
+            raise FieldError("path", f"{self.path!r} must be an absolute path without '..'")
+        return self
+
+
+class BackupPolicySpec(SpecModel):
+    selector: Selector
+    schedule: Annotated[Schedule, WithJsonSchema(_SCHEDULE_SCHEMA)] = Field(
+        description='When to back up: "0 3 * * *" (cron, UTC unless timezone), or {every: 1d}.'
+    )
+    target: BackupTarget
+    full_every: int = Field(default=7, ge=1, le=1000, description="Every chain is a full backup and then up to "
+                            "fullEvery - 1 incrementals (1: full backups only). Default: 7.")
+    retain: Retain = Field(default_factory=Retain, description="Backups to keep, by the snapshot policies' bucket "
+                           "rule (hourly, daily, weekly, monthly, yearly; no frequent), applied to chains: a kept "
+                           "backup keeps every backup it is built on. Default: only the newest chain.")
+    quiesce: Literal["auto", "required", "never"] = Field(
+        default="auto",
+        description="auto: freeze file systems through the guest agent while the backup starts, else back up "
+        "unfrozen and record it; required: fail (leaving nothing) without the agent; never. Default: auto.",
+    )
+
+    @model_validator(mode="after")
+    def _no_frequent(self) -> BackupPolicySpec:
+        if self.retain.frequent:
+            raise FieldError(("retain", "frequent"), "backups have no 'frequent' bucket: use hourly, daily, "
+                             "weekly, monthly or yearly")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_forms(cls, data: Any) -> Any:
+        # The same forms as a SnapshotPolicy's: "cron", {every: 1d}, every/timezone beside schedule.
+        if isinstance(data, dict) and isinstance(data.get("schedule"), str):
+            data = {**data, "schedule": {"cron": data["schedule"]}}
+        return data
+
+
 # ------------------------------------------------------------------- Secret
 
 
@@ -713,6 +769,11 @@ class SnapshotPolicy(_Resource):
     spec: SnapshotPolicySpec
 
 
+class BackupPolicy(_Resource):
+    kind: Literal["BackupPolicy"]
+    spec: BackupPolicySpec
+
+
 class Secret(_Resource):
     kind: Literal["Secret"]
     spec: SecretSpec
@@ -726,7 +787,7 @@ class Secret(_Resource):
 
 
 Resource = Annotated[
-    Host | Network | StoragePool | Guest | SnapshotPolicy | Secret, Field(discriminator="kind")
+    Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret, Field(discriminator="kind")
 ]
 KINDS: dict[str, type[_Resource]] = {
     "Host": Host,
@@ -734,7 +795,8 @@ KINDS: dict[str, type[_Resource]] = {
     "StoragePool": StoragePool,
     "Guest": Guest,
     "SnapshotPolicy": SnapshotPolicy,
+    "BackupPolicy": BackupPolicy,
     "Secret": Secret,
 }
 # Kinds placed on no host: every host's slice of the specs carries them.
-UNPLACED: tuple[type[_Resource], ...] = (SnapshotPolicy, Secret)
+UNPLACED: tuple[type[_Resource], ...] = (SnapshotPolicy, BackupPolicy, Secret)

@@ -41,7 +41,7 @@ def spec_schema() -> dict[str, Any]:
         "$id": SCHEMA_BASE + "virtsync.schema.json",
         "title": "virtsync spec document (apiVersion virtsync/v1)",
         "description": "One YAML document of a virtsync spec tree: Host, Network, StoragePool, "
-        "Guest, SnapshotPolicy or Secret.",
+        "Guest, SnapshotPolicy, BackupPolicy or Secret.",
         **schema,
     }
 

@@ -7,10 +7,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from controller.spec.models import UNPLACED, Guest, Host, Network, Secret, SnapshotPolicy, StoragePool
+from controller.spec.models import (
+    UNPLACED,
+    BackupPolicy,
+    Guest,
+    Host,
+    Network,
+    Secret,
+    SnapshotPolicy,
+    StoragePool,
+)
 from controller.spec.yaml_reader import Document
 
-AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy | Secret
+AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class SpecSet:
     @property
     def policies(self) -> list[SnapshotPolicy]:
         return [i.obj for i in self.of_kind(SnapshotPolicy)]
+
+    @property
+    def backup_policies(self) -> list[BackupPolicy]:
+        return [i.obj for i in self.of_kind(BackupPolicy)]
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.metadata.name == name), None)
