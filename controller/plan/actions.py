@@ -446,7 +446,7 @@ class DeleteVolume(Action):
 ACTION_TYPES: tuple[type[Action], ...] = (
     DefinePool, UpdatePool, DefineNetwork, UpdateNetwork, StartNetwork, RecreateNetwork,
     DefineGuest, UpdateGuest, RecreateGuest, AttachDisks, CreateVolume, FetchImage, WriteSeed,
-    Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Suspend, Resume, DeleteGuest,
+    Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Recover, Suspend, Resume, DeleteGuest,
     DeleteVolume, DeleteNetwork, DeletePool, Adopt, DefineSecret, DeleteSecret,
 )
 OPS: tuple[str, ...] = tuple(t.op for t in ACTION_TYPES)
