@@ -29,9 +29,10 @@ from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
 from controller.model.state import ResourceKey
-from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan
+from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan, Recover
 from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import StatusView, render_status_page
+from controller.service.crash_backoff import CrashBackoff, hold_recoveries
 from controller.service.desired import DesiredState
 from controller.service.git import GitFollower, GitSource
 from controller.service.http import DEFAULT_HOOK_RATE, Routes, serve_http
@@ -94,6 +95,7 @@ class Service:
         self._repairs: dict[ResourceKey, deque[float]] = defaultdict(deque)
         self._thrashing: dict[ResourceKey, float] = {}
         self._repair_target: dict[ResourceKey, str | None] = {}
+        self.crash_backoff = CrashBackoff()  # crashPolicy restart: recoveries of a guest back off
         self._reload_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._busy = 0
@@ -379,6 +381,7 @@ class Service:
             actions = [a for a in hp.actions if a.key not in backed_off
                        and ResourceKey(hp.host, "Guest", a.serves or "") not in backed_off
                        and not (refusals and a.impact == Impact.DELETE)]
+            actions = hold_recoveries(actions, self.crash_backoff, self._recovery_held)
             if actions and hp.host != key.host:
                 lock = self._host_locks[hp.host]
                 if lock.acquire(blocking=False):
@@ -387,6 +390,11 @@ class Service:
                     actions, retry_after[0] = [], 1.0
             hosts.append(replace(hp, actions=tuple(actions)))
         return Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune)
+
+    def _recovery_held(self, action: Recover, wait: float, count: int) -> None:
+        self.status.record("warning", f"{action.key}: {action.fault}: recovered {count} time(s) in a row; the next "
+                           f"destroy and start backs off {wait:.0f}s")
+        self.queue.add_after(action.key, wait)
 
     def _record(self, result: Reconciled, commit: str, rid: str, *, full: bool) -> None:
         """Status, metrics, logs and notifications of one reconcile. What was touched shows what
