@@ -177,7 +177,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         progress = _progress if sys.stderr.isatty() else _progress_if_many
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
-        with audit_to(audit):
+        with audit_to(audit), _transfers():
             result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
                                       concurrency=args.concurrency, progress=progress)
     finally:
@@ -235,9 +235,19 @@ def _progress_if_many(outcome: Any, n: int, total: int) -> None:
 
 
 def _progress(outcome: Any, n: int, total: int) -> None:
+    from controller.report.progress import say
+
     mark = {"failed": "FAILED", "skipped": "skipped"}.get(outcome.status, "ok")
-    print(f"[{n}/{total}] {outcome.op} {outcome.key.kind} {outcome.key.name}: {mark} "
-          f"({outcome.seconds:.1f}s) {outcome.detail}", file=sys.stderr)
+    say(f"[{n}/{total}] {outcome.op} {outcome.key.kind} {outcome.key.name}: {mark} "
+        f"({outcome.seconds:.1f}s) {outcome.detail}", sys.stderr)
+
+
+def _transfers() -> Any:
+    """Downloads, uploads and volume copies on stderr: one updating line each on a terminal,
+    plain lines without one (report/progress.py)."""
+    from controller.report.progress import ProgressDisplay, transfers_to
+
+    return transfers_to(ProgressDisplay(sys.stderr, tty=sys.stderr.isatty()))
 
 
 # ----------------------------------------------------------------- drift

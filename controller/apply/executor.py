@@ -45,6 +45,7 @@ from controller.model.state import HostState, ObservedGuest, ResourceKey
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
+from controller.report.progress import transfer, transfer_done
 from controller.spec.models import Guest, Secret
 from controller.spec.secrets import secret_digest
 from controller.spec.specset import SpecSet
@@ -479,9 +480,16 @@ def _create_volume(run: _HostRun, a: act.CreateVolume) -> str:
 def _fetch_image(run: _HostRun, a: act.FetchImage) -> str:
     from controller.images.download import fetch_image
 
-    local = fetch_image(a.url, a.sha256, image_cache_dir())
-    run.ops.upload_volume(a.pool, a.volume, local)
+    label = f"download {a.url.rsplit('/', 1)[-1] or a.url}"
+    local = fetch_image(a.url, a.sha256, image_cache_dir(), progress=_reporter(label))
+    transfer_done(label, local.stat().st_size)  # a size the server did not announce: the line ends here
+    run.ops.upload_volume(a.pool, a.volume, local, progress=_reporter(f"upload {a.pool}/{a.volume}"))
     return f"downloaded, verified (sha256) and uploaded as {a.volume}"
+
+
+def _reporter(label: str) -> Callable[[int, int | None], None]:
+    """A transfer's progress callback: to the command's display (report/progress.py), if any."""
+    return lambda done, total: transfer(label, done, total)
 
 
 def image_cache_dir() -> Path:
@@ -494,7 +502,7 @@ def _upload_file(run: _HostRun, a: act.UploadFile) -> str:
     local = Path(a.path)
     if not local.is_file():
         raise PlanError(f"{local} (boot file of guest {a.guest}) does not exist here")
-    run.ops.upload_volume(a.pool, a.volume, local)
+    run.ops.upload_volume(a.pool, a.volume, local, progress=_reporter(f"upload {a.pool}/{a.volume}"))
     return f"uploaded {local} ({local.stat().st_size} bytes)"
 
 
@@ -554,7 +562,10 @@ def _move(run: _HostRun, a: act.Move) -> str:
     for vol in owner.volumes if owner else ():
         pool, _, vol_name = vol.partition("/")
         if run.ops.volume_path(pool, vol_name) is None:
-            copied += src.copy_volume_to(pool, vol_name, run.ops)
+            label = f"copy {pool}/{vol_name} {source} → {run.hp.host}"
+            done_bytes = src.copy_volume_to(pool, vol_name, run.ops, progress=_reporter(label))
+            transfer_done(label, done_bytes)
+            copied += done_bytes
         src_dir, dst_dir = src.pool_path(pool), run.ops.pool_path(pool)
         if src_dir and dst_dir and src_dir != dst_dir:
             xml = xml.replace(f"{src_dir.rstrip('/')}/{vol_name}", f"{dst_dir.rstrip('/')}/{vol_name}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import libvirt
@@ -396,9 +396,12 @@ class HostOps:
                 stream.send(bytes(view[off:off + (1 << 20)]))
             stream.finish()
 
-    def upload_volume(self, pool: str, name: str, path: Path) -> None:
-        """Upload a local file into a new volume (works over remote connections too)."""
+    def upload_volume(self, pool: str, name: str, path: Path,
+                      progress: Callable[[int, int | None], None] | None = None) -> None:
+        """Upload a local file into a new volume (works over remote connections too); ``progress``
+        hears the bytes sent after each chunk."""
         size = path.stat().st_size
+        sent = 0
         p = self._pool(pool)
         with libvirt_call(self.host, f"upload {path.name} to {pool}/{name}"):
             vol = p.createXML(volume_xml(name, size, "raw"), 0)
@@ -408,6 +411,9 @@ class HostOps:
                 with path.open("rb") as fh:
                     while chunk := fh.read(1 << 20):
                         stream.send(chunk)
+                        sent += len(chunk)
+                        if progress is not None:
+                            progress(sent, size)
                 stream.finish()
                 p.refresh(0)  # libvirt re-probes the format (qcow2 header) of the new content
             except libvirt.libvirtError:
@@ -415,9 +421,11 @@ class HostOps:
                     vol.delete(0)
                 raise
 
-    def copy_volume_to(self, pool: str, name: str, dest: HostOps) -> int:
+    def copy_volume_to(self, pool: str, name: str, dest: HostOps,
+                       progress: Callable[[int, int | None], None] | None = None) -> int:
         """Copy a volume to the same-named pool of another host through this process (streams:
-        works between any two libvirt hosts virtsync reaches). Returns the bytes copied."""
+        works between any two libvirt hosts virtsync reaches). Returns the bytes copied;
+        ``progress`` hears them after each chunk (the total is not known: a stream of the file)."""
         src_pool = self._pool(pool)
         with libvirt_call(self.host, f"read volume {pool}/{name}"):
             vol = src_pool.storageVolLookupByName(name)
@@ -437,6 +445,8 @@ class HostOps:
                     break
                 up.send(chunk)
                 copied += len(chunk)
+                if progress is not None:
+                    progress(copied, None)
             down.finish()
             up.finish()
         return copied
