@@ -374,12 +374,42 @@ class HostOps:
         # Only a guess for files named directly: libvirt's probe does the same by header.
         return "qcow2" if path.endswith((".qcow2", ".qcow")) else "raw"
 
+    def _room(self, p: libvirt.virStoragePool, pool: str, need: int, what: str) -> None:
+        """Refuse a write the pool has no room for, before anything is made (a pool that fills up
+        midway would leave a half-written volume, and libvirt's ENOSPC names neither)."""
+        with contextlib.suppress(libvirt.libvirtError):
+            p.refresh(0)
+        free = int(p.info()[3])
+        if need > free:
+            raise OperationFailed(f"pool {pool} is full: {what} needs {need} bytes, it has {free} bytes free",
+                                  host=self.host, retryable=True, delay=30.0)
+
+    def _out_of_space(self, exc: libvirt.libvirtError, p: libvirt.virStoragePool, pool: str, need: int,
+                      what: str) -> None:
+        """A write that ran out of space anyway (another writer took the room meanwhile)."""
+        if "No space left" not in str(exc):
+            return
+        free = "?"
+        with contextlib.suppress(libvirt.libvirtError):
+            p.refresh(0)
+            free = str(int(p.info()[3]))
+        raise OperationFailed(f"pool {pool} is full: {what} needs {need} bytes, it has {free} bytes free "
+                              f"(filled up during the write: {exc})", host=self.host, retryable=True,
+                              delay=30.0) from exc
+
     def clone_volume(self, pool: str, source: str, name: str, fmt: str) -> str:
         p = self._pool(pool)
         with libvirt_call(self.host, f"clone volume {pool}/{source} → {name}"):
             src = p.storageVolLookupByName(source)
-            cap = int(src.info()[1])
-            vol = p.createXMLFrom(volume_xml(name, cap, fmt), src, 0)
+            info = src.info()
+            cap, need = int(info[1]), int(info[2])  # a copy writes what the image holds
+            what = f"a full copy of {source} as {name}"
+            self._room(p, pool, need, what)
+            try:
+                vol = p.createXMLFrom(volume_xml(name, cap, fmt), src, 0)
+            except libvirt.libvirtError as exc:
+                self._out_of_space(exc, p, pool, need, what)  # libvirt deletes what it half made
+                raise
             return str(vol.path())
 
     def write_volume(self, pool: str, name: str, data: bytes) -> None:
@@ -404,6 +434,7 @@ class HostOps:
         sent = 0
         p = self._pool(pool)
         with libvirt_call(self.host, f"upload {path.name} to {pool}/{name}"):
+            self._room(p, pool, size, f"uploading {path.name} as {name}")
             vol = p.createXML(volume_xml(name, size, "raw"), 0)
             try:
                 stream = self._c().newStream(0)
@@ -416,9 +447,10 @@ class HostOps:
                             progress(sent, size)
                 stream.finish()
                 p.refresh(0)  # libvirt re-probes the format (qcow2 header) of the new content
-            except libvirt.libvirtError:
+            except libvirt.libvirtError as exc:
                 with contextlib.suppress(libvirt.libvirtError):
                     vol.delete(0)
+                self._out_of_space(exc, p, pool, size, f"uploading {path.name} as {name}")
                 raise
 
     def copy_volume_to(self, pool: str, name: str, dest: HostOps,
