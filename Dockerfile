@@ -16,9 +16,19 @@
 # requirement and nothing is compiled.
 FROM debian:bookworm-slim
 
+# OCI image annotations (github.com/opencontainers/image-spec, annotations.md). VERSION is
+# controller/__init__.py's __version__, REVISION the commit and CREATED the build time (RFC 3339):
+# scripts/build-image.sh passes them (--print-build-args shows them); a plain build says "unknown".
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG CREATED=unknown
 LABEL org.opencontainers.image.title="virtsync" \
       org.opencontainers.image.description="GitOps controller for libvirt (virtsync serve)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 # One apt layer: no recommends, no package lists left behind. git and ssh serve
 # `virtsync serve --git URL` (and libvirt's qemu+ssh:// URIs). The service's user

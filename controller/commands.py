@@ -436,6 +436,8 @@ def _shipped_schema() -> str | None:
     import controller
 
     path = Path(controller.__file__).resolve().parent.parent / "specs" / "virtsync.schema.json"
+    if not path.is_file():  # installed from the wheel: its data files are under the prefix
+        path = Path(sys.prefix) / "share" / "virtsync" / "specs" / "virtsync.schema.json"
     return path.as_uri() if path.is_file() else None
 
 

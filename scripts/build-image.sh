@@ -15,6 +15,7 @@
 # are those it was built from: a second run takes seconds.
 #
 # Usage: scripts/build-image.sh [TAG]          (TAG defaults to virtsync:dev)
+#        scripts/build-image.sh --print-build-args   the image labels' build arguments, one a line
 # Environment: VIRTSYNC_IMAGE_CACHE (default: <repo>/.cache/image),
 #              DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR (default: the archives this machine's apt
 #              uses, read by scripts/apt-source.sh),
@@ -22,6 +23,22 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# The OCI labels' values: the version from its one place (controller/__init__.py), the commit,
+# the build time.
+label_args() {
+  local version revision
+  version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/controller/__init__.py")
+  revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+  echo "VERSION=${version:-unknown}"
+  echo "REVISION=$revision"
+  echo "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+if [ "${1:-}" = --print-build-args ]; then
+  label_args
+  exit 0
+fi
+
 TAG=${1:-virtsync:dev}
 BASE=docker.io/library/debian:bookworm-slim
 MIRROR=${DEBIAN_MIRROR:-$("$ROOT/scripts/apt-source.sh" main)}
@@ -157,7 +174,8 @@ import_base() {
 
 build() {
   local args=(--isolation chroot "${STORE[@]}" --layers=false --pull=never -t "$TAG"
-              -f Dockerfile)
+              -f Dockerfile) arg
+  while read -r arg; do args+=(--build-arg "$arg"); done < <(label_args)
   # A machine whose HTTPS traffic goes through an intercepting proxy trusts that proxy's CA
   # in its own bundle only (/usr/local/share/ca-certificates): lend the machine's bundle to
   # the build's pip (read-only, only while building; nothing of it stays in the image).
@@ -198,6 +216,7 @@ inputs_digest() {
   fi
   {
     image_id "$BASE"
+    label_args | grep -v '^CREATED='  # a new version or commit is a new image (its labels say so)
     find Dockerfile .dockerignore "${roots[@]%/}" \( -name .git -o -name .venv -o -name .cache \
         -o -name artifacts -o -name __pycache__ -o -name '*.pyc' -o -name '*.egg-info' \
         -o -name .mypy_cache -o -name .ruff_cache -o -name .pytest_cache -o -name .hypothesis \
