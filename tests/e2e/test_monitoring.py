@@ -113,6 +113,48 @@ def test_metric_name_extraction_reads_names_and_skips_functions_labels_and_keywo
     assert metric_names(expr) == {"virtsync_x_bucket", "virtsync_y", "up", "foo_total"}
 
 
+def test_dashboard_panels_fit_the_grid_and_use_only_its_own_variables() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    builtin = {"__rate_interval", "__range", "__interval"}
+    taken: set[tuple[int, int]] = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, p["title"]
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & taken, f"{p['title']} overlaps another panel"
+        taken |= cells
+        if p["type"] == "row":
+            continue
+        assert p["targets"], p["title"]
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        for t in p["targets"]:
+            used = set(re.findall(r"\$\{?(\w+)", t["expr"]))
+            assert used <= variables | builtin, (p["title"], used - variables - builtin)
+    assert {"fleet", "per host", "actions", "snapshot freshness"} <= {
+        p["title"].lower() for p in dash["panels"] if p["type"] == "row"}
+
+
+def test_snapshot_freshness_series_of_a_guest_no_longer_selected_are_removed() -> None:
+    from controller.service.metrics import Metrics
+
+    m = Metrics()
+    m.set_snapshot_freshness("kvm1", [("web", "hourly", 1000.0, 3600.0), ("db", "hourly", 0.0, 3600.0)])
+    m.set_snapshot_freshness("kvm2", [("cache", "nightly", 5.0, 86400.0)])
+    m.set_snapshot_freshness("kvm1", [("web", "hourly", 4600.0, 3600.0)])
+    samples = {(s.name, s.labels["host"], s.labels["guest"]): s.value
+               for f in text_string_to_metric_families(m.render().decode()) for s in f.samples
+               if s.name.startswith("virtsync_snapshot_")}
+    assert samples == {
+        ("virtsync_snapshot_newest_timestamp_seconds", "kvm1", "web"): 4600.0,
+        ("virtsync_snapshot_period_seconds", "kvm1", "web"): 3600.0,
+        ("virtsync_snapshot_newest_timestamp_seconds", "kvm2", "cache"): 5.0,
+        ("virtsync_snapshot_period_seconds", "kvm2", "cache"): 86400.0,
+    }
+
+
 @pytest.fixture
 def test_driver_serve(tmp_path: Path) -> Iterator[ServeProcess]:
     """serve on a test-driver host with a guest under an hourly snapshot policy."""
@@ -256,7 +298,8 @@ kind: Guest
 metadata: {{name: web}}
 spec: {{host: mon, state: running, memory: 64MiB}}
 """)
-    svc = ServeProcess([str(specs), "--resync", "10m"], tmp_path / "serve.log")
+    # --thrash-limit 1: a second repair within the window is thrashing
+    svc = ServeProcess([str(specs), "--resync", "10m", "--thrash-limit", "1"], tmp_path / "serve.log")
     svc.start()
     try:
         wait_for(lambda: svc.objects().get("Guest/web", {}).get("status") == "in-sync", 60, "first convergence", svc)
@@ -280,7 +323,7 @@ def _domstate(host: HermeticHost) -> str:
     return host.virsh("domstate", "web").strip()
 
 
-def test_prometheus_sees_the_drift_metric_rise_after_an_out_of_band_change_and_fall_after_the_repair(
+def test_prometheus_sees_drift_rise_after_an_out_of_band_change_fall_after_the_repair_and_thrashing_alert(
     served_host: tuple[ServeProcess, HermeticHost], prometheus: Prometheus,
 ) -> None:
     svc, host = served_host
@@ -310,6 +353,17 @@ def test_prometheus_sees_the_drift_metric_rise_after_an_out_of_band_change_and_f
     # a pending alert whose expression is no longer true is dropped
     wait_for(lambda: not [a for a in prometheus.api("alerts")["data"]["alerts"]
                           if a["labels"]["alertname"] == "VirtsyncDriftPresent"], 15, "drift alert gone")
+
+    # Changed back out of band again: the second repair in the window is thrashing, and its
+    # alert (no `for:`) fires.
+    host.virsh("destroy", "web")
+    thrash = 'virtsync_thrashing_objects{job="virtsync", host="mon"}'
+    wait_for(lambda: prometheus.value(thrash) == 1, 30, "thrashing 1 through Prometheus", svc)
+    assert _domstate(host) == "running"
+    firing = wait_for(lambda: [a for a in prometheus.api("alerts")["data"]["alerts"]
+                               if a["labels"]["alertname"] == "VirtsyncThrashing" and a["state"] == "firing"],
+                      15, "thrashing alert firing")
+    assert firing[0]["labels"]["host"] == "mon" and firing[0]["labels"]["severity"] == "warning"
 
     # Every rule evaluates against real data without error, and Prometheus accepts every
     # query of the dashboard.
