@@ -159,7 +159,9 @@ def _hash(text: str) -> str:
 
 # default-src 'none': no script, style, font, image or frame but these; fetch to the origin only.
 CSP = (f"default-src 'none'; script-src {_hash(_JS)}; style-src {_hash(_CSS)}; img-src data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+       "connect-src 'self'; base-uri 'none'; form-action 'none'")
+# The HTTP header adds what a <meta> policy cannot say: no other site may frame the page.
+CSP_HEADER = CSP + "; frame-ancestors 'none'"
 
 _e = html.escape
 
@@ -383,7 +385,7 @@ def render_status_page(view: StatusView) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
-        "<meta name='color-scheme' content='light dark'>",
+        "<meta name='color-scheme' content='light dark'><link rel='icon' href='data:,'>",  # no favicon request
         f"<noscript><meta http-equiv='refresh' content='{view.refresh}'></noscript>" if view.refresh > 0 else "",
         f"<title>virtsync — {_e(plan.instance)}</title><style>{_CSS}</style></head>",
         f"<body><header><h1>virtsync <small>instance {_e(plan.instance)}</small></h1>",

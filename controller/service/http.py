@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from controller.logging import get_logger
+from controller.report.status_page import CSP_HEADER as PAGE_CSP_HEADER
 
 log = get_logger("virtsync.http")
 
@@ -175,7 +176,10 @@ def serve_http(host: str, port: int, routes: Routes, *, tls: ssl.SSLContext | No
             elif path == "/status":
                 self._send(200, json.dumps(routes.status(), indent=2).encode(), "application/json")
             elif path in ("/", "/index.html"):
-                self._send(200, routes.page().encode(), "text/html; charset=utf-8")
+                # the page's own policy again as a header, where frame-ancestors takes effect
+                self._send(200, routes.page().encode(), "text/html; charset=utf-8",
+                           headers={"Content-Security-Policy": PAGE_CSP_HEADER, "X-Content-Type-Options": "nosniff",
+                                    "Referrer-Policy": "no-referrer"})
             else:
                 self._send(404, b"not found\n")
 

@@ -119,6 +119,19 @@ class DevTools:
     def requested_urls(self) -> list[str]:
         return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
 
+    def problems(self) -> list[str]:
+        """Script exceptions, console errors and the browser's own errors (a refused policy, a failed load)."""
+        out = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                out.append(str(params.get("exceptionDetails", {}).get("text")))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+                out.append(" ".join(str(a.get("value")) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                out.append(str(params["entry"].get("text")))
+        return out
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the browser may be gone already: its pid is stopped anyway
             self.send("Browser.close", browser=True)
@@ -237,10 +250,16 @@ def test_status_page_shows_drift_and_its_filters_hide_in_sync_objects_in_chromiu
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(svc.url + "/", timeout=5)
         assert refused.value.code == 401, "the page must want the token"
+        page = urllib.request.Request(svc.url + "/", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(page, timeout=5) as resp:
+            policy = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, policy
 
         tools = chromium
         tools.send("Network.enable")
         tools.send("Page.enable")
+        tools.send("Log.enable")
+        tools.send("Runtime.enable")
         tools.send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Bearer {TOKEN}"}})
         tools.viewport(1280, 900, mobile=False)
         tools.send("Page.navigate", {"url": svc.url + "/"})
@@ -310,6 +329,8 @@ def test_status_page_shows_drift_and_its_filters_hide_in_sync_objects_in_chromiu
 
         for p in (*shots.values(), dark):
             assert p.is_file() and p.stat().st_size > 10_000, p
+        problems = tools.problems()
+        assert not problems, f"the browser refused or failed something: {problems}"
         outside = [u for u in tools.requested_urls() if not u.startswith(svc.url + "/")]
         assert not outside, f"the page loaded things from elsewhere: {outside}"
         assert len(tools.requested_urls()) >= 2  # the page and at least one refresh
