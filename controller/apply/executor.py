@@ -623,7 +623,18 @@ def _resume(run: _HostRun, a: act.Resume) -> str:
     return "resumed"
 
 def _recover(run: _HostRun, a: act.Recover) -> str:
-    """crashPolicy restart: a crashed guest is destroyed and started again (a resume cannot help)."""
+    """crashPolicy restart: a crashed guest is destroyed and started again (a resume cannot help).
+    One QEMU paused for a reason libvirt does not know is resumed if QEMU lets it (a stop sent past
+    libvirt); after an internal error QEMU refuses ("Resetting the Virtual Machine is required")."""
+    if a.resume_first:
+        try:
+            run.ops.resume(a.key.name)
+            return f"{a.fault}: resumed"
+        except VirtsyncError as exc:
+            refused = str(exc)
+        run.ops.destroy(a.key.name)
+        run.ops.start(a.key.name, paused=a.paused)
+        return f"{a.fault}: the resume was refused ({refused}): destroyed and started"
     run.ops.destroy(a.key.name)
     run.ops.start(a.key.name, paused=a.paused)
     return f"{a.fault or 'crashed'}: destroyed and started" + (" paused" if a.paused else "")

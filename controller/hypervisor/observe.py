@@ -49,15 +49,17 @@ _TRANSIENT_PAUSE = {
 
 def _reason_table() -> dict[tuple[int, int], tuple[str, GuestFault | None]]:
     """libvirt's (state, reason) → what people read, and the fault it is. A crash: the guest
-    panicked (a panic device), or QEMU stopped it on an internal error such as a KVM emulation
-    failure, which only a reset clears and which libvirt reports as PAUSED_UNKNOWN (no one
-    paused it through libvirt: a pause through libvirt is PAUSED_USER). A pause on a disk
+    panicked (a panic device). PAUSED_UNKNOWN: QEMU stopped it and libvirt did not ask, which is
+    an internal error such as a KVM emulation failure (only a reset clears it) or a QMP "stop"
+    sent past libvirt (checked: libvirt 9.0 gives both PAUSED_UNKNOWN; a pause through libvirt
+    is PAUSED_USER). A pause on a disk
     I/O error: QEMU's default werror=enospc stops the guest when its disk's filesystem is full."""
     rows = (
         ("CRASHED", "CRASHED_PANICKED", "crashed (the guest panicked)", "crashed"),
         ("CRASHED", "CRASHED_UNKNOWN", "crashed", "crashed"),
         ("PAUSED", "PAUSED_CRASHED", "paused (the guest crashed)", "crashed"),
-        ("PAUSED", "PAUSED_UNKNOWN", "paused by QEMU for no libvirt reason (an internal error)", "crashed"),
+        ("PAUSED", "PAUSED_UNKNOWN", "paused by QEMU for a reason libvirt does not know (an internal "
+         "error, or a stop sent past libvirt)", "unknown-pause"),
         ("PAUSED", "PAUSED_IOERROR", "paused (a disk I/O error)", "io-error"),
         ("PAUSED", "PAUSED_USER", "paused (by a user)", None),
         ("SHUTOFF", "SHUTOFF_CRASHED", "shut off (it crashed)", "crashed"),

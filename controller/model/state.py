@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PowerState = Literal["running", "stopped", "paused", "other"]
-# Why a guest is not running as its spec says, from libvirt's state reason: it crashed (or QEMU
-# stopped it on an internal error, which only a reset clears), or it is paused on a disk I/O error.
-GuestFault = Literal["crashed", "io-error"]
+# Why a guest is not running as its spec says, from libvirt's state reason: it crashed; QEMU
+# paused it without telling libvirt why (an internal error, which only a reset clears, or a QMP
+# stop: libvirt cannot tell them apart); or it is paused on a disk I/O error.
+GuestFault = Literal["crashed", "unknown-pause", "io-error"]
 
 
 @dataclass(frozen=True, order=True)

@@ -330,6 +330,7 @@ class Recover(Action):
     phase: ClassVar[Phase] = Phase.POWER
     fault: str = ""  # libvirt's state reason, as observed
     paused: bool = False  # state: paused comes back paused
+    resume_first: bool = False  # paused for a reason libvirt does not know: destroy only if a resume fails
 
 
 @dataclass(frozen=True, kw_only=True)

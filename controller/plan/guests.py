@@ -575,18 +575,28 @@ class _FaultPlan:
 
 
 def _fault_plan(key: ResourceKey, spec: GuestSpec, obs: ObservedGuest, host: HostState) -> _FaultPlan | None:
-    """A guest the spec wants up that crashed, that QEMU stopped on an internal error, or that is
-    paused on a disk I/O error (libvirt's state reason tells them apart from a user's pause).
-    A crash is not resumed: crashPolicy restart destroys and starts it, report shows it. An
-    I/O-error pause is resumed only once space is back (see _room_for)."""
+    """A guest the spec wants up that crashed, that QEMU paused for a reason libvirt does not know
+    (an internal error, or a stop sent past libvirt), or that is paused on a disk I/O error
+    (libvirt's state reason tells them apart from a user's pause). A crash is not resumed:
+    crashPolicy restart destroys and starts it (an unknown pause is resumed if QEMU lets it,
+    else the same), report shows it. An I/O-error pause is resumed only once space is back
+    (see _room_for)."""
     if obs.fault is None or spec.state == "stopped":
         return None
     have = obs.state if obs.state != "other" else "crashed"
     change = FieldChange("/spec/state", spec.state, have, have, Impact.LIVE, obs.reason)
-    if obs.fault == "crashed":
+    if obs.fault == "unknown-pause" and spec.state == "paused":
+        return _FaultPlan(change, None, None, True)  # paused either way
+    if obs.fault in ("crashed", "unknown-pause"):
         if spec.crash_policy == "report":
             return _FaultPlan(change, None, Problem(key, f"guest is {obs.reason}: crashPolicy report leaves it "
                                                     "so (destroy and start it to recover)", "warning"), True)
+        if obs.fault == "unknown-pause":
+            # A stop sent past libvirt resumes; after an internal error QEMU refuses, and only
+            # then is the guest destroyed and started.
+            return _FaultPlan(change, Recover(key=key, reason=f"guest is {obs.reason}: resume it, else destroy "
+                                              "and start it (crashPolicy: restart)", changes=(change,),
+                                              fault=obs.reason, resume_first=True), None, True)
         return _FaultPlan(change, Recover(key=key, reason=f"guest is {obs.reason}: destroy and start it "
                                           "(crashPolicy: restart; a resume cannot help)", changes=(change,),
                                           fault=obs.reason, paused=spec.state == "paused"), None, True)

@@ -7,6 +7,11 @@ disk under SeaBIOS.
   `panic: {model: isa}`), as a Linux kernel's pvpanic driver does when it panics; with
   `onCrash: preserve` libvirt keeps the QEMU process and reports VIR_DOMAIN_CRASHED
   (reason PANICKED); with libvirt's default (destroy) it is VIR_DOMAIN_SHUTOFF_CRASHED.
+- A pause libvirt did not ask for: `virsh qemu-monitor-command DOM '{"execute":"stop"}'` gives
+  VIR_DOMAIN_PAUSED_UNKNOWN on libvirt 9.0 (not PAUSED_USER), the reason a KVM internal error
+  also gives; the recovery tries a resume first, which QEMU grants here (after an internal
+  error it refuses, "Resetting the Virtual Machine is required", and the guest is destroyed
+  and started: that error cannot be provoked on this host).
 - The full pool: the program writes its disk sector after sector through the BIOS (int 13h,
   extended write) until the qcow2 overlay fills the pool's 8 MiB tmpfs (mounted inside the
   host's mount namespace): QEMU's default werror=enospc pauses it, VIR_DOMAIN_PAUSED_IOERROR,
@@ -33,6 +38,8 @@ def _sector(code: bytes) -> bytes:
 
 # cli; mov al, 1; mov dx, 0x505; out dx, al; hlt; jmp $-1
 PANIC = _sector(bytes.fromhex("fa b0 01 ba 05 05 ee f4 eb fd"))
+# cli; hlt; jmp $-1
+HALT = _sector(bytes.fromhex("fa f4 eb fd"))
 # cli; ds = ss = 0; sp = 0x7c00; loop: si = dap; ah = 0x43 (extended write), al = 0, dl = 0x80;
 # int 0x13; add dword [lba], 64; jmp loop. dap: size 16, 64 sectors from 1000:0000, lba 1.
 WRITER = _sector(bytes.fromhex(
@@ -93,8 +100,9 @@ def test_a_panicked_guest_is_destroyed_and_started_and_crash_policy_report_leave
     hermetic_host: HermeticHost, tmp_path: Path,
 ) -> None:
     """Three guests that panic at boot: two kept by QEMU (onCrash: preserve, CRASHED/PANICKED),
-    one destroyed by libvirt (SHUTOFF/CRASHED). The plan recovers the restart ones with a
-    `recover` action naming the reason, and only reports the crashPolicy: report one."""
+    one destroyed by libvirt (SHUTOFF/CRASHED); a fourth stopped through QEMU's monitor
+    (PAUSED/UNKNOWN). The plan recovers the restart ones with a `recover` action naming the
+    reason (the fourth resumed, not destroyed), and only reports the crashPolicy: report one."""
     host = hermetic_host
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -104,8 +112,13 @@ def test_a_panicked_guest_is_destroyed_and_started_and_crash_policy_report_leave
                         ("gone", "")):
         img = _image(tmp_path, f"{name}.img", PANIC)
         docs.append(_guest_doc(name, f"{{name: boot, path: {img}, format: raw}}", extra))
+    docs.append(_guest_doc("halted", "{name: boot, path: " + str(_image(tmp_path, "halted.img", HALT))
+                           + ", format: raw}"))
     (specs / "lab.yaml").write_text("".join(docs))
     ok(virtsync("apply", str(specs), "--connect", host.uri, "--yes"))
+    host.virsh("qemu-monitor-command", "halted", '{"execute":"stop"}')
+    assert "paused (unknown)" in _wait_reason(host, "halted", "paused (unknown)")
+    halted_id = host.virsh("domid", "halted").strip()
     assert "crashed (panicked)" in _wait_reason(host, "kept", "crashed (panicked)")
     assert "crashed (panicked)" in _wait_reason(host, "watched", "crashed (panicked)")
     assert "shut off (crashed)" in _wait_reason(host, "gone", "shut off (crashed)")
@@ -117,6 +130,7 @@ def test_a_panicked_guest_is_destroyed_and_started_and_crash_policy_report_leave
     assert "recover Guest gone" in plan and "shut off (it crashed)" in plan
     assert "resume Guest" not in plan
     assert "recover Guest watched" not in plan and "crashPolicy report" in plan
+    assert "recover Guest halted" in plan and "resume it, else destroy and start it" in plan
     objs = objects(drift_json(specs, host.uri))
     state = [c for c in objs["Guest/kept"]["changes"] if c["path"] == "/spec/state"]
     assert state and state[0]["note"] == "crashed (the guest panicked)", state
@@ -125,6 +139,8 @@ def test_a_panicked_guest_is_destroyed_and_started_and_crash_policy_report_leave
     print(out)
     assert "destroyed and started" in out["recover kept"] and "destroyed and started" in out["recover gone"]
     assert not any(name.endswith(" watched") for name in out)
+    assert out["recover halted"].endswith(": resumed"), out
+    assert host.virsh("domid", "halted").strip() == halted_id and _reason(host, "halted").startswith("running")
     # A new QEMU ran the guest (a new domain ID); this one panics again at once, which is what
     # the service's crash backoff is for.
     new_id = host.virsh("domid", "kept").strip()

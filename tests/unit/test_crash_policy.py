@@ -52,9 +52,9 @@ def _host(obs: ObservedGuest, available: int | None = None, capacity: int = 64 *
 
 CRASHES = [
     ("other", "crashed (the guest panicked)"),
-    ("paused", "paused by QEMU for no libvirt reason (an internal error)"),
     ("paused", "paused (the guest crashed)"),
 ]
+UNKNOWN = "paused by QEMU for a reason libvirt does not know (an internal error, or a stop sent past libvirt)"
 
 
 @pytest.mark.parametrize(("state", "reason"), CRASHES)
@@ -69,6 +69,21 @@ def test_a_crashed_guest_is_destroyed_and_started_not_resumed(state: str, reason
     state_drift = [c for c in out.drift if c.path == "/spec/state"]
     assert state_drift and state_drift[0].note == reason and state_drift[0].desired == "running"
     assert not out.problems
+
+
+def test_a_guest_qemu_paused_for_an_unknown_reason_is_resumed_else_destroyed_and_started() -> None:
+    guest = _guest()
+    out = plan_guest(guest, _host(_observed(guest, "paused", UNKNOWN, "unknown-pause")), PlanOptions())
+    assert [type(a) for a in out.actions] == [Recover]
+    recover = out.actions[0]
+    assert isinstance(recover, Recover) and recover.resume_first
+    assert UNKNOWN in recover.reason and "resume it, else destroy and start it" in recover.reason
+    report = plan_guest(_guest(crashPolicy="report"), _host(_observed(guest, "paused", UNKNOWN, "unknown-pause")),
+                        PlanOptions())
+    assert report.actions == [] and UNKNOWN in report.problems[0].message
+    paused = plan_guest(_guest(state="paused"), _host(_observed(guest, "paused", UNKNOWN, "unknown-pause")),
+                        PlanOptions())
+    assert paused.actions == [] and not paused.problems
 
 
 def test_a_guest_shut_off_by_its_crash_is_started_with_the_reason_said() -> None:
@@ -190,4 +205,5 @@ def test_the_recovery_is_a_typed_plan_action_in_json() -> None:
     out = plan_guest(guest, _host(_observed(guest, "other", "crashed (the guest panicked)", "crashed")),
                      PlanOptions())
     doc = out.actions[0].as_json()
-    assert doc["op"] == "recover" and doc["args"] == {"fault": "crashed (the guest panicked)", "paused": False}
+    assert doc["op"] == "recover"
+    assert doc["args"] == {"fault": "crashed (the guest panicked)", "paused": False, "resume_first": False}
