@@ -28,7 +28,7 @@ LABEL org.opencontainers.image.title="virtsync" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+      org.opencontainers.image.base.name="debian:bookworm-slim"
 
 # One apt layer: no recommends, no package lists left behind. git and ssh serve
 # `virtsync serve --git URL` (and libvirt's qemu+ssh:// URIs). The service's user
