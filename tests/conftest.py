@@ -13,3 +13,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_coordination(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Writers' host locks in a directory of this run, not the machine's /var/lib/virtsync
+    (child processes inherit the variable)."""
+    import os
+
+    if "VIRTSYNC_COORDINATION" not in os.environ:
+        os.environ["VIRTSYNC_COORDINATION"] = f"file://{tmp_path_factory.mktemp('coordination')}"

@@ -18,6 +18,7 @@ class Outcome:
     seconds: float = 0.0
     retryable: bool = False
     delay: float = 0.0  # a failure's earliest sensible retry, in seconds
+    conflict: bool = False  # failed because the object changed since it was observed
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.key.host, "kind": self.key.kind, "name": self.key.name,

@@ -126,7 +126,8 @@ class _HostRun(Definitions):
             with self.lock:
                 self.failed.add(f"{action.key.kind}/{action.key.name}")
             outcome = Outcome(action.key, action.op, "failed", str(exc).removeprefix(f"{self.hp.host}: "),
-                              time.monotonic() - started, exc.retryable, exc.delay)
+                              time.monotonic() - started, exc.retryable, exc.delay,
+                              isinstance(exc, ConflictError))
             self.audit(action, outcome, before)
             return outcome
         outcome = Outcome(action.key, action.op, action.outcome, detail, time.monotonic() - started)

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -23,7 +23,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import libvirt
 
 from controller.errors import HostUnreachable
+from controller.hypervisor.deadline import Bounded, CallRunner, bounded
 from controller.hypervisor.errors import map_error, quiet_libvirt
+from controller.hypervisor.event_loop import start_event_loop
+
+# Seconds one libvirt call may take before its host counts as hung (the Host spec's callTimeout).
+DEFAULT_CALL_TIMEOUT = 30.0
 
 # The names libvirt looks for in a pkipath directory.
 PKI_NAMES = {"ca_file": "cacert.pem", "cert_file": "clientcert.pem", "key_file": "clientkey.pem"}
@@ -85,31 +90,58 @@ def _certs_key(certs: ClientCerts | None) -> TlsPaths | None:
 
 
 class HostConnection:
-    def __init__(self, host: str, uri: str, timeout: float = 10.0, tls: ClientCerts | None = None):
+    """A host's connection: opened on first use and again after it died; every call on it is
+    bounded by ``call_timeout`` (see deadline.py) and watched by libvirt's keepalive."""
+
+    def __init__(self, host: str, uri: str, timeout: float = 10.0, tls: ClientCerts | None = None,
+                 call_timeout: float | None = DEFAULT_CALL_TIMEOUT):
         self.host = host
         self.uri = uri  # as the spec says: what errors and outputs show
         self.timeout = timeout
         self.tls = _certs_key(tls)
-        self._conn: libvirt.virConnect | None = None
+        self._runner = CallRunner(host, uri, call_timeout)
+        self._conn: Bounded | None = None
+        self._opening: Future[libvirt.virConnect] | None = None  # an open still under way
         self._lock = threading.Lock()
 
+    @property
+    def call_timeout(self) -> float | None:
+        return self._runner.timeout
+
+    @call_timeout.setter
+    def call_timeout(self, value: float | None) -> None:
+        self._runner.timeout = value
+
     def get(self) -> libvirt.virConnect:
-        """The open connection; opened (again) when there is none or it died."""
+        """The open connection; opened (again) when there is none, it died, or it stopped
+        answering (then the old one is abandoned, not waited for)."""
         with self._lock:
+            if self._runner.hung:
+                self._abandon()
             if self._conn is not None:
                 try:
                     if self._conn.isAlive():
                         return self._conn
                 except libvirt.libvirtError:
                     pass
+                except HostUnreachable:
+                    self._abandon()
                 self._drop()
-            self._conn = self._open()
+            self._conn = bounded(self._open(), self._runner)
             return self._conn
 
     def _open(self) -> libvirt.virConnect:
         quiet_libvirt()
-        # libvirt.open blocks for as long as the transport does (an SSH or TCP
-        # host that drops packets): bound it so one dead host never stalls a run.
+        start_event_loop()  # keepalive needs it, and libvirt wants it before the first open
+        if self._opening is not None:
+            # A previous open overran its timeout: use it if it has finished meanwhile,
+            # never start a second one beside it.
+            if not self._opening.done():
+                raise HostUnreachable(f"no answer from {self.uri} yet (still connecting)", host=self.host)
+            finished, self._opening = self._opening, None
+            return self._opened(finished, None)
+        # libvirt.open blocks for as long as the transport does (an SSH or TCP host that drops
+        # packets, a stopped daemon): bound it, on a daemon thread that never holds up exit.
         uri, pkipath = self.uri, None
         if self.tls is not None:
             try:
@@ -118,20 +150,31 @@ class HostConnection:
                 raise HostUnreachable(f"cannot prepare the TLS client certificates for {self.uri}: "
                                       f"{exc.strerror or exc}", host=self.host) from None
             uri = with_pkipath(self.uri, pkipath)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"connect-{self.host}")
-        future = pool.submit(libvirt.open, uri)
-        pool.shutdown(wait=False)
-        if pkipath is not None:
-            # Once open returns (even after the timeout below), libvirt holds the credentials.
-            def remove(_: Future[libvirt.virConnect], path: Path = pkipath) -> None:
-                shutil.rmtree(path, ignore_errors=True)
+        future: Future[libvirt.virConnect] = Future()
 
-            future.add_done_callback(remove)
+        def connect() -> None:
+            try:
+                future.set_result(libvirt.open(uri))
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                if pkipath is not None:  # once open returns, libvirt holds the credentials
+                    shutil.rmtree(pkipath, ignore_errors=True)
+
+        threading.Thread(target=connect, name=f"connect-{self.host}", daemon=True).start()
         try:
-            conn = future.result(timeout=self.timeout)
+            future.result(timeout=self.timeout)
         except FutureTimeout:
+            self._opening = future
             raise HostUnreachable(f"no answer from {self.uri} within {self.timeout:g}s",
                                   host=self.host) from None
+        except libvirt.libvirtError:
+            pass  # _opened maps it
+        return self._opened(future, pkipath)
+
+    def _opened(self, future: Future[libvirt.virConnect], pkipath: Path | None) -> libvirt.virConnect:
+        try:
+            conn = future.result(timeout=0)
         except libvirt.libvirtError as exc:
             err = map_error(exc, self.host, f"cannot connect to {self.uri}")
             message = str(err).removeprefix(f"{self.host}: ")
@@ -139,22 +182,42 @@ class HostConnection:
                 # Name the spec's files, not the short-lived directory libvirt read them from.
                 for attr, name in PKI_NAMES.items():
                     message = message.replace(str(pkipath / name), getattr(self.tls, attr))
-                if "TLS confirmation" in message:
-                    # libvirtd sends that byte once it has accepted the client certificate.
-                    message += " (the host refused this client certificate: is it signed by a CA in its ca_file?)"
+            if self.tls is not None and "TLS confirmation" in message:
+                # libvirtd sends that byte once it has accepted the client certificate.
+                message += " (the host refused this client certificate: is it signed by a CA in its ca_file?)"
             raise HostUnreachable(message, host=self.host) from None
         if conn is None:
             raise HostUnreachable(f"cannot connect to {self.uri}", host=self.host)
+        timeout = self._runner.timeout
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without keepalive (test://)
+            # A daemon that stops answering is cut off within about 4 intervals; its blocked
+            # calls then fail, which frees the workers an overrun call left behind.
+            conn.setKeepAlive(max(1, min(5, int((timeout or 30) // 6))), 3)
         return conn
+
+    def _abandon(self) -> None:
+        """Give up on a connection that stopped answering: close it in the background (closing
+        talks to the daemon too) and start afresh with new workers."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            def close(conn: Bounded = old) -> None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.unbounded.close()
+
+            threading.Thread(target=close, name=f"close-{self.host}", daemon=True).start()
+        self._runner.close()
+        self._runner = CallRunner(self.host, self.uri, self._runner.timeout)
 
     def _drop(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
+            with contextlib.suppress(libvirt.libvirtError, HostUnreachable):
                 self._conn.close()
         self._conn = None
 
     def close(self) -> None:
         with self._lock:
+            if self._runner.hung:
+                self._abandon()
             self._drop()
 
 
@@ -165,15 +228,16 @@ class ConnectionPool:
         self._conns: dict[str, HostConnection] = {}
         self._lock = threading.Lock()
 
-    def for_host(self, host: str, uri: str, timeout: float = 10.0,
-                 tls: ClientCerts | None = None) -> HostConnection:
+    def for_host(self, host: str, uri: str, timeout: float = 10.0, tls: ClientCerts | None = None,
+                 call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> HostConnection:
         with self._lock:
             conn = self._conns.get(host)
             if conn is None or conn.uri != uri or conn.tls != _certs_key(tls):
                 if conn is not None:
                     conn.close()
-                conn = HostConnection(host, uri, timeout, tls)
+                conn = HostConnection(host, uri, timeout, tls, call_timeout)
                 self._conns[host] = conn
+            conn.timeout, conn.call_timeout = timeout, call_timeout
             return conn
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import libvirt
 
 from controller.errors import (
+    ConflictError,
     HostError,
     HostUnreachable,
     ObjectNotFound,
@@ -47,10 +48,21 @@ _TRANSIENT = {
 }
 
 
+# A define or create that found the object there already: it appeared since it was observed.
+_EXISTS = {getattr(libvirt, name) for name in ("VIR_ERR_DOM_EXIST", "VIR_ERR_STORAGE_VOL_EXIST",
+                                               "VIR_ERR_NETWORK_EXIST") if hasattr(libvirt, name)}
+
+
 def map_error(exc: libvirt.libvirtError, host: str, what: str) -> HostError:
     code = exc.get_error_code()
     domain = exc.get_error_domain()
-    message = f"{what}: {exc.get_error_message() or exc}"
+    text = exc.get_error_message() or str(exc)
+    message = f"{what}: {text}"
+    if code in _EXISTS or (code == libvirt.VIR_ERR_OPERATION_FAILED and "already exists" in text):
+        return ConflictError(message, host=host)
+    if "keepalive timeout" in text:  # libvirt cut off a daemon that stopped answering
+        return HostUnreachable(f"{what}: no answer from the daemon (libvirt's keepalive gave up on it)",
+                               host=host)
     if code in _NOT_FOUND:
         return ObjectNotFound(message, host=host)
     if code in _UNSUPPORTED:

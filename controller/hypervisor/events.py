@@ -1,41 +1,23 @@
 """libvirt lifecycle events (domains and networks) through libvirt's event loop.
 
-The default event implementation must be registered before any connection is
-opened; ``start_event_loop`` does that once per process and runs the loop in a
-daemon thread. Callbacks receive (kind, name) and must be quick: they only
-enqueue work.
+The event loop (``start_event_loop``) runs before any connection is opened. Callbacks
+receive (kind, name) and must be quick: they only enqueue work.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import libvirt
 
 from controller.hypervisor.connection import HostConnection
+from controller.hypervisor.event_loop import start_event_loop
+
+__all__ = ["HostEvents", "start_event_loop"]
 
 Callback = Callable[[str, str, str], None]  # (host, kind, name)
-
-_loop_started = False
-_loop_lock = threading.Lock()
-
-
-def start_event_loop() -> None:
-    global _loop_started
-    with _loop_lock:
-        if _loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        _loop_started = True
 
 
 class HostEvents:
@@ -65,8 +47,6 @@ class HostEvents:
         with contextlib.suppress(libvirt.libvirtError):  # without network events: resyncs
             ids.append(("net", c.networkEventRegisterAny(None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE,
                                                          net_cb, None)))
-        with contextlib.suppress(libvirt.libvirtError):
-            c.setKeepAlive(5, 3)  # notice a dead daemon within ~20 s even when idle
         self._registered = c
         self._ids = ids
         return True

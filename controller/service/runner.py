@@ -23,6 +23,7 @@ from typing import Any
 
 from controller.audit import AuditLog, CommitInfo, audit_to, snapshot_entry, stdout_event
 from controller.commit_trust import CommitTrust, UntrustedCommit, verify_commit, working_tree_commit
+from controller.coordination import DEFAULT_LOCK_TIMEOUT, HostLocks
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
 from controller.errors import ConflictError, HostError, UsageError, VirtsyncError
 from controller.gitinfo import git_commit
@@ -76,13 +77,16 @@ class ServiceOptions:
     policy: str | None = None  # --policy: the tenancy policy file the specs must keep to
     trust: CommitTrust | None = None  # --verify-commits: only commits signed by an allowed key
     audit_log: str | None = None  # --audit-log: one JSON line per change, also an `audit` event on stdout
+    coordination: str | None = None  # --coordination: tooz URL of the host write locks (default file://)
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # --lock-timeout: how long a reconcile waits for a host's lock
 
 
 class Service:
     def __init__(self, opts: ServiceOptions):
         self.opts = opts
         self.queue: WorkQueue[ResourceKey] = WorkQueue()
-        self.engine = Engine(instance=opts.instance)
+        self.locks = HostLocks(opts.coordination, holder="virtsync serve", timeout=opts.lock_timeout)
+        self.engine = Engine(instance=opts.instance, locks=self.locks)
         self.desired = DesiredState()
         self.status = StatusStore(instance=opts.instance)
         self.metrics = Metrics()
@@ -101,7 +105,6 @@ class Service:
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._first_sync: set[str] = set()
-        self._host_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.http: Any = None
         self._rejected_commit = ""  # the last commit refused for its signature
         self.audit: AuditLog | None = None
@@ -209,8 +212,7 @@ class Service:
             specs, _ = self.desired.snapshot()
             for host in specs.hosts if specs else []:
                 name = host.metadata.name
-                conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
-                                             tls=host.spec.tls)
+                conn = self.engine.connection(host)
                 events = self._events.get(name)
                 if events is None or events.conn is not conn:
                     events = self._events[name] = HostEvents(conn, self._on_event)
@@ -239,12 +241,11 @@ class Service:
                 continue
             hosts = {h.metadata.name: h for h in specs.hosts}
             for name, host in hosts.items():
-                with self._host_locks[name]:  # never while a reconcile acts on the host
+                with self.locks.holding({name: host.spec.uri}):  # never beside another writer
                     obs = self.engine.observe(specs.for_host(name))
                     if name in obs.failed:
                         continue
-                    conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
-                                             tls=host.spec.tls)
+                    conn = self.engine.connection(host)
                     ops = SnapshotOps(conn, self.opts.instance)
 
                     def ops_for(_host: str, ops: SnapshotOps = ops) -> SnapshotOps:
@@ -314,12 +315,12 @@ class Service:
             return
         started = time.monotonic()
         rid = f"{random.getrandbits(32):08x}"
-        # One reconcile per host at a time: a whole-host pass and an object pass must
-        # not act on the same guest from two observations. Hosts run in parallel.
+        # One writer per host at a time (the engine holds the host's lock, see coordination.py):
+        # a whole-host pass and an object pass, or this service and a manual apply, must not
+        # act on the same guest from two observations. Hosts run in parallel.
         ok = False
         try:
-            with self._host_locks[key.host]:
-                self._reconcile_locked(key, specs, commit, rid)
+            self._reconcile_locked(key, specs, commit, rid)
             ok = True
         finally:
             self.status.record_reconcile(key, time.monotonic() - started, ok)  # the page's latency chart
@@ -333,17 +334,11 @@ class Service:
         scope = Scope.of_object(key) if one_guest else Scope.of_hosts(key.host)
         host = specs.host(key.host)
         assert host is not None
-        held: list[threading.Lock] = []
-        retry_after = [0.0]
-        try:
-            with audit_to(self.audit):
-                result = self.engine.reconcile(
-                    specs, scope, prune=self.opts.prune, commit=commit,
-                    gate=lambda plan, obs: self._gate(plan, obs, key, held, retry_after),
-                    elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
-        finally:
-            for lock in held:
-                lock.release()
+        with audit_to(self.audit):
+            result = self.engine.reconcile(
+                specs, scope, prune=self.opts.prune, commit=commit,
+                gate=lambda plan, obs: self._gate(plan, obs, key),
+                elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
         if key.host in result.obs.failed:
             self.metrics.up.labels(key.host).set(0)
             self.status.set_host(key.host, host.spec.uri, error=result.obs.failed[key.host])
@@ -358,15 +353,15 @@ class Service:
             hp = next((h for h in result.plan.hosts if h.host == key.host), None)
             if hp is not None and specs.policies and result.obs.states[key.host].caps.snapshots:
                 self._snapshot_status(key.host, specs.for_host(key.host), host)
-        if retry_after[0]:
-            raise ConflictError("another reconcile holds a host this one must change; retrying",
-                                host=key.host, delay=retry_after[0])
+        if result.busy:
+            other, holder = next(iter(result.busy.items()))
+            raise ConflictError(f"host {other}, which this reconcile must change too, is locked by "
+                                f"{holder}; retrying", host=key.host, delay=1.0)
 
-    def _gate(self, plan: Plan, obs: Observation, key: ResourceKey, held: list[threading.Lock],
-              retry_after: list[float]) -> Plan | None:
+    def _gate(self, plan: Plan, obs: Observation, key: ResourceKey) -> Plan | None:
         """What the service carries out of a plan: nothing while suspended; no deletions the
-        mass-deletion guard refuses; nothing for objects backing off from thrashing; nothing on
-        another host whose reconcile is running (it is retried)."""
+        mass-deletion guard refuses; nothing for objects backing off from thrashing. (The engine
+        leaves out another host's part when another writer holds it; that is retried.)"""
         if self.suspended:
             return None
         hosts = []
@@ -382,12 +377,6 @@ class Service:
                        and ResourceKey(hp.host, "Guest", a.serves or "") not in backed_off
                        and not (refusals and a.impact == Impact.DELETE)]
             actions = hold_recoveries(actions, self.crash_backoff, self._recovery_held)
-            if actions and hp.host != key.host:
-                lock = self._host_locks[hp.host]
-                if lock.acquire(blocking=False):
-                    held.append(lock)
-                else:
-                    actions, retry_after[0] = [], 1.0
             hosts.append(replace(hp, actions=tuple(actions)))
         return Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune)
 
@@ -458,8 +447,7 @@ class Service:
         from controller.snapshots.monitor import period_seconds
         from controller.snapshots.runner import annotate_freshness
 
-        conn = self.engine.pool.for_host(name, host.spec.uri, float(host.spec.connect_timeout),
-                                             tls=host.spec.tls)
+        conn = self.engine.connection(host)
         plan = self.status.as_plan()
         mine = [hp for hp in plan.hosts if hp.host == name]
         now = datetime.now(UTC)

@@ -108,6 +108,12 @@ class HostSpec(SpecModel):
         default=10, description="How long to try to connect before the host counts as down. "
         "Default: 10s."
     )
+    call_timeout: Duration = Field(
+        default=30, description="How long one libvirt call may take before the host counts as hung: "
+        "its work fails with \"no answer from HOST within Ns\" and its connection is dropped, never "
+        "holding up other hosts. Long operations (migrations, volume copies, uploads, snapshots) have "
+        "no such bound; libvirt's keepalive cuts off a daemon that stops answering. Default: 30s."
+    )
     tls: HostTls | None = Field(
         default=None, description="Client certificate files for a qemu+tls:// or xen+tls:// URI, "
         "handed to libvirt as its pkipath (cacert.pem, clientcert.pem, clientkey.pem). Default: "

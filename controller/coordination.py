@@ -1,0 +1,221 @@
+"""One writer per host at a time, through tooz (OpenStack's coordination library).
+
+Every writer (`apply`, `adopt`, `snapshots run`, `backups run`, each reconcile of `serve`)
+holds a host's lock from before it observes the host until its changes are made, so two
+writers never plan from the same observation. The lock is keyed by the host's libvirt URI
+(one daemon, one lock, whatever a spec tree calls it) and named ``virtsync-host-<digest>``.
+
+Backends: ``file://DIR`` (the default, a directory on the machine that runs virtsync) or any
+tooz URL (``etcd3+http://HOST:2379`` through etcd's gateway, ``redis://``, ``zookeeper://``)
+when several machines write to the same hosts. A second writer waits up to the lock timeout,
+then gives up naming the holder: the file backend keeps a small record of who holds each
+lock next to it (``holders/``); other backends say only that another writer holds it.
+
+Threads of one process are serialised here too (a threading lock per name), since not every
+tooz driver tells two threads of one member apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from controller.errors import HostError, UsageError
+
+DEFAULT_LOCK_TIMEOUT = 60.0
+SYSTEM_DIR = "/var/lib/virtsync/coord"
+
+# on_wait(host, holder): a writer is about to wait for a host's lock.
+OnWait = Callable[[str, str], None]
+
+
+class LockTimeout(HostError):
+    """The host's lock stayed held by another writer: retryable, after the holder is done."""
+
+    retryable = True
+    delay = 5.0
+
+
+def default_url() -> str:
+    """VIRTSYNC_COORDINATION, else file:///var/lib/virtsync/coord when that can be made (root),
+    else a directory under $XDG_STATE_HOME (~/.local/state)/virtsync/coord."""
+    env = os.environ.get("VIRTSYNC_COORDINATION")
+    if env:
+        return env
+    system = Path(SYSTEM_DIR)
+    try:
+        system.mkdir(parents=True, exist_ok=True)
+        if os.access(system, os.W_OK):
+            return f"file://{system}"
+    except OSError:
+        pass
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return f"file://{Path(state) / 'virtsync' / 'coord'}"
+
+
+def lock_name(uri: str) -> str:
+    return "virtsync-host-" + hashlib.sha256(uri.encode()).hexdigest()[:24]
+
+
+def check_url(url: str) -> str:
+    """``url`` if tooz can take it; a UsageError otherwise (before any host is touched)."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        raise UsageError(f"--coordination {url!r} is not a URL (file:///DIR, etcd3+http://HOST:2379, …)")
+    if parts.scheme == "file" and not parts.path.startswith("/"):
+        raise UsageError(f"--coordination {url!r}: a file:// URL needs an absolute directory, "
+                         "e.g. file:///var/lib/virtsync/coord")
+    return url
+
+
+class HostLocks:
+    """The per-host write locks of one process (one tooz member, started on first use)."""
+
+    def __init__(self, url: str | None = None, *, holder: str = "virtsync",
+                 timeout: float = DEFAULT_LOCK_TIMEOUT):
+        self.url = check_url(url or default_url())
+        self.timeout = timeout
+        self.holder = f"{holder} pid {os.getpid()} on {socket.gethostname()}"
+        self._coordinator: Any = None
+        self._start_lock = threading.Lock()
+        self._local: dict[str, threading.Lock] = {}
+        self._local_lock = threading.Lock()
+        parts = urlsplit(self.url)
+        self._holders = Path(parts.path) / "holders" if parts.scheme == "file" else None
+
+    # --------------------------------------------------------------- locking
+
+    @contextlib.contextmanager
+    def holding(self, hosts: Mapping[str, str], *, timeout: float | None = None,
+                on_wait: OnWait | None = None) -> Iterator[dict[str, float]]:
+        """Hold the locks of ``hosts`` (name → URI), taken in one global order so that two
+        writers wanting the same hosts never deadlock. Yields the seconds waited per host."""
+        held: list[_Held] = []
+        waited: dict[str, float] = {}
+        if hosts:
+            self._start()  # before the clock: starting the backend is no wait for a lock
+        try:
+            for name, uri in sorted(hosts.items(), key=lambda kv: lock_name(kv[1])):
+                started = time.monotonic()
+                held.append(self._acquire(name, uri, timeout, on_wait))
+                if time.monotonic() - started > 0.05:
+                    waited[name] = time.monotonic() - started
+            yield waited
+        finally:
+            for h in reversed(held):
+                h.release()
+
+    def try_hold(self, name: str, uri: str) -> _Held | None:
+        """The host's lock if it is free now, else None (no waiting)."""
+        local = self._thread_lock(uri)
+        if not local.acquire(blocking=False):
+            return None
+        lock = self._tooz_lock(uri)
+        if not _acquire(lock, 0):
+            local.release()
+            return None
+        return self._held(name, uri, local, lock)
+
+    def holder_of(self, uri: str) -> str:
+        """Who holds the host's lock, as its holder recorded it (file backend), else a guess."""
+        if self._holders is not None:
+            with contextlib.suppress(OSError, ValueError):
+                rec = json.loads((self._holders / lock_name(uri)).read_text())
+                return f"{rec['holder']} since {rec['since']}"
+        return "another writer"
+
+    def close(self) -> None:
+        with self._start_lock:
+            if self._coordinator is not None:
+                with contextlib.suppress(Exception):
+                    self._coordinator.stop()
+                self._coordinator = None
+
+    # --------------------------------------------------------------- internals
+
+    def _acquire(self, name: str, uri: str, timeout: float | None, on_wait: OnWait | None) -> _Held:
+        limit = self.timeout if timeout is None else timeout
+        held = self.try_hold(name, uri)
+        if held is not None:
+            return held
+        if on_wait is not None:
+            on_wait(name, self.holder_of(uri))
+        deadline = time.monotonic() + limit
+        local = self._thread_lock(uri)
+        if not local.acquire(timeout=max(0.0, limit)):
+            raise self._timeout(name, uri, limit)
+        lock = self._tooz_lock(uri)
+        if not _acquire(lock, max(0.0, deadline - time.monotonic())):
+            local.release()
+            raise self._timeout(name, uri, limit)
+        return self._held(name, uri, local, lock)
+
+    def _timeout(self, name: str, uri: str, limit: float) -> LockTimeout:
+        return LockTimeout(f"another writer holds this host's lock ({self.holder_of(uri)}); gave up "
+                           f"after {limit:g}s (--lock-timeout)", host=name)
+
+    def _held(self, name: str, uri: str, local: threading.Lock, lock: Any) -> _Held:
+        record = None
+        if self._holders is not None:
+            record = self._holders / lock_name(uri)
+            with contextlib.suppress(OSError):
+                self._holders.mkdir(parents=True, exist_ok=True)
+                tmp = record.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+                tmp.write_text(json.dumps({"host": name, "uri": uri, "holder": self.holder,
+                                           "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+                tmp.replace(record)
+        return _Held(local, lock, record)
+
+    def _thread_lock(self, uri: str) -> threading.Lock:
+        with self._local_lock:
+            return self._local.setdefault(uri, threading.Lock())
+
+    def _tooz_lock(self, uri: str) -> Any:
+        return self._start().get_lock(lock_name(uri).encode())
+
+    def _start(self) -> Any:
+        with self._start_lock:
+            if self._coordinator is None:
+                from tooz import coordination  # imported by writers only: it is not light
+
+                member = self.holder.replace(" ", "-").encode()
+                try:
+                    coordinator = coordination.get_coordinator(self.url, member)
+                    coordinator.start(start_heart=True)
+                except Exception as exc:  # tooz raises its own tree, and OSError for file://
+                    raise HostError(f"cannot start the coordination backend {self.url}: {exc}",
+                                    retryable=True, delay=5.0) from None
+                self._coordinator = coordinator
+            return self._coordinator
+
+
+class _Held:
+    """One held host lock; release() lets the next writer in."""
+
+    def __init__(self, local: threading.Lock, lock: Any, record: Path | None):
+        self._local, self._lock, self._record = local, lock, record
+
+    def release(self) -> None:
+        if self._record is not None:
+            with contextlib.suppress(OSError):
+                self._record.unlink()
+        with contextlib.suppress(Exception):
+            self._lock.release()
+        self._local.release()
+
+
+def _acquire(lock: Any, timeout: float) -> bool:
+    try:
+        return bool(lock.acquire(blocking=timeout if timeout > 0 else False))
+    except Exception as exc:  # a backend that stopped answering
+        raise HostError(f"the coordination backend failed: {exc}", retryable=True, delay=5.0) from None

@@ -1,0 +1,153 @@
+"""Deadlines on libvirt calls: a host that stops answering fails its caller, never holds it.
+
+A libvirt-python call blocks in C for as long as the daemon takes, and a daemon that is
+stopped (SIGSTOP, or stuck on a dead NFS mount) takes forever. So every call on a host's
+connection runs on one of that host's worker threads while the caller waits at most the
+host's ``callTimeout``. A call that overruns makes the host *hung*: the caller gets
+HostUnreachable("no answer from URI within Ns"), the connection is abandoned (closing it
+would block as well), and the blocked worker is left to libvirt's keepalive, which closes
+the dead transport and so ends the call. Workers are daemon threads: they never hold up the
+process's exit.
+
+Long operations (migration, volume copies and uploads, snapshots with memory, stream
+transfers) get no call deadline: a daemon that still answers keepalive is working on them,
+and one that does not is cut off by keepalive. Callers report their progress instead.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import libvirt
+
+from controller.errors import HostUnreachable
+
+# Calls that may rightly take longer than any call deadline.
+LONG_CALLS = frozenset({
+    "migrate", "migrate2", "migrate3", "migrateToURI", "migrateToURI2", "migrateToURI3",
+    "createXMLFrom", "wipe", "wipePattern", "resize", "build",
+    "sendAll", "recvAll", "sparseSendAll", "sparseRecvAll",
+    "snapshotCreateXML", "revertToSnapshot", "checkpointCreateXML",
+    "managedSave", "save", "saveFlags", "restore", "restoreFlags", "coreDump", "coreDumpWithFormat",
+    "blockCopy", "blockCommit", "blockPull", "blockRebase",
+})
+
+# The libvirt objects whose methods talk to the daemon.
+_BOUNDED_TYPES = tuple(t for t in (
+    getattr(libvirt, name, None) for name in (
+        "virConnect", "virDomain", "virNetwork", "virNetworkPort", "virStoragePool", "virStorageVol",
+        "virDomainSnapshot", "virDomainCheckpoint", "virSecret", "virNodeDevice", "virStream",
+        "virInterface", "virNWFilter", "virNWFilterBinding"))
+    if isinstance(t, type))
+
+
+class CallRunner:
+    """A host's worker threads: runs each call there and waits for it with a deadline."""
+
+    def __init__(self, host: str, uri: str, timeout: float | None):
+        self.host = host
+        self.uri = uri
+        self.timeout = timeout
+        self.hung = ""  # why the host counts as hung; set by the first overrun call
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
+                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._idle = 0
+        self._workers = 0
+        self._lock = threading.Lock()
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+             long: bool = False, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` within ``timeout`` (default the host's; ``long``: none)."""
+        if self.hung:
+            raise HostUnreachable(self.hung, host=self.host)
+        limit = None if long else (timeout if timeout is not None else self.timeout)
+        if limit is None:  # keepalive alone bounds it: waiting on a worker would add nothing
+            return fn(*args, **kwargs)
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that worker takes the item put below
+            else:
+                self._workers += 1
+                threading.Thread(target=self._work, name=f"libvirt-{self.host}-{self._workers}",
+                                 daemon=True).start()
+        self._queue.put((future, fn, args, kwargs))
+        try:
+            return future.result(limit)
+        except FutureTimeout:
+            self.hung = f"no answer from {self.uri} within {limit:g}s ({what})"
+            raise HostUnreachable(self.hung, host=self.host) from None
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # handed to the caller, who maps it
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Let the idle workers end (a blocked one ends when its call does)."""
+        with self._lock:
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._queue.put(None)
+
+
+class Bounded:
+    """A libvirt object whose daemon calls run through a CallRunner. Attribute reads (and the
+    ``_o`` handle libvirt-python passes between objects) reach the object itself, so a Bounded
+    object can be handed to any libvirt method as the plain one."""
+
+    __slots__ = ("_runner", "_target")
+
+    def __init__(self, target: Any, runner: CallRunner):
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_runner", runner)
+
+    @property
+    def unbounded(self) -> Any:
+        """The plain libvirt object (for event registrations, which libvirt calls back)."""
+        return self._target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        runner = self._runner
+        long = name in LONG_CALLS
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return bounded(runner.call(name, attr, *args, long=long, **kwargs), runner)
+
+        call.__name__ = name
+        return call
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._target == (other._target if isinstance(other, Bounded) else other))
+
+    def __hash__(self) -> int:
+        return hash(self._target)
+
+    def __repr__(self) -> str:
+        return f"Bounded({self._target!r})"
+
+
+def bounded(value: Any, runner: CallRunner) -> Any:
+    """``value`` with its libvirt objects (also inside a returned list) made Bounded."""
+    if isinstance(value, _BOUNDED_TYPES):
+        return Bounded(value, runner)
+    if isinstance(value, list) and value and isinstance(value[0], _BOUNDED_TYPES):
+        return [Bounded(v, runner) for v in value]
+    return value
