@@ -54,28 +54,9 @@ def _load_scoped(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    """The engine; a writer verb's (one with --coordination) holds host locks."""
     from controller.engine import Engine
 
-    locks = None
-    if hasattr(args, "lock_timeout"):
-        from controller.coordination import HostLocks
-
-        locks = HostLocks(args.coordination, holder=f"virtsync {args.verb}", timeout=args.lock_timeout)
-    return Engine(instance=args.instance, locks=locks)
-
-
-def _waiting(host: str, holder: str) -> None:
-    print(f"host {host}: waiting for its lock, held by {holder}", file=sys.stderr, flush=True)
-
-
-def _lock_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coordination", metavar="URL", default=os.environ.get("VIRTSYNC_COORDINATION"),
-                   help="where the per-host write locks live: file:///DIR (default "
-                   "file:///var/lib/virtsync/coord, for non-root ~/.local/state/virtsync/coord) or a tooz "
-                   "URL such as etcd3+http://HOST:2379 when several machines write")
-    p.add_argument("--lock-timeout", type=_seconds, default=60.0, metavar="DURATION",
-                   help="how long to wait for a host another writer holds (default 60s)")
+    return Engine(instance=args.instance)
 
 
 def _write(text: str, out: str | None) -> None:
@@ -198,16 +179,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
         with audit_to(audit), _transfers():
             result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
-                                      concurrency=args.concurrency, progress=progress, on_wait=_waiting)
+                                      concurrency=args.concurrency, progress=progress)
     finally:
         engine.close()
         if audit is not None:
             audit.close()
-    for host, secs in result.waited.items():
-        print(f"host {host}: waited {secs:.1f}s for its lock", file=sys.stderr)
-    for host, holder in result.busy.items():
-        print(f"host {host}: its actions were left out: its lock is held by {holder}; run again",
-              file=sys.stderr)
     if result.changes is None:
         return stopped[0] if stopped else EXIT_OK
     changes = result.changes
@@ -561,7 +537,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size), policy=_policy(args),
         trust=_trust(args) if args.verify_commits else None,
-        audit_log=args.audit_log, coordination=args.coordination, lock_timeout=args.lock_timeout,
+        audit_log=args.audit_log,
     )
     return Service(opts).run()
 
@@ -569,9 +545,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------- snapshots
 
 
-def _snapshot_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
-    specs = specs if specs is not None else _load(args)
-    engine = engine or _engine(args)
+def _snapshot_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    specs = _load(args)
+    engine = _engine(args)
     obs = engine.observe(specs)
     for host, why in obs.failed.items():
         print(f"host {host}: unreachable: {why}", file=sys.stderr)
@@ -583,10 +559,8 @@ def cmd_snapshots_run(args: argparse.Namespace) -> int:
     from controller.snapshots.runner import run_pass
 
     at = args.at or datetime.now(UTC)  # --at is parsed (and refused with exit 64) by the parser
-    specs, engine = _load(args), _engine(args)
-    with engine.writing(specs, on_wait=_waiting):  # one writer per host: no reconcile beside the pass
-        specs, obs, ops_for = _snapshot_setup(args, specs, engine)
-        outcomes = run_pass(specs, obs.states, ops_for, at)
+    specs, obs, ops_for = _snapshot_setup(args)
+    outcomes = run_pass(specs, obs.states, ops_for, at)
     audit = _audit_log(args, {})
     if audit is not None:
         from controller.audit import snapshot_entry
@@ -638,6 +612,184 @@ def cmd_snapshots_restore(args: argparse.Namespace) -> int:
     ops_for(guest.spec.host or "").revert(args.guest, args.snapshot)
     print(f"{args.guest} reverted to {args.snapshot}")
     return EXIT_OK
+
+
+# --------------------------------------------------------------- backups
+
+
+def _backup_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    specs = _load(args)
+    engine = _engine(args)
+    obs = engine.observe(specs)
+    for host, why in obs.failed.items():
+        print(f"host {host}: unreachable: {why}", file=sys.stderr)
+    hosts = {h.metadata.name: h for h in specs.hosts}
+    return specs, obs, lambda name: engine.backup_ops(hosts[name])
+
+
+def _backup_progress() -> Any:
+    """Progress lines on stderr (bytes done/total of each job), at most one a second per job."""
+    def show(what: str, done: int, total: int) -> None:
+        pct = f" ({100 * done // total}%)" if total else ""
+        print(f"  {what}: {done}/{total} bytes{pct}", file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_backups_run(args: argparse.Namespace) -> int:
+    from controller.backups.runner import run_pass
+
+    at = args.at or datetime.now(UTC)
+    specs, obs, ops_for = _backup_setup(args)
+    outcomes = run_pass(specs, obs.states, ops_for, at, full=args.full, progress=_backup_progress(),
+                        report=lambda o: print(o.line(), flush=True))
+    if not outcomes:
+        print("nothing due")
+    return EXIT_ERROR if obs.failed or any(o.action == "failed" for o in outcomes) else EXIT_OK
+
+
+def _manifest_row(host: str, m: Any) -> dict[str, Any]:
+    return {"host": host, "guest": m.guest, "id": m.id, "policy": m.policy, "created": m.created.isoformat(),
+            "kind": m.kind, "method": m.method, "parent": m.parent, "chain": list(m.chain),
+            "checkpoint": m.checkpoint, "quiesced": m.quiesced, "size": m.size, "why": m.why,
+            "disks": [{"target": d.target, "file": d.file, "mode": d.mode, "size": d.size, "sha256": d.sha256,
+                       "backing": d.backing, "reason": d.reason} for d in m.disks]}
+
+
+def cmd_backups_list(args: argparse.Namespace) -> int:
+    from controller.backups.runner import read_chains
+
+    specs, obs, ops_for = _backup_setup(args)
+    if not any(g.metadata.name == args.guest for g in specs.guests):
+        raise UsageError(f"guest {args.guest!r} is not in the specs")
+    chains = read_chains(specs, obs.states, ops_for, guests={args.guest}, from_copy=args.from_copy)
+    rows = [_manifest_row(c.host, m) for c in chains for m in c.manifests]
+    problems = [f"{c.host}/{c.guest} [{c.policy}]: {p}" for c in chains for p in c.problems]
+    for note in {f"{c.host}: {n}" for c in chains for n in c.notes}:
+        print(note, file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({"backups": rows, "problems": problems}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['host']}/{r['guest']}  {r['id']}  {r['created']}  {r['kind']} ({r['method']})  "
+                  f"parent={r['parent'] or '-'}  {r['size']} bytes  quiesced={r['quiesced']}")
+        for p in problems:
+            print(p, file=sys.stderr)
+        if not rows:
+            print(f"no backups of {args.guest}")
+    return EXIT_ERROR if obs.failed or problems else EXIT_OK
+
+
+def cmd_backups_verify(args: argparse.Namespace) -> int:
+    from controller.backups.runner import verify_all
+
+    specs, obs, ops_for = _backup_setup(args)
+    results, chains = verify_all(specs, obs.states, ops_for, from_copy=args.from_copy)
+    other = [f"{c.host}/{c.guest} [{c.policy}]: {p}" for c in chains for p in c.problems]
+    for note in sorted({n for c in chains for n in c.notes}):
+        print(note, file=sys.stderr)
+    bad = sum(bool(r["problems"]) for r in results)
+    if args.format == "json":
+        print(json.dumps({"ok": not bad and not other, "backups": results, "problems": other}, indent=2))
+    else:
+        for r in results:
+            status = "ok" if not r["problems"] else "BAD"
+            print(f"{r['host']}/{r['guest']} [{r['policy']}] {r['id']} {status}")
+            for p in r["problems"]:
+                print(f"  {p}")
+        for p in other:
+            print(p, file=sys.stderr)
+        print(f"{len(results)} backup(s) checked, {bad} with problems")
+    return EXIT_ERROR if obs.failed or bad or other else EXIT_OK
+
+
+def cmd_backups_restore(args: argparse.Namespace) -> int:
+    from controller.backups.runner import chain_for, pick, read_chains
+
+    specs, obs, ops_for = _backup_setup(args)
+    guest = next((g for g in specs.guests if g.metadata.name == args.guest), None)
+    if guest is None:
+        raise UsageError(f"guest {args.guest!r} is not in the specs")
+    done: list[str] = []
+
+    def restore(store: Any, chains: Any) -> None:
+        if done:
+            return  # the first policy holding the wanted backup
+        wanted = pick(chains.manifests, args.at)
+        if wanted is None:
+            return
+        chain = chain_for(chains.manifests, wanted)
+        if [m.id for m in chain] != list(wanted.chain):
+            raise GuardRefusal(f"backup {wanted.id} cannot be restored: its chain is incomplete "
+                               f"(has {', '.join(m.id for m in chain)}; needs {', '.join(wanted.chain)})")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise GuardRefusal("refusing to restore without --yes: no terminal to ask on")
+            what = f"a new guest {args.as_name}" if args.as_name else f"{args.guest} (its disks are overwritten)"
+            if input(f"Restore {wanted.id} into {what}? Type 'yes': ").strip() != "yes":
+                raise GuardRefusal("not confirmed")
+        name, files = ops_for(chains.host).restore(store, chain, new_name=args.as_name,
+                                                   progress=_backup_progress())
+        done.append(f"{chains.host}/{name} restored from {wanted.id} ({wanted.created.isoformat()}, "
+                    f"{wanted.kind}, chain of {len(chain)}): {', '.join(files)}")
+
+    read_chains(specs, obs.states, ops_for, guests={args.guest}, from_copy=args.from_copy, use=restore)
+    if not done:
+        print(f"virtsync: error: no backup of {args.guest} matches {args.at!r} (an id, or a time with its "
+              "timezone: the newest backup at or before it)", file=sys.stderr)
+        return EXIT_ERROR
+    print(done[0])
+    return EXIT_OK
+
+
+def _register_backups(verb: Callable[..., argparse.ArgumentParser],
+                      common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = verb("backups", lambda a: (a.backup_parser.print_help(), EXIT_USAGE)[1],
+             "backup policies: run a pass, list, verify, restore",
+             "Backup policies (kind: BackupPolicy): `run` a pass, `list`, `verify`, `restore`.")
+    p.set_defaults(backup_parser=p)
+    sub = p.add_subparsers(dest="backup_verb", metavar="ACTION", parser_class=type(p))
+
+    def copy_option(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--from-copy", action="store_true", help="read the policies' copyTo directories (where "
+                       "virtsync runs) instead of the targets on the hosts")
+
+    s = sub.add_parser("run", help="one backup pass: take what is due, prune by retention",
+                       description="One backup-policy pass: take what is due (full or incremental, and why), "
+                       "prune chains by retention, copy to copyTo.")
+    s.set_defaults(func=cmd_backups_run)
+    common(s)
+    s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone; "
+                   "default now)")
+    s.add_argument("--full", action="store_true", help="a full backup of every selected guest now, due or not")
+    s = sub.add_parser("list", help="the backups of a guest",
+                       description="The backups of GUEST in its policies' targets: id, time, full or incremental, "
+                       "parent, size, quiesced.")
+    s.set_defaults(func=cmd_backups_list)
+    s.add_argument("guest", metavar="GUEST", help="the guest")
+    common(s)
+    copy_option(s)
+    s.add_argument("--format", choices=("text", "json"), default="text", help="json: {backups, problems}")
+    s = sub.add_parser("verify", help="check every backup chain: files, digests, qemu-img check",
+                       description="Check every backup of the guests the policies select: the chain's manifests, "
+                       "each file present with the manifest's sha256 (streamed from the host), and qemu-img check "
+                       "of each file. Exit 1 on any problem.")
+    s.set_defaults(func=cmd_backups_verify)
+    common(s)
+    copy_option(s)
+    s.add_argument("--format", choices=("text", "json"), default="text", help="json: {ok, backups, problems}")
+    s = sub.add_parser("restore", help="rebuild a guest's disks from a backup chain and define it",
+                       description="Rebuild GUEST's disks from a backup (the full and its incrementals, flattened "
+                       "into its pools) and define it: the same guest and UUID, or a new one named by --as. "
+                       "Refuses to overwrite a running guest's disks.")
+    s.set_defaults(func=cmd_backups_restore)
+    s.add_argument("guest", metavar="GUEST", help="the guest to restore")
+    common(s)
+    s.add_argument("--at", required=True, metavar="TIME|ID", help="a backup id (see backups list), or a time "
+                   "with its timezone: the newest backup at or before it")
+    s.add_argument("--as", dest="as_name", metavar="NEW", help="define a new guest NEW (new UUID and MACs) "
+                   "instead of overwriting GUEST")
+    copy_option(s)
+    s.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
 
 
 # ----------------------------------------------------------------- audit
@@ -720,7 +872,6 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="json prints the ChangeSet")
     _trust_options(p)
     _audit_option(p)
-    _lock_options(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects",
@@ -745,7 +896,6 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
     _trust_options(p)
     _audit_option(p)
-    _lock_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
@@ -797,7 +947,6 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                         description="One snapshot-policy pass: take what is due, prune by retention.")
     s.set_defaults(func=cmd_snapshots_run)
     common(s)
-    _lock_options(s)
     s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone, "
                    "e.g. 2026-01-01T03:00:00Z; default now)")
     _audit_option(s)
@@ -817,13 +966,14 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     common(s)
     s.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
 
+    _register_backups(verb, common)
+
     p = verb("adopt", cmd_adopt, "take over every existing object whose spec matches it exactly",
              "Writes this instance's ownership record into every existing, unowned guest, network and pool "
              "of the specs that plans no change (say, the output of export), and names the others with the "
              "reason; nothing else changes. Exit 2 when some were left alone.")
     common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
-    _lock_options(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml",
