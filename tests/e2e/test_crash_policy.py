@@ -20,6 +20,7 @@ disk under SeaBIOS.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -184,3 +185,34 @@ spec: {{host: lab, type: dir, path: {small}}}
     print(out)
     assert out == {"resume filler": "resumed"}, out
     assert _reason(host, "filler").startswith("running"), _reason(host, "filler")
+
+
+def test_serve_backs_off_when_a_recovered_guest_crashes_again(hermetic_host: HermeticHost, tmp_path: Path) -> None:
+    """Under `serve`, a guest that panics again at once after each recovery is not destroyed and
+    started in a loop: the second recovery comes 10 s after the first, the third 20 s after the
+    second, and /status says it backs off. The service's log gives when each ran."""
+    from datetime import datetime
+
+    from tests.e2e.service_helpers import ServeProcess, wait_for
+
+    host = hermetic_host
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    img = _image(tmp_path, "looper.img", PANIC)
+    (specs / "lab.yaml").write_text(_host_doc(host, tmp_path) + _guest_doc(
+        "looper", f"{{name: boot, path: {img}, format: raw}}", "  onCrash: preserve\n"))
+    svc = ServeProcess([str(specs), "--resync", "10m"], tmp_path / "serve.log").start()
+    try:
+        def recoveries() -> list[float]:
+            return [datetime.fromisoformat(e["timestamp"]).timestamp() for e in svc.log_events()
+                    if e.get("event") == "action" and e.get("op") == "recover" and e.get("outcome") == "updated"]
+
+        wait_for(lambda: len(recoveries()) >= 3, 60, "three recoveries", svc)
+        times = recoveries()
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+        print(f"recoveries {len(times)}, gaps {gaps} s")
+        assert 9 <= gaps[0] <= 16, gaps
+        assert 18 <= gaps[1] <= 28, gaps
+        assert "backs off" in json.dumps(svc.status()), svc.status()
+    finally:
+        svc.stop()
