@@ -54,9 +54,28 @@ def _load_scoped(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    """The engine; a writer verb's (one with --coordination) holds host locks."""
     from controller.engine import Engine
 
-    return Engine(instance=args.instance)
+    locks = None
+    if hasattr(args, "lock_timeout"):
+        from controller.coordination import HostLocks
+
+        locks = HostLocks(args.coordination, holder=f"virtsync {args.verb}", timeout=args.lock_timeout)
+    return Engine(instance=args.instance, locks=locks)
+
+
+def _waiting(host: str, holder: str) -> None:
+    print(f"host {host}: waiting for its lock, held by {holder}", file=sys.stderr, flush=True)
+
+
+def _lock_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordination", metavar="URL", default=os.environ.get("VIRTSYNC_COORDINATION"),
+                   help="where the per-host write locks live: file:///DIR (default "
+                   "file:///var/lib/virtsync/coord, for non-root ~/.local/state/virtsync/coord) or a tooz "
+                   "URL such as etcd3+http://HOST:2379 when several machines write")
+    p.add_argument("--lock-timeout", type=_seconds, default=60.0, metavar="DURATION",
+                   help="how long to wait for a host another writer holds (default 60s)")
 
 
 def _write(text: str, out: str | None) -> None:
@@ -179,11 +198,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
         with audit_to(audit), _transfers():
             result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
-                                      concurrency=args.concurrency, progress=progress)
+                                      concurrency=args.concurrency, progress=progress, on_wait=_waiting)
     finally:
         engine.close()
         if audit is not None:
             audit.close()
+    for host, secs in result.waited.items():
+        print(f"host {host}: waited {secs:.1f}s for its lock", file=sys.stderr)
+    for host, holder in result.busy.items():
+        print(f"host {host}: its actions were left out: its lock is held by {holder}; run again",
+              file=sys.stderr)
     if result.changes is None:
         return stopped[0] if stopped else EXIT_OK
     changes = result.changes
@@ -537,7 +561,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         snapshot_interval=args.snapshot_interval,
         limits=Limits(max_file_bytes=args.max_file_size), policy=_policy(args),
         trust=_trust(args) if args.verify_commits else None,
-        audit_log=args.audit_log,
+        audit_log=args.audit_log, coordination=args.coordination, lock_timeout=args.lock_timeout,
     )
     return Service(opts).run()
 
@@ -545,9 +569,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------- snapshots
 
 
-def _snapshot_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    specs = _load(args)
-    engine = _engine(args)
+def _snapshot_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
+    specs = specs if specs is not None else _load(args)
+    engine = engine or _engine(args)
     obs = engine.observe(specs)
     for host, why in obs.failed.items():
         print(f"host {host}: unreachable: {why}", file=sys.stderr)
@@ -559,8 +583,10 @@ def cmd_snapshots_run(args: argparse.Namespace) -> int:
     from controller.snapshots.runner import run_pass
 
     at = args.at or datetime.now(UTC)  # --at is parsed (and refused with exit 64) by the parser
-    specs, obs, ops_for = _snapshot_setup(args)
-    outcomes = run_pass(specs, obs.states, ops_for, at)
+    specs, engine = _load(args), _engine(args)
+    with engine.writing(specs, on_wait=_waiting):  # one writer per host: no reconcile beside the pass
+        specs, obs, ops_for = _snapshot_setup(args, specs, engine)
+        outcomes = run_pass(specs, obs.states, ops_for, at)
     audit = _audit_log(args, {})
     if audit is not None:
         from controller.audit import snapshot_entry
@@ -872,6 +898,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="json prints the ChangeSet")
     _trust_options(p)
     _audit_option(p)
+    _lock_options(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("drift", cmd_drift, "report desired vs defined vs running, and unmanaged objects",
@@ -896,6 +923,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--git-token-file", metavar="FILE", help="file holding an HTTPS bearer token")
     _trust_options(p)
     _audit_option(p)
+    _lock_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",
@@ -947,6 +975,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                         description="One snapshot-policy pass: take what is due, prune by retention.")
     s.set_defaults(func=cmd_snapshots_run)
     common(s)
+    _lock_options(s)
     s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone, "
                    "e.g. 2026-01-01T03:00:00Z; default now)")
     _audit_option(s)
@@ -974,6 +1003,7 @@ def register(verb: Callable[..., argparse.ArgumentParser],
              "reason; nothing else changes. Exit 2 when some were left alone.")
     common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
+    _lock_options(p)
     p.set_defaults(post=_fill_commit)
 
     p = verb("place", cmd_place, "choose hosts for guests with a hostSelector; writes placement.lock.yaml",

@@ -9,8 +9,9 @@ it again, not from assuming success.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,10 +20,11 @@ from typing import Any
 from controller.apply.changeset import ChangeSet
 from controller.apply.definitions import planned_diffs  # plan --diff: the XML the executor will define
 from controller.apply.executor import ExecOptions, Progress, execute
+from controller.coordination import HostLocks, OnWait
 from controller.errors import HostError, UsageError
 from controller.hypervisor.backups import BackupOps
 from controller.hypervisor.capabilities import host_memory, probe
-from controller.hypervisor.connection import ConnectionPool
+from controller.hypervisor.connection import ConnectionPool, HostConnection
 from controller.hypervisor.export import export_objects
 from controller.hypervisor.observe import look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
@@ -60,6 +62,8 @@ class Reconciled:
     changes: ChangeSet | None = None  # None: nothing was carried out
     after: Plan | None = None  # from observing again after execute: the status of what was touched
     outside: tuple[Action, ...] = ()  # work an object's scope left to its host's (networks, pools)
+    waited: dict[str, float] = field(default_factory=dict)  # host → seconds waited for its lock
+    busy: dict[str, str] = field(default_factory=dict)  # host → holder: its actions were left out
 
 
 def spec_digest(specs: SpecSet) -> str:
@@ -130,14 +134,17 @@ SHARED_POOL = ConnectionPool()
 
 
 class Engine:
-    def __init__(self, pool: ConnectionPool | None = None, instance: str = "default"):
+    def __init__(self, pool: ConnectionPool | None = None, instance: str = "default",
+                 locks: HostLocks | None = None):
         self.pool = pool or SHARED_POOL
         self.instance = instance
+        self.locks = locks  # writers hold host locks when given (apply, serve, snapshots run)
         self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
 
-    def _connection(self, host: Host):  # type: ignore[no-untyped-def]
+    def connection(self, host: Host) -> HostConnection:
+        """The host's shared connection, with its spec's connect and call timeouts."""
         return self.pool.for_host(host.metadata.name, host.spec.uri, float(host.spec.connect_timeout),
-                                  tls=host.spec.tls)
+                                  tls=host.spec.tls, call_timeout=float(host.spec.call_timeout))
 
     def observe(self, specs: SpecSet) -> Observation:
         """Every host of ``specs``, concurrently; a host that fails is reported, not fatal."""
@@ -146,7 +153,7 @@ class Engine:
         def one(host: Host) -> tuple[str, HostState | None, str, float]:
             started = time.monotonic()
             try:
-                conn = self._connection(host).get()
+                conn = self.connection(host).get()
                 caps = probe(conn, host.metadata.name, host.spec.hypervisor)
                 state = observe_host(conn, host.metadata.name, host.spec.uri, caps)
                 return host.metadata.name, state, "", time.monotonic() - started
@@ -191,7 +198,7 @@ class Engine:
         def look(name: str) -> tuple[str, HostState | None, str]:
             host = hosts[name]
             try:
-                conn = self._connection(host).get()
+                conn = self.connection(host).get()
                 caps = probe(conn, name, host.spec.hypervisor)
                 return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name]), ""
             except HostError as exc:
@@ -212,7 +219,7 @@ class Engine:
         name = host.metadata.name
         started = time.monotonic()
         try:
-            conn = self._connection(host).get()
+            conn = self.connection(host).get()
             caps = self._caps(name, conn, host.spec.hypervisor)
             obs.states[name] = observe_for_guest(conn, name, host.spec.uri, caps, key.name)
         except HostError as exc:
@@ -231,53 +238,123 @@ class Engine:
     def reconcile(self, specs: SpecSet, scope: Scope | None = None, *, prune: bool = False, commit: str = "",
                   gate: Gate | None = None, concurrency: int = 8, progress: Progress | None = None,
                   elsewhere: Mapping[str, frozenset[str]] | None = None, reach: set[str] | None = None,
-                  now: datetime | None = None) -> Reconciled:
+                  now: datetime | None = None, on_wait: OnWait | None = None) -> Reconciled:
         """Observe the scope, plan it and — when ``gate`` lets it — carry the plan out, then observe
         again. Without a gate nothing changes (plan, drift). ``elsewhere`` defaults to what
-        ``specs`` place on other hosts (give the complete specs' when ``specs`` are narrowed)."""
+        ``specs`` place on other hosts (give the complete specs' when ``specs`` are narrowed).
+
+        A writer (a gate given, the engine has locks) holds the scope's host locks from before it
+        observes until it has observed again; ``on_wait(host, holder)`` is told before it waits."""
         scope = scope or Scope.everything()
+        if gate is None or self.locks is None:
+            return self._reconcile(specs, scope, prune, commit, gate, concurrency, progress, elsewhere,
+                                   reach, now, frozenset())
+        uris = {h.metadata.name: h.spec.uri for h in specs.hosts}
+        mine = {name: uris[name] for name in scope.primary(specs) if name in uris}
+        with self.locks.holding(mine, on_wait=on_wait) as waited:
+            result = self._reconcile(specs, scope, prune, commit, gate, concurrency, progress, elsewhere,
+                                     reach, now, frozenset(mine))
+        result.waited = waited
+        return result
+
+    def _reconcile(self, specs: SpecSet, scope: Scope, prune: bool, commit: str, gate: Gate | None,
+                   concurrency: int, progress: Progress | None,
+                   elsewhere: Mapping[str, frozenset[str]] | None, reach: set[str] | None,
+                   now: datetime | None, held: frozenset[str]) -> Reconciled:
         elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
-        obs, planned = self.observe_scope(specs, scope, reach)
-        plan, outside = _narrow(self.plan(planned, obs, prune=prune and scope.key is None, commit=commit,
-                                          elsewhere=elsewhere, digest_of=specs, now=now), scope)
+
+        def plan_scope() -> tuple[Plan, tuple[Action, ...], Observation, SpecSet]:
+            obs, planned = self.observe_scope(specs, scope, reach)
+            plan, outside = _narrow(self.plan(planned, obs, prune=prune and scope.key is None, commit=commit,
+                                              elsewhere=elsewhere, digest_of=specs, now=now), scope)
+            return plan, outside, obs, planned
+
+        plan, outside, obs, planned = plan_scope()
         result = Reconciled(plan, obs, planned, outside=outside)
         if gate is None:
             return result
         chosen = gate(plan, obs)
         if chosen is None:
             return result
-        result.changes = self.execute(chosen, planned, obs, commit=commit, concurrency=concurrency,
-                                      progress=progress)
-        if chosen.has_changes:
-            again, planned_again = self.observe_scope(specs, scope, reach)
-            result.after, _ = _narrow(self.plan(planned_again, again, prune=prune and scope.key is None,
-                                                commit=commit, elsewhere=elsewhere, digest_of=specs,
-                                                now=now), scope)
+        uris = {h.metadata.name: h.spec.uri for h in specs.hosts}
+        with self._other_hosts(chosen, held, uris) as (chosen, busy):
+            result.busy = busy
+            result.changes = self.execute(chosen, planned, obs, commit=commit, concurrency=concurrency,
+                                          progress=progress)
+            if any(o.conflict for o in result.changes.failed):
+                # An object appeared (or changed) since it was observed — another writer that
+                # takes no lock, such as virsh: observe again and carry out what is still needed
+                # of what the gate chose, once.
+                again, _, obs2, planned2 = plan_scope()
+                retry = _only(again, _chosen_ids(chosen, result.changes))
+                if retry.has_changes:
+                    second = self.execute(retry, planned2, obs2, commit=commit, concurrency=concurrency,
+                                          progress=progress)
+                    result.changes = _merge(result.changes, second)
+            if chosen.has_changes:
+                result.after = plan_scope()[0]
         return result
+
+    @contextlib.contextmanager
+    def _other_hosts(self, plan: Plan, held: frozenset[str], uris: Mapping[str, str]
+                     ) -> Iterator[tuple[Plan, dict[str, str]]]:
+        """The plan with the actions on hosts outside the held scope (a move's other end) kept
+        only where that host's lock is free now — never waited for, so two writers each holding
+        one end never deadlock; ``busy``: host → who holds it, for the others."""
+        if self.locks is None:
+            yield plan, {}
+            return
+        extra: list[Any] = []
+        busy: dict[str, str] = {}
+        hosts: list[HostPlan] = []
+        try:
+            for hp in plan.hosts:
+                if hp.actions and hp.host not in held and hp.host in uris:
+                    got = self.locks.try_hold(hp.host, uris[hp.host])
+                    if got is None:
+                        busy[hp.host] = self.locks.holder_of(uris[hp.host])
+                        hp = replace(hp, actions=())
+                    else:
+                        extra.append(got)
+                hosts.append(hp)
+            yield Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune), busy
+        finally:
+            for got in extra:
+                got.release()
 
     def execute(self, plan: Plan, specs: SpecSet, obs: Observation, *, commit: str = "",
                 concurrency: int = 8, progress: Progress | None = None) -> ChangeSet:
         hosts = {h.metadata.name: h for h in specs.hosts}
 
         def ops_for(name: str) -> HostOps:
-            return HostOps(self._connection(hosts[name]), obs.states[name].caps)
+            return HostOps(self.connection(hosts[name]), obs.states[name].caps)
 
         return execute(plan, specs, obs.states, ops_for,
                        ExecOptions(self.instance, commit, concurrency), progress)
 
     # ------------------------------------------------------------- other verbs' host access
 
+    @contextlib.contextmanager
+    def writing(self, specs: SpecSet, *, on_wait: OnWait | None = None) -> Iterator[dict[str, float]]:
+        """Hold the write locks of the hosts of ``specs`` (a writer that is not a reconcile, such as
+        a snapshot or backup pass); yields the seconds waited per host."""
+        if self.locks is None:
+            yield {}
+            return
+        with self.locks.holding({h.metadata.name: h.spec.uri for h in specs.hosts}, on_wait=on_wait) as waited:
+            yield waited
+
     def snapshot_ops(self, host: Host) -> SnapshotOps:
         """Snapshot calls on one host (the snapshot verbs, drift's freshness, the service)."""
-        return SnapshotOps(self._connection(host), self.instance)
+        return SnapshotOps(self.connection(host), self.instance)
 
     def backup_ops(self, host: Host) -> BackupOps:
         """Backup calls on one host (the backup verbs, the service)."""
-        return BackupOps(self._connection(host), self.instance)
+        return BackupOps(self.connection(host), self.instance)
 
     def host_memory(self, host: Host) -> int:
         """Physical memory of a host in bytes (placement)."""
-        return host_memory(self._connection(host).get(), host.metadata.name)
+        return host_memory(self.connection(host).get(), host.metadata.name)
 
     def export(self, name: str, uri: str, names: Sequence[str], *, include_host: bool,
                schema_url: str | None = None, everything: bool = False,
@@ -291,6 +368,25 @@ class Engine:
     def close(self) -> None:
         if self.pool is not SHARED_POOL:
             self.pool.close()
+        if self.locks is not None:
+            self.locks.close()
+
+
+def _chosen_ids(plan: Plan, done: ChangeSet) -> set[tuple[str, ResourceKey, str]]:
+    """What the gate chose and has not been carried out yet: (host, key, op)."""
+    ok = {(o.key.host, o.key, o.op) for o in done.outcomes if o.status != "failed"}
+    return {(hp.host, a.key, a.op) for hp in plan.hosts for a in hp.actions} - ok
+
+
+def _only(plan: Plan, ids: set[tuple[str, ResourceKey, str]]) -> Plan:
+    return Plan(tuple(replace(hp, actions=tuple(a for a in hp.actions if (hp.host, a.key, a.op) in ids))
+                      for hp in plan.hosts), plan.instance, plan.spec_digest, plan.prune)
+
+
+def _merge(first: ChangeSet, second: ChangeSet) -> ChangeSet:
+    """The first run's outcomes but its conflicts, then the retry's."""
+    kept = [o for o in first.outcomes if not o.conflict]
+    return ChangeSet(kept + second.outcomes, first.unchanged)
 
 
 def _narrow(plan: Plan, scope: Scope) -> tuple[Plan, tuple[Action, ...]]:
