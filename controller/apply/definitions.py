@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from lxml import etree
 
-from controller.errors import PlanError
+from controller.errors import PlanError, VirtsyncError
 from controller.hypervisor.domain_xml import WriteContext, new_guest_xml, update_guest_xml
 from controller.hypervisor.network_xml import network_xml
 from controller.model.state import HostState, ObservedGuest, Owner, ResourceKey
@@ -162,7 +162,10 @@ def planned_diffs(plan: Plan, specs: SpecSet, states: Mapping[str, HostState], i
             continue
         defs = Definitions(hp, specs.for_host(hp.host), state, instance, commit)
         for a in hp.actions:
-            pair = defs.of(a)
-            if pair is not None:
-                out[(a.key, a.op)] = xml_diff(*pair, f"{hp.host}/{a.key.kind}/{a.key.name}.xml")
+            try:
+                pair = defs.of(a)
+                if pair is not None:
+                    out[(a.key, a.op)] = xml_diff(*pair, f"{hp.host}/{a.key.kind}/{a.key.name}.xml")
+            except VirtsyncError as exc:  # the plan still shows; the diff says why it is missing
+                out[(a.key, a.op)] = f"# no XML diff: {exc}"
     return out

@@ -541,7 +541,8 @@ def _migrate(run: _HostRun, a: act.Migrate) -> str:
     # disks on shared storage stay where they are; any other disk is copied live
     copy = any(d.device == "disk" and d.pool not in shared for d in guest.spec.disks)
     started = time.monotonic()
-    run.ops_for(source).migrate(a.key.name, dest_uri, host.spec.migration_address, copy)
+    run.ops_for(source).migrate(a.key.name, dest_uri, host.spec.migration_address, copy,
+                                progress=_reporter(f"migrate {a.key.name} {source} → {run.hp.host}"))
     return f"live-migrated from {source} in {time.monotonic() - started:.1f}s" + (" (disks copied)" if copy else "")
 
 
