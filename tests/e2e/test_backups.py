@@ -1,0 +1,229 @@
+"""Backup policies on a real libvirtd host: full + incrementals through libvirt's backup API,
+restores at every point compared byte for byte, verify, a stopped guest's copy, quiesce, copyTo.
+
+The guest runs in firmware only (no OS): data is written into its qcow2 disk by QEMU itself
+(`qemu-io` through the monitor, on the disk's device, so the writes go through the same block
+layer the guest's would and set the same dirty bitmaps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.engine_helpers import ok, virtsync
+from tests.hosts.hermetic import HermeticHost
+
+pytestmark = [pytest.mark.e2e, pytest.mark.backups, pytest.mark.timeout(600)]
+
+MiB = 1 << 20
+DISK = 64 * MiB
+# (pattern, offset, length): A fills 24 MiB; B rewrites 1 MiB inside A; C writes 1 MiB elsewhere.
+A, B, C = (0xAA, 0, 24 * MiB), (0xBB, 4 * MiB, MiB), (0xCC, 30 * MiB, MiB)
+D = (0xDD, 40 * MiB, MiB)  # written while the guest is stopped
+
+
+def _specs(tmp: Path, uri: str, extra: str = "") -> Path:
+    d = tmp / "specs"
+    d.mkdir(exist_ok=True)
+    for sub in ("pool", "backups", "copies"):
+        (tmp / sub).mkdir(exist_ok=True)
+    data = tmp / "pool" / "db-data.qcow2"
+    if not data.exists():  # qemu-img makes qcow2 v3, which carries dirty bitmaps
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), str(DISK)], check=True)
+    (d / "lab.yaml").write_text(f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: bk}}
+spec: {{uri: "{uri}", storage: {{allowedDirs: ["{tmp}"]}}}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: guests}}
+spec: {{host: bk, path: "{tmp}/pool"}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: backups}}
+spec: {{host: bk, path: "{tmp}/backups"}}
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: db, labels: {{backup: nightly}}}}
+spec:
+  host: bk
+  state: running
+  memory: 64MiB
+  disks:
+    - {{name: root, pool: guests, size: 8MiB, format: raw}}
+    - {{name: data, path: "{data}"}}
+  shutdownTimeout: 5s
+---
+apiVersion: virtsync/v1
+kind: BackupPolicy
+metadata: {{name: nightly}}
+spec:
+  selector: {{matchLabels: {{backup: nightly}}}}
+  schedule: "0 3 * * *"
+  target: {{pool: backups, copyTo: "{tmp}/copies"}}
+  fullEvery: 7
+  retain: {{daily: 7}}
+  quiesce: auto
+{extra}""")
+    return d
+
+
+def _alias(host: HermeticHost, guest: str, path: str) -> str:
+    xml = host.virsh("dumpxml", guest)
+    at = xml.index(f"file='{path}'")
+    return xml[xml.index("<alias name='", at) + len("<alias name='"):].split("'")[0]
+
+
+def _write(host: HermeticHost, guest: str, path: str, pattern: tuple[int, int, int]) -> None:
+    value, offset, length = pattern
+    dev = f"{_alias(host, guest, path)}/virtio-backend"
+    out = host.virsh("qemu-monitor-command", guest, "--hmp",
+                     f'qemu-io -d {dev} "write -P {value:#x} {offset} {length}"')
+    assert "rror" not in out, out
+    check = host.virsh("qemu-monitor-command", guest, "--hmp",
+                       f'qemu-io -d {dev} "read -P {value:#x} {offset} {length}"')
+    assert "fail" not in check.lower(), check
+
+
+def _expected(*patterns: tuple[int, int, int], size: int = 48 * MiB) -> str:
+    data = bytearray(size)
+    for value, offset, length in patterns:
+        data[offset:offset + length] = bytes([value]) * length
+    return hashlib.sha256(data).hexdigest()
+
+
+def _content(image: Path, tmp: Path, size: int = 48 * MiB) -> str:
+    raw = tmp / f"{image.name}.raw"
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", str(image), str(raw)], check=True)
+    with raw.open("rb") as f:
+        digest = hashlib.sha256(f.read(size)).hexdigest()
+    raw.unlink()
+    return digest
+
+
+def _list(specs: Path, guest: str, *extra: str) -> list[dict[str, Any]]:
+    doc = json.loads(ok(virtsync("backups", "list", guest, str(specs), "--format", "json", *extra)))
+    rows: list[dict[str, Any]] = doc["backups"]
+    return rows
+
+
+def _disk(row: dict[str, Any], target: str) -> dict[str, Any]:
+    return next(d for d in row["disks"] if d["target"] == target)
+
+
+def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    specs = _specs(tmp_path, hermetic_host.uri)
+    data = str(tmp_path / "pool" / "db-data.qcow2")
+    ok(virtsync("apply", str(specs), "--yes"))
+    points = []
+    for day, pattern in enumerate((A, B, C), start=1):
+        _write(hermetic_host, "db", data, pattern)
+        run = virtsync("backups", "run", str(specs), "--at", f"2026-03-0{day}T03:00:00Z")
+        out = ok(run)
+        points.append(out)
+        assert "bytes" in run.stderr  # progress lines on the terminal
+    assert "took vs-nightly-20260301T030000Z full (push)" in points[0]
+    assert "full: the policy has no backup of the guest yet" in points[0]
+    assert "incremental (push)" in points[1] and "incremental: from vs-nightly-20260301T030000Z" in points[1]
+    assert "incremental: from vs-nightly-20260302T030000Z" in points[2]
+    assert "raw disk: no dirty bitmaps" in points[1]  # the root disk is copied whole every time, and says so
+    assert "nothing due" in ok(virtsync("backups", "run", str(specs), "--at", "2026-03-03T03:00:10Z"))
+
+    rows = _list(specs, "db")
+    assert [r["kind"] for r in rows] == ["full", "incremental", "incremental"]
+    assert rows[2]["chain"] == [r["id"] for r in rows]
+    full, second = _disk(rows[0], "vdb"), _disk(rows[2], "vdb")
+    untouched = A[2] - C[2]  # of what the full holds, C rewrote none: at least A minus C's size stays out
+    print(f"\nvdb: full {full['size']} bytes, incrementals {_disk(rows[1], 'vdb')['size']} and {second['size']}")
+    assert full["size"] - second["size"] >= untouched
+    assert second["backing"] == _disk(rows[1], "vdb")["file"]
+    assert _disk(rows[1], "vda")["mode"] == "full" and "raw disk" in _disk(rows[1], "vda")["reason"]
+    # Only the newest backup's checkpoint is left on the guest (the next incremental starts from it).
+    assert hermetic_host.virsh("checkpoint-list", "db", "--name").split() == [rows[2]["checkpoint"]]
+
+    expected = [_expected(A), _expected(A, B), _expected(A, B, C)]
+    for i, row in enumerate(rows):
+        out = ok(virtsync("backups", "restore", "db", "--at", row["id"], "--as", f"db-r{i}", str(specs), "--yes"))
+        assert f"bk/db-r{i} restored from {row['id']}" in out
+        restored = tmp_path / "pool" / f"db-r{i}-vdb.qcow2"
+        assert _content(restored, tmp_path) == expected[i], f"restore of point {i + 1} differs"
+        xml = hermetic_host.virsh("dumpxml", "--inactive", f"db-r{i}")
+        assert str(restored) in xml and "<uuid>" in xml
+    uuid = hermetic_host.virsh("domuuid", "db").strip()
+    assert uuid not in hermetic_host.virsh("dumpxml", "--inactive", "db-r0")
+    # --at a time: the newest backup at or before it
+    ok(virtsync("backups", "restore", "db", "--at", "2026-03-02T12:00:00Z", "--as", "db-t", str(specs), "--yes"))
+    assert _content(tmp_path / "pool" / "db-t-vdb.qcow2", tmp_path) == expected[1]
+
+    verify = virtsync("backups", "verify", str(specs), "--format", "json")
+    doc = json.loads(ok(verify))
+    assert doc["ok"] and len(doc["backups"]) == 3 and not any(b["problems"] for b in doc["backups"])
+
+    # A running guest's disks are never overwritten.
+    refused = virtsync("backups", "restore", "db", "--at", rows[0]["id"], str(specs), "--yes")
+    ok(refused, 1)
+    assert "db is running" in refused.stderr
+
+    # copyTo: the chain was streamed off the host; it verifies and restores from the copy.
+    copies = sorted(p.name for p in (tmp_path / "copies" / "db").iterdir())
+    assert len([n for n in copies if n.endswith(".manifest.json")]) == 3
+    doc = json.loads(ok(virtsync("backups", "verify", str(specs), "--from-copy", "--format", "json")))
+    assert doc["ok"] and len(doc["backups"]) == 3
+    ok(virtsync("backups", "restore", "db", "--at", rows[2]["id"], "--as", "db-c", "--from-copy", str(specs),
+                "--yes"))
+    assert _content(tmp_path / "pool" / "db-c-vdb.qcow2", tmp_path) == expected[2]
+
+    # A corrupted backup file fails verify, naming the file.
+    victim = tmp_path / "copies" / "db" / _disk(rows[1], "vdb")["file"]
+    with victim.open("r+b") as f:
+        f.seek(victim.stat().st_size - 1)
+        f.write(b"\x01")
+    bad = virtsync("backups", "verify", str(specs), "--from-copy")
+    ok(bad, 1)
+    assert f"{victim.name} sha256" in bad.stdout
+
+    # A stopped guest: its disks are copied whole, and the copy restores.
+    hermetic_host.virsh("destroy", "db")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P {D[0]:#x} {D[1]} {D[2]}", data], check=True,
+                   capture_output=True)
+    out = ok(virtsync("backups", "run", str(specs), "--at", "2026-03-04T03:00:00Z"))
+    assert "full (copy)" in out and "the guest is stopped" in out
+    assert "checkpoint left until a pass finds the guest running" in out
+    stopped = _list(specs, "db")[-1]
+    assert stopped["method"] == "copy" and stopped["checkpoint"] is None and stopped["parent"] is None
+    ok(virtsync("backups", "restore", "db", "--at", stopped["id"], "--as", "db-s", str(specs), "--yes"))
+    assert _content(tmp_path / "pool" / "db-s-vdb.qcow2", tmp_path) == _expected(A, B, C, D)
+    # and the stopped guest itself, in place (same UUID)
+    ok(virtsync("backups", "restore", "db", "--at", rows[0]["id"], str(specs), "--yes"))
+    assert _content(Path(data), tmp_path) == expected[0]
+    assert hermetic_host.virsh("domuuid", "db").strip() == uuid
+
+
+def test_quiesce_required_without_an_agent_fails_and_leaves_nothing(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    specs = _specs(tmp_path, hermetic_host.uri)
+    lab = specs / "lab.yaml"
+    lab.write_text(lab.read_text().replace("quiesce: auto", "quiesce: required"))
+    ok(virtsync("apply", str(specs), "--yes"))
+    run = virtsync("backups", "run", str(specs), "--at", "2026-03-01T03:00:00Z")
+    ok(run, 1)
+    assert "failed vs-nightly-20260301T030000Z" in run.stdout
+    assert "quiesce: required" in run.stdout and "no backup was made" in run.stdout
+    assert not [p.name for p in (tmp_path / "backups").iterdir() if not p.name.startswith(".virtsync-owner")]
+    assert not hermetic_host.virsh("checkpoint-list", "db", "--name").split()
+    # auto: the same guest is backed up unfrozen, and the manifest says so
+    lab.write_text(lab.read_text().replace("quiesce: required", "quiesce: auto"))
+    ok(virtsync("backups", "run", str(specs), "--at", "2026-03-01T03:00:00Z"))
+    assert _list(specs, "db")[0]["quiesced"] is False
