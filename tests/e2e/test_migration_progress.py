@@ -1,5 +1,6 @@
-"""A live migration between two real libvirtd hosts shows its progress (bytes of the job's total,
-from libvirt's job statistics) as an updating line when `virtsync apply` runs on a terminal."""
+"""Moves between two real libvirtd hosts show their progress: a live migration (bytes of the job's
+total, from libvirt's job statistics) as an updating line when `virtsync apply` runs on a
+terminal, a cold move's volume copy as plain lines through a pipe."""
 
 from __future__ import annotations
 
@@ -80,3 +81,42 @@ spec: {{host: {where}, memory: 1GiB, state: running}}
     final = out.split(label)[-1].split("\n")[0]
     assert re.match(r"([\d.]+ [KMG]?i?B) / \1 \(100%\)", final), repr(final)
     print(f"\nmigration progress drawn {out.count(label)} times; last: {final.strip()!r}")
+
+
+def test_a_cold_moves_volume_copy_in_a_pipe_shows_plain_progress_lines(
+        hermetic_host_factory: HostFactory, tmp_path: Path) -> None:
+    a, b = hermetic_host_factory("qa"), hermetic_host_factory("qb")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    def write(where: str) -> None:
+        docs = [f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: {name}}}
+spec: {{uri: "{host.uri}"}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: movepool}}
+spec: {{host: {name}, path: /var/lib/libvirt/images/movepool}}
+""" for name, host in (("qa", a), ("qb", b))]
+        docs.append(f"""apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: boxed}}
+spec:
+  host: {where}
+  state: stopped
+  memory: 64MiB
+  disks: [{{name: root, pool: movepool, size: 8MiB, format: raw}}]
+""")
+        (specs / "fleet.yaml").write_text("---\n".join(docs))
+
+    write("qa")
+    ok(virtsync("apply", str(specs), "--yes"))
+    write("qb")
+    proc = virtsync("apply", str(specs), "--yes")  # stdout and stderr are pipes
+    ok(proc)
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("copy movepool/boxed-root.img qa → qb: ")]
+    assert lines and lines[-1].startswith("copy movepool/boxed-root.img qa → qb: 8.0 MiB"), proc.stderr
+    assert "boxed-root.img" in b.virsh("vol-list", "movepool")
