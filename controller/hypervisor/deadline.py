@@ -16,16 +16,16 @@ and one that does not is cut off by keepalive. Callers report their progress ins
 
 from __future__ import annotations
 
+import _thread
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import libvirt
 
 from controller.errors import HostUnreachable
+from controller.hypervisor import fault_injection
 
 # Calls that may rightly take longer than any call deadline.
 LONG_CALLS = frozenset({
@@ -46,6 +46,20 @@ _BOUNDED_TYPES = tuple(t for t in (
     if isinstance(t, type))
 
 
+class _Call:
+    """One call handed to a worker; ``done`` is released when it has returned or raised (a bare
+    lock: cheaper than a Future, and every libvirt call pays for it)."""
+
+    __slots__ = ("args", "done", "error", "fn", "kwargs", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+
+
 class CallRunner:
     """A host's worker threads: runs each call there and waits for it with a deadline."""
 
@@ -54,8 +68,7 @@ class CallRunner:
         self.uri = uri
         self.timeout = timeout
         self.hung = ""  # why the host counts as hung; set by the first overrun call
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
-                                             dict[str, Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._idle = 0
         self._workers = 0
         self._lock = threading.Lock()
@@ -68,34 +81,34 @@ class CallRunner:
         limit = None if long else (timeout if timeout is not None else self.timeout)
         if limit is None:  # keepalive alone bounds it: waiting on a worker would add nothing
             return fn(*args, **kwargs)
-        future: Future[Any] = Future()
+        job = _Call(fn, args, kwargs)
         with self._lock:
             if self._idle:
-                self._idle -= 1  # that worker takes the item put below
+                self._idle -= 1  # that worker takes the job put below
             else:
                 self._workers += 1
                 threading.Thread(target=self._work, name=f"libvirt-{self.host}-{self._workers}",
                                  daemon=True).start()
-        self._queue.put((future, fn, args, kwargs))
-        try:
-            return future.result(limit)
-        except FutureTimeout:
+        self._queue.put(job)
+        if not job.done.acquire(timeout=limit):
             self.hung = f"no answer from {self.uri} within {limit:g}s ({what})"
-            raise HostUnreachable(self.hung, host=self.host) from None
+            raise HostUnreachable(self.hung, host=self.host)
+        if job.error is not None:
+            raise job.error
+        return job.result
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:  # handed to the caller, who maps it
-                    future.set_exception(exc)
+            try:
+                job.result = job.fn(*job.args, **job.kwargs)
+            except BaseException as exc:  # handed to the caller, who maps it
+                job.error = exc
             with self._lock:
                 self._idle += 1
+            job.done.release()
 
     def close(self) -> None:
         """Let the idle workers end (a blocked one ends when its call does)."""
@@ -127,9 +140,12 @@ class Bounded:
             return attr
         runner = self._runner
         long = name in LONG_CALLS
+        target = self._target
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return bounded(runner.call(name, attr, *args, long=long, **kwargs), runner)
+            result = runner.call(name, attr, *args, long=long, **kwargs)
+            fault_injection.after_call(target, name)  # crash-point tests only (env var)
+            return bounded(result, runner)
 
         call.__name__ = name
         return call
