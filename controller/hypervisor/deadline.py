@@ -150,12 +150,6 @@ class Bounded:
         call.__name__ = name
         return call
 
-    def __eq__(self, other: object) -> bool:
-        return bool(self._target == (other._target if isinstance(other, Bounded) else other))
-
-    def __hash__(self) -> int:
-        return hash(self._target)
-
     def __repr__(self) -> str:
         return f"Bounded({self._target!r})"
 

@@ -1,0 +1,74 @@
+"""The per-call deadline: a call that overruns fails its caller, marks the host hung, and later
+calls fail at once instead of queueing behind it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import libvirt
+import pytest
+
+from controller.errors import HostUnreachable
+from controller.hypervisor.deadline import LONG_CALLS, Bounded, CallRunner, bounded
+
+
+def test_a_call_within_its_deadline_returns_its_value_and_raises_its_error() -> None:
+    runner = CallRunner("h", "test:///default", 5)
+    assert runner.call("add", lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(ZeroDivisionError):
+        runner.call("div", lambda: 1 / 0)
+    assert not runner.hung
+
+
+def test_an_overrun_call_fails_within_the_deadline_and_later_calls_fail_at_once() -> None:
+    runner = CallRunner("kvm2", "qemu+tcp://kvm2/system", 0.3)
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match=r"kvm2: no answer from qemu\+tcp://kvm2/system within 0.3s \(wait\)"):
+        runner.call("wait", release.wait)
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match="no answer from"):
+        runner.call("other", lambda: 1)
+    assert time.monotonic() - started < 0.1
+    release.set()
+
+
+def test_long_operations_have_no_call_deadline() -> None:
+    runner = CallRunner("h", "test:///default", 0.05)
+    assert runner.call("migrate", lambda: time.sleep(0.2) or "done", long=True) == "done"
+    assert not runner.hung
+    assert {"migrateToURI3", "createXMLFrom", "sendAll", "snapshotCreateXML"} <= LONG_CALLS
+
+
+def test_concurrent_calls_each_get_a_worker() -> None:
+    runner = CallRunner("h", "test:///default", 5)
+    barrier = threading.Barrier(4, timeout=3)
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        results.append(runner.call("meet", lambda: barrier.wait() * 0 + i))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(results) == [0, 1, 2, 3]  # all four ran at once: the barrier let them through
+
+
+def test_bounded_libvirt_objects_wrap_what_they_return_and_pass_as_plain_ones() -> None:
+    conn = bounded(libvirt.open("test:///default"), CallRunner("h", "test:///default", 5))
+    assert isinstance(conn, Bounded)
+    doms = conn.listAllDomains(0)
+    assert doms and all(isinstance(d, Bounded) for d in doms)
+    assert doms[0].name() == "test"
+    pool = conn.storagePoolLookupByName("default-pool")
+    assert isinstance(pool, Bounded)
+    vol = pool.createXML("<volume><name>src.img</name><capacity>1048576</capacity></volume>")
+    assert isinstance(vol, Bounded)
+    # Handed to another libvirt method, a Bounded object is its plain self (libvirt reads ._o).
+    clone = pool.createXMLFrom("<volume><name>copy.img</name><capacity>1048576</capacity></volume>", vol)
+    assert clone.name() == "copy.img"
+    conn.close()
