@@ -230,6 +230,8 @@ def test_status_page_shows_drift_and_its_filters_hide_in_sync_objects_in_chromiu
         wait_for(lambda: {k: o["status"] for k, o in svc.objects().items()}
                  == {"Guest/web": "in-sync", "Guest/db": "in-sync", "Guest/quiet": "in-sync"},
                  60, "all three guests created and in sync", svc)
+        acts = svc.status()["service"]["recentActions"]  # what the timeline shows, as JSON
+        assert any(a["name"] == "web" and a["op"] == "start" and a["commit"] == commit for a in acts), acts
         # db only reported from now on, then changed out of band: it stays drifting
         _specs(specs, hermetic_host.uri, side, "report")
         wait_for(lambda: svc.objects()["Guest/db"]["reconcile"] == "report", 20, "db report-only", svc)
