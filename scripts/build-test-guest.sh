@@ -5,7 +5,7 @@
 #
 #   scripts/build-test-guest.sh [--force]
 #
-# Output, in $VIRTSYNC_TEST_GUEST_DIR (default REPO/.cache/test-guest/):
+# Output, in $VIRTSYNC_TEST_GUEST_DIR (default ~/.cache/virtsync-tests/test-guest/):
 #   vmlinuz      the kernel of linux-image-amd64's current ABI package (a bzImage)
 #   vmlinux      the same kernel as an uncompressed ELF, booted through its PVH entry: no
 #                decompressor, ~3 s less to a working agent under TCG (absent if the
@@ -28,7 +28,7 @@ set -euo pipefail
 
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(dirname "$(dirname "$script")")
-out=${VIRTSYNC_TEST_GUEST_DIR:-$repo/.cache/test-guest}
+out=${VIRTSYNC_TEST_GUEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/virtsync-tests/test-guest}
 force=0
 case ${1:-} in
   --force) force=1 ;;

@@ -5,7 +5,7 @@
 #
 #   scripts/build-xen-host.sh [--force]
 #
-# Output, in $VIRTSYNC_XEN_HOST_DIR (default REPO/.cache/xen-host/):
+# Output, in $VIRTSYNC_XEN_HOST_DIR (default ~/.cache/virtsync-tests/xen-host/):
 #   xen          the hypervisor (xen-hypervisor-4.17-amd64's xen-4.17-amd64.gz, gunzipped:
 #                a 32-bit multiboot ELF that QEMU's -kernel boots)
 #   vmlinuz      dom0 kernel (linux-image-amd64's current ABI package)
@@ -26,7 +26,9 @@ set -euo pipefail
 
 script=$(readlink -f "${BASH_SOURCE[0]}")
 repo=$(dirname "$(dirname "$script")")
-out=${VIRTSYNC_XEN_HOST_DIR:-$repo/.cache/xen-host}
+# Outside the checkout: a clean clone on the same machine reuses the image (it is rebuilt
+# when its inputs change: see VERSION below).
+out=${VIRTSYNC_XEN_HOST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/virtsync-tests/xen-host}
 mirror=${VIRTSYNC_DEBIAN_MIRROR:-$("$repo/scripts/apt-source.sh" main)}
 suite=bookworm
 force=0

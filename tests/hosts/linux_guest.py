@@ -1,7 +1,7 @@
 """The Linux test guest: a Debian kernel and a busybox + qemu-guest-agent initramfs.
 
 scripts/build-test-guest.sh builds it from Debian packages into a cache directory
-(``$VIRTSYNC_TEST_GUEST_DIR``, default ``REPO/.cache/test-guest``) and rebuilds only when the
+(``$VIRTSYNC_TEST_GUEST_DIR``, default ``~/.cache/virtsync-tests/test-guest``: outside the checkout) and rebuilds only when the
 packages change. Booted by direct kernel boot, the guest:
 
 - prints ``virtsync-test-guest: booted`` on its console (``console=ttyS0`` for KVM/QEMU,
@@ -41,8 +41,12 @@ class TestGuestError(RuntimeError):
     __test__ = False  # not a pytest test class
 
 
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("VIRTSYNC_TEST_GUEST_DIR") or REPO / ".cache" / "test-guest")
+    return Path(os.environ.get("VIRTSYNC_TEST_GUEST_DIR") or _user_cache() / "virtsync-tests" / "test-guest")
 
 
 def ensure_test_guest(pvh: bool = True) -> tuple[Path, Path]:

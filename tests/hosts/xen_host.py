@@ -1,7 +1,8 @@
 """A real Xen host for end-to-end tests: Xen 4.17 + a Debian dom0 running libvirtd, under QEMU.
 
 scripts/build-xen-host.sh builds the image (``xen``, ``vmlinuz``, ``dom0.cpio.gz``) into
-``$VIRTSYNC_XEN_HOST_DIR`` (default ``REPO/.cache/xen-host``); :class:`XenHost` boots it with
+``$VIRTSYNC_XEN_HOST_DIR`` (default ``~/.cache/virtsync-tests/xen-host``, outside the checkout so that a
+clean clone on the same machine reuses it); :class:`XenHost` boots it with
 QEMU's TCG (Xen 4.17 dies at once under KVM here, and libvirt's libxl driver needs a named CPU
 model such as Nehalem, see DESIGN.md) and forwards a free loopback port to dom0's libvirtd, which
 listens on TCP without authentication: connect to :attr:`XenHost.uri`.
@@ -35,8 +36,12 @@ class XenHostError(RuntimeError):
     pass
 
 
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("VIRTSYNC_XEN_HOST_DIR") or REPO / ".cache" / "xen-host")
+    return Path(os.environ.get("VIRTSYNC_XEN_HOST_DIR") or _user_cache() / "virtsync-tests" / "xen-host")
 
 
 @functools.cache
