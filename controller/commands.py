@@ -353,7 +353,7 @@ def cmd_adopt(args: argparse.Namespace) -> int:
         return chosen
 
     try:
-        result = engine.reconcile(SpecSet(tuple(items)), scope, commit=args.commit, gate=gate)
+        result = engine.reconcile(SpecSet(tuple(items)), scope, commit=args.commit, gate=gate, on_wait=_waiting)
     finally:
         engine.close()
     if stopped:
