@@ -67,7 +67,7 @@ def next_backup(policy: BackupPolicy, state: GuestBackups, at: datetime, *, full
     elif len(chain_of(newest, by_id) or []) >= policy.spec.full_every:
         why = f"full: the chain of {newest.id} has fullEvery ({policy.spec.full_every}) backups"
     elif newest.checkpoint is None:
-        why = f"full: {newest.id} has no checkpoint (the guest was stopped)"
+        why = f"full: {newest.id} has no checkpoint (the guest was stopped, or no disk of it carries dirty bitmaps)"
     elif newest.checkpoint not in state.checkpoints:
         why = f"full: the guest no longer has checkpoint {newest.checkpoint}"
     if why:

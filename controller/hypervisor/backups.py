@@ -454,8 +454,8 @@ class BackupOps:
                 prev = before.get(d.target)
                 inc = (backup.kind == "incremental" and d.bitmaps and prev is not None and parent is not None
                        and parent.checkpoint is not None)
-                reason = "" if inc or backup.kind == "full" else (
-                    d.reason or f"{d.target} was not in {parent.id if parent else 'the parent'}, backed up whole")
+                reason = "" if inc else d.reason or ("" if backup.kind == "full" else
+                                                     f"not in {parent.id if parent else 'the parent'}, backed up whole")
                 backing = store.file(prev.file) if inc and prev is not None else None
                 self._new_volume(store, name, d.capacity, backing)
                 made.append(name)

@@ -227,3 +227,40 @@ def test_quiesce_required_without_an_agent_fails_and_leaves_nothing(
     lab.write_text(lab.read_text().replace("quiesce: required", "quiesce: auto"))
     ok(virtsync("backups", "run", str(specs), "--at", "2026-03-01T03:00:00Z"))
     assert _list(specs, "db")[0]["quiesced"] is False
+
+
+def test_a_backup_of_the_linux_guest_frozen_through_its_agent_records_quiesced_true(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    from tests.hosts.linux_guest import ensure_test_guest, link_or_copy, make_ext4_image, wait_for_agent
+
+    kernel, initrd = ensure_test_guest()
+    boot = tmp_path / "boot"
+    kernel, initrd = link_or_copy(kernel, boot), link_or_copy(initrd, boot)
+    specs = _specs(tmp_path, hermetic_host.uri)
+    fs = make_ext4_image(tmp_path / "pool" / "fs.img", 32)
+    text = (specs / "lab.yaml").read_text()
+    text = text.replace('spec: {uri: "', 'spec: {hypervisor: qemu, uri: "')
+    text = text.replace("metadata: {name: db, labels: {backup: nightly}}", "metadata: {name: db, labels: {}}")
+    text = text.replace("quiesce: auto", "quiesce: required")
+    text += f"""---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: linux, labels: {{backup: nightly}}}}
+spec:
+  host: bk
+  memory: 256MiB
+  agent: true
+  boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  disks: [{{name: data, path: "{fs}", format: raw}}]
+"""
+    (specs / "lab.yaml").write_text(text)
+    ok(virtsync("apply", str(specs), "--yes"))
+    wait_for_agent(hermetic_host, "linux", timeout=120)
+    out = ok(virtsync("backups", "run", str(specs), "--at", "2026-05-01T03:00:00Z"))
+    assert "bk/linux [nightly] took vs-nightly-20260501T030000Z full (push)" in out
+    assert "quiesced=True" in out and "raw disk: no dirty bitmaps" in out
+    [row] = _list(specs, "linux")
+    assert row["quiesced"] is True and row["checkpoint"] is None  # a raw disk alone: no bitmap to mark
+    doc = json.loads(ok(virtsync("backups", "verify", str(specs), "--format", "json")))
+    assert doc["ok"] and [b["guest"] for b in doc["backups"]] == ["linux"]
