@@ -109,6 +109,9 @@ def find(text: str) -> list[Entry]:
     kind, name = _query(text)
     all_entries = entries()
     found = [e for e in all_entries if e.name.lower() == name.lower() and kind in (None, e.kind)]
+    if not found and "." not in name:  # a field's own name inside a list or block: cache, hosts
+        found = [e for e in all_entries if e.name.lower().rsplit(".", 1)[-1] == name.lower()
+                 and kind in (None, e.kind)]
     if found:
         return found
     names = sorted({e.title for e in all_entries} | {e.name for e in all_entries if kind in (None, e.kind)})
