@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.plan.actions import FieldChange, ObjectDrift, Plan
+from controller.report.plan_render import value_text
 
 DRIFT_SCHEMA_VERSION = 1
 DRIFTING = ("drift", "missing", "extra")  # what makes `drift` exit 2
@@ -50,7 +51,7 @@ def _v(v: Any) -> str:
         return "-"
     if isinstance(v, list):
         return ",".join(str(x) for x in v) or "[]"
-    return str(v)
+    return value_text(v)  # the plan's spelling: true, key=value items (never a Python repr)
 
 
 def _field(c: FieldChange) -> str:

@@ -43,6 +43,9 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+value_text = _value  # drift's report spells values the same way
+
+
 def _nested(v: Any) -> str:
     return "{" + _value(v) + "}" if isinstance(v, dict) and v else _value(v)
 
