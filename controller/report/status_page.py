@@ -64,7 +64,8 @@ class StatusView:
     spec_error: Sequence[str] = ()
     events: Sequence[tuple[datetime, str, str]] = ()  # newest first: (at, level, message)
     actions: Sequence[ActionEntry] = ()  # newest first
-    last_change: Mapping[ResourceKey, ActionEntry] = field(default_factory=dict)
+    last_change: Mapping[ResourceKey, ActionEntry] = field(default_factory=dict)  # this service's
+    owner_commits: Mapping[ResourceKey, str] = field(default_factory=dict)  # from ownership records
     reconciles: Sequence[ReconcileSample] = ()  # oldest first
     last_sync: Mapping[str, datetime | None] = field(default_factory=dict)
     suspended: bool = False
@@ -243,15 +244,19 @@ def _state(o: ObjectDrift) -> str:
     return " ".join(parts) or "<span class='none'>—</span>"
 
 
-def _last_change(entry: ActionEntry | None, now: datetime) -> str:
+def _last_change(entry: ActionEntry | None, owner_commit: str, now: datetime) -> str:
+    """This service's last action on the object, else the commit its ownership record names
+    (what virtsync last changed it to, by whichever run: known after a restart too)."""
+    commit = (entry.commit if entry is not None else "") or owner_commit
+    shown = (f"<small>commit</small> <code class='commit' title='{_e(commit)}'>{_e(commit[:10])}</code>"
+             if commit else "")
     if entry is None:
-        return "<span class='none'>none seen</span>"
-    commit = f" <code title='{_e(entry.commit)}'>{_e(entry.commit[:10])}</code>" if entry.commit else ""
+        return (shown + " <small>(ownership record)</small>") if commit else "<span class='none'>none seen</span>"
     return (f"<span class='op'>{_e(entry.op)}</span> <small>{_e(_ago(now, entry.at))}</small>"
-            + (f"<br><small>commit</small>{commit}" if commit else ""))
+            + (f"<br>{shown}" if shown else ""))
 
 
-def _row(o: ObjectDrift, pending: Pending | None, last: ActionEntry | None, now: datetime) -> str:
+def _row(o: ObjectDrift, pending: Pending | None, last: ActionEntry | None, commit: str, now: datetime) -> str:
     if o.status == "missing":
         drift = "<span class='missing'>not defined on the host</span>"
     else:
@@ -267,7 +272,7 @@ def _row(o: ObjectDrift, pending: Pending | None, last: ActionEntry | None, now:
             f"<td data-label='Status'><span class='badge {_e(o.status)}'>{_e(o.status)}</span></td>"
             f"<td data-label='State'>{_state(o)}</td>"
             f"<td data-label='Drift' class='drift-cell'>{drift or '<span class=none>—</span>'}</td>"
-            f"<td data-label='Last change'>{_last_change(last, now)}</td>"
+            f"<td data-label='Last change'>{_last_change(last, commit, now)}</td>"
             + (f"<td data-label='Snapshots / backups'>{_freshness(o.info or {}, now)}</td></tr>"
                if o.key.kind == "Guest" else "<td></td></tr>"))
 
@@ -292,7 +297,8 @@ def _host(hp: HostPlan, view: StatusView) -> str:
                "<th>Last change</th><th>Snapshots / backups</th></tr></thead><tbody>")
     for o in sorted(hp.drift, key=lambda o: (STATUS_ORDER.index(o.status) if o.status in STATUS_ORDER else 0,
                                              o.key.kind, o.key.name)):
-        out.append(_row(o, pending.get(o.key), view.last_change.get(o.key), view.now))
+        out.append(_row(o, pending.get(o.key), view.last_change.get(o.key), view.owner_commits.get(o.key, ""),
+                        view.now))
     for k in hp.unmanaged:
         out.append(f"<tr class='obj' data-status='unmanaged' data-kind='{_e(k.kind)}' data-name='{_e(k.name)}'>"
                    f"<td data-label='Object'>{_e(k.kind)} <code>{_e(k.name)}</code></td>"

@@ -402,6 +402,8 @@ class Service:
         for hp in result.plan.hosts:
             if hp.host in result.obs.partial:
                 continue  # looked at for a move only: its own reconcile reports it
+            if hp.host in result.obs.states:
+                self.status.note_owners(result.obs.states[hp.host])  # the page's "last change" commits
             pending = {p.key: p for p in hp.pending}
             keep: set[ResourceKey] = set()
             for entry in hp.drift:
@@ -541,6 +543,7 @@ class Service:
             loaded_at=self.desired.loaded_at, spec_error=[d.render() for d in err.diagnostics] if err else [],
             events=[(ev.at, ev.level, ev.message) for ev in self.status.recent()],
             actions=self.status.recent_actions()[:30], last_change=self.status.last_changes(),
+            owner_commits=self.status.commits(),
             reconciles=self.status.recent_reconciles(),
             last_sync={h: s.last_sync for h, s in hosts.items()}, suspended=self.suspended))
 

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from controller.model.state import ResourceKey
+from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import HostPlan, ObjectDrift, Pending, Plan
 from controller.report.status_page import ActionEntry, ReconcileSample
 
@@ -40,6 +40,8 @@ class StatusStore:
     actions: deque[ActionEntry] = field(default_factory=lambda: deque(maxlen=100))
     last_change: dict[ResourceKey, ActionEntry] = field(default_factory=dict)
     reconciles: deque[ReconcileSample] = field(default_factory=lambda: deque(maxlen=120))
+    # the commit each owned object was last changed by, from its ownership record on the host
+    owner_commits: dict[ResourceKey, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, level: str, message: str) -> None:
@@ -69,6 +71,20 @@ class StatusStore:
     def recent_reconciles(self) -> list[ReconcileSample]:
         with self._lock:
             return list(self.reconciles)
+
+    def note_owners(self, state: HostState) -> None:
+        """The commits of the owned objects an observation of a host read (known after a restart too)."""
+        found = {}
+        for kind, objects in (("Guest", state.guests), ("Network", state.networks), ("StoragePool", state.pools)):
+            for name, obj in objects.items():
+                if obj.owner is not None and obj.owner.commit:
+                    found[ResourceKey(state.host, kind, name)] = obj.owner.commit
+        with self._lock:
+            self.owner_commits.update(found)
+
+    def commits(self) -> dict[ResourceKey, str]:
+        with self._lock:
+            return {k: v for k, v in self.owner_commits.items() if k in self.objects}
 
     def set_host(self, name: str, uri: str, *, error: str = "", synced: bool = False,
                  unmanaged: tuple[ResourceKey, ...] | None = None,
@@ -102,12 +118,14 @@ class StatusStore:
                 del self.objects[key]
                 self.pending.pop(key, None)
                 self.last_change.pop(key, None)
+                self.owner_commits.pop(key, None)
 
     def forget_object(self, key: ResourceKey) -> None:
         with self._lock:
             self.objects.pop(key, None)
             self.pending.pop(key, None)
             self.last_change.pop(key, None)
+            self.owner_commits.pop(key, None)
 
     def forget_hosts(self, keep: set[str]) -> None:
         with self._lock:
@@ -116,6 +134,7 @@ class StatusStore:
             for key in [k for k in self.objects if k.host not in keep]:
                 del self.objects[key]
                 self.last_change.pop(key, None)
+                self.owner_commits.pop(key, None)
 
     def as_plan(self) -> Plan:
         """The stored standings shaped as a Plan, so the drift renderers can show them."""

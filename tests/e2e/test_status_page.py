@@ -336,5 +336,17 @@ def test_status_page_shows_drift_and_its_filters_hide_in_sync_objects_in_chromiu
         outside = [u for u in tools.requested_urls() if not u.startswith(svc.url + "/")]
         assert not outside, f"the page loaded things from elsewhere: {outside}"
         assert len(tools.requested_urls()) >= 2  # the page and at least one refresh
+
+        # a new service process has no action of its own to show: the last change's commit then
+        # comes from the ownership records on the host
+        svc.stop()
+        svc.start()
+        wait_for(lambda: svc.objects().get("Guest/db", {}).get("status") == "drift", 30, "db drifting again", svc)
+        tools.send("Page.navigate", {"url": svc.url + "/"})
+        for name in ("web", "db"):
+            text = tools.wait_js(f"(function(){{var r=document.querySelector(\"tr.obj[data-name='{name}']\");"
+                                 "return r&&r.innerText.indexOf('ownership record')>=0&&r.innerText;})()", 20,
+                                 f"{name}'s commit from its ownership record")
+            assert commit[:10] in text, text
     finally:
         svc.stop()

@@ -94,6 +94,17 @@ def test_drift_pending_restart_freshness_and_an_unreachable_host_are_shown() -> 
     assert "data-filter-host='kvm2'" in page and "data-filter-status='drift'" in page
 
 
+def test_without_an_action_of_its_own_the_last_change_is_the_ownership_records_commit() -> None:
+    db = ResourceKey("kvm1", "Guest", "db")
+    page = render_status_page(_view(owner_commits={db: "fedcba9876543210"}))
+    row = re.search(r"<tr class='obj' data-status='pending-restart'.*?</tr>", page, re.S)
+    assert row is not None and "fedcba9876" in row.group(0) and "(ownership record)" in row.group(0)
+    web = re.search(r"<tr class='obj' data-status='drift'.*?</tr>", page, re.S)
+    assert web is not None and "update" in web.group(0) and "(ownership record)" not in web.group(0)
+    bare = re.search(r"<tr class='obj' data-status='pending-restart'.*?</tr>", render_status_page(_view()), re.S)
+    assert bare is not None and "none seen" in bare.group(0)
+
+
 def test_the_latency_chart_draws_one_bar_per_reconcile_and_marks_failures() -> None:
     page = render_status_page(_view())
     svg = re.search(r"<svg .*?</svg>", page, re.S)
