@@ -214,7 +214,7 @@ def _change(c: FieldChange) -> str:
             f"{note}</div>")
 
 
-def _freshness(info: Mapping[str, Any], now: datetime) -> str:
+def _freshness(info: Mapping[str, Any]) -> str:
     """Snapshot and backup freshness, one chip per policy; the same shape for both
     ({policy, status, newest, ageSeconds}), so backups show as soon as the status has them."""
     chips = []
@@ -273,7 +273,7 @@ def _row(o: ObjectDrift, pending: Pending | None, last: ActionEntry | None, comm
             f"<td data-label='State'>{_state(o)}</td>"
             f"<td data-label='Drift' class='drift-cell'>{drift or '<span class=none>—</span>'}</td>"
             f"<td data-label='Last change'>{_last_change(last, commit, now)}</td>"
-            + (f"<td data-label='Snapshots / backups'>{_freshness(o.info or {}, now)}</td></tr>"
+            + (f"<td data-label='Snapshots / backups'>{_freshness(o.info or {})}</td></tr>"
                if o.key.kind == "Guest" else "<td></td></tr>"))
 
 
