@@ -285,6 +285,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     try:
         result = engine.reconcile(specs, scope, commit=args.commit)
         _add_snapshot_freshness(result.specs, result.plan, engine)
+        _add_backup_freshness(result.specs, result.plan, engine)
     finally:
         engine.close()
     plan = result.plan
@@ -311,6 +312,13 @@ def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any) -> None:
 
     hosts = {h.metadata.name: h for h in specs.hosts}
     annotate_freshness(specs, plan.hosts, lambda name: engine.snapshot_ops(hosts[name]), datetime.now(UTC))
+
+
+def _add_backup_freshness(specs: Any, plan: Any, engine: Any) -> None:
+    from controller.backups.runner import annotate_freshness
+
+    hosts = {h.metadata.name: h for h in specs.hosts}
+    annotate_freshness(specs, plan.hosts, lambda name: engine.backup_ops(hosts[name]), datetime.now(UTC))
 
 
 # ----------------------------------------------------------------- place

@@ -6,7 +6,7 @@ Also the read side of the verbs: the backups of a guest (``list``), the check of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.backups.manifest import Manifest
 from controller.backups.model import GuestBackups
+from controller.backups.monitor import freshness
 from controller.backups.policies import plan_pass, policies_for
 from controller.errors import HostError, VirtsyncError
 from controller.hypervisor.backups import (
@@ -26,6 +27,7 @@ from controller.hypervisor.backups import (
     verify_backup,
 )
 from controller.model.state import HostState
+from controller.plan.actions import HostPlan
 from controller.spec.models import BackupPolicy, BackupTarget, Guest
 from controller.spec.specset import SpecSet
 
@@ -202,6 +204,38 @@ def verify_all(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[
 
     chains = read_chains(specs, states, ops_for, from_copy=from_copy, use=check)
     return results, chains
+
+
+def annotate_freshness(specs: SpecSet, host_plans: Iterable[HostPlan], ops_for: Callable[[str], BackupOps],
+                       now: datetime) -> None:
+    """Each backup policy's newest-backup freshness into its guests' drift info (drift, /status)."""
+    if not specs.backup_policies:
+        return
+    guests = {g.metadata.name: g for g in specs.guests}
+    for hp in host_plans:
+        if hp.error:
+            continue
+        ops = ops_for(hp.host)
+        try:
+            if ops.unsupported():
+                continue  # run and list name such hosts; there is nothing to be fresh
+        except HostError:
+            continue
+        for entry in hp.drift:
+            g = guests.get(entry.key.name)
+            if entry.key.kind != "Guest" or g is None or entry.status == "missing":
+                continue
+            rows = []
+            for policy in policies_for(g.metadata.labels, specs.backup_policies):
+                try:
+                    with ops.store(policy.spec.target) as store:
+                        manifests, _ = read_manifests(store, g.metadata.name)
+                except HostError:
+                    manifests = []  # a target that is not there: no backup, which is critical
+                backups = [m.backup() for m in manifests if m.instance == ops.instance]
+                rows.append(freshness(policy, backups, now).as_json())
+            if rows:
+                entry.info["backups"] = rows
 
 
 def chain_for(manifests: list[Manifest], wanted: Manifest) -> list[Manifest]:

@@ -68,11 +68,12 @@ def render_text(report: DriftReport) -> str:
         c = Counter(o.status for o in hp.drift)
         lines.append(f"Host {hp.host}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())))
         for o in hp.drift:
-            for snap in o.info.get("snapshots", []) if o.info else []:
-                if snap["status"] != "ok":
-                    age = f"newest {snap['ageSeconds'] // 3600}h old" if snap["ageSeconds"] is not None else "none"
-                    lines.append(f"  SNAPSHOTS {snap['status'].upper():8} {o.key.kind} {o.key.name}: "
-                                 f"policy {snap['policy']}, {age}")
+            for what in ("snapshots", "backups"):
+                for snap in o.info.get(what, []) if o.info else []:
+                    if snap["status"] != "ok":
+                        age = f"newest {snap['ageSeconds'] // 3600}h old" if snap["ageSeconds"] is not None else "none"
+                        lines.append(f"  {what.upper()} {snap['status'].upper():8} {o.key.kind} {o.key.name}: "
+                                     f"policy {snap['policy']}, {age}")
             if o.status == "in-sync":
                 continue
             mode = f" [{o.reconcile}]" if o.reconcile != "enforce" else ""

@@ -222,6 +222,12 @@ def drift_schema() -> dict[str, Any]:
                                             "status": {"enum": ["ok", "warning", "critical"]},
                                             "newest": {"type": ["string", "null"]},
                                             "ageSeconds": {"type": ["integer", "null"]}})},
+            "backups": {"type": "array", "description": "Newest backup per backup policy selecting the guest: "
+                        "ok, warning (older than 1.5 schedule periods), critical (3 periods, or none).",
+                        "items": _object({"policy": {"type": "string"},
+                                          "status": {"enum": ["ok", "warning", "critical"]},
+                                          "newest": {"type": ["string", "null"]},
+                                          "ageSeconds": {"type": ["integer", "null"]}})},
         },
         required=["state"],
         description="What a guest is doing now: information, never drift.",

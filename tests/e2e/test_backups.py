@@ -126,6 +126,7 @@ def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
     specs = _specs(tmp_path, hermetic_host.uri)
     data = str(tmp_path / "pool" / "db-data.qcow2")
     ok(virtsync("apply", str(specs), "--yes"))
+    assert "BACKUPS CRITICAL Guest db: policy nightly, none" in ok(virtsync("drift", str(specs)))
     points = []
     for day, pattern in enumerate((A, B, C), start=1):
         _write(hermetic_host, "db", data, pattern)
@@ -165,6 +166,12 @@ def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
     # --at a time: the newest backup at or before it
     ok(virtsync("backups", "restore", "db", "--at", "2026-03-02T12:00:00Z", "--as", "db-t", str(specs), "--yes"))
     assert _content(tmp_path / "pool" / "db-t-vdb.qcow2", tmp_path) == expected[1]
+
+    # drift (and /status) carry the newest backup's freshness per policy
+    report = json.loads(ok(virtsync("drift", str(specs), "--format", "json")))
+    [db] = [o for h in report["hosts"] for o in h["objects"] if o["kind"] == "Guest"]
+    [fresh] = db["info"]["backups"]
+    assert fresh["policy"] == "nightly" and fresh["newest"] == rows[2]["created"]
 
     verify = virtsync("backups", "verify", str(specs), "--format", "json")
     doc = json.loads(ok(verify))
