@@ -232,12 +232,12 @@ def _update_pool(run: _HostRun, a: act.UpdatePool) -> str:
         p = run.pool(a.key.name)
         run.ops.redefine_pool(a.key.name, p.spec.path, p.spec.xml_patches)
         done.append("definition written")
+    if a.start:  # first: the marker volume of an adoption needs a started pool
+        run.ops.start_pool(a.key.name)
+        done.append("started")
     if a.adopt:
         run.ops.mark_pool(a.key.name, run.opts.instance)
         done.append("adopted")
-    if a.start:
-        run.ops.start_pool(a.key.name)
-        done.append("started")
     if a.autostart is not None:
         run.ops.set_pool_autostart(a.key.name, a.autostart)
         done.append(f"autostart {a.autostart}")

@@ -21,7 +21,7 @@ from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
 from controller.hypervisor.pool_xml import pool_definition, pool_xml, volume_format, volume_xml
-from controller.model.state import HostCapabilities
+from controller.model.state import HostCapabilities, pool_uuid
 from controller.spec.patches import XmlPatch
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -324,7 +324,8 @@ class HostOps:
     def define_pool(self, name: str, path: str, autostart: bool, instance: str,
                     patches: Sequence[XmlPatch] = ()) -> None:
         with libvirt_call(self.host, f"define pool {name}"):
-            pool = self._c().storagePoolDefineXML(pool_xml(name, path, patches=patches))
+            pool = self._c().storagePoolDefineXML(pool_xml(name, path, patches=patches,
+                                                           uuid=pool_uuid(instance, name)))
         try:
             with libvirt_call(self.host, f"start pool {name}"):
                 pool.build(0)  # mkdir for a dir pool; an existing directory is kept
@@ -343,10 +344,12 @@ class HostOps:
             raise
 
     def mark_pool(self, name: str, instance: str) -> None:
-        """Record ownership: pools have no <metadata>, so an empty marker volume does."""
+        """Record ownership: pools have no <metadata>, so an empty marker volume does (once: a
+        run killed after making it leaves it there)."""
         pool = self._pool(name)
         with libvirt_call(self.host, f"mark pool {name}"):
-            pool.createXML(volume_xml(marker_volume(instance), 0, None), 0)
+            if marker_volume(instance) not in pool.listVolumes():
+                pool.createXML(volume_xml(marker_volume(instance), 0, None), 0)
 
     def redefine_pool(self, name: str, path: str, patches: Sequence[XmlPatch]) -> None:
         """The pool's persistent definition written again from itself, the spec's patches applied
@@ -359,6 +362,7 @@ class HostOps:
         with libvirt_call(self.host, f"start pool {name}"):
             pool = self._pool(name)
             if not pool.isActive():
+                pool.build(0)  # a run killed before it built the pool left no directory
                 pool.create()
 
     def set_pool_autostart(self, name: str, on: bool) -> None:

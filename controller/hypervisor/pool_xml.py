@@ -34,10 +34,12 @@ POOL_SKELETON = "<pool type='dir'><name/><target><path/></target></pool>"
 
 
 def pool_xml(name: str, path: str, base: str | None = None, pool_type: str = "dir",
-             patches: Sequence[XmlPatch] = ()) -> str:
+             patches: Sequence[XmlPatch] = (), uuid: str | None = None) -> str:
     """A pool definition: ``base`` (an existing definition) with the spec's fields written into
-    it, or, without ``base``, a new pool."""
+    it, or, without ``base``, a new pool (with ``uuid``, if given)."""
     root = parse(base if base is not None else POOL_SKELETON)
+    if base is None and uuid is not None:
+        etree.SubElement(root, "uuid").text = uuid
     edit_pool(root, name, path, pool_type, patches)
     return tostring(root)
 

@@ -6,6 +6,7 @@ every few seconds by the service, and these are built from trusted XML.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -184,6 +185,13 @@ class ObservedVolume:
     capacity: int
     format: str | None = None
     allocation: int | None = None  # bytes the volume takes on the pool now
+
+
+def pool_uuid(instance: str, name: str) -> str:
+    """The UUID virtsync gives a pool it defines: its ownership record until the marker volume
+    exists (which needs the pool built and started) and while the pool is stopped (when libvirt
+    lists none of its volumes), so a pool half-made by a killed run is still known as ours."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://virtsync.dev/pool/{instance}/{name}"))
 
 
 @dataclass(frozen=True)

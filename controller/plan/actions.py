@@ -353,6 +353,7 @@ class DeleteGuest(Action):
     impact: Impact = Impact.DELETE
     volumes: tuple[str, ...] = ()  # "pool/volume" deleted with it (deletePolicy: delete)
     running: bool = False
+    moved: bool = False  # the old host's copy of a guest whose move was interrupted: no loss
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,7 @@ DEFAULT_MAX_DELETIONS = 10
 def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
               moves_in: Mapping[str, tuple[str, str]] | None = None,
               moves_out: frozenset[str] = frozenset(), partial: bool = False,
-              clashes: Mapping[str, str] | None = None) -> HostPlan:
+              clashes: Mapping[str, str] | None = None, leftovers: frozenset[str] = frozenset()) -> HostPlan:
     """The plan of one host's slice of the specs. ``moves_in``: guests to migrate here (name →
     source host); ``moves_out``: guests leaving this host or declared for another one (neither
     extra nor pruned here). A ``partial`` host was only looked at for moves: only those are
@@ -136,6 +136,16 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
                                         f"{', '.join(sorted(chosen))}", severity="warning"))
     extra, unmanaged = _extra_objects(specs, host, opts) if not partial else ([], [])
     extra = [k for k in extra if not (k.kind == "Guest" and k.name in moves_out)]
+    for name in sorted(leftovers):
+        key = ResourceKey(host.host, "Guest", name)
+        if host.guests[name].state != "stopped":
+            problems.append(Problem(key, f"guest {name!r} is defined on its new host already and still "
+                                    f"runs here: stop it to finish its move"))
+            continue
+        change = FieldChange("/", None, "defined", None, Impact.DELETE, "an interrupted move")
+        actions.append(DeleteGuest(key=key, changes=(change,), moved=True, reason="moved away: the move "
+                                   "that defined it on its new host was interrupted before it undefined it here"))
+        drift.append(ObjectDrift(key, "extra", (change,), message="left behind by an interrupted move"))
     for key in extra:
         drift.append(ObjectDrift(key, "extra", message="managed by virtsync, gone from the specs"))
         if opts.prune:
@@ -305,7 +315,9 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     if force:
         return []
     out: list[str] = []
-    deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"]
+    # the old copy of a guest moved elsewhere is not a loss: the guest lives on
+    deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"
+                 and not (isinstance(a, DeleteGuest) and a.moved)]
     # A device removed from a guest counts too: it is destructive like a deletion.
     deletions += [f"{a.key.name}: detach {device}" for a in plan.actions
                   if isinstance(a, UpdateGuest | RecreateGuest) for device in a.removes]
@@ -318,7 +330,7 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
         if state is None:
             continue
         managed = [g for g in state.guests.values() if g.owner and g.owner.instance == plan.instance]
-        doomed = [a for a in hp.actions if isinstance(a, DeleteGuest)]
+        doomed = [a for a in hp.actions if isinstance(a, DeleteGuest) and not a.moved]
         if managed and len(doomed) * 2 > len(managed):
             out.append(f"refusing to delete {len(doomed)} of {len(managed)} managed guests on "
                        f"{hp.host} (more than half); use --force if this is intended")
@@ -349,6 +361,25 @@ def find_moves(specs: SpecSet, states: Mapping[str, HostState], instance: str
     return moves
 
 
+def find_leftovers(specs: SpecSet, states: Mapping[str, HostState], instance: str
+                   ) -> dict[str, frozenset[str]]:
+    """Guests a move defined on their new host but, interrupted, did not undefine on the old one:
+    host → names of such copies (this instance's, under the UUID of the guest on its new host).
+    The move is finished by undefining them; their volumes are kept, as a move keeps them."""
+    out: dict[str, set[str]] = {}
+    for g in specs.guests:
+        name, dst = g.metadata.name, g.spec.host or ""
+        there = states[dst].guests.get(name) if dst in states else None
+        if there is None or there.owner is None or there.owner.instance != instance:
+            continue
+        for src, state in states.items():
+            obs = state.guests.get(name)
+            if (src != dst and obs is not None and obs.uuid == there.uuid and obs.owner is not None
+                    and obs.owner.instance == instance):
+                out.setdefault(src, set()).add(name)
+    return {h: frozenset(n) for h, n in out.items()}
+
+
 def find_clashes(specs: SpecSet, states: Mapping[str, HostState], instance: str,
                  moves: Mapping[str, tuple[str, str, str]]) -> dict[str, str]:
     """Guests missing on their host that exist, not as this instance's, on another managed host:
@@ -377,6 +408,7 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
     hosts = []
     moves = find_moves(specs, states, opts.instance)
     clashes = find_clashes(specs, states, opts.instance, moves)
+    leftovers = find_leftovers(specs, states, opts.instance)
     elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
     for host in specs.hosts:
         name = host.metadata.name
@@ -388,5 +420,5 @@ def make_plan(specs: SpecSet, states: Mapping[str, HostState], opts: PlanOptions
             moves_out = frozenset(g for g, (src, _, _) in moves.items() if src == name)
             hosts.append(plan_host(specs.for_host(name), states[name], opts, moves_in,
                                    moves_out | elsewhere.get(name, frozenset()), partial=name in partial,
-                                   clashes=clashes))
+                                   clashes=clashes, leftovers=leftovers.get(name, frozenset())))
     return Plan(tuple(hosts), opts.instance, spec_digest, opts.prune)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from controller.fields.base import Facts
 from controller.fields.pool import POOL_FIELDS
-from controller.model.state import HostState, ResourceKey
+from controller.model.state import HostState, Owner, ResourceKey, pool_uuid
 from controller.plan.actions import Action, DefinePool, FieldChange, Impact, Problem, UpdatePool
 from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem, patch_changes
 from controller.spec.models import StoragePool
@@ -33,7 +33,10 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
         if not suspended:
             out.actions.append(DefinePool(key=key, reason="pool does not exist", changes=(change,)))
         return out
-    refusal = ownership_problem(key, "storage pool", True, obs.owner, spec.adopt, opts.instance)
+    owner = obs.owner
+    if owner is None and obs.uuid == pool_uuid(opts.instance, name):  # ours, stopped or half-made
+        owner = Owner(instance=opts.instance, kind="StoragePool", name=name)
+    refusal = ownership_problem(key, "storage pool", True, owner, spec.adopt, opts.instance)
     if refusal:
         out.problems.append(Problem(key, refusal))
         return out
@@ -53,6 +56,8 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     changes += patched
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
+    if owner is not None and obs.owner is None and obs.active:  # known by its UUID only: mark it
+        changes.append(FieldChange("/status/owner", "marked", None, None, Impact.LIVE))
     if changes:
         out.drift.extend(changes)
         if not suspended:
