@@ -63,9 +63,11 @@ def selected(specs: SpecSet, states: dict[str, HostState]) -> list[tuple[str, Gu
 
 def run_pass(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[str], BackupOps], at: datetime, *,
              full: bool = False, progress: Progress | None = None,
-             report: Callable[[BackupOutcome], None] | None = None) -> list[BackupOutcome]:
+             report: Callable[[BackupOutcome], None] | None = None,
+             only: Callable[[str, str], bool] | None = None) -> list[BackupOutcome]:
     """Take what is due (``full``: a full backup of every selected guest now) and prune what
-    retention says, on every host."""
+    retention says, on every host; ``only(guest, policy)`` false leaves a pair for later (the
+    service's backoff after a failure)."""
     out: list[BackupOutcome] = []
 
     def emit(o: BackupOutcome) -> None:
@@ -87,6 +89,8 @@ def run_pass(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[st
                                str(unsupported[host])))
             continue
         for policy in chosen:
+            if only is not None and not only(name, policy.metadata.name):
+                continue
             try:
                 _one(ops, host, g, policy, at, full, progress, emit)
             except VirtsyncError as exc:

@@ -39,20 +39,24 @@ class Metrics:
                                      "The snapshot policy's schedule period", ["host", "guest", "policy"],
                                      registry=r)
         self._snapshot_series: dict[str, set[tuple[str, str]]] = {}
+        self.backup_newest = Gauge("virtsync_backup_newest_timestamp_seconds",
+                                   "When a backup policy's newest backup of a guest was taken (0: none)",
+                                   ["host", "guest", "policy"], registry=r)
+        self.backup_period = Gauge("virtsync_backup_period_seconds",
+                                   "The backup policy's schedule period", ["host", "guest", "policy"], registry=r)
+        self.backup_failures = Counter("virtsync_backup_failures_total", "Backups that failed",
+                                       ["host", "guest", "policy"], registry=r)
+        self._backup_series: dict[str, set[tuple[str, str]]] = {}
         self._before_render: list[Callable[[], None]] = []
 
     def set_snapshot_freshness(self, host: str, rows: Iterable[tuple[str, str, float, float]]) -> None:
         """A host's (guest, policy, newest timestamp or 0, period) rows; series of guests or
         policies no longer there are removed, so no alert fires for what is gone."""
-        now: set[tuple[str, str]] = set()
-        for guest, policy, newest, period in rows:
-            self.snapshot_newest.labels(host, guest, policy).set(newest)
-            self.snapshot_period.labels(host, guest, policy).set(period)
-            now.add((guest, policy))
-        for guest, policy in self._snapshot_series.get(host, set()) - now:
-            self.snapshot_newest.remove(host, guest, policy)
-            self.snapshot_period.remove(host, guest, policy)
-        self._snapshot_series[host] = now
+        _set_freshness(self.snapshot_newest, self.snapshot_period, self._snapshot_series, host, rows)
+
+    def set_backup_freshness(self, host: str, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        """The same rows for backup policies (virtsync_backup_*)."""
+        _set_freshness(self.backup_newest, self.backup_period, self._backup_series, host, rows)
 
     def before_render(self, fn: Callable[[], None]) -> None:
         """Refresh a value that changes with time alone (a back-off ending) right before a scrape."""
@@ -62,3 +66,16 @@ class Metrics:
         for fn in self._before_render:
             fn()
         return bytes(generate_latest(self.registry))
+
+
+def _set_freshness(newest_gauge: Gauge, period_gauge: Gauge, series: dict[str, set[tuple[str, str]]], host: str,
+                   rows: Iterable[tuple[str, str, float, float]]) -> None:
+    now: set[tuple[str, str]] = set()
+    for guest, policy, newest, period in rows:
+        newest_gauge.labels(host, guest, policy).set(newest)
+        period_gauge.labels(host, guest, policy).set(period)
+        now.add((guest, policy))
+    for guest, policy in series.get(host, set()) - now:
+        newest_gauge.remove(host, guest, policy)
+        period_gauge.remove(host, guest, policy)
+    series[host] = now

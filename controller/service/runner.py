@@ -263,6 +263,53 @@ class Service:
                             self.notifier.send("snapshot-failed", f"snapshot of {o.guest} on {o.host} failed: "
                                                f"{o.detail}", host=o.host, name=o.guest)
 
+    def _backup_loop(self) -> None:
+        """Backup policies: a pass every snapshot_interval (the schedules decide what is due); a
+        failed backup is retried with backoff (1 min, doubling, at most 1 h) and each failure alerts."""
+        from controller.backups.runner import run_pass as backup_pass
+
+        backoff: dict[tuple[str, str, str], tuple[int, float]] = {}  # (host, guest, policy) → failures, until
+        while not self.stopping.wait(self.opts.snapshot_interval):
+            specs, _ = self.desired.snapshot()
+            if specs is None or not specs.backup_policies or self.suspended:
+                continue
+            for name, host in {h.metadata.name: h for h in specs.hosts}.items():
+                now = time.monotonic()
+                with self.locks.holding({name: host.spec.uri}):  # never beside another writer
+                    obs = self.engine.observe(specs.for_host(name))
+                    if name in obs.failed:
+                        continue
+                    ops = self.engine.backup_ops(host)
+
+                    def progress(guest: str, done: int, total: int, host_name: str = name) -> None:
+                        log.info("backup progress", host=host_name, guest=guest, bytes_done=done, bytes_total=total)
+
+                    def ops_for(_host: str, ops: Any = ops) -> Any:
+                        return ops
+
+                    def ready(guest: str, policy: str, host_name: str = name, at: float = now) -> bool:
+                        return backoff.get((host_name, guest, policy), (0, 0.0))[1] <= at
+
+                    outcomes = backup_pass(specs.for_host(name), obs.states, ops_for, datetime.now(UTC),
+                                           progress=progress, only=ready)
+                for o in outcomes:
+                    level = "error" if o.action == "failed" else "info"
+                    self.status.record(level, f"backup {o.action}: {o.host}/{o.guest} {o.backup} {o.detail}")
+                    log.info("backup", host=o.host, guest=o.guest, policy=o.policy, outcome=o.action,
+                             backup=o.backup, detail=o.detail)
+                    key = (o.host, o.guest, o.policy)
+                    if o.action == "took":
+                        backoff.pop(key, None)
+                    elif o.action == "failed":
+                        n = backoff.get(key, (0, 0.0))[0] + 1
+                        delay = min(60.0 * 2 ** (n - 1), 3600.0)
+                        backoff[key] = (n, time.monotonic() + delay)
+                        self.metrics.backup_failures.labels(o.host, o.guest, o.policy).inc()
+                        self.notifier.send("backup-failed", f"backup of {o.guest} on {o.host} failed "
+                                           f"(attempt {n}, next in {delay:.0f}s): {o.detail}", host=o.host,
+                                           name=o.guest)
+                self._backup_status(name, specs.for_host(name), host)
+
     def _git_loop(self) -> None:
         while not self.stopping.wait(self.opts.git_interval):
             self.reload("git poll")
@@ -353,6 +400,8 @@ class Service:
             hp = next((h for h in result.plan.hosts if h.host == key.host), None)
             if hp is not None and specs.policies and result.obs.states[key.host].caps.snapshots:
                 self._snapshot_status(key.host, specs.for_host(key.host), host)
+            if hp is not None and specs.backup_policies:
+                self._backup_status(key.host, specs.for_host(key.host), host)
         if result.busy:
             other, holder = next(iter(result.busy.items()))
             raise ConflictError(f"host {other}, which this reconcile must change too, is locked by "
@@ -463,6 +512,30 @@ class Service:
                     rows += [(entry.key.name, f["policy"], datetime.fromisoformat(f["newest"]).timestamp()
                               if f["newest"] else 0.0, periods[f["policy"]]) for f in entry.info["snapshots"]]
         self.metrics.set_snapshot_freshness(name, rows)
+
+    def _backup_status(self, name: str, specs: SpecSet, host: Any) -> None:
+        """Newest-backup freshness per guest into /status and the metrics (like snapshots')."""
+        from controller.backups.runner import annotate_freshness
+        from controller.snapshots.monitor import period_seconds
+
+        ops = self.engine.backup_ops(host)
+        plan = self.status.as_plan()
+        mine = [hp for hp in plan.hosts if hp.host == name]
+        now = datetime.now(UTC)
+        try:
+            annotate_freshness(specs, mine, lambda _h: ops, now)
+        except HostError as exc:
+            log.warning("backup freshness", host=name, error=str(exc))
+            return
+        periods = {p.metadata.name: period_seconds(p.spec.schedule, now) for p in specs.backup_policies}
+        rows = []
+        for hp in mine:
+            for entry in hp.drift:
+                if "backups" in entry.info:
+                    self.status.set_object(entry, self.status.pending.get(entry.key))
+                    rows += [(entry.key.name, f["policy"], datetime.fromisoformat(f["newest"]).timestamp()
+                              if f["newest"] else 0.0, periods[f["policy"]]) for f in entry.info["backups"]]
+        self.metrics.set_backup_freshness(name, rows)
 
     def _thrashing_metric(self) -> None:
         now = time.monotonic()
@@ -575,6 +648,7 @@ class Service:
         self._spawn(self._watch_hosts)
         self._spawn(self._resync_loop)
         self._spawn(self._snapshot_loop)
+        self._spawn(self._backup_loop)
         if self.git is not None:
             self._spawn(self._git_loop)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,47 @@ spec:
     assert row["quiesced"] is True and row["checkpoint"] is None  # a raw disk alone: no bitmap to mark
     doc = json.loads(ok(virtsync("backups", "verify", str(specs), "--format", "json")))
     assert doc["ok"] and [b["guest"] for b in doc["backups"]] == ["linux"]
+
+
+def test_the_service_backs_up_on_schedule_and_backs_off_after_a_failure_with_one_alert(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    from tests.e2e.service_helpers import NotificationSink, ServeProcess, wait_for
+
+    strict = """---
+apiVersion: virtsync/v1
+kind: BackupPolicy
+metadata: {name: strict}
+spec:
+  selector: {matchLabels: {backup: nightly}}
+  schedule: {every: 1h}
+  target: {path: "%s"}
+  quiesce: required
+""" % (tmp_path / "strict")
+    specs = _specs(tmp_path, hermetic_host.uri, strict)
+    ok(virtsync("apply", str(specs), "--yes"))
+    sink = NotificationSink()
+    svc = ServeProcess([str(specs), "--snapshot-interval", "2s", "--notify", sink.url], tmp_path / "serve.log")
+    try:
+        svc.start()
+        wait_for(lambda: any(e.get("event") == "backup" and e.get("outcome") == "took" for e in svc.log_events()),
+                 60, "a backup taken by the service", svc)
+        assert len([n for n in (tmp_path / "backups").iterdir() if n.name.endswith(".manifest.json")]) == 1
+        def fresh() -> dict[str, str]:
+            return {f["policy"]: f["status"] for f in svc.objects()["Guest/db"].get("info", {}).get("backups", [])}
+
+        wait_for(lambda: fresh().get("nightly") == "ok", 20, "the new backup's freshness in /status", svc)
+        assert fresh() == {"nightly": "ok", "strict": "critical"}
+        metrics = svc.get("/metrics", raw=True).decode()
+        assert 'virtsync_backup_newest_timestamp_seconds{guest="db",host="bk",policy="nightly"}' in metrics
+        wait_for(lambda: "backup-failed" in sink.events(), 20, "the failure's notification", svc)
+        time.sleep(8)  # four more scheduler passes: the failed pair waits out its backoff (1 min)
+        assert sink.events().count("backup-failed") == 1, sink.messages
+        assert "quiesce: required" in next(m for m in sink.messages if m.get("event") == "backup-failed")["text"]
+        assert 'virtsync_backup_failures_total{guest="db",host="bk",policy="strict"} 1.0' in \
+            svc.get("/metrics", raw=True).decode()
+        # nothing is retaken while not due: still one backup of the nightly policy
+        assert len([n for n in (tmp_path / "backups").iterdir() if n.name.endswith(".manifest.json")]) == 1
+    finally:
+        svc.stop()
+        sink.close()
