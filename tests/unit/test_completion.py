@@ -4,9 +4,12 @@ verbs, sub-verbs, options, option choices and Host names from the spec tree on t
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,52 @@ def test_zsh_completion_script_parses_and_its_function_offers_verbs_and_host_nam
     assert got["virtsync snapshots "] == ["run", "list", "restore"]
     assert got["virtsync plan --format "] == ["text", "json", "markdown"]
     assert got["virtsync plan "] == ["FILES"], "spec paths complete as files"
+
+
+def _zsh_tab(path: Path, tree: Path, typed: list[str]) -> list[str]:
+    """An interactive zsh on a pty with compinit and the script loaded: each of ``typed`` is typed
+    followed by TAB, and what the line editor echoes back is returned (then the line is cleared)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["zsh", "-f", "-i"], stdin=slave, stdout=slave, stderr=slave, cwd=tree / "specs",
+                            env={**_env(tree), "TERM": "dumb"}, start_new_session=True)
+    os.close(slave)
+
+    def read(seconds: float) -> str:
+        out, end = b"", time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    break
+        return out.decode(errors="replace")
+
+    try:
+        os.write(master, f"PS1='> '; autoload -Uz compinit; compinit -u -D; source {path}\n".encode())
+        read(3)
+        echoed = []
+        for text in typed:
+            os.write(master, f"{text}\t".encode())
+            echoed.append(read(6))
+            os.write(master, b"\x15")  # kill the line
+            read(0.3)
+        os.write(master, b"exit\n")
+        proc.wait(timeout=20)
+        return echoed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (scripts/install-system-deps.sh)")
+def test_zsh_completion_completes_verb_and_host_name_in_an_interactive_shell(tree: Path) -> None:
+    path = _script(tree, "zsh")
+    verb, host = _zsh_tab(path, tree, ["virtsync snapsh", "virtsync plan --host kvm-e"])
+    assert verb.endswith("virtsync snapshots "), repr(verb)
+    assert host.endswith("virtsync plan --host kvm-east "), repr(host)
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (scripts/install-system-deps.sh)")
