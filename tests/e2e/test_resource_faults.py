@@ -140,9 +140,9 @@ def test_a_guest_qemu_refuses_to_start_is_its_own_error_and_the_others_converge(
 def test_libvirtd_restarted_in_the_middle_of_an_apply_fails_it_cleanly_and_the_next_converges(
     hermetic_host: HermeticHost, tmp_path: Path,
 ) -> None:
-    """Twelve guests applied one action at a time; libvirtd is killed and started again once
-    three are defined. The run ends with exit 1 and an error, not a traceback or a hang; the next
-    apply converges with each guest defined once."""
+    """Twelve guests applied one action at a time (all are defined first, then started); libvirtd
+    is killed and started again once three run. The run ends with exit 1 and an error, not a
+    traceback or a hang; the next apply converges with each guest defined once."""
     host = hermetic_host
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -154,19 +154,19 @@ def test_libvirtd_restarted_in_the_middle_of_an_apply_fails_it_cleanly_and_the_n
         stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        defined: list[str] = []
+        running: list[str] = []
         while time.monotonic() < deadline and proc.poll() is None:
-            defined = host.virsh("list", "--all", "--name").split()
-            if len(defined) >= 3:
+            running = host.virsh("list", "--name").split()
+            if len(running) >= 3:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the apply ended before libvirtd could be restarted"
-        assert len(defined) < len(names), defined
+        assert len(running) < len(names), running
         host.kill_libvirtd()
         started = time.monotonic()
         host.restart_libvirtd()
         out, err = proc.communicate(timeout=120)
-        print(f"libvirtd restarted after {len(defined)} guests were defined; the apply ended "
+        print(f"libvirtd restarted once {len(running)} guests ran; the apply ended "
               f"{time.monotonic() - started:.1f}s later with exit {proc.returncode}:\n{err.strip()[-600:]}")
     finally:
         if proc.poll() is None:
@@ -175,7 +175,7 @@ def test_libvirtd_restarted_in_the_middle_of_an_apply_fails_it_cleanly_and_the_n
     assert proc.returncode == 1, (out, err)
     assert "Traceback" not in err, err
     assert "lab" in out + err
-    after = host.virsh("list", "--all", "--name").split()
+    after = host.virsh("list", "--name").split()
     assert len(after) < len(names), "libvirtd's restart did not interrupt the run"
 
     ok(virtsync("apply", str(specs), "--connect", host.uri, "--yes"))
