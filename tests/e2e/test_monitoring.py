@@ -133,7 +133,7 @@ def test_dashboard_panels_fit_the_grid_and_use_only_its_own_variables() -> None:
         for t in p["targets"]:
             used = set(re.findall(r"\$\{?(\w+)", t["expr"]))
             assert used <= variables | builtin, (p["title"], used - variables - builtin)
-    assert {"fleet", "per host", "actions", "snapshot freshness"} <= {
+    assert {"fleet", "per host", "actions", "snapshot and backup freshness"} <= {
         p["title"].lower() for p in dash["panels"] if p["type"] == "row"}
 
 
@@ -207,7 +207,9 @@ def test_every_metric_the_rules_and_the_dashboard_query_is_exported(test_driver_
     # the kit covers what it promises
     for name in ("virtsync_drift_objects", "virtsync_host_up", "virtsync_actions_total",
                  "virtsync_reconcile_duration_seconds_bucket", "virtsync_snapshot_newest_timestamp_seconds",
-                 "virtsync_snapshot_period_seconds", "virtsync_thrashing_objects", "up"):
+                 "virtsync_snapshot_period_seconds", "virtsync_thrashing_objects", "up",
+                 "virtsync_backup_newest_timestamp_seconds", "virtsync_backup_period_seconds",
+                 "virtsync_backup_failures_total"):
         assert name in used, name
     # a guest of an hourly policy without any snapshot: newest 0 (critical), period 3600
     samples = {(s.name, s.labels.get("guest"), s.labels.get("policy")): s.value
@@ -242,7 +244,7 @@ scrape_configs:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [_need("prometheus"), f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+             f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_for(lambda: self._ready(), 30, f"prometheus ready\n{self.log_path}")
         return self
