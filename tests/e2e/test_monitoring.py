@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -111,6 +112,14 @@ def test_metric_name_extraction_reads_names_and_skips_functions_labels_and_keywo
     expr = ('sum by (host, le) (rate(virtsync_x_bucket{job=~"$job", host="a"}[5m])) / on(host) '
             'virtsync_y > 0 and up unless absent(foo_total offset 5m)')
     assert metric_names(expr) == {"virtsync_x_bucket", "virtsync_y", "up", "foo_total"}
+
+
+def test_committed_dashboard_is_what_its_generator_writes(tmp_path: Path) -> None:
+    out = tmp_path / "virtsync.json"
+    made = subprocess.run([sys.executable, str(DASHBOARD.with_name("make_dashboard.py")), str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert out.read_text() == DASHBOARD.read_text(), "stale: run python3 deploy/grafana/make_dashboard.py"
 
 
 def test_dashboard_panels_fit_the_grid_and_use_only_its_own_variables() -> None:
