@@ -651,9 +651,9 @@ def cmd_snapshots_restore(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------- backups
 
 
-def _backup_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    specs = _load(args)
-    engine = _engine(args)
+def _backup_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
+    specs = specs if specs is not None else _load(args)
+    engine = engine or _engine(args)
     obs = engine.observe(specs)
     for host, why in obs.failed.items():
         print(f"host {host}: unreachable: {why}", file=sys.stderr)
@@ -673,9 +673,11 @@ def cmd_backups_run(args: argparse.Namespace) -> int:
     from controller.backups.runner import run_pass
 
     at = args.at or datetime.now(UTC)
-    specs, obs, ops_for = _backup_setup(args)
-    outcomes = run_pass(specs, obs.states, ops_for, at, full=args.full, progress=_backup_progress(),
-                        report=lambda o: print(o.line(), flush=True))
+    specs, engine = _load(args), _engine(args)
+    with engine.writing(specs, on_wait=_waiting):  # one writer per host: no reconcile beside the pass
+        specs, obs, ops_for = _backup_setup(args, specs, engine)
+        outcomes = run_pass(specs, obs.states, ops_for, at, full=args.full, progress=_backup_progress(),
+                            report=lambda o: print(o.line(), flush=True))
     if not outcomes:
         print("nothing due")
     return EXIT_ERROR if obs.failed or any(o.action == "failed" for o in outcomes) else EXIT_OK
@@ -739,7 +741,7 @@ def cmd_backups_verify(args: argparse.Namespace) -> int:
 def cmd_backups_restore(args: argparse.Namespace) -> int:
     from controller.backups.runner import chain_for, pick, read_chains
 
-    specs, obs, ops_for = _backup_setup(args)
+    specs, engine = _load(args), _engine(args)
     guest = next((g for g in specs.guests if g.metadata.name == args.guest), None)
     if guest is None:
         raise UsageError(f"guest {args.guest!r} is not in the specs")
@@ -766,7 +768,9 @@ def cmd_backups_restore(args: argparse.Namespace) -> int:
         done.append(f"{chains.host}/{name} restored from {wanted.id} ({wanted.created.isoformat()}, "
                     f"{wanted.kind}, chain of {len(chain)}): {', '.join(files)}")
 
-    read_chains(specs, obs.states, ops_for, guests={args.guest}, from_copy=args.from_copy, use=restore)
+    with engine.writing(specs, on_wait=_waiting):
+        specs, obs, ops_for = _backup_setup(args, specs, engine)
+        read_chains(specs, obs.states, ops_for, guests={args.guest}, from_copy=args.from_copy, use=restore)
     if not done:
         print(f"virtsync: error: no backup of {args.guest} matches {args.at!r} (an id, or a time with its "
               "timezone: the newest backup at or before it)", file=sys.stderr)
@@ -795,6 +799,7 @@ def _register_backups(verb: Callable[..., argparse.ArgumentParser],
     s.add_argument("--at", type=instant, metavar="TIME", help="the pass's time (ISO 8601 with a timezone; "
                    "default now)")
     s.add_argument("--full", action="store_true", help="a full backup of every selected guest now, due or not")
+    _lock_options(s)
     s = sub.add_parser("list", help="the backups of a guest",
                        description="The backups of GUEST in its policies' targets: id, time, full or incremental, "
                        "parent, size, quiesced.")
@@ -824,6 +829,7 @@ def _register_backups(verb: Callable[..., argparse.ArgumentParser],
                    "instead of overwriting GUEST")
     copy_option(s)
     s.add_argument("--yes", "-y", action="store_true", help="do not ask (required without a TTY)")
+    _lock_options(s)
 
 
 # ----------------------------------------------------------------- audit
