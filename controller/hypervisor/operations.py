@@ -423,8 +423,8 @@ class HostOps:
         midway would leave a half-written volume, and libvirt's ENOSPC names neither)."""
         with contextlib.suppress(libvirt.libvirtError):
             p.refresh(0)
-        free = int(p.info()[3])
-        if need > free:
+        _, capacity, _, free = (int(x) for x in p.info())
+        if capacity and need > free:  # a pool that reports no capacity cannot be judged: let it try
             raise OperationFailed(f"pool {pool} is full: {what} needs {need} bytes, it has {free} bytes free",
                                   host=self.host, retryable=True, delay=30.0)
 
