@@ -134,6 +134,15 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
                                         f"snapshots are not supported on host {host.host} ({host.caps.driver}: "
                                         f"no snapshot API); policy {policy.metadata.name} will not snapshot "
                                         f"{', '.join(sorted(chosen))}", severity="warning"))
+    if host.caps.driver != "QEMU":  # libvirt's backup API (backupBegin, checkpoints) is the QEMU driver's
+        for bpolicy in specs.backup_policies:
+            chosen = [g.metadata.name for g in specs.guests if g.spec.host == host.host
+                      and bpolicy.spec.selector.match_labels.items() <= g.metadata.labels.items()]
+            if chosen:
+                problems.append(Problem(ResourceKey(host.host, "BackupPolicy", bpolicy.metadata.name),
+                                        f"backups are not supported on host {host.host} ({host.caps.driver}: no "
+                                        f"backup API); policy {bpolicy.metadata.name} will not back up "
+                                        f"{', '.join(sorted(chosen))}", severity="warning"))
     extra, unmanaged = _extra_objects(specs, host, opts) if not partial else ([], [])
     extra = [k for k in extra if not (k.kind == "Guest" and k.name in moves_out)]
     for name in sorted(leftovers):

@@ -46,6 +46,9 @@ def test_a_host_without_the_backup_api_is_named_by_run_list_and_verify(tmp_path:
     assert "has no backup API" in listed.err
     verify = virtsync("backups", "verify", specs, "--format", "json")
     assert verify.code == 0 and verify.json()["backups"] == [] and "has no backup API" in verify.err
+    plan = virtsync("plan", specs)  # the plan says so too, as a warning of the policy on that host
+    assert "backups are not supported on host kvm1 (Test: no backup API); policy nightly will not back up db" in \
+        plan.out + plan.err
 
 
 def test_bad_backup_commands_are_usage_errors(tmp_path: Path, virtsync: VirtsyncCli) -> None:
