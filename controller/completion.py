@@ -2,10 +2,10 @@
 
 The verbs, their sub-verbs, options and option choices are read from the parser that runs the
 command line (cli.build_parser), so completion never lags behind it. What only the specs know
-is asked at TAB time from a hidden helper, ``virtsync __complete hosts [WORD…]``: the Host names
-of the spec tree named by the existing paths among the command line's words (else of the
-current directory), read without validating (a tree with an error still completes), and
-``virtsync __complete fields`` for ``explain``. Written by hand rather than with shtab
+is asked at TAB time from a hidden helper, ``virtsync __complete hosts|guests [WORD…]``: the
+Host (or Guest) names of the spec tree named by the existing paths among the command line's
+words (else of the current directory), read without validating (a tree with an error still
+completes), and ``virtsync __complete fields`` for ``explain``. Written by hand rather than with shtab
 (no fish) or argcomplete (runs the whole program on every TAB).
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 SHELLS = ("bash", "zsh", "fish")
 
-# What a value (an option's or a positional's) completes to: "host", "file", "dir", "field",
+# What a value (an option's or a positional's) completes to: "host", "guest", "file", "dir", "field",
 # "=WORD WORD" (fixed choices) or "" (nothing: a free value such as a URI or a number).
 _FILE_METAVARS = {"FILE", "PATH", "PLANFILE"}
 _HOST_LIMIT_FILES = 2000  # a TAB in a big directory must not read it all
@@ -49,6 +49,8 @@ def _value_kind(a: argparse.Action) -> str:
     metavar = str(a.metavar or "")
     if a.dest == "host" or metavar == "HOST" or (a.dest == "hosts" and metavar == "NAME"):
         return "host"
+    if a.dest == "guest" or metavar == "GUEST":
+        return "guest"
     if a.dest == "field_name":
         return "field"
     if metavar in _FILE_METAVARS or a.dest in ("paths", "specs"):
@@ -89,9 +91,9 @@ def commands(parser: argparse.ArgumentParser, path: str = "", help: str = "") ->
 # ------------------------------------------------------------ the helpers TAB calls
 
 
-def spec_host_names(words: Sequence[str]) -> list[str]:
-    """Host names in the spec files under the existing paths among ``words`` (default: the
-    current directory); unreadable or invalid files are skipped, never reported."""
+def spec_host_names(words: Sequence[str], kind: str = "Host") -> list[str]:
+    """Names of ``kind`` objects in the spec files under the existing paths among ``words``
+    (default: the current directory); unreadable or invalid files are skipped, never reported."""
     from ruamel.yaml import YAML
 
     from controller.spec.loader import find_spec_files
@@ -105,7 +107,7 @@ def spec_host_names(words: Sequence[str]) -> list[str]:
             if f.stat().st_size > _HOST_FILE_BYTES:
                 continue
             for doc in yaml.load_all(f.read_text(errors="replace")):
-                if isinstance(doc, dict) and doc.get("kind") == "Host":
+                if isinstance(doc, dict) and doc.get("kind") == kind:
                     name = (doc.get("metadata") or {}).get("name")
                     if isinstance(name, str) and name:
                         names.add(name)
@@ -117,14 +119,14 @@ def spec_host_names(words: Sequence[str]) -> list[str]:
 def run_helper(argv: Sequence[str]) -> int:
     """``virtsync __complete hosts [WORD…]`` / ``__complete fields``: one candidate a line."""
     what, rest = (argv[0], argv[1:]) if argv else ("", [])
-    if what == "hosts":
-        out = spec_host_names(rest)
+    if what in ("hosts", "guests"):
+        out = spec_host_names(rest, "Host" if what == "hosts" else "Guest")
     elif what == "fields":
         from controller.explain import entries
 
         out = sorted({e.name for e in entries()} | {e.title for e in entries()})
     else:
-        print("usage: virtsync __complete hosts [WORD...] | fields", file=sys.stderr)
+        print("usage: virtsync __complete hosts|guests [WORD...] | fields", file=sys.stderr)
         return 64
     sys.stdout.write("".join(f"{x}\n" for x in out))
     return 0
@@ -199,8 +201,8 @@ _virtsync() {{
     COMPREPLY=()
     case "$kind" in
         "="*) COMPREPLY=($(compgen -W "${{kind#=}}" -- "$cur")) ;;
-        host) COMPREPLY=($(compgen -W \
-            "$("${{COMP_WORDS[0]}}" __complete hosts "${{COMP_WORDS[@]:1}}" 2>/dev/null)" -- "$cur")) ;;
+        host|guest) COMPREPLY=($(compgen -W \
+            "$("${{COMP_WORDS[0]}}" __complete "${{kind}}s" "${{COMP_WORDS[@]:1}}" 2>/dev/null)" -- "$cur")) ;;
         field) COMPREPLY=($(compgen -W "$("${{COMP_WORDS[0]}}" __complete fields 2>/dev/null)" -- "$cur")) ;;
         file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")) ;;
         dir) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")) ;;
@@ -227,7 +229,7 @@ _virtsync() {{
 {walk}
     case "$kind" in
         "="*) compadd -- ${{=kind#=}} ;;
-        host) compadd -- ${{(f)"$(${{words[1]}} __complete hosts ${{words[2,-1]}} 2>/dev/null)"}} ;;
+        host|guest) compadd -- ${{(f)"$(${{words[1]}} __complete ${{kind}}s ${{words[2,-1]}} 2>/dev/null)"}} ;;
         field) compadd -- ${{(f)"$(${{words[1]}} __complete fields 2>/dev/null)"}} ;;
         file) _files ;;
         dir) _files -/ ;;
@@ -248,6 +250,7 @@ def fish_script(parser: argparse.ArgumentParser) -> str:
            "# Save it as ~/.config/fish/completions/virtsync.fish, or: virtsync completion fish | source",
            "complete -c virtsync -f"]
     values = {"host": "(virtsync __complete hosts (commandline -opc)[2..-1])",
+              "guest": "(virtsync __complete guests (commandline -opc)[2..-1])",
               "field": "(virtsync __complete fields)"}
 
     def condition(path: str) -> str:

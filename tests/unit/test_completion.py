@@ -80,6 +80,8 @@ t virtsync plan --format ""
 t virtsync completion ""
 t virtsync explain Guest.disks.ca
 t virtsync apply --concurrency ""
+t virtsync snapshots list --guest ""
+t virtsync snapshots restore ""
 """
 
 
@@ -109,6 +111,8 @@ def test_bash_completion_completes_verb_and_host_name(tree: Path) -> None:
     assert got["virtsync completion "] == ["bash", "zsh", "fish"]
     assert got["virtsync explain Guest.disks.ca"] == ["Guest.disks.cache"]
     assert got["virtsync apply --concurrency "] == [], "a free value (a number) completes to nothing"
+    assert got["virtsync snapshots list --guest "] == ["not-a-host"], "Guest names of the specs"
+    assert got["virtsync snapshots restore "] == ["not-a-host"]
 
 
 ZSH_DRIVER = """
