@@ -1,8 +1,8 @@
 """The Linux test guest: a Debian kernel and a busybox + qemu-guest-agent initramfs.
 
-scripts/build-test-guest.sh builds it from Debian packages into a cache directory
-(``$VIRTSYNC_TEST_GUEST_DIR``, default ``~/.cache/virtsync-tests/test-guest``: outside the checkout) and rebuilds only when the
-packages change. Booted by direct kernel boot, the guest:
+scripts/build-test-guest.sh builds it from Debian packages into a cache directory outside the
+checkout (``$VIRTSYNC_TEST_GUEST_DIR``, default ``~/.cache/virtsync-tests/test-guest``) and
+rebuilds only when the packages change. Booted by direct kernel boot, the guest:
 
 - prints ``virtsync-test-guest: booted`` on its console (``console=ttyS0`` for KVM/QEMU,
   ``console=hvc0`` as a Xen PV domU; the same kernel and initrd serve both),
