@@ -10,6 +10,8 @@ if [ "$what" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
          qemu-utils dnsmasq-base iptables iproute2 util-linux ovmf chromium git e2fsprogs
          genisoimage libarchive-tools p7zip-full iputils-ping curl age openssl
+         # backups' copyTo with compress: zstd
+         zstd
          # vTPM: swtpm is the emulator libvirt runs; swtpm-tools has swtpm_setup, which
          # libvirt calls to manufacture a new TPM's state.
          swtpm swtpm-tools

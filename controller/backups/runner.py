@@ -28,7 +28,7 @@ from controller.hypervisor.backups import (
 )
 from controller.model.state import HostState
 from controller.plan.actions import HostPlan
-from controller.spec.models import BackupPolicy, BackupTarget, Guest
+from controller.spec.models import BackupPolicy, BackupPolicySpec, Guest
 from controller.spec.specset import SpecSet
 
 
@@ -45,9 +45,10 @@ class BackupOutcome:
         return f"{self.host}/{self.guest} [{self.policy}] {self.action} {self.backup} {self.detail}".rstrip()
 
 
-def copy_dir(target: BackupTarget, guest: str) -> LocalStore | None:
+def copy_dir(spec: BackupPolicySpec, guest: str) -> LocalStore | None:
     """A policy's copyTo directory of one guest (where virtsync runs), or None without copyTo."""
-    return LocalStore(Path(target.copy_to) / guest) if target.copy_to else None
+    copy_to = spec.target.copy_to
+    return LocalStore(Path(copy_to) / guest, compress=spec.compress == "zstd") if copy_to else None
 
 
 def selected(specs: SpecSet, states: dict[str, HostState]) -> list[tuple[str, Guest, list[BackupPolicy]]]:
@@ -111,7 +112,7 @@ def _one(ops: BackupOps, host: str, g: Guest, policy: BackupPolicy, at: datetime
                              ops.checkpoints(name))
         [decision] = [d for d in plan_pass({name: state}, [policy], at, full=full) if d.policy == pname]
         by_id = {m.id: m for m in manifests}
-        copies = copy_dir(policy.spec.target, name)
+        copies = copy_dir(policy.spec, name)
         if decision.take is not None:
             parent = by_id.get(decision.take.parent or "")
             try:
@@ -171,7 +172,7 @@ def read_chains(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[
         for policy in chosen:
             target = policy.spec.target
             if from_copy:
-                local = copy_dir(target, name)
+                local = copy_dir(policy.spec, name)
                 if local is None:
                     continue
                 gc = GuestChains(host, name, policy.metadata.name, local.where)

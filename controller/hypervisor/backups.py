@@ -35,7 +35,7 @@ from lxml import etree
 
 from controller.backups.manifest import MANIFEST_SUFFIX, DiskEntry, Manifest, ManifestError, disk_file_name
 from controller.backups.model import Backup, Kind
-from controller.errors import GuardRefusal, ObjectNotFound, OperationFailed, UnsupportedError
+from controller.errors import GuardRefusal, ObjectNotFound, OperationFailed, UnsupportedError, VirtsyncError
 from controller.fields.xmlutil import parse
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
@@ -43,6 +43,7 @@ from controller.hypervisor.ownership import NAMESPACE as OWNER_NS
 from controller.spec.models import BackupTarget
 
 CHUNK = 1 << 20
+ZST = ".zst"
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
 
@@ -142,19 +143,35 @@ class PoolStore:
 
 
 class LocalStore:
-    """Files in a directory where virtsync runs (a policy's copyTo)."""
+    """Files in a directory where virtsync runs (a policy's copyTo). With ``compress`` the disk
+    files are kept as FILE.zst (zstd) and read back through ``zstd -d``; manifests stay plain."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, compress: bool = False):
         self.path = path
+        self.compress = compress
         self.where = str(path)
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.path.iterdir() if p.is_file()) if self.path.is_dir() else []
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name.removesuffix(ZST) for p in self.path.iterdir() if p.is_file()
+                      and not p.name.startswith("."))
 
     def read(self, name: str, sink: Callable[[bytes], object]) -> None:
-        with (self.path / name).open("rb") as f:
-            while chunk := f.read(CHUNK):
-                sink(chunk)
+        packed = self.path / f"{name}{ZST}"
+        if not packed.exists():
+            with (self.path / name).open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    sink(chunk)
+            return
+        proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(packed)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(CHUNK):
+            sink(chunk)
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        if proc.wait() != 0:
+            raise OperationFailed(f"{packed}: zstd cannot decompress it: {err or f'exit {proc.returncode}'}")
 
     def write(self, name: str, data: bytes) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -162,9 +179,31 @@ class LocalStore:
         tmp.write_bytes(data)
         tmp.replace(self.path / name)
 
+    def put(self, name: str, plain: Path) -> None:
+        """A finished file moved in (compressed first when the store compresses)."""
+        if not self.compress:
+            plain.replace(self.path / name)
+            return
+        part = self.path / f".{name}{ZST}.part"
+        done = subprocess.run(["zstd", "-q", "-f", "-T0", "-o", str(part), str(plain)], capture_output=True,
+                              text=True, timeout=3600)
+        plain.unlink()
+        if done.returncode != 0:
+            part.unlink(missing_ok=True)
+            raise OperationFailed(f"zstd {name}: {done.stderr.strip()}")
+        part.replace(self.path / f"{name}{ZST}")
+
+    def plain_file(self, name: str, scratch: Path) -> Path:
+        """The file as a plain one: itself, or decompressed into ``scratch``."""
+        if not (self.path / f"{name}{ZST}").exists():
+            return self.path / name
+        out = scratch / name
+        download(self, name, out)
+        return out
+
     def delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / name).unlink()
+        for p in (self.path / name, self.path / f"{name}{ZST}"):
+            p.unlink(missing_ok=True)
 
 
 def read_manifests(store: Store, guest: str | None = None) -> tuple[list[Manifest], list[str]]:
@@ -247,7 +286,11 @@ def verify_backup(store: Store, m: Manifest, by_id: dict[str, Manifest]) -> list
                 problems.append(f"{d.target}: {d.file} is missing")
                 continue
             local = Path(tmp) / d.file
-            sha = download(store, d.file, local)
+            try:
+                sha = download(store, d.file, local)
+            except VirtsyncError as exc:
+                problems.append(f"{d.target}: {d.file}: {exc}")
+                continue
             if sha != d.sha256:
                 problems.append(f"{d.target}: {d.file} sha256 {sha} differs from the manifest's {d.sha256}")
             if d.format == "qcow2" and (why := qemu_img_check(local)):
@@ -612,7 +655,7 @@ class BackupOps:
         assert isinstance(store, LocalStore)
         with tempfile.TemporaryDirectory(prefix="virtsync-restore-") as tmp:
             flat = Path(tmp) / vol_name
-            files = [store.path / layer.file for layer in layers]
+            files = [store.plain_file(layer.file, Path(tmp)) for layer in layers]
             done = subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "compat=1.1", chain_spec(files),
                                    str(flat)], capture_output=True, text=True, timeout=3600)
             if done.returncode != 0:
@@ -697,6 +740,6 @@ def copy_files(src: Store, dest: LocalStore, m: Manifest) -> None:
         if sha != d.sha256:
             part.unlink()
             raise OperationFailed(f"copy of {d.file}: sha256 {sha} differs from the manifest's {d.sha256}")
-        part.replace(dest.path / d.file)
+        dest.put(d.file, part)
     dest.write(m.file_name, m.to_json().encode())
 

@@ -680,9 +680,17 @@ class BackupPolicySpec(SpecModel):
         description="auto: freeze file systems through the guest agent while the backup starts, else back up "
         "unfrozen and record it; required: fail (leaving nothing) without the agent; never. Default: auto.",
     )
+    compress: Literal["none", "zstd"] = Field(
+        default="none",
+        description="zstd: the copies under target.copyTo are compressed with zstd (FILE.zst; the manifest "
+        "keeps the digests of the uncompressed files, which verify and restore read through); the backups on "
+        "the host stay plain qcow2. Default: none.",
+    )
 
     @model_validator(mode="after")
     def _no_frequent(self) -> BackupPolicySpec:
+        if self.compress != "none" and self.target.copy_to is None:
+            raise FieldError("compress", f"compress: {self.compress} compresses the copies: set target.copyTo")
         if self.retain.frequent:
             raise FieldError(("retain", "frequent"), "backups have no 'frequent' bucket: use hourly, daily, "
                              "weekly, monthly or yearly")

@@ -74,6 +74,7 @@ spec:
   fullEvery: 7
   retain: {{daily: 7}}
   quiesce: auto
+  compress: zstd
 {extra}""")
     return d
 
@@ -183,23 +184,29 @@ def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
     ok(refused, 1)
     assert "db is running" in refused.stderr
 
-    # copyTo: the chain was streamed off the host; it verifies and restores from the copy.
+    # copyTo: the chain was streamed off the host, zstd-compressed; it verifies and restores from the copy.
     copies = sorted(p.name for p in (tmp_path / "copies" / "db").iterdir())
     assert len([n for n in copies if n.endswith(".manifest.json")]) == 3
+    packed = tmp_path / "copies" / "db" / f"{full['file']}.zst"
+    assert f"{full['file']}.zst" in copies and packed.stat().st_size < full["size"] // 2
     doc = json.loads(ok(virtsync("backups", "verify", str(specs), "--from-copy", "--format", "json")))
     assert doc["ok"] and len(doc["backups"]) == 3
     ok(virtsync("backups", "restore", "db", "--at", rows[2]["id"], "--as", "db-c", "--from-copy", str(specs),
                 "--yes"))
     assert _content(tmp_path / "pool" / "db-c-vdb.qcow2", tmp_path) == expected[2]
 
-    # A corrupted backup file fails verify, naming the file.
-    victim = tmp_path / "copies" / "db" / _disk(rows[1], "vdb")["file"]
-    with victim.open("r+b") as f:
-        f.seek(victim.stat().st_size - 1)
-        f.write(b"\x01")
-    bad = virtsync("backups", "verify", str(specs), "--from-copy")
-    ok(bad, 1)
-    assert f"{victim.name} sha256" in bad.stdout
+    # A corrupted backup file fails verify, naming the file: on the host (a changed digest) and in
+    # the copy (zstd's own checksum).
+    name = _disk(rows[1], "vdb")["file"]
+    for victim in (tmp_path / "backups" / name, tmp_path / "copies" / "db" / f"{name}.zst"):
+        saved = victim.read_bytes()
+        with victim.open("r+b") as f:
+            f.seek(len(saved) - 1)
+            f.write(bytes([saved[-1] ^ 1]))
+        bad = virtsync("backups", "verify", str(specs), *(["--from-copy"] if "copies" in str(victim) else []))
+        ok(bad, 1)
+        assert f"{rows[1]['id']} BAD" in bad.stdout and f"vdb: {name}" in bad.stdout, bad.stdout
+        victim.write_bytes(saved)
 
     # A stopped guest: its disks are copied whole, and the copy restores.
     hermetic_host.virsh("destroy", "db")

@@ -149,3 +149,14 @@ def test_a_manifest_round_trips_and_a_foreign_json_is_refused() -> None:
         Manifest.from_json('{"id": 1}', "x.json")
     with pytest.raises(ManifestError, match="incomplete"):
         Manifest.from_json('{"virtsync": {"manifestVersion": 1}, "id": "x"}', "x.json")
+
+
+def test_compress_needs_a_copy_to_compress() -> None:
+    from pydantic import ValidationError
+
+    doc = policy().model_dump(by_alias=True)
+    doc["spec"]["compress"] = "zstd"
+    with pytest.raises(ValidationError, match=r"compress: zstd compresses the copies: set target\.copyTo"):
+        BackupPolicy.model_validate(doc)
+    doc["spec"]["target"]["copyTo"] = "/srv/copies"
+    assert BackupPolicy.model_validate(doc).spec.compress == "zstd"
