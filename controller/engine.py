@@ -298,25 +298,34 @@ class Engine:
     @contextlib.contextmanager
     def _other_hosts(self, plan: Plan, held: frozenset[str], uris: Mapping[str, str]
                      ) -> Iterator[tuple[Plan, dict[str, str]]]:
-        """The plan with the actions on hosts outside the held scope (a move's other end) kept
-        only where that host's lock is free now — never waited for, so two writers each holding
-        one end never deadlock; ``busy``: host → who holds it, for the others."""
-        if self.locks is None:
+        """The plan with each action that touches a host outside the held scope — its own host,
+        or the source a move or migration takes the guest from — kept only where that host's lock
+        is free now; never waited for, so two writers each holding one end never deadlock.
+        ``busy``: host → who holds it, for the actions left out."""
+        locks = self.locks
+        if locks is None:
             yield plan, {}
             return
         extra: list[Any] = []
+        free: dict[str, bool] = {}
         busy: dict[str, str] = {}
-        hosts: list[HostPlan] = []
+
+        def lockable(host: str) -> bool:
+            if host in held or host not in uris:
+                return True
+            if host not in free:
+                got = locks.try_hold(host, uris[host])
+                free[host] = got is not None
+                if got is None:
+                    busy[host] = locks.holder_of(uris[host])
+                else:
+                    extra.append(got)
+            return free[host]
+
         try:
-            for hp in plan.hosts:
-                if hp.actions and hp.host not in held and hp.host in uris:
-                    got = self.locks.try_hold(hp.host, uris[hp.host])
-                    if got is None:
-                        busy[hp.host] = self.locks.holder_of(uris[hp.host])
-                        hp = replace(hp, actions=())
-                    else:
-                        extra.append(got)
-                hosts.append(hp)
+            hosts = [replace(hp, actions=tuple(a for a in hp.actions
+                                               if all(lockable(h) for h in _touches(hp.host, a))))
+                     for hp in plan.hosts]
             yield Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune), busy
         finally:
             for got in extra:
@@ -370,6 +379,12 @@ class Engine:
             self.pool.close()
         if self.locks is not None:
             self.locks.close()
+
+
+def _touches(host: str, action: Action) -> tuple[str, ...]:
+    """The hosts an action changes: its own, and the source a move or migration empties."""
+    source = getattr(action, "source", None)
+    return (host, source) if isinstance(source, str) and source and source != host else (host,)
 
 
 def _chosen_ids(plan: Plan, done: ChangeSet) -> set[tuple[str, ResourceKey, str]]:

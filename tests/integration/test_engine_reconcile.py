@@ -83,6 +83,31 @@ def test_a_guest_moved_to_another_host_is_moved_in_the_scope_of_either_host_or_t
     assert result.after is not None and not result.after.has_changes
 
 
+def test_a_move_is_left_out_while_another_writer_holds_its_source_host(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    """The move is an action of the target host but empties the source: a writer holding only the
+    target must not take the guest from under the source's writer."""
+    from controller.coordination import HostLocks
+
+    specs_dir, uri_a, uri_b = _two_hosts(tmp_path, "a")
+    assert virtsync("apply", specs_dir, "--yes").code == 0
+    _two_hosts(tmp_path, "b")
+    specs = _load(specs_dir)
+    url = f"file://{tmp_path / 'coord'}"
+    other = HostLocks(url, holder="virtsync apply")
+    engine = Engine(locks=HostLocks(url, holder="virtsync serve", timeout=1))
+    scope = Scope.of_object(ResourceKey("b", "Guest", "cold1"))
+    with other.holding({"a": uri_a}):
+        result = engine.reconcile(specs, scope, gate=lambda plan, _obs: plan)
+    assert result.busy == {"a": result.busy["a"]} and result.busy["a"].startswith("virtsync apply pid ")
+    assert result.changes is not None and not result.changes.outcomes  # nothing was carried out
+    assert "cold1" in [d.name() for d in connection(uri_a, "a").listAllDomains(0)]
+    # Free again, the same reconcile moves it.
+    result = engine.reconcile(specs, scope, gate=lambda plan, _obs: plan)
+    assert not result.busy and result.changes is not None and not result.changes.failed
+    assert connection(uri_b, "b").lookupByName("cold1").name() == "cold1"
+
+
 def test_a_guest_declared_for_a_host_that_is_down_is_not_pruned_from_its_old_host(
         tmp_path: Path, virtsync: VirtsyncCli) -> None:
     specs_dir, uri_a, _ = _two_hosts(tmp_path, "a")
