@@ -39,7 +39,8 @@ class Command:
     path: str  # "" (virtsync itself), "plan", "snapshots run"
     help: str = ""
     options: list[Option] = field(default_factory=list)
-    positional: str = ""  # what positionals complete to
+    positional: str = ""  # what the first positional completes to (fish completes every one so)
+    positionals: list[tuple[str, bool]] = field(default_factory=list)  # (kind, repeats: nargs + or *)
     subcommands: dict[str, str] = field(default_factory=dict)  # name → help
 
 
@@ -81,8 +82,10 @@ def commands(parser: argparse.ArgumentParser, path: str = "", help: str = "") ->
                 continue
             cmd.options.append(Option(tuple(a.option_strings), None if a.nargs == 0 else _value_kind(a),
                                       _help(a.help)))
-        elif not cmd.positional:
-            cmd.positional = _value_kind(a)
+        else:
+            cmd.positionals.append((_value_kind(a), a.nargs in ("+", "*")))
+            if len(cmd.positionals) == 1:
+                cmd.positional = cmd.positionals[0][0]
     yield cmd
     for name, sub, text in children:
         yield from commands(sub, f"{path} {name}".strip(), text)
@@ -145,7 +148,13 @@ def _tables(cmds: list[Command]) -> dict[str, dict[str, str]]:
     opts = {_key(c.path): " ".join(n for o in c.options for n in o.names) for c in cmds}
     vals = {f"{_key(c.path)} {n}": o.value or "-" for c in cmds for o in c.options if o.value is not None
             for n in o.names}
-    pos = {_key(c.path): c.positional for c in cmds if c.positional}
+    # "virtsync snapshots restore 0" → the first positional's kind; "… *" from a repeating one on.
+    pos: dict[str, str] = {}
+    for c in cmds:
+        for i, (kind, repeats) in enumerate(c.positionals):
+            pos[f"{_key(c.path)} {'*' if repeats else i}"] = kind or "-"
+            if repeats:
+                break
     return {"sub": sub, "opts": opts, "val": vals, "pos": pos}
 
 
@@ -159,7 +168,7 @@ def _assoc(shell: str, name: str, table: dict[str, str]) -> str:
 # into sub-verbs), skip option values, and say what the current word completes to. Subscripts stay
 # unquoted: zsh keeps quotes in them as part of the key (bash does not split them either).
 _WALK = r'''
-    local cmd="virtsync" expect="" w i
+    local cmd="virtsync" expect="" w i npos=0
     for ((i = FIRST; i < LAST; i++)); do
         w="${WORDS[i]}"
         if [[ -n "$expect" ]]; then expect=""; continue; fi
@@ -169,6 +178,9 @@ _WALK = r'''
         esac
         if [[ " ${_virtsync_sub[$cmd]} " == *" $w "* ]]; then
             cmd="$cmd $w"
+            npos=0
+        else
+            npos=$((npos + 1))
         fi
     done
     local kind=""
@@ -179,7 +191,8 @@ _WALK = r'''
     elif [[ -n "${_virtsync_sub[$cmd]}" ]]; then
         kind="=${_virtsync_sub[$cmd]}"
     else
-        kind="${_virtsync_pos[$cmd]}"
+        kind="${_virtsync_pos[$cmd $npos]}"
+        [[ -z "$kind" ]] && kind="${_virtsync_pos[$cmd *]}"
     fi
 '''
 

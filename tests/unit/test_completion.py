@@ -87,6 +87,8 @@ t virtsync explain Guest.disks.ca
 t virtsync apply --concurrency ""
 t virtsync snapshots list --guest ""
 t virtsync snapshots restore ""
+t virtsync snapshots restore not-a-host ""
+t virtsync snapshots restore not-a-host snap1 hos
 """
 
 
@@ -117,7 +119,9 @@ def test_bash_completion_completes_verb_and_host_name(tree: Path) -> None:
     assert got["virtsync explain Guest.disks.ca"] == ["Guest.disks.cache"]
     assert got["virtsync apply --concurrency "] == [], "a free value (a number) completes to nothing"
     assert got["virtsync snapshots list --guest "] == ["not-a-host"], "Guest names of the specs"
-    assert got["virtsync snapshots restore "] == ["not-a-host"]
+    assert got["virtsync snapshots restore "] == ["not-a-host"], "GUEST, the first positional"
+    assert got["virtsync snapshots restore not-a-host "] == [], "SNAPSHOT: nothing to offer"
+    assert got["virtsync snapshots restore not-a-host snap1 hos"] == ["hosts.yaml"], "PATH… from the third on"
 
 
 ZSH_DRIVER = """
