@@ -323,3 +323,53 @@ spec:
     finally:
         svc.stop()
         sink.close()
+
+
+def test_daily_passes_on_a_real_host_leave_the_chains_and_checkpoint_the_pure_core_decides(
+    tmp_path: Path, hermetic_host: HermeticHost,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from controller.backups import Backup, GuestBackups, plan_pass
+    from controller.backups.runner import run_pass
+    from controller.engine import Engine, select_hosts
+    from controller.hypervisor.connection import ConnectionPool
+    from controller.spec.loader import load_specs
+
+    specs = _specs(tmp_path, hermetic_host.uri)
+    lab = specs / "lab.yaml"
+    lab.write_text(lab.read_text().replace("fullEvery: 7", "fullEvery: 3").replace("retain: {daily: 7}",
+                                                                                   "retain: {daily: 2}"))
+    ok(virtsync("apply", str(specs), "--yes"))
+    hermetic_host.virsh("checkpoint-create-as", "db", "someone-elses", "--diskspec", "vda,checkpoint=no",
+                        "--diskspec", "vdb,checkpoint=bitmap")  # not virtsync's: left alone
+    loaded = select_hosts(load_specs([specs]).raise_for_errors())
+    engine = Engine(pool=ConnectionPool())
+    try:
+        obs = engine.observe(loaded)
+        ops = engine.backup_ops(loaded.hosts[0])
+        model: list[Backup] = []
+        checkpoints: dict[str, str] = {}
+        data = str(tmp_path / "pool" / "db-data.qcow2")
+        start = datetime(2026, 4, 6, 3, 0, tzinfo=UTC)  # a Monday
+        for day in range(8):
+            _write(hermetic_host, "db", data, (0x10 + day, day * MiB, MiB))
+            at = start + timedelta(days=day)
+            outcomes = run_pass(loaded, obs.states, lambda _h: ops, at)
+            assert not [o for o in outcomes if o.action == "failed"], outcomes
+            [d] = plan_pass({"db": GuestBackups({"backup": "nightly"}, True, tuple(model), checkpoints)},
+                            loaded.backup_policies, at)
+            assert d.take is not None
+            model = [b for b in model if b not in d.retention.delete] + [d.take]
+            checkpoints = {c: p for c, p in {**checkpoints, d.take.id: "nightly"}.items()
+                           if c not in d.retention.checkpoints_delete}
+        listed = [r["id"] for r in _list(specs, "db")]
+        assert listed == [b.id for b in model]
+        # fulls on days 0, 3, 6; daily 2 keeps days 6 and 7, whose chain is 6..7
+        assert [b.created.day - 6 for b in model] == [6, 7]
+        on_host = set(hermetic_host.virsh("checkpoint-list", "db", "--name").split())
+        assert on_host == {model[-1].checkpoint, "someone-elses"}
+        files = {p.name for p in (tmp_path / "backups").iterdir() if not p.name.startswith(".")}
+        assert files == {f"db.{b.id}.{t}" for b in model for t in ("manifest.json", "vda.qcow2", "vdb.qcow2")}
+    finally:
+        engine.close()
