@@ -1,7 +1,7 @@
 # Conveniences; the README's commands are ./run demo and ./run test (no make needed).
 BIN := .venv/bin
 
-.PHONY: demo test lint bench schema clean
+.PHONY: demo test lint bench schema soak clean
 
 demo:
 	./run demo
@@ -18,6 +18,10 @@ bench:
 
 schema:
 	$(BIN)/virtsync schema
+
+# The service's chaos soak for 30 minutes (CI runs 3 of it in the reliability area).
+soak:
+	VIRTSYNC_SOAK_MINUTES=30 $(BIN)/python -m pytest tests/e2e/test_chaos_soak.py -m reliability -s -q -p no:cacheprovider --timeout 2400
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache artifacts

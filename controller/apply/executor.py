@@ -456,6 +456,10 @@ def _recreate_guest(run: _HostRun, a: act.RecreateGuest) -> str:
     return "recreated under the same UUID; " + "; ".join(done) + before
 
 def _create_volume(run: _HostRun, a: act.CreateVolume) -> str:
+    # A pool observed stopped listed no volumes: started by this run, it may show the volume
+    if a.pool in run.state.pools and not run.state.pools[a.pool].active \
+            and run.ops.volume_info(a.pool, a.volume) is not None:
+        raise _conflict(run, f"volume {a.pool}/{a.volume} is there now that its pool runs")
     capacity = a.capacity
     if a.source is None:
         return run.ops.create_volume(a.pool, a.volume, capacity, a.format)
