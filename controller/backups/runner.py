@@ -206,6 +206,12 @@ def verify_all(specs: SpecSet, states: dict[str, HostState], ops_for: Callable[[
         for m in chains.manifests:
             results.append({"host": chains.host, "guest": m.guest, "policy": m.policy, "id": m.id,
                             "where": store.where, "problems": verify_backup(store, m, by_id)})
+        # Files named like this policy's backups of the guest that no manifest names: an
+        # interrupted backup (killed between its files and its manifest), or a manifest deleted.
+        named = {m.file_name for m in chains.manifests} | {d.file for m in chains.manifests for d in m.disks}
+        prefix = f"{chains.guest}.vs-{chains.policy}-"
+        chains.problems += [f"{store.where}/{n}: no manifest names this file (an interrupted backup?)"
+                            for n in store.names() if n.startswith(prefix) and n not in named]
 
     chains = read_chains(specs, states, ops_for, from_copy=from_copy, use=check)
     return results, chains

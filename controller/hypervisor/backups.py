@@ -725,6 +725,8 @@ def _rename(root: etree._Element, name: str) -> None:
         for el in list(meta):
             if isinstance(el.tag, str) and el.tag.startswith(f"{{{OWNER_NS}}}"):
                 meta.remove(el)
+    for el in root.findall("os/nvram"):
+        el.getparent().remove(el)  # type: ignore[union-attr]  # libvirt makes the copy its own from the template
     for el in root.findall("devices/graphics"):
         if "port" in el.attrib:
             del el.attrib["port"]  # a fixed port would clash with the original's

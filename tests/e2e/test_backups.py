@@ -207,6 +207,13 @@ def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
         ok(bad, 1)
         assert f"{rows[1]['id']} BAD" in bad.stdout and f"vdb: {name}" in bad.stdout, bad.stdout
         victim.write_bytes(saved)
+    stray = tmp_path / "copies" / "db" / "db.vs-nightly-20260309T030000Z.vdb.qcow2"
+    stray.write_bytes(b"half a backup")
+    bad = virtsync("backups", "verify", str(specs), "--from-copy", "--format", "json")
+    ok(bad, 1)
+    assert json.loads(bad.stdout)["problems"] == [f"bk/db [nightly]: {stray}: no manifest names this file "
+                                                  "(an interrupted backup?)"]
+    stray.unlink()
 
     # A stopped guest: its disks are copied whole, and the copy restores.
     hermetic_host.virsh("destroy", "db")
