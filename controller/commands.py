@@ -69,6 +69,12 @@ def _waiting(host: str, holder: str) -> None:
     print(f"host {host}: waiting for its lock, held by {holder}", file=sys.stderr, flush=True)
 
 
+def _replica_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a replica name (letters, digits, - _ ., up to 63)")
+    return text
+
+
 def _lock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordination", metavar="URL", default=os.environ.get("VIRTSYNC_COORDINATION"),
                    help="where the per-host write locks live: file:///DIR (default "
@@ -546,6 +552,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(json=args.log_format == "json", verbose=args.verbose)
     if not args.paths and not args.git:
         raise UsageError("serve needs a spec PATH or --git URL")
+    if args.pin_host and not args.replica_id:
+        raise UsageError("--pin-host needs --replica-id (pins say which replica takes a host)")
     git = None
     if args.git:
         git = GitSource(url=args.git, branch=args.branch, subdir=args.git_path or "",
@@ -570,6 +578,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(max_file_bytes=args.max_file_size), policy=_policy(args),
         trust=_trust(args) if args.verify_commits else None,
         audit_log=args.audit_log, coordination=args.coordination, lock_timeout=args.lock_timeout,
+        replica_id=args.replica_id, pins=args.pin_host,
     )
     return Service(opts).run()
 
@@ -938,6 +947,11 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     _trust_options(p)
     _audit_option(p)
     _lock_options(p)
+    p.add_argument("--replica-id", type=_replica_id, metavar="NAME",
+                   help="run as one of several replicas sharing the hosts through --coordination (a stable "
+                   "name per replica, e.g. serve-1): each host is reconciled by one live replica at a time")
+    p.add_argument("--pin-host", action="append", default=[], metavar="NAME",
+                   help="with --replica-id: this replica always takes this host while it lives (repeatable)")
     p.add_argument("--cache-dir", metavar="DIR", help="where git snapshots live "
                    "(default ~/.cache/virtsync)")
     p.add_argument("--hook-secret-file", metavar="FILE",

@@ -82,10 +82,12 @@ class HostLocks:
     """The per-host write locks of one process (one tooz member, started on first use)."""
 
     def __init__(self, url: str | None = None, *, holder: str = "virtsync",
-                 timeout: float = DEFAULT_LOCK_TIMEOUT):
+                 timeout: float = DEFAULT_LOCK_TIMEOUT, member: str | None = None):
         self.url = check_url(url or default_url())
         self.timeout = timeout
         self.holder = f"{holder} pid {os.getpid()} on {socket.gethostname()}"
+        # The tooz member id: a serve replica's stable --replica-id, else unique to this process.
+        self.member = member or self.holder.replace(" ", "-")
         self._coordinator: Any = None
         self._start_lock = threading.Lock()
         self._local: dict[str, threading.Lock] = {}
@@ -183,14 +185,17 @@ class HostLocks:
     def _tooz_lock(self, uri: str) -> Any:
         return self._start().get_lock(lock_name(uri).encode())
 
+    def coordinator(self) -> Any:
+        """The started tooz coordinator (group membership for serve replicas)."""
+        return self._start()
+
     def _start(self) -> Any:
         with self._start_lock:
             if self._coordinator is None:
                 from tooz import coordination  # imported by writers only: it is not light
 
-                member = self.holder.replace(" ", "-").encode()
                 try:
-                    coordinator = coordination.get_coordinator(self.url, member)
+                    coordinator = coordination.get_coordinator(self.url, self.member.encode())
                     coordinator.start(start_heart=True)
                 except Exception as exc:  # tooz raises its own tree, and OSError for file://
                     raise HostError(f"cannot start the coordination backend {self.url}: {exc}",

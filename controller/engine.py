@@ -135,10 +135,11 @@ SHARED_POOL = ConnectionPool()
 
 class Engine:
     def __init__(self, pool: ConnectionPool | None = None, instance: str = "default",
-                 locks: HostLocks | None = None):
+                 locks: HostLocks | None = None, fence: Callable[[str], str | None] | None = None):
         self.pool = pool or SHARED_POOL
         self.instance = instance
         self.locks = locks  # writers hold host locks when given (apply, serve, snapshots run)
+        self.fence = fence  # asked before each action: why not to change a host now (serve replicas)
         self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
 
     def connection(self, host: Host) -> HostConnection:
@@ -339,7 +340,7 @@ class Engine:
             return HostOps(self.connection(hosts[name]), obs.states[name].caps)
 
         return execute(plan, specs, obs.states, ops_for,
-                       ExecOptions(self.instance, commit, concurrency), progress)
+                       ExecOptions(self.instance, commit, concurrency, fence=self.fence), progress)
 
     # ------------------------------------------------------------- other verbs' host access
 

@@ -60,6 +60,9 @@ class ExecOptions:
     concurrency: int = 8
     # one line per action carried out; by default the log audit_to set around Engine.reconcile
     audit: AuditLog | None = field(default_factory=current_audit)
+    # Checked before each action on each host it touches: why this process must not change the
+    # host now (a serve replica that no longer holds it), or None. The fence of `serve` replicas.
+    fence: Callable[[str], str | None] | None = None
 
 class _HostRun(Definitions):
     def __init__(self, hp: HostPlan, specs: SpecSet, state: HostState, ops: HostOps,
@@ -115,7 +118,7 @@ class _HostRun(Definitions):
     def run_one(self, action: Action) -> Outcome:
         """One action; whatever it raises is its failed outcome (the host's other actions go on)."""
         started = time.monotonic()
-        why = self.blocked(action)
+        why = self.blocked(action) or self.fenced(action)
         if why:
             return Outcome(action.key, action.op, "skipped", why)  # nothing changed: not audited
         before = self.object_digest(action) if self.opts.audit is not None else None
@@ -134,6 +137,17 @@ class _HostRun(Definitions):
         self.audit(action, outcome, before)
         _die_if_asked(action)
         return outcome
+
+    def fenced(self, action: Action) -> str | None:
+        fence = self.opts.fence
+        if fence is None:
+            return None
+        source = getattr(action, "source", None)
+        for host in (self.hp.host, *([source] if isinstance(source, str) and source else [])):
+            why = fence(host)
+            if why:
+                return f"skipped: {why}"
+        return None
 
     # -------------------------------------------------------------- audit
 

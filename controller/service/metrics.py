@@ -27,6 +27,8 @@ class Metrics:
         self.errors = Counter("virtsync_errors_total", "Reconcile errors", ["host", "kind"], registry=r)
         self.spec_errors = Counter("virtsync_spec_load_errors_total", "Spec sets refused", registry=r)
         self.up = Gauge("virtsync_host_up", "Host reachable (1) or not (0)", ["host"], registry=r)
+        self.replica_hosts = Gauge("virtsync_replica_hosts", "Hosts this serve replica holds (--replica-id)",
+                                   ["replica"], registry=r)
         self.thrashing = Gauge("virtsync_thrashing_objects",
                                "Objects backing off because they were changed back out of band again and again",
                                ["host"], registry=r)

@@ -40,6 +40,7 @@ from controller.service.http import DEFAULT_HOOK_RATE, Routes, serve_http
 from controller.service.metrics import Metrics
 from controller.service.notify import Notifier
 from controller.service.queue import WorkQueue
+from controller.service.replicas import Replicas
 from controller.service.status import StatusStore
 from controller.service.watch import SpecWatcher
 from controller.spec.loader import load_specs
@@ -78,6 +79,8 @@ class ServiceOptions:
     trust: CommitTrust | None = None  # --verify-commits: only commits signed by an allowed key
     audit_log: str | None = None  # --audit-log: one JSON line per change, also an `audit` event on stdout
     coordination: str | None = None  # --coordination: tooz URL of the host write locks (default file://)
+    replica_id: str | None = None  # --replica-id: share the hosts with other replicas (service/replicas.py)
+    pins: list[str] = field(default_factory=list)  # --pin-host: hosts this replica always takes
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # --lock-timeout: how long a reconcile waits for a host's lock
 
 
@@ -85,8 +88,13 @@ class Service:
     def __init__(self, opts: ServiceOptions):
         self.opts = opts
         self.queue: WorkQueue[ResourceKey] = WorkQueue()
-        self.locks = HostLocks(opts.coordination, holder="virtsync serve", timeout=opts.lock_timeout)
-        self.engine = Engine(instance=opts.instance, locks=self.locks)
+        holder = f"virtsync serve replica {opts.replica_id}" if opts.replica_id else "virtsync serve"
+        self.locks = HostLocks(opts.coordination, holder=holder, timeout=opts.lock_timeout,
+                               member=opts.replica_id)
+        self.replicas = (Replicas(self.locks, opts.instance, opts.replica_id, opts.pins)
+                         if opts.replica_id else None)
+        self.engine = Engine(instance=opts.instance, locks=self.locks,
+                             fence=self._fence if self.replicas is not None else None)
         self.desired = DesiredState()
         self.status = StatusStore(instance=opts.instance)
         self.metrics = Metrics()
@@ -206,12 +214,47 @@ class Service:
     def _on_event(self, host: str, kind: str, name: str) -> None:
         self.queue.add(ResourceKey(host, kind, name))
 
+    def _mine(self, host: str) -> bool:
+        return self.replicas is None or self.replicas.owns(host)
+
+    def _fence(self, host: str) -> str | None:
+        """Before each action: a replica changes only hosts it still holds."""
+        if self._mine(host):
+            return None
+        assert self.replicas is not None
+        owner = self.replicas.view()["owners"].get(host)
+        return f"replica {self.replicas.id} no longer holds host {host}" + (f" ({owner} does)" if owner else "")
+
+    def _rebalance(self, specs: SpecSet | None) -> None:
+        """Replicas: who holds which host now; a host gained is reconciled whole at once."""
+        if self.replicas is None or specs is None:
+            return
+        try:
+            gained, lost = self.replicas.refresh(h.metadata.name for h in specs.hosts)
+        except Exception as exc:  # the backend did not answer: keep the last assignment
+            log.warning("replica membership not refreshed", error=str(exc))
+            return
+        view = self.replicas.view()
+        self.metrics.replica_hosts.labels(self.replicas.id).set(len(view["holds"]))
+        for name in sorted(gained):
+            self.status.record("info", f"replica {self.replicas.id} now holds host {name}")
+            self.queue.add(ResourceKey(name, "Host", name))
+        for name in sorted(lost):
+            self.status.record("info", f"replica {self.replicas.id} handed host {name} to "
+                               f"{view['owners'].get(name, 'another replica')}")
+            self._first_sync.discard(name)
+        if lost:
+            self.status.forget_hosts(set(view["holds"]))
+
     def _watch_hosts(self) -> None:
         """Keep event callbacks registered; a reconnect queues the whole host."""
         while not self.stopping.is_set():
             specs, _ = self.desired.snapshot()
+            self._rebalance(specs)
             for host in specs.hosts if specs else []:
                 name = host.metadata.name
+                if not self._mine(name):
+                    continue
                 conn = self.engine.connection(host)
                 events = self._events.get(name)
                 if events is None or events.conn is not conn:
@@ -239,7 +282,7 @@ class Service:
             specs, _ = self.desired.snapshot()
             if specs is None or not specs.policies or self.suspended:
                 continue
-            hosts = {h.metadata.name: h for h in specs.hosts}
+            hosts = {h.metadata.name: h for h in specs.hosts if self._mine(h.metadata.name)}
             for name, host in hosts.items():
                 with self.locks.holding({name: host.spec.uri}):  # never beside another writer
                     obs = self.engine.observe(specs.for_host(name))
@@ -273,7 +316,7 @@ class Service:
             specs, _ = self.desired.snapshot()
             if specs is None or not specs.backup_policies or self.suspended:
                 continue
-            for name, host in {h.metadata.name: h for h in specs.hosts}.items():
+            for name, host in {h.metadata.name: h for h in specs.hosts if self._mine(h.metadata.name)}.items():
                 now = time.monotonic()
                 with self.locks.holding({name: host.spec.uri}):  # never beside another writer
                     obs = self.engine.observe(specs.for_host(name))
@@ -359,6 +402,8 @@ class Service:
             return
         until = self._thrashing.get(key)
         if until is not None and time.monotonic() < until:
+            return
+        if not self._mine(key.host):  # another replica holds it
             return
         started = time.monotonic()
         rid = f"{random.getrandbits(32):08x}"
@@ -605,6 +650,7 @@ class Service:
                                "name": a.key.name, "op": a.op, "outcome": a.outcome, "detail": a.detail,
                                "seconds": round(a.seconds, 3), "commit": a.commit or None}
                               for a in self.status.recent_actions()[:20]],
+            "replica": self.replicas.view() if self.replicas is not None else None,
         }
         return doc
 
@@ -622,7 +668,7 @@ class Service:
 
     def ready(self) -> bool:
         specs, _ = self.desired.snapshot()
-        return specs is not None and {h.metadata.name for h in specs.hosts} <= (
+        return specs is not None and {h.metadata.name for h in specs.hosts if self._mine(h.metadata.name)} <= (
             self._first_sync | set(self.status.host_status()))
 
     # --------------------------------------------------------- lifecycle
@@ -667,6 +713,8 @@ class Service:
             t.join(max(0.0, deadline - time.monotonic()))
         if self.http is not None:
             self.http.shutdown()
+        if self.replicas is not None:
+            self.replicas.leave()  # the others take its hosts now, not when its heartbeat expires
         log.info("stopped")
 
     def run(self) -> int:
