@@ -17,6 +17,8 @@ if [ "$what" = test ]; then
          swtpm swtpm-tools
          # the monitoring kit's tests: a real Prometheus server and promtool (deploy/prometheus)
          prometheus
+         # serve replicas coordinated through a real etcd (tooz's etcd3+http driver)
+         etcd-server
          # `virtsync completion zsh|fish`: the scripts are checked and run by the shells themselves
          zsh fish)
   # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's
