@@ -345,8 +345,9 @@ def test_daily_passes_on_a_real_host_leave_the_chains_and_checkpoint_the_pure_co
 
     specs = _specs(tmp_path, hermetic_host.uri)
     lab = specs / "lab.yaml"
-    lab.write_text(lab.read_text().replace("fullEvery: 7", "fullEvery: 3").replace("retain: {daily: 7}",
-                                                                                   "retain: {daily: 2}"))
+    text = lab.read_text().replace("fullEvery: 7", "fullEvery: 3").replace("retain: {daily: 7}", "retain: {daily: 2}")
+    # a {path: DIR} target this time: virtsync opens a transient dir pool on it for each pass
+    lab.write_text(text.replace("target: {pool: backups,", f'target: {{path: "{tmp_path}/bypath",'))
     ok(virtsync("apply", str(specs), "--yes"))
     hermetic_host.virsh("checkpoint-create-as", "db", "someone-elses", "--diskspec", "vda,checkpoint=no",
                         "--diskspec", "vdb,checkpoint=bitmap")  # not virtsync's: left alone
@@ -376,7 +377,8 @@ def test_daily_passes_on_a_real_host_leave_the_chains_and_checkpoint_the_pure_co
         assert [b.created.day - 6 for b in model] == [6, 7]
         on_host = set(hermetic_host.virsh("checkpoint-list", "db", "--name").split())
         assert on_host == {model[-1].checkpoint, "someone-elses"}
-        files = {p.name for p in (tmp_path / "backups").iterdir() if not p.name.startswith(".")}
+        files = {p.name for p in (tmp_path / "bypath").iterdir()}
         assert files == {f"db.{b.id}.{t}" for b in model for t in ("manifest.json", "vda.qcow2", "vdb.qcow2")}
+        assert "virtsync-backup-" not in hermetic_host.virsh("pool-list", "--all", "--name")  # closed again
     finally:
         engine.close()
