@@ -283,19 +283,39 @@ def _transfers() -> Any:
 # ----------------------------------------------------------------- drift
 
 
+def _agents_report(args: argparse.Namespace) -> Any:
+    """`drift --from-agents URL…`: the agents' /status documents merged into one report."""
+    from controller.agents import read_statuses
+    from controller.report.fleet import merged_report
+
+    bad = [u for u in args.paths if not re.match(r"https?://[^/\s]+", u)]
+    if bad:
+        raise UsageError(f"--from-agents takes agents' URLs (http://HOST:PORT, https://…), not {bad[0]!r}")
+    token = _read_option_file("--token-file", args.token_file).strip() if args.token_file else None
+    report = merged_report(read_statuses(args.paths, token, args.agent_ca), datetime.now(UTC))
+    if args.host:
+        from dataclasses import replace
+
+        report = replace(report, plan=replace(report.plan, hosts=tuple(
+            h for h in report.plan.hosts if h.host in args.host or h.host.startswith("agent "))))
+    return report
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     from controller.report import drift
 
-    specs, scope = _load_scoped(args)
-    engine = _engine(args)
-    try:
-        result = engine.reconcile(specs, scope, commit=args.commit)
-        _add_snapshot_freshness(result.specs, result.plan, engine)
-        _add_backup_freshness(result.specs, result.plan, engine)
-    finally:
-        engine.close()
-    plan = result.plan
-    report = drift.DriftReport(plan, datetime.now(UTC), args.commit)
+    if args.from_agents:
+        report = _agents_report(args)
+    else:
+        specs, scope = _load_scoped(args)
+        engine = _engine(args)
+        try:
+            result = engine.reconcile(specs, scope, commit=args.commit)
+            _add_snapshot_freshness(result.specs, result.plan, engine)
+            _add_backup_freshness(result.specs, result.plan, engine)
+        finally:
+            engine.close()
+        report = drift.DriftReport(result.plan, datetime.now(UTC), args.commit)
     if args.format == "json":
         # Indented for people; compact otherwise (the indenting encoder is pure Python: a
         # fleet's report takes seconds that way).
@@ -931,6 +951,12 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text",
                    help="json: drift.schema.json; html: a page of its own")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here")
+    p.add_argument("--from-agents", action="store_true", help="the PATHs are agents' URLs (http://HOST:PORT, "
+                   "https://…): merge their serve /status reports into one fleet report instead of "
+                   "observing the hosts")
+    p.add_argument("--token-file", metavar="FILE", help="with --from-agents: the agents' bearer token")
+    p.add_argument("--agent-ca", metavar="FILE", help="with --from-agents: CA certificates (PEM) the "
+                   "agents' HTTPS certificates are checked against (default: the system's)")
     p.set_defaults(post=_fill_commit)
 
     p = verb("serve", cmd_serve, "keep the hosts converged: watch specs, git and libvirt events",

@@ -51,6 +51,7 @@ class DesiredState:
         self.error: LoadError | None = None
         self._digests: dict[ResourceKey, str] = {}
         self._elsewhere: dict[str, frozenset[str]] = {}
+        self.complete: SpecSet | None = None  # the whole set ``specs`` was narrowed from (agents)
 
     def accept(self, specs: SpecSet, commit: str, complete: SpecSet | None = None
                ) -> tuple[set[ResourceKey], set[ResourceKey]]:
@@ -63,6 +64,7 @@ class DesiredState:
             changed = {k for k, d in digests.items() if old.get(k) != d}
             removed = set(old) - set(digests)
             self.specs, self.commit, self._digests = specs, commit, digests
+            self.complete = complete or specs
             self._elsewhere = elsewhere
             self.loaded_at = datetime.now(UTC)
             self.error = None

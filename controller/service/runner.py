@@ -426,11 +426,19 @@ class Service:
         scope = Scope.of_object(key) if one_guest else Scope.of_hosts(key.host)
         host = specs.host(key.host)
         assert host is not None
+        # An agent (--this-host) plans from the whole tree, its scope kept to its own hosts: a
+        # guest whose host: moved here is looked up on (and moved from) the peer it left, whose
+        # lock the engine takes. A peer is reached only at a URI none of our hosts has: an
+        # agent-style tree of qemu:///system URIs must not take our own daemon for the peer.
+        complete = self.desired.complete or specs
+        own = {h.spec.uri for h in specs.hosts}
+        reach = {h.metadata.name for h in complete.hosts
+                 if specs.host(h.metadata.name) is not None or h.spec.uri not in own}
         with audit_to(self.audit):
             result = self.engine.reconcile(
-                specs, scope, prune=self.opts.prune, commit=commit,
+                complete, scope, prune=self.opts.prune, commit=commit,
                 gate=lambda plan, obs: self._gate(plan, obs, key),
-                elsewhere=self.desired.elsewhere(), reach={h.metadata.name for h in specs.hosts})
+                elsewhere=self.desired.elsewhere(), reach=reach)
         if key.host in result.obs.failed:
             self.metrics.up.labels(key.host).set(0)
             self.status.set_host(key.host, host.spec.uri, error=result.obs.failed[key.host])
@@ -454,10 +462,14 @@ class Service:
 
     def _gate(self, plan: Plan, obs: Observation, key: ResourceKey) -> Plan | None:
         """What the service carries out of a plan: nothing while suspended; no deletions the
-        mass-deletion guard refuses; nothing for objects backing off from thrashing. (The engine
-        leaves out another host's part when another writer holds it; that is retried.)"""
+        mass-deletion guard refuses; nothing for objects backing off from thrashing; nothing on
+        a host outside this service's slice (an agent moves a guest *to* its host; the source's
+        agent leaves that to it). (The engine leaves out another host's part when another writer
+        holds it; that is retried.)"""
         if self.suspended:
             return None
+        mine, _ = self.desired.snapshot()
+        own = {h.metadata.name for h in mine.hosts} if mine is not None else set()
         hosts = []
         now = time.monotonic()
         backed_off = {k for k, until in self._thrashing.items() if until > now}
@@ -467,7 +479,7 @@ class Service:
             self.status.record("error", f"{key.host}: prune refused: {'; '.join(refusals)}")
             self.notifier.send("prune-refused", f"{key.host}: {'; '.join(refusals)}", host=key.host)
         for hp in plan.hosts:
-            actions = [a for a in hp.actions if a.key not in backed_off
+            actions = [a for a in hp.actions if hp.host in own and a.key not in backed_off
                        and ResourceKey(hp.host, "Guest", a.serves or "") not in backed_off
                        and not (refusals and a.impact == Impact.DELETE)]
             actions = hold_recoveries(actions, self.crash_backoff, self._recovery_held)

@@ -165,3 +165,106 @@ def test_replicas_share_the_hosts_and_take_over_from_a_killed_one(
     failed = [a for a in every if a.get("outcome") == "failed"]
     assert not failed, failed
     _no_overlap(every)  # the restarted replica's log holds its first life's actions too
+
+
+def test_agents_move_guests_between_their_hosts_live_and_cold(
+    hermetic_host_factory: HostFactory, tmp_path: Path,
+) -> None:
+    """One agent per host (`serve --this-host`), sharing their locks: when a guest's host: changes,
+    the target's agent moves it from the source — a running one live (no reboot: same boot id
+    through the guest agent), a stopped one cold with its disk bytes — and the source's agent never
+    deletes it."""
+    import hashlib
+
+    from tests.e2e.test_fleet import _boot_id, join
+    from tests.hosts.linux_guest import ensure_test_guest, link_or_copy, wait_for_agent
+
+    a = hermetic_host_factory("aa", listen_tcp=True)
+    b = hermetic_host_factory("ab", listen_tcp=True)
+    ip_a, ip_b = join(a, b, "ag", "10.97.0")
+    kernel, initrd = ensure_test_guest()
+    boot = tmp_path / "boot"
+    kernel, initrd = link_or_copy(kernel, boot), link_or_copy(initrd, boot)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    def write(mover: str, boxed: str) -> None:
+        docs = [f"""apiVersion: virtsync/v1
+kind: Host
+metadata: {{name: {name}}}
+spec: {{uri: "{host.uri}", hypervisor: qemu, migrationUri: "qemu+tcp://{ip}/system", migrationAddress: {ip},
+       storage: {{allowedDirs: ["{boot}", /var/lib/libvirt/images]}}}}
+---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: agpool}}
+spec: {{host: {name}, path: /var/lib/libvirt/images/agpool}}
+---
+apiVersion: virtsync/v1
+kind: Network
+metadata: {{name: ag}}
+spec: {{host: {name}, mode: isolated, bridge: virbr-ag}}
+""" for name, host, ip in (("aa", a, ip_a), ("ab", b, ip_b))]
+        docs.append(f"""apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: mover}}
+spec:
+  host: {mover}
+  memory: 256MiB
+  agent: true
+  boot: {{kernel: "{kernel}", initrd: "{initrd}", cmdline: "console=ttyS0"}}
+  interfaces: [{{network: ag, mac: "52:54:00:24:00:01", bootRom: false}}]
+---
+apiVersion: virtsync/v1
+kind: Guest
+metadata: {{name: boxed}}
+spec:
+  host: {boxed}
+  state: stopped
+  memory: 64MiB
+  disks: [{{name: root, pool: agpool, size: 8MiB, format: raw}}]
+""")
+        tmp = specs / ".fleet.yaml.tmp"
+        tmp.write_text("---\n".join(docs))
+        tmp.replace(specs / "fleet.yaml")  # one change, as a commit lands
+
+    write("aa", "aa")
+    coord = f"file://{tmp_path / 'coord'}"
+    agents = {name: ServeProcess([str(specs), "--this-host", name, "--coordination", coord, "--prune"],
+                                 tmp_path / f"agent-{name}.log") for name in ("aa", "ab")}
+    try:
+        for svc in agents.values():
+            svc.start()
+        wait_for(lambda: "boxed" in a.virsh("list", "--all", "--name").split(), 60, "boxed defined on aa")
+        wait_for_agent(a, "mover", timeout=120)
+        before = _boot_id(a, "mover")
+        src = a.path_outside("/var/lib/libvirt/images/agpool/boxed-root.img")
+        with src.open("r+b") as f:
+            f.write(b"moved by an agent\n" * 1000)
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        uuid = a.virsh("domuuid", "boxed").strip()
+
+        write("aa", "ab")  # the stopped guest: cold
+        wait_for(lambda: "boxed" in b.virsh("list", "--all", "--name").split()
+                 and "boxed" not in a.virsh("list", "--all", "--name").split(), 60, "boxed moved to ab")
+        assert b.virsh("domuuid", "boxed").strip() == uuid
+        dst = b.path_outside("/var/lib/libvirt/images/agpool/boxed-root.img")
+        assert hashlib.sha256(dst.read_bytes()).hexdigest() == digest
+
+        write("ab", "ab")  # the running guest: live
+        wait_for(lambda: "mover" not in a.virsh("list", "--all", "--name").split()
+                 and b.virsh("domstate", "mover").strip() == "running", 120, "mover migrated to ab")
+        wait_for_agent(b, "mover", timeout=60)
+        assert _boot_id(b, "mover") == before, "the guest rebooted"
+        time.sleep(2)  # late reconciles of either agent must change nothing more
+        assert b.virsh("domstate", "mover").strip() == "running"
+    finally:
+        for svc in agents.values():
+            svc.stop()
+    ops = {name: [(e["op"], e["name"], e.get("outcome")) for e in svc.log_events() if e.get("event") == "action"]
+           for name, svc in agents.items()}
+    assert ("migrate", "mover", "updated") in [(o, n, s) for o, n, s in ops["ab"]] or any(
+        o == "migrate" and n == "mover" for o, n, _ in ops["ab"]), ops["ab"]
+    assert any(o == "move" and n == "boxed" for o, n, _ in ops["ab"]), ops["ab"]
+    assert not [x for x in ops["aa"] if x[0] == "delete"], ops["aa"]  # the source's agent never deleted one
+    assert not [x for name in ops for x in ops[name] if x[2] == "failed"], ops
