@@ -629,14 +629,15 @@ class BackupOps:
             with libvirt_call(self.host, f"open pool {pool_name}"):
                 pool = c.storagePoolLookupByName(pool_name)
             dest = PoolStore(c, pool, self.host)
-            vol_name = os.path.basename(d.source) if not new_name else f"{new_name}-{d.target}.qcow2"
-            if not new_name:  # the guest's own disk, rebuilt in place (it is stopped or gone)
-                dest.delete(vol_name)
             if progress is not None:
                 progress(f"{name}/{d.target}", 0, d.capacity)
-            path = self._rebuild(store, dest, layers, vol_name, d.capacity)
+            if new_name:
+                path = self._rebuild(store, dest, layers, f"{new_name}-{d.target}.qcow2", d.capacity)
+                fmt = "qcow2"
+            else:
+                path, fmt = self._rebuild_in_place(store, dest, layers, d)
             files.append(path)
-            _set_disk_source(root, d.target, path)
+            _set_disk_source(root, d.target, path, fmt)
             if progress is not None:
                 progress(f"{name}/{d.target}", d.capacity, d.capacity)
         if new_name:
@@ -645,33 +646,54 @@ class BackupOps:
             c.defineXML(etree.tostring(root, encoding="unicode"))
         return name, files
 
-    def _rebuild(self, store: Store, dest: PoolStore, layers: list[DiskEntry], vol_name: str, capacity: int) -> str:
+    def _rebuild_in_place(self, store: Store, dest: PoolStore, layers: list[DiskEntry],
+                          d: DiskEntry) -> tuple[str, str]:
+        """The guest's own disk, rebuilt under its own name and format (the guest is stopped or gone):
+        first beside it, and only once that copy is whole is the old disk replaced by it."""
+        vol_name = os.path.basename(d.source)
+        fmt = d.source_format if d.source_format in ("raw", "qcow2") else "qcow2"
+        if vol_name not in dest.names():
+            return self._rebuild(store, dest, layers, vol_name, d.capacity, fmt), fmt
+        scratch = f".{vol_name}.restoring"
+        dest.delete(scratch)  # a leftover of an interrupted restore
+        self._rebuild(store, dest, layers, scratch, d.capacity, fmt)
+        with libvirt_call(self.host, f"replace {vol_name} by its restored copy"):
+            dest.delete(vol_name)
+            vol = dest.pool.createXMLFrom(_volume_xml(vol_name, d.capacity, fmt=fmt), dest.volume(scratch), 0)
+            dest.delete(scratch)
+            return str(vol.path()), fmt
+
+    def _rebuild(self, store: Store, dest: PoolStore, layers: list[DiskEntry], vol_name: str, capacity: int,
+                 fmt: str = "qcow2") -> str:
         if isinstance(store, PoolStore):
             # libvirt's clone is qemu-img convert: it reads the top file through its backing chain
             # (the previous backups' files beside it) and writes one flat qcow2 v3
             with libvirt_call(self.host, f"rebuild {vol_name} from {layers[-1].file}"):
-                vol = dest.pool.createXMLFrom(_volume_xml(vol_name, capacity), store.volume(layers[-1].file), 0)
+                vol = dest.pool.createXMLFrom(_volume_xml(vol_name, capacity, fmt=fmt), store.volume(layers[-1].file),
+                                              0)
                 return str(vol.path())
         assert isinstance(store, LocalStore)
         with tempfile.TemporaryDirectory(prefix="virtsync-restore-") as tmp:
             flat = Path(tmp) / vol_name
             files = [store.plain_file(layer.file, Path(tmp)) for layer in layers]
-            done = subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", "compat=1.1", chain_spec(files),
-                                   str(flat)], capture_output=True, text=True, timeout=3600)
+            options = ["-o", "compat=1.1"] if fmt == "qcow2" else []
+            done = subprocess.run(["qemu-img", "convert", "-O", fmt, *options, chain_spec(files), str(flat)],
+                                  capture_output=True, text=True, timeout=3600)
             if done.returncode != 0:
                 raise OperationFailed(f"qemu-img convert of {layers[-1].file}: {done.stderr.strip()}", host=self.host)
-            return dest.upload_file(vol_name, flat, "qcow2")
+            return dest.upload_file(vol_name, flat, fmt)
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _volume_xml(name: str, capacity: int, backing: str | None = None) -> str:
+def _volume_xml(name: str, capacity: int, backing: str | None = None, fmt: str = "qcow2") -> str:
     # compat 1.1 (qcow2 v3): libvirt's default for new qcow2 volumes is 0.10 here, which cannot
     # hold dirty bitmaps or be written by a push backup with bitmaps.
     bs = f"<backingStore><path>{backing}</path><format type='qcow2'/></backingStore>" if backing else ""
+    compat = "<compat>1.1</compat>" if fmt == "qcow2" else ""
     return (f"<volume><name>{name}</name><capacity>{capacity}</capacity>"
-            f"<target><format type='qcow2'/><compat>1.1</compat></target>{bs}</volume>")
+            f"<target><format type='{fmt}'/>{compat}</target>{bs}</volume>")
 
 
 def _layers(d: DiskEntry, m: Manifest, by_id: dict[str, Manifest]) -> list[DiskEntry]:
@@ -698,7 +720,7 @@ def _pool_of_target(root: etree._Element, target: str) -> str | None:
     return None
 
 
-def _set_disk_source(root: etree._Element, target: str, path: str) -> None:
+def _set_disk_source(root: etree._Element, target: str, path: str, fmt: str = "qcow2") -> None:
     for disk in root.findall("devices/disk"):
         t = disk.find("target")
         if t is None or t.get("dev") != target:
@@ -711,7 +733,7 @@ def _set_disk_source(root: etree._Element, target: str, path: str) -> None:
         driver = disk.find("driver")
         if driver is None:
             driver = etree.SubElement(disk, "driver", name="qemu")
-        driver.set("type", "qcow2")
+        driver.set("type", fmt)
 
 
 def _rename(root: etree._Element, name: str) -> None:

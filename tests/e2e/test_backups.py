@@ -230,6 +230,10 @@ def test_full_and_two_incrementals_restore_each_point_exactly_and_verify(
     ok(virtsync("backups", "restore", "db", "--at", rows[0]["id"], str(specs), "--yes"))
     assert _content(Path(data), tmp_path) == expected[0]
     assert hermetic_host.virsh("domuuid", "db").strip() == uuid
+    # each disk keeps its path and format (the raw root disk is raw again), and no scratch copy is left
+    xml = hermetic_host.virsh("dumpxml", "--inactive", "db")
+    assert f"file='{data}'" in xml and "type='raw'" in xml and "type='qcow2'" in xml
+    assert not [p for p in (tmp_path / "pool").iterdir() if p.name.endswith(".restoring")]
 
 
 def test_quiesce_required_without_an_agent_fails_and_leaves_nothing(
