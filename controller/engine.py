@@ -200,7 +200,7 @@ class Engine:
             host = hosts[name]
             try:
                 conn = self.connection(host).get()
-                caps = probe(conn, name, host.spec.hypervisor)
+                caps = self._caps(name, conn, host.spec.hypervisor)  # a lookup per reconcile: probe once
                 return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name]), ""
             except HostError as exc:
                 return name, None, str(exc)

@@ -74,6 +74,10 @@ def volume_xml(name: str, capacity: int, fmt: str | None,
     if fmt:
         target = etree.SubElement(root, "target")
         etree.SubElement(target, "format", type=fmt)
+        if fmt == "qcow2":
+            # qcow2 v3: libvirt 9.0 otherwise makes v2 files, which cannot carry the dirty
+            # bitmaps incremental backups need (and lack lazy refcounts, zero clusters).
+            etree.SubElement(target, "compat").text = "1.1"
     if backing is not None:
         bs = etree.SubElement(root, "backingStore")
         etree.SubElement(bs, "path").text = backing[0]

@@ -46,6 +46,9 @@ def test_apply_homelab_converges_a_fresh_host_and_replan_is_empty(
     vols = host.virsh("vol-list", "homelab-images")
     for vol in ("web-root.qcow2", "db-root.qcow2", "db-data.qcow2", "worker-root.qcow2"):
         assert vol in vols
+    # qcow2 v3 (compat 1.1): what incremental backups' dirty bitmaps need
+    data = host.virsh("vol-dumpxml", "db-data.qcow2", "--pool", "homelab-images")
+    assert "<compat>1.1</compat>" in data, data
     # the guests' taps are on the bridges of their networks
     lan_ports = host.run_in_netns(["ip", "-br", "link", "show", "master", "virbr-lan"]).stdout
     assert len(lan_ports.strip().splitlines()) == 2
