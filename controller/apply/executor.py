@@ -41,7 +41,7 @@ from controller.hypervisor.network_xml import dhcp_host_xml, read_network
 from controller.hypervisor.observe import observe_pools
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.secrets import observe_secrets, secret_xml
-from controller.model.state import HostState, ObservedGuest, ResourceKey
+from controller.model.state import HostState, ObservedGuest, ResourceKey, pool_uuid
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
@@ -206,8 +206,10 @@ def is_repair(run: _HostRun, action: Action) -> bool:
             pool = state.pools.get(name)
             only_start = isinstance(action, act.UpdatePool) and action.start and not (
                 action.redefine or action.adopt or action.autostart is not None)
-            return bool(only_start and pool is not None and pool.owner is not None
-                        and pool.owner.instance == run.opts.instance)
+            # a stopped pool shows no marker: its UUID says whose it is
+            return bool(only_start and pool is not None and (
+                pool.owner.instance == run.opts.instance if pool.owner is not None
+                else pool.uuid == pool_uuid(run.opts.instance, name)))
         if kind == "Network":
             net = state.networks.get(name)
             return bool(net is not None and net.owner is not None and net.owner.instance == run.opts.instance
@@ -249,6 +251,8 @@ def _update_pool(run: _HostRun, a: act.UpdatePool) -> str:
     if a.start:  # first: the marker volume of an adoption needs a started pool
         run.ops.start_pool(a.key.name)
         done.append("started")
+        if not a.adopt:  # ours by its UUID: a run killed before it wrote the marker left none
+            run.ops.mark_pool(a.key.name, run.opts.instance)
     if a.adopt:
         run.ops.mark_pool(a.key.name, run.opts.instance)
         done.append("adopted")

@@ -64,6 +64,8 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
             out.actions.append(UpdatePool(key=key, reason="spec and pool differ", changes=tuple(changes),
                                           autostart=spec.autostart if any(c.path == "/spec/autostart"
                                                                           for c in changes) else None,
-                                          adopt=obs.owner is None, start=not obs.active,
+                                          # a stopped pool of ours gets its marker checked at its start
+                                          adopt=obs.owner is None and (obs.active or owner is None),
+                                          start=not obs.active,
                                           redefine=bool(patched)))
     return out

@@ -3,6 +3,7 @@ fault sweep in tests/e2e/test_fault_sweep.py found these on real hosts), and the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,10 +65,13 @@ def test_an_owned_pool_stopped_out_of_band_is_started_again(tmp_path: Path, virt
     assert virtsync("apply", specs, "--yes").code == 0
     conn = connection(uri)
     conn.storagePoolLookupByName("images").destroy()  # its marker volume is unseen now
-    done = virtsync("apply", specs, "--yes")
+    audit = tmp_path / "audit.jsonl"
+    done = virtsync("apply", specs, "--yes", "--audit-log", audit)
     assert done.code == 0, done.out + done.err
     pool = conn.storagePoolLookupByName("images")
     assert pool.isActive() and pool.listVolumes().count(MARKER) == 1
+    (line,) = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert (line["action"], line["repair"]) == ("update-pool", True), line  # a repair, not an adoption
     assert virtsync("plan", specs).code == 0
 
 
