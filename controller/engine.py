@@ -26,7 +26,7 @@ from controller.hypervisor.backups import BackupOps
 from controller.hypervisor.capabilities import host_memory, probe
 from controller.hypervisor.connection import ConnectionPool, HostConnection
 from controller.hypervisor.export import export_objects
-from controller.hypervisor.observe import look_up_guests, observe_for_guest, observe_host
+from controller.hypervisor.observe import domain_names, look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.snapshots import SnapshotOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
@@ -128,6 +128,9 @@ __all__ = ["DEFAULT_MAX_DELETIONS", "Engine", "Observation", "Reconciled", "Refu
            "declared_elsewhere", "guard_problems", "planned_diffs", "select_hosts", "spec_digest"]
 
 
+# How long a host's list of domain names narrows lookups (events forget it sooner).
+NAMES_TTL = 30.0
+
 # One pool per process: the service and repeated in-process runs reuse connections
 # (and the libvirt test driver keeps its state only as long as its connection).
 SHARED_POOL = ConnectionPool()
@@ -140,6 +143,10 @@ class Engine:
         self.instance = instance
         self.locks = locks  # writers hold host locks when given (apply, serve, snapshots run)
         self.fence = fence  # asked before each action: why not to change a host now (serve replicas)
+        # Per host, the names of its domains and when they were listed: a guest missing on its
+        # host is looked up only on hosts that have a domain of its name (a fleet's reconcile
+        # would otherwise ask every other host). Forgotten on the host's lifecycle events.
+        self._names: dict[str, tuple[float, frozenset[str], Any]] = {}  # host → (when, names, connection)
         self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
 
     def connection(self, host: Host) -> HostConnection:
@@ -156,6 +163,7 @@ class Engine:
             try:
                 conn = self.connection(host).get()
                 caps = probe(conn, host.metadata.name, host.spec.hypervisor)
+                self._probed[host.metadata.name] = (conn, caps)
                 state = observe_host(conn, host.metadata.name, host.spec.uri, caps)
                 return host.metadata.name, state, "", time.monotonic() - started
             except HostError as exc:
@@ -168,6 +176,7 @@ class Engine:
                 obs.seconds[name] = secs
                 if state is not None:
                     obs.states[name] = state
+                    self._remember_names(name, self._probed[name][0], frozenset(state.guests))
                 else:
                     obs.failed[name] = f"{error} (after {secs:.1f}s)"
         return obs
@@ -201,13 +210,27 @@ class Engine:
             try:
                 conn = self.connection(host).get()
                 caps = self._caps(name, conn, host.spec.hypervisor)  # a lookup per reconcile: probe once
-                return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name]), ""
+                known = self._known_names(name, conn)
+                if known is None:
+                    known = self._remember_names(name, conn, domain_names(conn, name))
+                return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name] & known), ""
             except HostError as exc:
                 return name, None, str(exc)
 
-        if lookups:
-            with ThreadPoolExecutor(max_workers=max(1, min(16, len(lookups)))) as ex:
-                for name, state, error in ex.map(look, sorted(lookups)):
+        to_look = []
+        for name in sorted(lookups):
+            # Listed lately without any of these names: nothing to look up there.
+            probed = self._probed.get(name)
+            current = self.connection(hosts[name]).current
+            known = self._known_names(name, current) if probed is not None and probed[0] is current else None
+            if probed is not None and known is not None and not lookups[name] & known:
+                obs.states[name] = look_up_guests(None, name, hosts[name].spec.uri, probed[1], frozenset())
+                obs.partial.add(name)
+            else:
+                to_look.append(name)
+        if to_look:
+            with ThreadPoolExecutor(max_workers=max(1, min(16, len(to_look)))) as ex:
+                for name, state, error in ex.map(look, to_look):
                     if state is None:
                         obs.lookup_failed[name] = error
                     else:
@@ -228,6 +251,22 @@ class Engine:
             obs.failed[name] = f"{str(exc).removeprefix(f'{name}: ')} (after {time.monotonic() - started:.1f}s)"
         obs.seconds[name] = time.monotonic() - started
         return obs
+
+    def forget_names(self, host: str) -> None:
+        """A host's domains changed (a lifecycle event): list them again before the next lookup."""
+        self._names.pop(host, None)
+
+    def _known_names(self, host: str, conn: Any) -> frozenset[str] | None:
+        """The host's domain names listed lately on this very connection (a new connection may
+        be another daemon, or a test driver's fresh state), else None."""
+        got = self._names.get(host)
+        if got is None or conn is None or got[2] is not conn or time.monotonic() - got[0] >= NAMES_TTL:
+            return None
+        return got[1]
+
+    def _remember_names(self, host: str, conn: Any, names: frozenset[str]) -> frozenset[str]:
+        self._names[host] = (time.monotonic(), names, conn)
+        return names
 
     def _caps(self, name: str, conn: Any, configured: str | None) -> HostCapabilities:
         # An object's reconcile is the service's common case: probe a connection once.

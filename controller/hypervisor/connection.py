@@ -112,6 +112,11 @@ class HostConnection:
     def call_timeout(self, value: float | None) -> None:
         self._runner.timeout = value
 
+    @property
+    def current(self) -> Bounded | None:
+        """The connection open now, if any (no call is made)."""
+        return self._conn
+
     def get(self) -> libvirt.virConnect:
         """The open connection; opened (again) when there is none, it died, or it stopped
         answering (then the old one is abandoned, not waited for)."""

@@ -364,9 +364,15 @@ def observe_for_guest(conn: libvirt.virConnect, host: str, uri: str, caps: HostC
                      secrets=observe_secrets(conn, host))
 
 
-def look_up_guests(conn: libvirt.virConnect, host: str, uri: str, caps: HostCapabilities,
+def domain_names(conn: libvirt.virConnect, host: str) -> frozenset[str]:
+    """The names of every domain of the host (one call: what lookups are narrowed by)."""
+    with libvirt_call(host, "list domains"):
+        return frozenset(d.name() for d in conn.listAllDomains(0))
+
+
+def look_up_guests(conn: libvirt.virConnect | None, host: str, uri: str, caps: HostCapabilities,
                    names: frozenset[str]) -> HostState:
     """A partial HostState holding only the named guests that exist: what a move needs to know
     of a host outside the reconcile's scope."""
-    guests = {n: g for n in sorted(names) if (g := observe_one_guest(conn, host, n)) is not None}
+    guests = {n: g for n in sorted(names) if conn is not None and (g := observe_one_guest(conn, host, n)) is not None}
     return HostState(host, uri, caps, guests, {}, {}, {}, fingerprint(guests, {}, {}))

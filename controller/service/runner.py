@@ -212,6 +212,8 @@ class Service:
             self.queue.add(ResourceKey(host.metadata.name, "Host", host.metadata.name))
 
     def _on_event(self, host: str, kind: str, name: str) -> None:
+        if kind == "Guest":
+            self.engine.forget_names(host)  # a domain came or went: lookups there list it again
         self.queue.add(ResourceKey(host, kind, name))
 
     def _mine(self, host: str) -> bool:

@@ -108,6 +108,29 @@ def test_a_move_is_left_out_while_another_writer_holds_its_source_host(
     assert connection(uri_b, "b").lookupByName("cold1").name() == "cold1"
 
 
+def test_lookups_on_other_hosts_are_narrowed_by_their_domain_names_and_forgotten_on_events(
+        tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    """A guest missing on its host is looked up only where a domain of its name is (the list of
+    names kept from observing each host); a host's lifecycle event makes it list them again."""
+    specs_dir, uri_a, uri_b = _two_hosts(tmp_path, "b")
+    specs = _load(specs_dir)
+    engine = Engine()
+    scope = Scope.of_object(ResourceKey("b", "Guest", "cold1"))
+    engine.observe(specs)  # both hosts listed: no cold1 anywhere
+    plan = engine.reconcile(specs, scope).plan
+    assert [a.op for a in plan.actions] == ["define"]  # to be created on b
+    # It appears on a (another writer), after a's names were listed…
+    conn_a = engine.connection(specs.host("a")).get()  # type: ignore[arg-type]
+    conn_a.defineXML("<domain type='test'><name>cold1</name><memory>65536</memory>"
+                     "<os><type>hvm</type></os></domain>")
+    # … until a's lifecycle event (the service forgets a's names on it): then it is found there
+    # and, not being this instance's, refused rather than created a second time.
+    engine.forget_names("a")
+    plan = engine.reconcile(specs, scope).plan
+    assert not plan.actions
+    assert any("exists on host a" in p.message for hp in plan.hosts for p in hp.problems), plan
+
+
 def test_a_guest_declared_for_a_host_that_is_down_is_not_pruned_from_its_old_host(
         tmp_path: Path, virtsync: VirtsyncCli) -> None:
     specs_dir, uri_a, _ = _two_hosts(tmp_path, "a")
