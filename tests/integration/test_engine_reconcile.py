@@ -112,7 +112,7 @@ def test_lookups_on_other_hosts_are_narrowed_by_their_domain_names_and_forgotten
         tmp_path: Path, virtsync: VirtsyncCli) -> None:
     """A guest missing on its host is looked up only where a domain of its name is (the list of
     names kept from observing each host); a host's lifecycle event makes it list them again."""
-    specs_dir, uri_a, uri_b = _two_hosts(tmp_path, "b")
+    specs_dir, _, _ = _two_hosts(tmp_path, "b")
     specs = _load(specs_dir)
     engine = Engine()
     scope = Scope.of_object(ResourceKey("b", "Guest", "cold1"))
