@@ -606,14 +606,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------- snapshots
 
 
-def _snapshot_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
+def _pass_setup(args: argparse.Namespace, ops: str, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
+    """(specs, observation, host name → the engine's ``ops`` for it) of a snapshot or backup verb;
+    unreachable hosts are said on stderr."""
     specs = specs if specs is not None else _load(args)
     engine = engine or _engine(args)
     obs = engine.observe(specs)
     for host, why in obs.failed.items():
         print(f"host {host}: unreachable: {why}", file=sys.stderr)
     hosts = {h.metadata.name: h for h in specs.hosts}
-    return specs, obs, lambda name: engine.snapshot_ops(hosts[name])
+    return specs, obs, lambda name: getattr(engine, ops)(hosts[name])
+
+
+def _snapshot_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
+    return _pass_setup(args, "snapshot_ops", specs, engine)
 
 
 def cmd_snapshots_run(args: argparse.Namespace) -> int:
@@ -681,13 +687,7 @@ def cmd_snapshots_restore(args: argparse.Namespace) -> int:
 
 
 def _backup_setup(args: argparse.Namespace, specs: Any = None, engine: Any = None) -> tuple[Any, Any, Any]:
-    specs = specs if specs is not None else _load(args)
-    engine = engine or _engine(args)
-    obs = engine.observe(specs)
-    for host, why in obs.failed.items():
-        print(f"host {host}: unreachable: {why}", file=sys.stderr)
-    hosts = {h.metadata.name: h for h in specs.hosts}
-    return specs, obs, lambda name: engine.backup_ops(hosts[name])
+    return _pass_setup(args, "backup_ops", specs, engine)
 
 
 def _backup_progress() -> Any:
