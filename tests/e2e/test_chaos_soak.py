@@ -180,8 +180,10 @@ def _converged(conns: dict[str, libvirt.virConnect], specs: Specs) -> str:
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             found = re.search(r"<currentMemory unit='KiB'>(\d+)</currentMemory>", xml)
             mem = int(found.group(1)) if found else 0
-            if mem != specs.memory[name] * 1024 or "<interface type='network'>" not in xml:
-                return f"{host}/{name}: memory {mem} KiB or NIC missing"
+            if mem != specs.memory[name] * 1024:
+                return f"{host}/{name}: memory {mem} KiB, the spec says {specs.memory[name]} MiB"
+            if "<interface type='network'>" not in xml:
+                return f"{host}/{name}: its NIC is missing"
         if not all(n.isActive() for n in conn.listAllNetworks()) or len(conn.listAllNetworks()) != 1:
             return f"{host}: networks"
         if not all(p.isActive() for p in conn.listAllStoragePools()) or len(conn.listAllStoragePools()) != 1:
@@ -205,6 +207,8 @@ def test_serve_repairs_random_faults_and_spec_commits_and_converges_at_the_end(
         unowned[host] = conn.lookupByName(f"{host}-unowned").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     svc = ServeProcess(["--git", str(specs.repo), "--branch", "main", "--git-path", "specs",
                         "--git-interval", "1s", "--prune", "--resync", "20s", "--log-format", "json",
+                        # the chaos changes each guest back many times: no thrashing back-off
+                        "--thrash-limit", "100000",
                         "--coordination", f"file://{tmp_path / 'coord'}", "--snapshot-interval", "1h",
                         "--audit-log", str(tmp_path / "audit.jsonl")],
                        tmp_path / "serve.log")
@@ -228,7 +232,10 @@ def test_serve_repairs_random_faults_and_spec_commits_and_converges_at_the_end(
         try:
             wait_for(lambda: not _converged(chaos.conns, specs), 30, "convergence after the chaos", svc)
         except AssertionError:
-            raise AssertionError(f"not converged 30 s after the chaos: {_converged(chaos.conns, specs)}\n"
+            status = svc.get("/status") or {}
+            raise AssertionError(f"not converged 30 s after the chaos: {_converged(chaos.conns, specs)}; "
+                                 f"specs at {_git(specs.repo, 'rev-parse', 'HEAD')}, the service says "
+                                 f"{ {k: v for k, v in status.items() if k != 'hosts'} }\n"
                                  + svc.logs()[-3000:]) from None
         print(f"converged {time.monotonic() - ended:.1f}s after the last fault")
         rss_end = _rss_kib(svc.proc.pid)
