@@ -60,18 +60,60 @@ class _Call:
         self.done.acquire()
 
 
+class _Workers:
+    """The process's daemon threads that make libvirt calls, shared by every host (a fleet of
+    hosts must not cost a thread each): grown when every worker is busy, shrunk when idle. A
+    call that never returns keeps its worker; keepalive usually frees it later."""
+
+    IDLE_EXIT = 30.0  # seconds an idle worker waits for work before it ends
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._idle = 0  # idle workers no job has been promised to
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: _Call) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle worker takes the job put below
+            else:
+                self._count += 1
+                threading.Thread(target=self._work, name=f"libvirt-call-{self._count}", daemon=True).start()
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self.IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # no job is promised to this idle capacity: end
+                        self._idle -= 1
+                        self._count -= 1
+                        return
+                continue  # a job was promised to an idle worker: it is on its way
+            try:
+                job.result = job.fn(*job.args, **job.kwargs)
+            except BaseException as exc:  # handed to the caller, who maps it
+                job.error = exc
+            with self._lock:
+                self._idle += 1
+            job.done.release()
+
+
+_WORKERS = _Workers()
+
+
 class CallRunner:
-    """A host's worker threads: runs each call there and waits for it with a deadline."""
+    """A host's libvirt calls: each runs on a shared worker while the caller waits for it with
+    the host's deadline; the first overrun marks the host hung."""
 
     def __init__(self, host: str, uri: str, timeout: float | None):
         self.host = host
         self.uri = uri
         self.timeout = timeout
         self.hung = ""  # why the host counts as hung; set by the first overrun call
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._idle = 0
-        self._workers = 0
-        self._lock = threading.Lock()
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
              long: bool = False, **kwargs: Any) -> Any:
@@ -82,14 +124,7 @@ class CallRunner:
         if limit is None:  # keepalive alone bounds it: waiting on a worker would add nothing
             return fn(*args, **kwargs)
         job = _Call(fn, args, kwargs)
-        with self._lock:
-            if self._idle:
-                self._idle -= 1  # that worker takes the job put below
-            else:
-                self._workers += 1
-                threading.Thread(target=self._work, name=f"libvirt-{self.host}-{self._workers}",
-                                 daemon=True).start()
-        self._queue.put(job)
+        _WORKERS.submit(job)
         if not job.done.acquire(timeout=limit):
             self.hung = f"no answer from {self.uri} within {limit:g}s ({what})"
             raise HostUnreachable(self.hung, host=self.host)
@@ -97,25 +132,8 @@ class CallRunner:
             raise job.error
         return job.result
 
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                job.result = job.fn(*job.args, **job.kwargs)
-            except BaseException as exc:  # handed to the caller, who maps it
-                job.error = exc
-            with self._lock:
-                self._idle += 1
-            job.done.release()
-
     def close(self) -> None:
-        """Let the idle workers end (a blocked one ends when its call does)."""
-        with self._lock:
-            idle, self._idle = self._idle, 0
-        for _ in range(idle):
-            self._queue.put(None)
+        """Nothing to release: the workers are shared (kept for the connection's interface)."""
 
 
 class Bounded:
