@@ -30,13 +30,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from controller.errors import HostError, UsageError
+from controller.errors import ConflictError, HostError, UsageError
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 SYSTEM_DIR = "/var/lib/virtsync/coord"
 
 # on_wait(host, holder): a writer is about to wait for a host's lock.
 OnWait = Callable[[str, str], None]
+
+
+class HostBusy(ConflictError):
+    """A host this work needs is held by another writer right now: retried soon, not a failure."""
 
 
 class LockTimeout(HostError):

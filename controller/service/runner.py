@@ -23,9 +23,9 @@ from typing import Any
 
 from controller.audit import AuditLog, CommitInfo, audit_to, snapshot_entry, stdout_event
 from controller.commit_trust import CommitTrust, UntrustedCommit, verify_commit, working_tree_commit
-from controller.coordination import DEFAULT_LOCK_TIMEOUT, HostLocks
+from controller.coordination import DEFAULT_LOCK_TIMEOUT, HostBusy, HostLocks
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
-from controller.errors import ConflictError, HostError, UsageError, VirtsyncError
+from controller.errors import HostError, UsageError, VirtsyncError
 from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
@@ -371,6 +371,10 @@ class Service:
             try:
                 self.reconcile(key)
                 self.queue.forget(key)
+            except HostBusy as exc:  # another writer holds a host it needs: later, not an error
+                delay = self.queue.add_rate_limited(key, exc.delay)
+                log.info("reconcile deferred", host=key.host, kind=key.kind, name=key.name,
+                         reason=str(exc), retry_in=round(delay, 1))
             except VirtsyncError as exc:
                 self.metrics.errors.labels(key.host, key.kind).inc()
                 if exc.retryable:
@@ -459,8 +463,8 @@ class Service:
                 self._backup_status(key.host, specs.for_host(key.host), host)
         if result.busy:
             other, holder = next(iter(result.busy.items()))
-            raise ConflictError(f"host {other}, which this reconcile must change too, is locked by "
-                                f"{holder}; retrying", host=key.host, delay=1.0)
+            raise HostBusy(f"host {other}, which this reconcile must change too, is locked by "
+                           f"{holder}; retrying", host=key.host, delay=1.0)
 
     def _gate(self, plan: Plan, obs: Observation, key: ResourceKey) -> Plan | None:
         """What the service carries out of a plan: nothing while suspended; no deletions the
