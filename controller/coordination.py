@@ -140,6 +140,15 @@ class HostLocks:
                 return f"{rec['holder']} since {rec['since']}"
         return "another writer"
 
+    def _holder_soon(self, uri: str, within: float = 1.0) -> str:
+        """The holder, allowing it a moment to write its record: it takes the lock first."""
+        deadline = time.monotonic() + within
+        holder = self.holder_of(uri)
+        while self._holders is not None and holder == "another writer" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holder = self.holder_of(uri)
+        return holder
+
     def close(self) -> None:
         with self._start_lock:
             if self._coordinator is not None:
@@ -155,7 +164,7 @@ class HostLocks:
         if held is not None:
             return held
         if on_wait is not None:
-            on_wait(name, self.holder_of(uri))
+            on_wait(name, self._holder_soon(uri))
         deadline = time.monotonic() + limit
         local = self._thread_lock(uri)
         if not local.acquire(timeout=max(0.0, limit)):

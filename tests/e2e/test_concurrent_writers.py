@@ -83,6 +83,7 @@ def test_two_applies_of_one_tree_started_together_both_succeed_one_after_the_oth
     assert "No changes" in ok(virtsync("plan", str(tree)))
 
 
+@pytest.mark.service  # a serve test: runs in the service area (see scripts/run_tests.py)
 def test_a_manual_apply_beside_serve_waits_for_the_service_and_both_converge(
     hermetic_host: HermeticHost, tmp_path: Path,
 ) -> None:

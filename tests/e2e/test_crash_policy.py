@@ -187,6 +187,7 @@ spec: {{host: lab, type: dir, path: {small}}}
     assert _reason(host, "filler").startswith("running"), _reason(host, "filler")
 
 
+@pytest.mark.service  # a serve test: runs in the service area (see scripts/run_tests.py)
 def test_serve_backs_off_when_a_recovered_guest_crashes_again(hermetic_host: HermeticHost, tmp_path: Path) -> None:
     """Under `serve`, a guest that panics again at once after each recovery is not destroyed and
     started in a loop: the second recovery comes 10 s after the first, the third 20 s after the
