@@ -66,6 +66,17 @@ def _job_progress(dom: libvirt.virDomain, progress: Callable[[int, int | None], 
         progress(seen[0], seen[0])
 
 
+# Full copies and uploads into one pool take turns: each checks the room left and then fills
+# it, so two at once cannot both pass the check and both run out of space midway.
+_FILL_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_FILL_LOCKS_LOCK = threading.Lock()
+
+
+def _filling(host: str, pool: str) -> threading.Lock:
+    with _FILL_LOCKS_LOCK:
+        return _FILL_LOCKS.setdefault((host, pool), threading.Lock())
+
+
 class HostOps:
     def __init__(self, conn: HostConnection, caps: HostCapabilities):
         self.conn = conn
@@ -448,12 +459,13 @@ class HostOps:
             info = src.info()
             cap, need = int(info[1]), int(info[2])  # a copy writes what the image holds
             what = f"a full copy of {source} as {name}"
-            self._room(p, pool, need, what)
-            try:
-                vol = p.createXMLFrom(volume_xml(name, cap, fmt), src, 0)
-            except libvirt.libvirtError as exc:
-                self._out_of_space(exc, p, pool, need, what)  # libvirt deletes what it half made
-                raise
+            with _filling(self.host, pool):
+                self._room(p, pool, need, what)
+                try:
+                    vol = p.createXMLFrom(volume_xml(name, cap, fmt), src, 0)
+                except libvirt.libvirtError as exc:
+                    self._out_of_space(exc, p, pool, need, what)  # libvirt deletes what it half made
+                    raise
             return str(vol.path())
 
     def write_volume(self, pool: str, name: str, data: bytes) -> None:
@@ -477,7 +489,7 @@ class HostOps:
         size = path.stat().st_size
         sent = 0
         p = self._pool(pool)
-        with libvirt_call(self.host, f"upload {path.name} to {pool}/{name}"):
+        with libvirt_call(self.host, f"upload {path.name} to {pool}/{name}"), _filling(self.host, pool):
             self._room(p, pool, size, f"uploading {path.name} as {name}")
             vol = p.createXML(volume_xml(name, size, "raw"), 0)
             try:

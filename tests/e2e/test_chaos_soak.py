@@ -155,7 +155,10 @@ class Chaos:
             # the object is gone or stopped (an earlier fault not repaired yet): no fault made
             if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK,
                                         libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_OPERATION_INVALID,
-                                        libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_INVALID_ARG):
+                                        libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_INVALID_ARG,
+                                        # a NIC the live and the persistent definition do not both
+                                        # have yet (a repair of an earlier fault in flight)
+                                        libvirt.VIR_ERR_DEVICE_MISSING):
                 return
             if exc.get_error_code() in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR,
                                         libvirt.VIR_ERR_RPC):
