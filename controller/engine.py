@@ -30,7 +30,7 @@ from controller.hypervisor.observe import domain_names, look_up_guests, observe_
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.snapshots import SnapshotOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
-from controller.plan.actions import Action, HostPlan, Plan
+from controller.plan.actions import Action, HostPlan, Plan, touched_hosts
 from controller.plan.adoption import Refusal, adoption
 from controller.plan.context import PlanOptions, applied_fields, digest
 from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan
@@ -364,7 +364,7 @@ class Engine:
 
         try:
             hosts = [replace(hp, actions=tuple(a for a in hp.actions
-                                               if all(lockable(h) for h in _touches(hp.host, a))))
+                                               if all(lockable(h) for h in touched_hosts(hp.host, a))))
                      for hp in plan.hosts]
             yield Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune), busy
         finally:
@@ -419,12 +419,6 @@ class Engine:
             self.pool.close()
         if self.locks is not None:
             self.locks.close()
-
-
-def _touches(host: str, action: Action) -> tuple[str, ...]:
-    """The hosts an action changes: its own, and the source a move or migration empties."""
-    source = getattr(action, "source", None)
-    return (host, source) if isinstance(source, str) and source and source != host else (host,)
 
 
 def _chosen_ids(plan: Plan, done: ChangeSet) -> set[tuple[str, ResourceKey, str]]:

@@ -142,8 +142,7 @@ class _HostRun(Definitions):
         fence = self.opts.fence
         if fence is None:
             return None
-        source = getattr(action, "source", None)
-        for host in (self.hp.host, *([source] if isinstance(source, str) and source else [])):
+        for host in act.touched_hosts(self.hp.host, action):
             why = fence(host)
             if why:
                 return f"skipped: {why}"

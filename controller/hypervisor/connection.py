@@ -202,7 +202,7 @@ class HostConnection:
 
     def _abandon(self) -> None:
         """Give up on a connection that stopped answering: close it in the background (closing
-        talks to the daemon too) and start afresh with new workers."""
+        talks to the daemon too) and start afresh with a runner that is not hung."""
         old, self._conn = self._conn, None
         if old is not None:
             def close(conn: Bounded = old) -> None:
@@ -210,7 +210,6 @@ class HostConnection:
                     conn.unbounded.close()
 
             threading.Thread(target=close, name=f"close-{self.host}", daemon=True).start()
-        self._runner.close()
         self._runner = CallRunner(self.host, self.uri, self._runner.timeout)
 
     def _drop(self) -> None:

@@ -132,9 +132,6 @@ class CallRunner:
             raise job.error
         return job.result
 
-    def close(self) -> None:
-        """Nothing to release: the workers are shared (kept for the connection's interface)."""
-
 
 class Bounded:
     """A libvirt object whose daemon calls run through a CallRunner. Attribute reads (and the

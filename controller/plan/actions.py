@@ -490,6 +490,13 @@ class Problem:
                 "severity": self.severity, "message": self.message}
 
 
+def touched_hosts(host: str, action: Action) -> tuple[str, ...]:
+    """The hosts an action on ``host`` changes: that host, and the source a move or migration
+    empties (what writers lock and fence)."""
+    source = getattr(action, "source", None)
+    return (host, source) if isinstance(source, str) and source and source != host else (host,)
+
+
 @dataclass(frozen=True)
 class HostPlan:
     host: str
