@@ -15,20 +15,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.apply.changeset import ChangeSet
 from controller.apply.definitions import planned_diffs  # plan --diff: the XML the executor will define
 from controller.apply.executor import ExecOptions, Progress, execute
 from controller.coordination import HostLocks, OnWait
 from controller.errors import HostError, UsageError
-from controller.hypervisor.backups import BackupOps
 from controller.hypervisor.capabilities import host_memory, probe
 from controller.hypervisor.connection import ConnectionPool, HostConnection
-from controller.hypervisor.export import export_objects
 from controller.hypervisor.observe import domain_names, look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
-from controller.hypervisor.snapshots import SnapshotOps
 from controller.model.state import HostCapabilities, HostState, ResourceKey
 from controller.plan.actions import Action, HostPlan, Plan, touched_hosts
 from controller.plan.adoption import Refusal, adoption
@@ -38,6 +35,10 @@ from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scope
 from controller.spec.models import Host
 from controller.spec.secrets import secret_inputs, value_digests
 from controller.spec.specset import SpecSet
+
+if TYPE_CHECKING:  # backups, snapshots and export stay off the path of plan and apply
+    from controller.hypervisor.backups import BackupOps
+    from controller.hypervisor.snapshots import SnapshotOps
 
 
 @dataclass
@@ -395,10 +396,14 @@ class Engine:
 
     def snapshot_ops(self, host: Host) -> SnapshotOps:
         """Snapshot calls on one host (the snapshot verbs, drift's freshness, the service)."""
+        from controller.hypervisor.snapshots import SnapshotOps
+
         return SnapshotOps(self.connection(host), self.instance)
 
     def backup_ops(self, host: Host) -> BackupOps:
         """Backup calls on one host (the backup verbs, the service)."""
+        from controller.hypervisor.backups import BackupOps
+
         return BackupOps(self.connection(host), self.instance)
 
     def host_memory(self, host: Host) -> int:
@@ -410,6 +415,8 @@ class Engine:
                tls: Any = None) -> list[tuple[str, str, str]]:
         """(kind, name, YAML) of a host's guests, networks and pools (adoption); ``tls``: the Host
         spec's client certificates, for a +tls URI."""
+        from controller.hypervisor.export import export_objects
+
         conn = self.pool.for_host(name, uri, tls=tls)
         return export_objects(conn.get(), name, uri, list(names), include_host=include_host,
                               instance=self.instance, schema_url=schema_url, everything=everything)

@@ -1,14 +1,38 @@
-"""structlog set-up: readable console lines for people, JSON lines for the service."""
+"""structlog set-up: readable console lines for people, JSON lines for the service.
+
+Only the service logs through structlog, so ``configure`` keeps its settings and structlog (with
+asyncio under it) is imported when the first logger is asked for: a plan never pays for it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
+
+_settings: dict[str, Any] | None = None
+_applied = False
 
 
 def configure(*, json: bool = False, verbose: int = 0) -> None:
+    global _settings, _applied
+    _settings = {"json": json, "verbose": verbose}
+    _applied = False
+    if "structlog" in sys.modules:  # loggers exist already: apply now
+        _apply()
+
+
+def _apply() -> None:
+    global _applied
+    import structlog
+
+    _applied = True
+    if _settings is None:
+        return
+    json, verbose = _settings["json"], _settings["verbose"]
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -31,4 +55,8 @@ def configure(*, json: bool = False, verbose: int = 0) -> None:
 
 
 def get_logger(name: str = "virtsync") -> structlog.stdlib.BoundLogger:
+    import structlog
+
+    if not _applied:
+        _apply()
     return structlog.get_logger(name)  # type: ignore[no-any-return]

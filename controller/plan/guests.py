@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from controller.fields.base import Facts, Field, GuestView
 from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names, item_view, nic_label, spec_nic_label
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
@@ -321,6 +319,8 @@ def _may_restart(spec: GuestSpec, now: datetime) -> tuple[bool, str]:
 
 def in_window(window: RestartWindow, now: datetime) -> tuple[bool, datetime]:
     """Whether ``now`` is inside the window, and when the next one opens."""
+    from croniter import croniter  # only guests with a restart window need it, not every plan
+
     local = now.astimezone(ZoneInfo(window.timezone))
     last_open = croniter(window.schedule, local + timedelta(seconds=1)).get_prev(datetime)
     if local < last_open + timedelta(seconds=window.duration):

@@ -7,7 +7,6 @@ import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from controller.spec.units import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
@@ -121,6 +120,8 @@ def _cron(value: str) -> str:
         raise ValueError(
             f"{value!r} is not a 5-field cron expression (minute hour day month weekday)"
         )
+    from croniter import croniter  # here, not at import: a plan of specs without cron needs none
+
     if not croniter.is_valid(value):
         for text, (field, low, high) in zip(fields, _CRON_FIELDS, strict=True):
             why = _cron_field_problem(field, text, low, high)
