@@ -19,6 +19,9 @@ if [ "$what" = test ]; then
          prometheus
          # serve replicas coordinated through a real etcd (tooz's etcd3+http driver)
          etcd-server
+         # Open vSwitch networks: the tests run ovsdb-server + ovs-vswitchd in userspace
+         # (datapath_type=netdev) inside a test host's namespaces (tests/hosts/ovs.py)
+         openvswitch-switch
          # `virtsync completion zsh|fish`: the scripts are checked and run by the shells themselves
          zsh fish)
   # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's

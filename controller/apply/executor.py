@@ -281,6 +281,15 @@ def _update_network(run: _HostRun, a: act.UpdateNetwork) -> str:
         run.ops.network_update(name, lease.command, "host", dhcp_host_xml(lease.mac, lease.ip, lease.name),
                                lease.target)
         done.append(f"{lease.command} lease {lease.mac} ({lease.target})")
+    for edit in a.edits:
+        # a network stopped since the plan has only its definition left to edit
+        target = edit.target
+        if target != "config" and not run.ops.network_active(name):
+            if target == "live":
+                continue
+            target = "config"
+        run.ops.network_update(name, edit.command, edit.section, edit.xml, target)
+        done.append(f"{edit.command} {edit.section} ({target})")
     if a.autostart is not None:
         run.ops.set_network_autostart(name, a.autostart)
         done.append(f"autostart {a.autostart}")

@@ -148,8 +148,12 @@ def network_spec(host: str, n: ObservedNetwork, owned: bool) -> dict[str, Any]:
         if f.export is None or f.have is None:
             continue
         value = f.export(f.have(c, n))
-        if value is not None:
-            spec[f.name] = value
+        if value is not None:  # at the field's place: ipv6.address under ipv6, dns.hosts under dns
+            *parents, leaf = f.path.removeprefix("/spec/").split("/")
+            at = spec
+            for p in parents:
+                at = at.setdefault(p, {})
+            at[leaf] = value
     if c.address:
         ipv4: dict[str, Any] = {"address": c.address}
         if c.dhcp_start:

@@ -1,40 +1,60 @@
 """Network XML ⇄ model: read a definition's essence, and write spec fields into XML.
 
 Writing edits the XML in place, like domain_xml does for guests: only the
-elements of the modelled fields are touched (forward mode and device, bridge,
-MTU, DNS domain, the first IPv4 ``<ip>`` with its DHCP range and static
-hosts, the ownership element), so whatever virtsync does not model — DNS
-hosts and forwarders, a second IPv4 or any IPv6 ``<ip>``, port groups,
-bandwidth, other tools' ``<metadata>`` — survives a redefinition. A new
-network is the same edit applied to a skeleton.
+elements of the modelled fields are touched (forward mode, device and pool,
+bridge and virtualport, MTU, VLAN, bandwidth, DNS domain and the declared
+parts of ``<dns>``, the first IPv4 ``<ip>`` with its DHCP range and static
+hosts, the first IPv6 ``<ip>``, port groups, the ownership element), so
+whatever virtsync does not model — a second IPv4 ``<ip>``, DNS parts the spec
+leaves out, routes, other tools' ``<metadata>`` — survives a redefinition. A
+new network is the same edit applied to a skeleton.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lxml import etree
 
+from controller.fields import network_items as items
 from controller.fields.applied import declared
 from controller.fields.patches import apply_patches
 from controller.fields.xmlutil import parse, remove, tostring
 from controller.hypervisor import ownership
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
 from controller.spec.models import NetworkIPv4, NetworkSpec
+from controller.spec.network_parts import Dns, NetworkIPv6
 
 SKELETON = "<network><name/></network>"
 
 # The order libvirt writes a network's children in; new elements are placed by it.
 _ORDER = ("name", "uuid", "title", "description", "metadata", "forward", "bridge", "mtu", "mac",
-          "domain", "dns", "vlan", "bandwidth", "port", "ip", "route", "portgroup")
+          "virtualport", "domain", "dns", "vlan", "bandwidth", "port", "ip", "route", "portgroup")
 # Forward modes whose networks are L3 (libvirt routes or NATs for them): a forward device applies.
 _L3_FORWARD = ("nat", "route")
 
 
-def _mode(root: etree._Element) -> str:
+# Modes libvirt serves no IP, DHCP or DNS for: the network is the host's L2 (it refuses <ip> on them).
+_L2 = ("bridge", "macvtap", "hostdev")
+
+
+def _forward_mode(root: etree._Element) -> str:
     fwd = root.find("forward")
     return "isolated" if fwd is None else fwd.get("mode", "nat")
+
+
+def _mode(root: etree._Element) -> str:
+    """The spec's mode: libvirt's forward mode, with a bridge-less bridge|private|vepa|passthrough
+    forward (a pool of host devices) read as macvtap."""
+    mode = _forward_mode(root)
+    if mode in items.MACVTAP_MODES and root.find("bridge") is None:
+        return "macvtap"
+    return mode
+
+
+def _libvirt_mode(spec: NetworkSpec) -> str:
+    return spec.macvtap_mode if spec.mode == "macvtap" else spec.mode
 
 
 def ipv4_element(root: etree._Element) -> etree._Element | None:
@@ -69,13 +89,14 @@ def read_network(xml: str) -> tuple[str, str, NetworkConfig, Owner | None]:
     config = NetworkConfig(
         mode=mode,
         bridge=bridge.get("name") if bridge is not None else None,
-        forward_dev=fwd.get("dev") if fwd is not None else None,
+        forward_dev=fwd.get("dev") if fwd is not None and mode in _L3_FORWARD else None,
         address=address,
         dhcp_start=dhcp_start,
         dhcp_end=dhcp_end,
         dhcp_hosts=hosts,
         mtu=int(mtu.get("size", "0")) if mtu is not None else None,
         domain=domain.get("name") if domain is not None else None,
+        extras=items.read_extras(root, _forward_mode(root), bridge is not None),
     )
     return root.findtext("name") or "", root.findtext("uuid") or "", config, ownership.find_owner(root)
 
@@ -120,29 +141,50 @@ def edit_network(root: etree._Element, name: str, spec: NetworkSpec, owner: Owne
         uuid_el.text = uuid
     ownership.set_owner(root, owner)
     old_mode = _mode(root)
-    if want("mode"):
-        _set_forward(root, spec.mode, old_mode)
+    if want("mode") or want("macvtapMode"):
+        _set_forward(root, _libvirt_mode(spec), _forward_mode(root), spec.mode != old_mode)
     fwd = root.find("forward")
     if want("forwardDev") and fwd is not None:
         _set_forward_dev(fwd, spec.forward_dev)
-    mode = _mode(root)
-    _set_bridge(root, spec, want("bridge"), old_mode, mode)
+    if fwd is not None and (want("devices") or want("mode")) and spec.mode == "macvtap":
+        _set_pool_devices(fwd, spec.devices)
+    if fwd is not None and (want("pf") or want("mode")) and spec.mode == "hostdev":
+        _set_pf(fwd, spec.pf)
+    mode = spec.mode if want("mode") else old_mode
+    if mode in ("macvtap", "hostdev"):
+        remove(root.find("bridge"))
+    else:
+        _set_bridge(root, spec, want("bridge"), old_mode, mode)
+    if want("virtualport") or (want("mode") and mode != "bridge"):
+        _set_or_remove(root, "virtualport", {"type": spec.virtualport} if spec.virtualport else None)
+    if want("vlan"):
+        _replace(root, "vlan", items.vlan_element(v) if (v := items.spec_vlan(spec.vlan)) else None)
+    if want("bandwidth"):
+        _replace(root, "bandwidth", items.bandwidth_element(b) if (b := items.spec_bandwidth(spec.bandwidth))
+                 else None)
+    if want("portgroups"):
+        _set_portgroups(root, spec)
     if want("mtu"):
         _set_or_remove(root, "mtu", {"size": str(spec.mtu)} if spec.mtu else None)
     if want("domain"):
         _set_or_remove(root, "domain", {"name": spec.domain} if spec.domain else None,
                        defaults={"localOnly": "yes"})
-    if mode == "bridge":
-        # A bridge-mode network is the host's bridge: libvirt refuses L3 elements on it (a
-        # declared mtu or domain is left for libvirt to refuse, not dropped behind the spec's back).
+    if mode in _L2:
+        # A bridge, macvtap or hostdev network is the host's L2: libvirt refuses L3 elements on it
+        # (a declared mtu or domain is left for libvirt to refuse, not dropped behind the spec's back).
         drop = ["ip", "mac", "route"] + [t for t, v in (("mtu", spec.mtu), ("domain", spec.domain)) if not v]
         for el in [e for tag in drop for e in root.findall(tag)]:
             root.remove(el)
         dns = root.find("dns")
         if dns is not None and len(dns):
             root.remove(dns)
-    elif want("ipv4"):
-        _set_ipv4(root, spec.ipv4, full=chosen is None)
+    else:
+        if want("ipv4"):
+            _set_ipv4(root, spec.ipv4, full=chosen is None)
+        if want("ipv6"):
+            _set_ipv6(root, spec.ipv6)
+        if want("dns"):
+            _set_dns(root, spec, full=chosen is None)
     # Last, whatever fields were chosen: every write (new, recreate, adopt) keeps the patches.
     apply_patches(root, spec.xml_patches)
 
@@ -180,14 +222,37 @@ def _drop(el: etree._Element, *attrs: str) -> None:
             del el.attrib[attr]
 
 
-def _set_forward(root: etree._Element, mode: str, old_mode: str) -> None:
+def _replace(root: etree._Element, tag: str, new: etree._Element | None) -> None:
+    """The child ``tag`` becomes ``new`` (None: removed), where libvirt's order puts it."""
+    old = root.find(tag)
+    if new is None:
+        remove(old)
+        return
+    if old is not None:
+        old.addprevious(new)
+        root.remove(old)
+        return
+    _append(root, new)
+
+
+def _append(root: etree._Element, el: etree._Element) -> None:
+    """Insert ``el`` after every child libvirt writes before it or beside it (same tag)."""
+    rank = _ORDER.index(el.tag)
+    pos = 0
+    for i, c in enumerate(root):
+        if isinstance(c.tag, str) and c.tag in _ORDER and _ORDER.index(c.tag) <= rank:
+            pos = i + 1
+    root.insert(pos, el)
+
+
+def _set_forward(root: etree._Element, mode: str, old_mode: str, kind_changed: bool = False) -> None:
     fwd = root.find("forward")
     if mode == "isolated":
         remove(fwd)
         return
     if fwd is None:
         fwd = _place(root, "forward")
-    elif old_mode != mode:
+    elif old_mode != mode or kind_changed:
         # What belonged to the old mode (<nat>, <interface>, <pf>…) goes; a forward device
         # stays when both modes route through one.
         dev = fwd.get("dev") if old_mode in _L3_FORWARD and mode in _L3_FORWARD else None
@@ -211,6 +276,130 @@ def _set_forward_dev(fwd: etree._Element, dev: str | None) -> None:
         fwd.set("dev", dev)
     else:
         del fwd.attrib["dev"]
+
+
+def _set_pool_devices(fwd: etree._Element, devices: list[str]) -> None:
+    """A macvtap pool's ``<interface dev=…/>``: kept ones stay (with what libvirt added), in the
+    spec's order; a ``dev`` attribute (libvirt's shorthand for one device) goes with them."""
+    old = {i.get("dev"): i for i in fwd.findall("interface")}
+    for i in old.values():
+        fwd.remove(i)
+    if fwd.get("dev") is not None:
+        del fwd.attrib["dev"]
+    for dev in devices:
+        fwd.append(old.get(dev, items.forward_interface_element(dev)))
+
+
+def _set_pf(fwd: etree._Element, pf: str | None) -> None:
+    for el in fwd.findall("pf") + fwd.findall("address"):
+        fwd.remove(el)
+    if pf:
+        fwd.insert(0, etree.Element("pf", dev=pf))
+    if fwd.get("managed") is None:
+        fwd.set("managed", "yes")  # libvirt detaches each VF from its host driver and back
+
+
+def _set_portgroups(root: etree._Element, spec: NetworkSpec) -> None:
+    """Port groups keyed by name: a kept group keeps what virtsync does not model (its virtualport
+    parameters), its default flag, VLAN and bandwidth become the spec's; in the spec's order."""
+    old = {p.get("name"): p for p in root.findall("portgroup")}
+    for p in old.values():
+        root.remove(p)
+    for want in items.spec_portgroups(spec.portgroups):
+        new = items.portgroup_element(want)
+        el = old.get(want.name)
+        if el is not None:
+            for tag in ("vlan", "bandwidth"):
+                remove(el.find(tag))
+            if want.default:
+                el.set("default", "yes")
+            elif "default" in el.attrib:
+                del el.attrib["default"]
+            for child in new:
+                el.append(child)
+            new = el
+        _append(root, new)
+
+
+def _set_ipv6(root: etree._Element, ipv6: NetworkIPv6 | None) -> None:
+    ip = items.ipv6_element(root)
+    if ipv6 is None:
+        remove(ip)
+        return
+    if ip is None:
+        ip = etree.Element("ip", family="ipv6")
+        _append(root, ip)
+    iface = ipaddress.IPv6Interface(ipv6.address)
+    ip.set("address", str(iface.ip))
+    ip.set("prefix", str(iface.network.prefixlen))
+    dhcp = ip.find("dhcp")
+    if ipv6.dhcp is None:
+        remove(dhcp)
+        return
+    if dhcp is None:
+        dhcp = etree.SubElement(ip, "dhcp")
+    rng = dhcp.find("range")
+    if rng is None:
+        rng = etree.Element("range")
+        dhcp.insert(0, rng)
+    rng.set("start", ipv6.dhcp.start)
+    rng.set("end", ipv6.dhcp.end)
+
+
+def _forwarders(dns: Dns) -> list[etree._Element]:
+    return [etree.Element("forwarder", addr=a) for a in dns.forwarders]
+
+
+def _txt(dns: Dns) -> list[etree._Element]:
+    return [items.txt_element(t) for t in items.spec_txt(dns)]
+
+
+def _srv(dns: Dns) -> list[etree._Element]:
+    return [items.srv_element(s) for s in items.spec_srv(dns)]
+
+
+def _dns_hosts(dns: Dns) -> list[etree._Element]:
+    return [items.dns_host_element(h) for h in items.spec_dns_hosts(dns)]
+
+
+# <dns> children in libvirt's order, each with the builder of its spec items
+_DNS_PARTS: tuple[tuple[str, str, Callable[[Dns], list[etree._Element]]], ...] = (
+    ("forwarders", "forwarder", _forwarders),
+    ("txt", "txt", _txt),
+    ("srv", "srv", _srv),
+    ("hosts", "host", _dns_hosts),
+)
+
+
+def _set_dns(root: etree._Element, spec: NetworkSpec, full: bool) -> None:
+    """The declared parts of ``<dns>`` (hosts, forwarders, srv, txt) become the spec's; the parts
+    it leaves out stay as they are."""
+    dns = root.find("dns")
+    if spec.dns is None:
+        if dns is not None:
+            for _, tag, _build in _DNS_PARTS:
+                for el in dns.findall(tag):
+                    dns.remove(el)
+            if not len(dns) and not dns.attrib:
+                root.remove(dns)
+        return
+    if dns is None:
+        dns = _place(root, "dns")
+    given = declared(spec.dns)
+    for part, tag, build in _DNS_PARTS:
+        if not full and part not in given:
+            continue
+        for el in dns.findall(tag):
+            dns.remove(el)
+        for el in build(spec.dns):
+            dns.append(el)
+    # libvirt's order (forwarders, txt, srv, host) whatever was kept
+    order = [p[1] for p in _DNS_PARTS]
+    kids = sorted(dns, key=lambda e: order.index(e.tag) if e.tag in order else len(order))
+    for el in kids:
+        dns.append(el)
+    if not len(dns) and not dns.attrib:
+        root.remove(dns)
 
 
 def _set_bridge(root: etree._Element, spec: NetworkSpec, declared_bridge: bool, old_mode: str,

@@ -16,7 +16,7 @@ import libvirt
 
 from controller.errors import ConflictError, OperationFailed, UnsupportedError
 from controller.fields.xmlutil import parse, tostring
-from controller.hypervisor import ownership, secrets
+from controller.hypervisor import network_update, ownership, secrets
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
@@ -26,7 +26,6 @@ from controller.spec.patches import XmlPatch
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-_NET_LIVE_CONFIG = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
 
 
 # Definitions are read with their console passwords: an edit written back keeps them.
@@ -311,16 +310,7 @@ class HostOps:
                 net.undefine()
 
     def network_update(self, name: str, command: str, section: str, xml: str, target: str) -> None:
-        cmd = {"add": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-               "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-               "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY}[command]
-        sec = {"host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-               "range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE}[section]
-        flags = {"live": libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE,
-                 "config": libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-                 "both": _NET_LIVE_CONFIG}[target]
-        with libvirt_call(self.host, f"update network {name}"):
-            self._net(name).update(cmd, sec, -1, xml, flags)
+        network_update.update(self._net(name), self.host, command, section, xml, target)
 
     def network_active(self, name: str) -> bool:
         with libvirt_call(self.host, f"read network {name}"):

@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller.model.network_state import NetworkExtras
+
 PowerState = Literal["running", "stopped", "paused", "other"]
 # Why a guest is not running as its spec says, from libvirt's state reason: it crashed; QEMU
 # paused it without telling libvirt why (an internal error, which only a reset clears, or a QMP
@@ -162,6 +164,7 @@ class NetworkConfig:
     dhcp_hosts: tuple[DhcpHostState, ...] = ()
     mtu: int | None = None
     domain: str | None = None
+    extras: NetworkExtras = field(default_factory=NetworkExtras)  # IPv6, DNS, port groups, VLANs, pools
 
 
 @dataclass(frozen=True)

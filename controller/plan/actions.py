@@ -204,6 +204,19 @@ class RangeUpdate:
         return fields_json(self)
 
 
+@dataclass(frozen=True)
+class NetworkEdit:
+    """One networkUpdate of an item of a network's keyed list (DNS host, port group…)."""
+
+    command: str  # add | modify | delete
+    section: str  # dns-host | dns-srv | dns-txt | portgroup | forward-interface (network_update.py)
+    xml: str  # the item's element
+    target: str  # config | live | both
+
+    def as_json(self) -> dict[str, Any]:
+        return fields_json(self)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DefineNetwork(Action):
     op: ClassVar[str] = "define-network"
@@ -218,6 +231,7 @@ class UpdateNetwork(Action):
     phase: ClassVar[Phase] = Phase.NETWORKS
     dhcp_range: RangeUpdate | None = None
     leases: tuple[LeaseUpdate, ...] = ()
+    edits: tuple[NetworkEdit, ...] = ()  # networkUpdate of DNS records, port groups, pool devices
     autostart: bool | None = None
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.fields.base import Facts
-from controller.fields.network import NETWORK_FIELDS, NetworkView
+from controller.fields.network import LIVE_LISTS, NETWORK_FIELDS, LiveList, NetworkView
+from controller.fields.network_items import fragment
 from controller.model.state import DhcpHostState, HostState, ResourceKey
 from controller.plan.actions import (
     Action,
@@ -13,6 +15,7 @@ from controller.plan.actions import (
     FieldChange,
     Impact,
     LeaseUpdate,
+    NetworkEdit,
     Problem,
     RangeUpdate,
     RecreateNetwork,
@@ -42,6 +45,30 @@ def lease_updates(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ..
     return ops
 
 
+def list_edits(ll: LiveList, want: tuple[Any, ...], have: tuple[Any, ...], target: str) -> list[NetworkEdit]:
+    """networkUpdate operations turning the items ``have`` into ``want``, keyed as ``ll`` says:
+    removals first (a port group losing its default before another takes it), then changes, then
+    additions; a changed item libvirt cannot modify is deleted and added again."""
+    w = {ll.key(x): x for x in want}
+    h = {ll.key(x): x for x in have}
+    gone = [NetworkEdit("delete", ll.section, fragment(ll.element(x)), target) for k, x in h.items() if k not in w]
+    changed = [k for k in w if k in h and w[k] != h[k]]
+    if ll.modify:
+        edits = [NetworkEdit("modify", ll.section, fragment(ll.element(w[k])), target) for k in changed]
+    else:
+        edits = [NetworkEdit(cmd, ll.section, fragment(ll.element(x)), target)
+                 for k in changed for cmd, x in (("delete", h[k]), ("add", w[k]))]
+    new = [NetworkEdit("add", ll.section, fragment(ll.element(x)), target) for k, x in w.items() if k not in h]
+    return gone + edits + new
+
+
+def _both(config: list[NetworkEdit], live: list[NetworkEdit]) -> list[NetworkEdit]:
+    """One call per item where the definition and the running network need the same edit."""
+    if [(e.command, e.xml) for e in config] == [(e.command, e.xml) for e in live]:
+        return [NetworkEdit(e.command, e.section, e.xml, "both") for e in config]
+    return config + live
+
+
 def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPlan:
     name = net.metadata.name
     key = ResourceKey(host.host, "Network", name)
@@ -53,6 +80,11 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     if refusal:
         out.problems.append(Problem(key, refusal))
         return out
+    for f in NETWORK_FIELDS:  # what this host cannot do is said at plan time, before any define
+        why = f.refuse(spec, host.caps, host.host) if f.refuse is not None else None
+        if why:
+            out.problems.append(Problem(key, why))
+            return out
     suspended = net.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
     if obs is None:
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
@@ -65,6 +97,7 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
     view = NetworkView(spec, obs.config, obs.live_config if obs.active else None, obs)
     top = declared(spec)
     changes: list[FieldChange] = []
+    edits: list[NetworkEdit] = []
     for f in NETWORK_FIELDS:
         if f.planned_by or f.want is None or f.have is None:
             continue
@@ -72,9 +105,19 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
         if not is_declared or not f.applies(spec, facts):
             continue
         want, have = f.want(spec, facts), f.have(obs.config, obs)
-        if not f.same(want, have):
-            running = f.show(f.have(view.live, obs)) if view.live is not None and f.shows_live else None
-            changes.append(FieldChange(f.path, f.show(want), f.show(have), running, f.impact_for(view)))
+        ll = LIVE_LISTS.get(f.name)
+        running_have = f.have(view.live, obs) if view.live is not None else None
+        live_differs = ll is not None and running_have is not None and not f.same(want, running_have)
+        if not f.same(want, have) or live_differs:
+            running = f.show(running_have) if running_have is not None and f.shows_live else None
+            impact = f.impact_for(view)
+            # the call that makes it live, from the registry (a recreate says so by its impact)
+            note = "" if impact != Impact.LIVE else f"{f.note}: {ll.effect}" if ll is not None and f.note else f.note
+            changes.append(FieldChange(f.path, f.show(want), f.show(have), running, impact, note))
+            if ll is not None and impact == Impact.LIVE:
+                config = list_edits(ll, want, have, "config")
+                live_ops = list_edits(ll, want, running_have, "live") if running_have is not None else []
+                edits += _both(config, live_ops) if running_have is not None else config
     # like the network's other written fields, a patch lands by a recreate from the observed definition
     changes += patch_changes(obs.xml, net.spec.xml_patches, Impact.RECREATE)
     recreate = [c for c in changes if c.impact == Impact.RECREATE]
@@ -92,7 +135,8 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
             if running and not any(c.path == lease_field.path for c in live):
                 live.append(FieldChange(lease_field.path, lease_field.show(want_leases),
                                         lease_field.show(obs.config.dhcp_hosts),
-                                        lease_field.show(obs.live_config.dhcp_hosts), Impact.LIVE))
+                                        lease_field.show(obs.live_config.dhcp_hosts), Impact.LIVE,
+                                        lease_field.note))
     out.drift.extend(recreate + live)
     if suspended:
         return out
@@ -108,6 +152,7 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
             dhcp_range=RangeUpdate(dhcp.start, dhcp.end, obs.config.dhcp_start or "", obs.config.dhcp_end or "")
             if ranged and dhcp is not None else None,
             leases=tuple(leases),
+            edits=tuple(edits),
             autostart=spec.autostart if any(c.path == "/spec/autostart" for c in live) else None))
     if not obs.active:
         change = FieldChange("/status/active", True, False, False, Impact.LIVE)

@@ -30,6 +30,7 @@ from controller.spec.devices import (
     Video,
     Watchdog,
 )
+from controller.spec.network_parts import Dns, NetworkIPv6, Portgroup, Vlan, check_network_parts
 from controller.spec.patches import XmlPatch
 from controller.spec.tuning import Bandwidth, DirectSource, IoTune
 from controller.spec.types import (
@@ -150,11 +151,27 @@ class NetworkIPv4(SpecModel):
 
 class NetworkSpec(SpecModel):
     host: Name
-    mode: Literal["nat", "bridge", "isolated", "route", "open"] = Field(
+    mode: Literal["nat", "bridge", "isolated", "route", "open", "macvtap", "hostdev"] = Field(
         default="nat",
-        description="nat (libvirt NAT), bridge (an existing host bridge), isolated (no forward), "
-        "route, open. Default: nat.",
+        description="nat (libvirt NAT), bridge (an existing host bridge, Linux or Open vSwitch), "
+        "isolated (no forward), route, open, macvtap (a pool of host devices guests' NICs sit on "
+        "through macvtap), hostdev (a pool of SR-IOV VFs given to guests). Default: nat.",
     )
+    macvtap_mode: Literal["bridge", "private", "vepa", "passthrough"] = Field(
+        default="bridge", description="mode macvtap: how the macvtap NICs see each other (libvirt's "
+        "forward mode). Default: bridge.")
+    devices: list[InterfaceName] = Field(
+        default_factory=list, description="mode macvtap: the host devices of the pool (changed live).")
+    pf: InterfaceName | None = Field(
+        default=None, description="mode hostdev: the SR-IOV physical function whose VFs the pool hands out.")
+    virtualport: Literal["openvswitch"] | None = Field(
+        default=None, description="mode bridge: the bridge is an Open vSwitch bridge (libvirt plugs "
+        "ports with ovs-vsctl).")
+    vlan: Vlan | None = Field(default=None, description="VLAN tags of every port (openvswitch or hostdev).")
+    ipv6: NetworkIPv6 | None = None
+    dns: Dns | None = None
+    portgroups: list[Portgroup] = Field(default_factory=list, description="Named port settings NICs "
+                                        "choose with portgroup: (changed live).")
     bridge: InterfaceName | None = Field(
         default=None,
         description="Bridge device. For mode bridge: the existing host bridge (required). "
@@ -166,6 +183,8 @@ class NetworkSpec(SpecModel):
     ipv4: NetworkIPv4 | None = None
     mtu: int | None = Field(default=None, ge=68, le=65535)
     domain: str | None = Field(default=None, description="DNS domain of the network.")
+    bandwidth: Bandwidth | None = Field(default=None, description="Traffic shaping of the whole "
+                                        "network (KiB/s, KiB).")
     autostart: bool = Field(default=True, description="Start with the host. Default: true.")
     adopt: bool = Field(
         default=False,
@@ -188,6 +207,7 @@ class NetworkSpec(SpecModel):
         if self.forward_dev and self.mode not in ("nat", "route"):
             raise FieldError("forwardDev", f"'forwardDev' only applies to modes nat and route, "
                              f"not {self.mode}")
+        check_network_parts(self)
         return self
 
 

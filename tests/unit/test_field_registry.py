@@ -21,7 +21,14 @@ from controller.fields.network import NETWORK_FIELDS, NetworkView
 from controller.fields.pool import POOL_FIELDS, VOLUME_FIELDS
 from controller.hypervisor.domain_xml import WriteContext, new_guest_xml, read_guest, update_guest_xml
 from controller.hypervisor.network_xml import network_xml, read_network
-from controller.model.state import HostCapabilities, HostState, ObservedGuest, ObservedNetwork, Owner
+from controller.model.state import (
+    DeviceSupport,
+    HostCapabilities,
+    HostState,
+    ObservedGuest,
+    ObservedNetwork,
+    Owner,
+)
 from controller.plan.actions import Impact, RecreateGuest, RecreateNetwork, UpdateGuest, UpdateNetwork
 from controller.plan.context import PlanOptions
 from controller.plan.guests import guest_facts, plan_guest
@@ -196,6 +203,17 @@ NET_BASE: dict[str, Any] = {"host": "h1", "mode": "nat", "bridge": "virbr9",
                             "ipv4": {"address": "192.168.150.1/24",
                                      "dhcp": {"start": "192.168.150.10", "end": "192.168.150.99"}}}
 NET_SAMPLES = {"address": ("192.168.150.1/24", "192.168.150.2/24")}  # the DHCP range stays inside
+_OVS: dict[str, Any] = {"host": "h1", "mode": "bridge", "bridge": "ovsbr0"}
+# fields that exist in some modes only: the base their samples fit
+NET_BASES: dict[str, dict[str, Any]] = {
+    "macvtapMode": {"host": "h1", "mode": "macvtap", "devices": ["mv0"]},
+    "devices": {"host": "h1", "mode": "macvtap", "devices": ["mv0"]},
+    "pf": {"host": "h1", "mode": "hostdev", "pf": "eth0"},
+    "virtualport": _OVS,
+    "vlan": {**_OVS, "virtualport": "openvswitch"},
+    "ipv6.dhcp": {**NET_BASE, "ipv6": {"address": "fd00:150::1/64"}},
+}
+NET_CAPS = {"pf": HostCapabilities(driver="QEMU", virt_type="kvm", devices=DeviceSupport(vfio=True))}  # SR-IOV
 
 
 def _network(spec: dict[str, Any]) -> Network:
@@ -206,7 +224,8 @@ def _network(spec: dict[str, Any]) -> Network:
 @pytest.mark.parametrize("field", [f for f in NETWORK_FIELDS if not f.planned_by], ids=lambda f: f.name)
 def test_a_network_field_change_lands_as_the_registry_says(field: Field[NetworkSpec]) -> None:
     samples = NET_SAMPLES.get(field.name, field.samples)
-    before, after = copy.deepcopy(NET_BASE), copy.deepcopy(NET_BASE)
+    base = NET_BASES.get(field.name, NET_BASE)
+    before, after = copy.deepcopy(base), copy.deepcopy(base)
     _set(before, field.path, samples[0])
     _set(after, field.path, samples[1])
     old, new = _network(before), _network(after)
@@ -216,7 +235,7 @@ def test_a_network_field_change_lands_as_the_registry_says(field: Field[NetworkS
     def observed(text: str, autostart: bool) -> HostState:
         _, uuid, cfg, own = read_network(text)
         net = ObservedNetwork("n", uuid, True, autostart, True, cfg, cfg, own, text)
-        return HostState("h1", "test:///x", KVM, networks={"n": net})
+        return HostState("h1", "test:///x", NET_CAPS.get(field.name, KVM), networks={"n": net})
 
     state = observed(xml, old.spec.autostart)
     assert plan_network(old, state, PlanOptions()).actions == []
