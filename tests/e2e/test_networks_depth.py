@@ -8,8 +8,14 @@ VLAN 42, and a macvtap pool over a veth. Each ends with export → plan: nothing
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,7 @@ from tests.hosts import ovs
 from tests.hosts.hermetic import HermeticHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.networks]
+DHCP6_CLIENT = Path(__file__).resolve().parents[1] / "hosts" / "dhcp6_client.py"
 
 
 def _host_doc(host: HermeticHost) -> str:
@@ -74,6 +81,35 @@ def _netns(host: HermeticHost, *argv: str) -> str:
 
 def _ifindex(host: HermeticHost, dev: str) -> int:
     return int(_netns(host, "cat", f"/sys/class/net/{dev}/ifindex"))
+
+
+def _dhcpv6_offer(host: HermeticHost, bridge: str) -> dict[str, Any]:
+    """What a DHCPv6 client (tests/hosts/dhcp6_client.py) in a namespace of its own, on a veth
+    whose other end is a port of ``bridge``, is offered."""
+    client = subprocess.Popen(
+        ["nsenter", "--target", str(host.netns_pid), "--net", "--mount", "--pid", "--",
+         "unshare", "--net", "--", sys.executable, str(DHCP6_CLIENT), "dh6c", "52:54:00:66:00:01", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the client's process, seen from inside the host's PID namespace: its netns takes the veth
+        deadline = time.monotonic() + 10
+        inner = ""
+        while not inner and time.monotonic() < deadline:
+            found = host.run_in_netns(["pgrep", "-f", "dhcp6_client.py dh6c"]).stdout.split()
+            inner = found[-1] if found else ""
+            time.sleep(0.05)
+        assert inner, "the DHCPv6 client did not start"
+        _netns(host, "ip", "link", "add", "dh6c", "type", "veth", "peer", "name", "dh6b")
+        _netns(host, "ip", "link", "set", "dh6b", "master", bridge, "up")
+        _netns(host, "ip", "link", "set", "dh6c", "netns", inner)
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, err
+    offer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return offer
 
 
 def _dnsmasq_pids(host: HermeticHost, network: str) -> set[int]:
@@ -141,6 +177,13 @@ def test_a_dual_stack_network_serves_dhcpv6_and_takes_dns_leases_and_portgroups_
     conf = host.path_outside("/var/lib/libvirt/dnsmasq/lab.conf").read_text()
     assert re.search(r"^dhcp-range=fd00:150::100,fd00:150::1ff", conf, re.M), conf
     assert "enable-ra" in conf, conf
+    # a DHCPv6 client on a veth into the bridge is offered an address of the range, and router
+    # advertisements reach it
+    offer = _dhcpv6_offer(host, "virbr-lab")
+    assert offer["address"] is not None, offer
+    assert ipaddress.IPv6Address("fd00:150::100") <= ipaddress.IPv6Address(offer["address"]) \
+        <= ipaddress.IPv6Address("fd00:150::1ff"), offer
+    assert any(r.startswith("default via fe80:") for r in offer["ra_routes"]), offer  # the bridge's RA
     dnsmasq = _dnsmasq_pids(host, "lab")
     assert dnsmasq, "no dnsmasq serves the network"
     bridge = _ifindex(host, "virbr-lab")
