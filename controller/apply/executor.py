@@ -316,9 +316,12 @@ def _replug(run: _HostRun, network: str) -> list[str]:
     if not run.state.caps.hotplug:
         return []
     xml = run.ops.network_xml(network)
-    bridge = read_network(xml)[2].bridge if xml else None
-    if not bridge:
+    config = read_network(xml)[2] if xml else None
+    # A host bridge (Linux or Open vSwitch) and a macvtap or SR-IOV pool are not libvirt's to take
+    # down: the guests' taps stay where they are (and a Linux-bridge re-plug fails on OVS).
+    if config is None or not config.bridge or config.mode in ("bridge", "macvtap", "hostdev"):
         return []
+    bridge = config.bridge
     done = []
     for g in run.state.guests.values():
         if g.live is None:

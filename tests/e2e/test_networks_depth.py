@@ -254,6 +254,17 @@ spec:
         assert switch.vsctl("get", "port", tap, "tag").strip() == "42"
         assert host.virsh("domstate", "g1").strip() == "running"
         _export_then_no_changes(host, tmp_path)
+
+        # a recreate (the network's own VLAN trunk) keeps the running guest's port and its tag
+        domid = host.virsh("domid", "g1").strip()
+        specs = _write(tmp_path / "specs", _host_doc(host), net + "  vlan: {tags: [7, 8], trunk: true}\n",
+                       _guest_doc("g1", "52:54:00:42:00:01", "ovs", ", portgroup: vlan42, bootRom: false"))
+        out = _apply_then_no_changes(specs)
+        assert "recreate-network Network ovs" in out, out
+        assert host.virsh("domid", "g1").strip() == domid
+        assert tap in switch.vsctl("list-ports", "ovsbr0").split()
+        assert switch.vsctl("get", "port", tap, "tag").strip() == "42"
+        assert "<tag id='7'/>" in host.virsh("net-dumpxml", "ovs")
     finally:
         if host.running:  # guests off first: libvirtd unplugs their ports while OVS still answers
             for name in host.virsh("list", "--name").split():
