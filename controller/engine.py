@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -68,6 +69,18 @@ class Reconciled:
 
 
 def spec_digest(specs: SpecSet) -> str:
+    return specs.memo("spec_digest", _spec_digest)
+
+
+def _hosts_by_name(specs: SpecSet) -> dict[str, Host]:
+    return {h.metadata.name: h for h in specs.hosts}
+
+
+def _host_uris(specs: SpecSet) -> dict[str, str]:
+    return {h.metadata.name: h.spec.uri for h in specs.hosts}
+
+
+def _spec_digest(specs: SpecSet) -> str:
     # Sorted by identity only: the same network name on several hosts must not compare dicts.
     def ident(obj: Any) -> tuple[str, str, str]:
         return (obj.kind, str(getattr(obj.spec, "host", "") or ""), obj.metadata.name)
@@ -192,19 +205,23 @@ class Engine:
 
     # ------------------------------------------------------------- reconcile
 
-    def observe_scope(self, specs: SpecSet, scope: Scope, reach: set[str] | None = None
+    def observe_scope(self, specs: SpecSet, scope: Scope, reach: AbstractSet[str] | None = None
                       ) -> tuple[Observation, SpecSet]:
         """The scope's hosts (an object's host narrowed to the object), then the hosts a moving
         guest may come from or go to (``reach``: the hosts that may be looked at; default all)."""
-        hosts = {h.metadata.name: h for h in specs.hosts}
-        primary = [hosts[n] for n in scope.primary(specs)]
+        hosts = specs.memo("hosts", _hosts_by_name)
         if scope.key is not None:
             obs = self._observe_object(hosts[scope.key.host], scope.key) if scope.key.host in hosts else Observation()
         else:
-            obs = self.observe(SpecSet(tuple(i for i in specs.items if not isinstance(i.obj, Host)
-                                             or i.obj in primary)))
-        lookups = {h: names for h, names in move_lookups(specs, obs.states, scope, self.instance).items()
+            obs = self.observe(SpecSet(tuple(i for n in scope.primary(specs) for i in specs.for_host(n).items
+                                             if isinstance(i.obj, Host))))
+        moves = move_lookups(specs, obs.states, scope, self.instance)
+        lookups = {h: moves.names(h) for h in moves.hosts
                    if h in hosts and h not in obs.failed and (reach is None or h in reach)}
+
+        def wanted(name: str, known: frozenset[str]) -> bool:
+            # A move's target is observed even without the name; a possible source only if it has it.
+            return name in moves.targets or bool(lookups[name] & known)
 
         def look(name: str) -> tuple[str, HostState | None, str]:
             host = hosts[name]
@@ -214,27 +231,31 @@ class Engine:
                 known = self._known_names(name, conn)
                 if known is None:
                     known = self._remember_names(name, conn, domain_names(conn, name))
+                if not wanted(name, known):
+                    return name, None, ""
                 return name, look_up_guests(conn, name, host.spec.uri, caps, lookups[name] & known), ""
             except HostError as exc:
                 return name, None, str(exc)
 
         to_look = []
         for name in sorted(lookups):
-            # Listed lately without any of these names: nothing to look up there.
+            # Listed lately without any of these names: nothing to look up there (a fleet's
+            # reconcile of a guest not made yet would otherwise carry every other host along).
             probed = self._probed.get(name)
             current = self.connection(hosts[name]).current
             known = self._known_names(name, current) if probed is not None and probed[0] is current else None
             if probed is not None and known is not None and not lookups[name] & known:
-                obs.states[name] = look_up_guests(None, name, hosts[name].spec.uri, probed[1], frozenset())
-                obs.partial.add(name)
+                if name in moves.targets:
+                    obs.states[name] = look_up_guests(None, name, hosts[name].spec.uri, probed[1], frozenset())
+                    obs.partial.add(name)
             else:
                 to_look.append(name)
         if to_look:
             with ThreadPoolExecutor(max_workers=max(1, min(16, len(to_look)))) as ex:
                 for name, state, error in ex.map(look, to_look):
-                    if state is None:
+                    if error:
                         obs.lookup_failed[name] = error
-                    else:
+                    elif state is not None:
                         obs.states[name] = state
                         obs.partial.add(name)
         return obs, scoped_specs(specs, scope, {h: lookups[h] for h in obs.partial})
@@ -278,7 +299,7 @@ class Engine:
 
     def reconcile(self, specs: SpecSet, scope: Scope | None = None, *, prune: bool = False, commit: str = "",
                   gate: Gate | None = None, concurrency: int = 8, progress: Progress | None = None,
-                  elsewhere: Mapping[str, frozenset[str]] | None = None, reach: set[str] | None = None,
+                  elsewhere: Mapping[str, frozenset[str]] | None = None, reach: AbstractSet[str] | None = None,
                   now: datetime | None = None, on_wait: OnWait | None = None) -> Reconciled:
         """Observe the scope, plan it and — when ``gate`` lets it — carry the plan out, then observe
         again. Without a gate nothing changes (plan, drift). ``elsewhere`` defaults to what
@@ -290,7 +311,7 @@ class Engine:
         if gate is None or self.locks is None:
             return self._reconcile(specs, scope, prune, commit, gate, concurrency, progress, elsewhere,
                                    reach, now, frozenset())
-        uris = {h.metadata.name: h.spec.uri for h in specs.hosts}
+        uris = specs.memo("uris", _host_uris)
         mine = {name: uris[name] for name in scope.primary(specs) if name in uris}
         with self.locks.holding(mine, on_wait=on_wait) as waited:
             result = self._reconcile(specs, scope, prune, commit, gate, concurrency, progress, elsewhere,
@@ -300,7 +321,7 @@ class Engine:
 
     def _reconcile(self, specs: SpecSet, scope: Scope, prune: bool, commit: str, gate: Gate | None,
                    concurrency: int, progress: Progress | None,
-                   elsewhere: Mapping[str, frozenset[str]] | None, reach: set[str] | None,
+                   elsewhere: Mapping[str, frozenset[str]] | None, reach: AbstractSet[str] | None,
                    now: datetime | None, held: frozenset[str]) -> Reconciled:
         elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
 
@@ -317,7 +338,7 @@ class Engine:
         chosen = gate(plan, obs)
         if chosen is None:
             return result
-        uris = {h.metadata.name: h.spec.uri for h in specs.hosts}
+        uris = specs.memo("uris", _host_uris)
         with self._other_hosts(chosen, held, uris) as (chosen, busy):
             result.busy = busy
             result.changes = self.execute(chosen, planned, obs, commit=commit, concurrency=concurrency,

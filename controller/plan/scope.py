@@ -36,9 +36,11 @@ class Scope:
         return cls(frozenset({key.host}), key)
 
     def primary(self, specs: SpecSet) -> list[str]:
-        """The hosts observed whole (for an object: its host, narrowed to the object)."""
-        names = [h.metadata.name for h in specs.hosts]
-        return [n for n in names if not self.hosts or n in self.hosts]
+        """The hosts observed whole (for an object: its host, narrowed to the object), in spec order."""
+        order = specs.memo("host-order", _host_order)
+        if not self.hosts:
+            return list(order)
+        return sorted((n for n in self.hosts if n in order), key=order.__getitem__)
 
     def covers(self, key: ResourceKey) -> bool:
         if self.key is not None:
@@ -55,30 +57,51 @@ def declared_elsewhere(specs: SpecSet) -> dict[str, frozenset[str]]:
             for h in specs.hosts}
 
 
-def move_lookups(specs: SpecSet, states: Mapping[str, HostState], scope: Scope, instance: str
-                 ) -> dict[str, frozenset[str]]:
-    """Hosts outside the observed ones to look a guest up on: host → guest names.
+@dataclass(frozen=True)
+class MoveLookups:
+    """Hosts outside the observed ones to look guests up on, host → guest names.
 
-    - a guest of the scope missing on its host may be on any other host (it moves here);
-    - a guest of this instance on an observed host that the specs place on an unobserved
-      host may be missing there (it moves there)."""
+    ``sources``: a guest of the scope missing on its host may be on any other host (it moves
+    here) — worth a look only on a host that has a domain of that name. ``targets``: a guest
+    of this instance on an observed host that the specs place on an unobserved host, which
+    may not have it yet (it moves there) — the target is observed even without the name."""
+
+    sources: Mapping[str, frozenset[str]]
+    targets: Mapping[str, frozenset[str]]
+
+    def names(self, host: str) -> frozenset[str]:
+        return self.sources.get(host, frozenset()) | self.targets.get(host, frozenset())
+
+    @property
+    def hosts(self) -> set[str]:
+        return set(self.sources) | set(self.targets)
+
+
+def move_lookups(specs: SpecSet, states: Mapping[str, HostState], scope: Scope, instance: str) -> MoveLookups:
     observed = set(states)
-    others = [h.metadata.name for h in specs.hosts if h.metadata.name not in observed]
-    out: dict[str, set[str]] = {}
-    for g in specs.guests:
-        dst = g.spec.host or ""
-        name = g.metadata.name
-        if dst in observed and name not in states[dst].guests and _in_scope(scope, dst, name):
-            for other in others:
-                out.setdefault(other, set()).add(name)
+    others = frozenset(h.metadata.name for h in specs.hosts if h.metadata.name not in observed)
+    missing = frozenset(g.metadata.name for g in specs.guests
+                        if (g.spec.host or "") in observed and g.metadata.name not in states[g.spec.host or ""].guests
+                        and _in_scope(scope, g.spec.host or "", g.metadata.name))
+    placed = specs.memo("guest-hosts", _guest_hosts)
+    targets: dict[str, set[str]] = {}
     for host, state in states.items():
         for name, obs in state.guests.items():
-            if obs.owner is None or obs.owner.instance != instance:
+            if obs.owner is None or obs.owner.instance != instance or not _in_scope(scope, host, name):
                 continue
-            for g in specs.guests:
-                if g.metadata.name == name and g.spec.host in others and _in_scope(scope, host, name):
-                    out.setdefault(g.spec.host or "", set()).add(name)
-    return {h: frozenset(n) for h, n in out.items()}
+            for dst in placed.get(name, ()):
+                if dst in others:
+                    targets.setdefault(dst, set()).add(name)
+    return MoveLookups({h: missing for h in others} if missing else {},
+                       {h: frozenset(n) for h, n in targets.items()})
+
+
+def _guest_hosts(specs: SpecSet) -> dict[str, tuple[str, ...]]:
+    """guest name → the hosts the specs place it on (indexed once per spec set)."""
+    out: dict[str, list[str]] = {}
+    for g in specs.guests:
+        out.setdefault(g.metadata.name, []).append(g.spec.host or "")
+    return {n: tuple(h) for n, h in out.items()}
 
 
 def _in_scope(scope: Scope, host: str, name: str) -> bool:
@@ -109,4 +132,20 @@ def scoped_specs(specs: SpecSet, scope: Scope, partial: Mapping[str, frozenset[s
             return obj.metadata.name == scope.key.name
         return isinstance(obj, Network | StoragePool)  # the object's references
 
-    return SpecSet(tuple(i for i in specs.items if keep(i)))
+    if not scope.hosts:
+        return SpecSet(tuple(i for i in specs.items if keep(i)))
+    # A few hosts of a fleet: their slices, not a walk of the whole tree, in the tree's order.
+    position = specs.memo("item-order", _item_order)
+    near = {id(i): i for h in primary | set(partial) for i in specs.for_host(h).items}
+    return SpecSet(tuple(i for i in sorted(near.values(), key=lambda i: position[id(i)]) if keep(i)))
+
+
+def _host_order(specs: SpecSet) -> dict[str, int]:
+    order: dict[str, int] = {}
+    for h in specs.hosts:
+        order.setdefault(h.metadata.name, len(order))
+    return order
+
+
+def _item_order(specs: SpecSet) -> dict[int, int]:
+    return {id(item): n for n, item in enumerate(specs.items)}

@@ -437,9 +437,7 @@ class Service:
         # lock the engine takes. A peer is reached only at a URI none of our hosts has: an
         # agent-style tree of qemu:///system URIs must not take our own daemon for the peer.
         complete = self.desired.complete or specs
-        own = {h.spec.uri for h in specs.hosts}
-        reach = {h.metadata.name for h in complete.hosts
-                 if specs.host(h.metadata.name) is not None or h.spec.uri not in own}
+        reach = specs.memo(f"reach-in:{id(complete)}", lambda s: _reach(s, complete))
         with audit_to(self.audit):
             result = self.engine.reconcile(
                 complete, scope, prune=self.opts.prune, commit=commit,
@@ -751,3 +749,10 @@ class Service:
         self.status.record("warning", "suspended: reporting only" if self.suspended else "resumed")
         if not self.suspended:
             self.resync()
+
+
+def _reach(specs: SpecSet, complete: SpecSet) -> frozenset[str]:
+    """The hosts of the complete tree a reconcile may look at: ours, and peers at URIs none of ours has."""
+    own = {h.spec.uri for h in specs.hosts}
+    return frozenset(h.metadata.name for h in complete.hosts
+                     if specs.host(h.metadata.name) is not None or h.spec.uri not in own)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.spec.models import (
     UNPLACED,
@@ -19,6 +19,7 @@ from controller.spec.models import (
 )
 from controller.spec.yaml_reader import Document
 
+T = TypeVar("T")
 AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret
 
 
@@ -68,7 +69,22 @@ class SpecSet:
         return [i.obj for i in self.of_kind(BackupPolicy)]
 
     def host(self, name: str) -> Host | None:
-        return next((h for h in self.hosts if h.metadata.name == name), None)
+        return self._hosts_by_name.get(name)
+
+    @cached_property
+    def _hosts_by_name(self) -> dict[str, Host]:
+        found: dict[str, Host] = {}
+        for h in self.hosts:
+            found.setdefault(h.metadata.name, h)  # the first, as a scan would find it
+        return found
+
+    def memo(self, key: str, compute: Callable[[SpecSet], T]) -> T:
+        """A value derived from this (immutable) set, computed once: a service reconciles each of
+        a thousand hosts against the same complete set, and must not re-derive it every time."""
+        cache: dict[str, Any] = self.__dict__.setdefault("_memo", {})
+        if key not in cache:
+            cache[key] = compute(self)
+        return cache[key]  # type: ignore[no-any-return]
 
     @cached_property
     def _by_host(self) -> dict[str, list[Located]]:
