@@ -515,6 +515,10 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds_or_off(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "off") else _seconds(text)
+
+
 def _read_option_file(option: str, name: str) -> str:
     try:
         return Path(name).read_text().strip()
@@ -590,6 +594,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         paths=args.paths, git=git, git_interval=args.git_interval, listen=args.listen,
         instance=args.instance, prune=args.prune, force=args.force,
         max_deletions=args.max_deletions, resync=args.resync, workers=args.workers,
+        light_resync=args.light_resync,
         notify=args.notify, hook_secret=secret, token=token, tls=tls, hook_rate=args.hook_rate,
         suspended=args.suspend,
         thrash_limit=args.thrash_limit, thrash_window=args.thrash_window,
@@ -1004,6 +1009,10 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help=f"refuse more deletions than this (default {DEFAULT_MAX_DELETIONS})")
     p.add_argument("--resync", type=_seconds, default=300.0, metavar="DURATION",
                    help="full resync interval, jittered ±10%% (default 5m)")
+    p.add_argument("--light-resync", type=_seconds_or_off, default=4.0, metavar="DURATION",
+                   help="how often each host is fingerprinted for changes libvirt sends no event for "
+                   "(setmem --config, autostart, net-update); a changed object is reconciled alone; "
+                   "every domain's definitions are read every 3 passes (default 4s; 0 or off: none)")
     p.add_argument("--workers", type=positive_int, default=4, metavar="N", help="reconciles at once (default 4)")
     p.add_argument("--notify", type=_url, metavar="URL", help="POST JSON notifications here")
     p.add_argument("--suspend", action="store_true", help="start suspended: report only "

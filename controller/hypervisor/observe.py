@@ -74,6 +74,9 @@ def _reason_table() -> dict[tuple[int, int], tuple[str, GuestFault | None]]:
 
 
 _REASONS = _reason_table()
+# What the state filters of listAllDomains call each state (anything else: "other").
+_LISTED_STATE: dict[int, PowerState] = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+                                        libvirt.VIR_DOMAIN_SHUTOFF: "stopped"}
 _NO_SPACE = getattr(libvirt, "VIR_DOMAIN_DISK_ERROR_NO_SPACE", 2)
 
 
@@ -109,12 +112,22 @@ def _uuids(conn: libvirt.virConnect, flags: int) -> set[str]:
 def observe_guests(conn: libvirt.virConnect, host: str) -> dict[str, ObservedGuest]:
     with libvirt_call(host, "list domains"):
         domains = conn.listAllDomains(0)
-        running = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
-        paused = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)
-        shutoff = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF)
         persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
         autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         reasons = _state_reasons(conn)
+        if reasons:
+            # The bulk stats give every domain's state: the same sets the state filters of
+            # listAllDomains give (they match RUNNING, PAUSED, SHUTOFF exactly), three calls fewer.
+            running = {u for u, (st, _) in reasons.items() if st == libvirt.VIR_DOMAIN_RUNNING}
+            paused = {u for u, (st, _) in reasons.items() if st == libvirt.VIR_DOMAIN_PAUSED}
+            shutoff = {u for u, (st, _) in reasons.items() if st == libvirt.VIR_DOMAIN_SHUTOFF}
+        else:
+            running = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
+            paused = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)
+            shutoff = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF)
+
+    # One domain after another: reading them from 4 threads was slower here on a loaded 2-CPU
+    # machine (1,000 domains: 0.62 s against 0.55 s), each call already being a thread handoff.
     out: dict[str, ObservedGuest] = {}
     for dom in domains:
         guest = _observe_guest(dom, host, running, paused, shutoff, persistent, autostart, reasons)
@@ -131,9 +144,11 @@ def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused:
         state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
                              else "stopped" if uuid in shutoff else "other")
         code = reasons.get(uuid)
-        if code is None and state != "running":
+        if code is None and (state != "running" or reasons):  # not in the bulk stats (new since)
             st = dom.state()
             code = (int(st[0]), int(st[1]))
+            if reasons:
+                state = _LISTED_STATE.get(code[0], "other")
         if state == "paused" and code is not None and code[1] in _TRANSIENT_PAUSE:
             state = "other"  # starting up, migrating, saving…: not a pause to undo
         reason, fault = _REASONS.get(code, ("", None)) if code is not None and state != "running" else ("", None)

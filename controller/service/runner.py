@@ -41,6 +41,7 @@ from controller.service.metrics import Metrics
 from controller.service.notify import Notifier
 from controller.service.queue import WorkQueue
 from controller.service.replicas import Replicas
+from controller.service.resync import LightResync
 from controller.service.status import StatusStore
 from controller.service.watch import SpecWatcher
 from controller.spec.loader import load_specs
@@ -61,6 +62,7 @@ class ServiceOptions:
     force: bool = False
     max_deletions: int = 10
     resync: float = 300.0
+    light_resync: float = 4.0  # --light-resync: fingerprint pass interval (service/resync.py), 0: off
     workers: int = 4
     notify: str | None = None
     hook_secret: str | None = None
@@ -108,6 +110,8 @@ class Service:
         self._thrashing: dict[ResourceKey, float] = {}
         self._repair_target: dict[ResourceKey, str | None] = {}
         self.crash_backoff = CrashBackoff()  # crashPolicy restart: recoveries of a guest back off
+        self.light = LightResync(lambda h: self.engine.connection(h).get(), self._changed_unannounced,
+                                 interval=opts.light_resync)
         self._reload_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._busy = 0
@@ -274,6 +278,21 @@ class Service:
     def _resync_loop(self) -> None:
         while not self.stopping.wait(self.opts.resync * random.uniform(0.9, 1.1)):
             self.resync()
+
+    def _light_resync_loop(self) -> None:
+        """Changes without an event: a fingerprint pass every --light-resync (service/resync.py)."""
+        while not self.stopping.wait(self.opts.light_resync):
+            specs, _ = self.desired.snapshot()
+            if specs is None or self.suspended:
+                continue
+            try:
+                self.light.run_pass(specs, self._mine)
+            except Exception as exc:  # a bug must not stop the loop
+                log.exception("light resync crashed", error=repr(exc))
+
+    def _changed_unannounced(self, key: ResourceKey) -> None:
+        log.info("changed without an event", host=key.host, kind=key.kind, name=key.name)
+        self.queue.add(key)
 
     def _snapshot_loop(self) -> None:
         """Snapshot policies: a scheduling pass every snapshot_interval (the schedule decides)."""
@@ -667,8 +686,17 @@ class Service:
                                "seconds": round(a.seconds, 3), "commit": a.commit or None}
                               for a in self.status.recent_actions()[:20]],
             "replica": self.replicas.view() if self.replicas is not None else None,
+            "lightResync": self.light.status() if self.opts.light_resync > 0 else None,
+            "objects": self._compared(),
         }
         return doc
+
+    def _compared(self) -> list[dict[str, Any]]:
+        """When each object was last compared in full (a reconcile) and last fingerprinted."""
+        compared, checked = self.status.compared_at(), self.light.checked()
+        return [{"host": k.host, "kind": k.kind, "name": k.name, "lastCompared": at.isoformat(),
+                 "lastChecked": checked[k].isoformat() if k in checked else None}
+                for k, at in sorted(compared.items())]
 
     def status_page(self) -> str:
         err = self.desired.error
@@ -709,6 +737,8 @@ class Service:
             self._workers.append(t)
         self._spawn(self._watch_hosts)
         self._spawn(self._resync_loop)
+        if self.opts.light_resync > 0:
+            self._spawn(self._light_resync_loop)
         self._spawn(self._snapshot_loop)
         self._spawn(self._backup_loop)
         if self.git is not None:

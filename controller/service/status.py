@@ -42,6 +42,8 @@ class StatusStore:
     reconciles: deque[ReconcileSample] = field(default_factory=lambda: deque(maxlen=120))
     # the commit each owned object was last changed by, from its ownership record on the host
     owner_commits: dict[ResourceKey, str] = field(default_factory=dict)
+    # when each object was last compared in full (its standing stored by a reconcile)
+    compared: dict[ResourceKey, datetime] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, level: str, message: str) -> None:
@@ -106,11 +108,16 @@ class StatusStore:
             if before is not None and "snapshots" in before.info and "snapshots" not in drift.info:
                 drift.info["snapshots"] = before.info["snapshots"]  # known until the next full pass
             self.objects[drift.key] = drift
+            self.compared[drift.key] = datetime.now(UTC)
             if pending is None:
                 self.pending.pop(drift.key, None)
             else:
                 self.pending[drift.key] = pending
             return before
+
+    def compared_at(self) -> dict[ResourceKey, datetime]:
+        with self._lock:
+            return {k: v for k, v in self.compared.items() if k in self.objects}
 
     def drop_host_objects(self, host: str, keep: set[ResourceKey]) -> None:
         with self._lock:
@@ -119,6 +126,7 @@ class StatusStore:
                 self.pending.pop(key, None)
                 self.last_change.pop(key, None)
                 self.owner_commits.pop(key, None)
+                self.compared.pop(key, None)
 
     def forget_object(self, key: ResourceKey) -> None:
         with self._lock:
@@ -126,6 +134,7 @@ class StatusStore:
             self.pending.pop(key, None)
             self.last_change.pop(key, None)
             self.owner_commits.pop(key, None)
+            self.compared.pop(key, None)
 
     def forget_hosts(self, keep: set[str]) -> None:
         with self._lock:
@@ -135,6 +144,7 @@ class StatusStore:
                 del self.objects[key]
                 self.last_change.pop(key, None)
                 self.owner_commits.pop(key, None)
+                self.compared.pop(key, None)
 
     def as_plan(self) -> Plan:
         """The stored standings shaped as a Plan, so the drift renderers can show them."""

@@ -1,0 +1,133 @@
+"""Cheap per-object fingerprints of a host, for the service's light resync.
+
+libvirt has no generation counter, and some changes fire no event (``setmem --config``,
+``autostart``, ``net-update``, a definition replaced on some drivers). A light pass reads, per
+host, a few bulk calls for every domain (the list, states and reasons, the persistent and
+autostart lists, balloon and vCPU counts from the bulk stats) and the definitions of one slice
+of the domains (persistent XML, and the live XML of active ones), rotating so that each
+domain's definitions are read once every ``slices`` passes; networks and pools, which are few,
+are read whole each pass. A digest per object: a changed digest means that object alone is
+reconciled in full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Mapping
+
+import libvirt
+
+from controller.hypervisor.errors import is_not_found, libvirt_call
+
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+# Counts, not counters: vCPU times and balloon usage move all the time and are no change.
+_STAT_KEYS = ("state.state", "state.reason", "balloon.current", "balloon.maximum", "vcpu.current",
+              "vcpu.maximum")
+
+Key = tuple[str, str]  # (kind, name)
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def _bulk_stats(conn: libvirt.virConnect) -> dict[str, tuple[object, ...]]:
+    try:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON
+                                       | libvirt.VIR_DOMAIN_STATS_VCPU)
+    except libvirt.libvirtError:
+        try:  # a driver without balloon/vCPU stats (the test driver): states only
+            stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        except libvirt.libvirtError:
+            return {}
+    return {d.UUIDString(): tuple(s.get(k) for k in _STAT_KEYS) for d, s in stats}
+
+
+class HostFingerprints:
+    """The fingerprints of one host, kept between passes (the definitions of the domains not
+    read this pass are carried over from the pass that read them)."""
+
+    def __init__(self, host: str, slices: int = 3):
+        self.host = host
+        self.slices = max(1, slices)
+        self._pass = 0
+        self._xml: dict[str, str] = {}  # domain UUID → digest of its definitions, as last read
+
+    def read(self, conn: libvirt.virConnect) -> dict[Key, str]:
+        """One pass: (kind, name) → digest of every domain, network and pool of the host."""
+        this = self._pass % self.slices
+        self._pass += 1
+        out: dict[Key, str] = {}
+        with libvirt_call(self.host, "list domains (light resync)"):
+            domains = conn.listAllDomains(0)
+            persistent = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)}
+            autostart = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+            stats = _bulk_stats(conn)
+        seen: set[str] = set()
+        for dom in domains:
+            try:
+                uuid, name = dom.UUIDString(), dom.name()
+                seen.add(uuid)
+                # A stable slice per domain (by its UUID), so a domain is read every `slices` passes.
+                if uuid not in self._xml or zlib.crc32(uuid.encode()) % self.slices == this:
+                    active = dom.ID() != -1
+                    self._xml[uuid] = _digest(dom.XMLDesc(_INACTIVE) if uuid in persistent else "",
+                                              dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE) if active else "")
+            except libvirt.libvirtError as exc:
+                if is_not_found(exc):
+                    continue  # undefined between list and read: its event says so
+                with libvirt_call(self.host, "read domain (light resync)"):
+                    raise
+            out[("Guest", name)] = _digest(stats.get(uuid), uuid in persistent, uuid in autostart, self._xml[uuid])
+        for gone in set(self._xml) - seen:
+            del self._xml[gone]
+        out.update(_networks(conn, self.host))
+        out.update(_pools(conn, self.host))
+        return out
+
+
+def _networks(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
+    out: dict[Key, str] = {}
+    with libvirt_call(host, "list networks (light resync)"):
+        nets = conn.listAllNetworks(0)
+    for net in nets:
+        try:
+            persistent = bool(net.isPersistent())
+            xml = net.XMLDesc(0)
+            config = ""
+            if persistent:  # net-update --config changes only the persistent definition
+                try:
+                    config = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+                except libvirt.libvirtError as exc:
+                    if is_not_found(exc):
+                        raise
+                    # the test driver refuses the INACTIVE flag: its live XML is all there is
+            out[("Network", net.name())] = _digest(net.isActive(), persistent and net.autostart(), xml, config)
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                with libvirt_call(host, "read network (light resync)"):
+                    raise
+    return out
+
+
+def _pools(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
+    out: dict[Key, str] = {}
+    try:
+        pools = conn.listAllStoragePools(0)
+    except libvirt.libvirtError:
+        return out  # a driver without storage: nothing to fingerprint
+    for pool in pools:
+        try:
+            out[("StoragePool", pool.name())] = _digest(pool.isActive(), pool.autostart(),
+                                                        pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE))
+        except libvirt.libvirtError as exc:
+            if not is_not_found(exc):
+                with libvirt_call(host, "read storage pool (light resync)"):
+                    raise
+    return out
+
+
+def changed(before: Mapping[Key, str], after: Mapping[Key, str]) -> set[Key]:
+    """The objects whose digest differs, came or went between two passes."""
+    return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
