@@ -265,8 +265,10 @@ def _network_example(e: Entry, samples: tuple[Any, ...], yaml: tuple[str, str]) 
     from controller.spec.models import Network
 
     docs = []
+    base = {"host": "h1", **network_fields.SAMPLE_BASES[e.name]} if e.name in network_fields.SAMPLE_BASES \
+        else _NET_BASE
     for value in samples[:2]:
-        doc = copy.deepcopy(_NET_BASE)
+        doc = copy.deepcopy(base)
         _set(doc, e.name, value)
         docs.append(doc)
     nets = [Network.model_validate({"apiVersion": "virtsync/v1", "kind": "Network", "metadata": {"name": "n"},
@@ -283,6 +285,7 @@ def _network_example(e: Entry, samples: tuple[Any, ...], yaml: tuple[str, str]) 
         if isinstance(a, UpdateNetwork):
             calls += ["networkUpdate (DHCP range)"] if a.dhcp_range else []
             calls += ["networkUpdate (DHCP host)"] if a.leases else []
+            calls += [f"networkUpdate ({edit.section})" for edit in a.edits]
             calls += ["setAutostart"] if a.autostart is not None else []
     return Example(yaml, _changed_lines(*xmls), IMPACT_WORDS[str(impacts[0])] if impacts else "", tuple(calls))
 

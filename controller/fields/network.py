@@ -277,6 +277,18 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           pointer="/status/active", planned_by="status"),
 )
 
+# The spec (beside host) a field's samples fit, for fields of some modes only; others fit a NAT
+# network with a DHCP range. Tests and `explain` write the samples into it.
+_OVS: dict[str, Any] = {"mode": "bridge", "bridge": "ovsbr0"}
+SAMPLE_BASES: dict[str, dict[str, Any]] = {
+    "macvtapMode": {"mode": "macvtap", "devices": ["mv0"]},
+    "devices": {"mode": "macvtap", "devices": ["mv0"]},
+    "pf": {"mode": "hostdev", "pf": "eth0"},
+    "virtualport": _OVS,
+    "vlan": {**_OVS, "virtualport": "openvswitch"},
+    "ipv6.dhcp": {"mode": "nat", "bridge": "virbr9", "ipv6": {"address": "fd00:150::1/64"}},
+}
+
 CONTROL: dict[str, str] = {
     "host": "the host the network is defined on (networks are per host)",
     "ipv4": "holds address, dhcp and dhcp.hosts (above)",

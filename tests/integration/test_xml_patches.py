@@ -53,7 +53,7 @@ PATCHES = f"""    - {{op: set, xpath: /domain/on_crash, value: restart}}
     - {{op: add, xpath: /domain/os, xml: "<smbios mode='sysinfo'/>"}}
 """
 NETWORK_PATCHES = """  xmlPatches:
-    - {op: add, xpath: /network/dns, xml: "<host ip='192.168.150.5'><hostname>printer</hostname></host>"}
+    - {op: add, xpath: /network, xml: "<route address='10.20.0.0' prefix='24' gateway='192.168.150.2'/>"}
 """
 
 
@@ -73,7 +73,7 @@ def test_patches_land_drift_is_named_and_one_apply_repairs_it(tmp_path: Path, vi
     assert root.findtext("sysinfo/chassis/entry[@name='manufacturer']") == "ACME"
     assert root.find("os/smbios").get("mode") == "sysinfo"  # type: ignore[union-attr]
     net = etree.fromstring(conn.networkLookupByName("lab").XMLDesc(0).encode())
-    assert net.findtext("dns/host/hostname") == "printer"
+    assert net.find("route").get("gateway") == "192.168.150.2"  # type: ignore[union-attr]
     # What libvirt read back satisfies every patch: no endless drift, and a second apply adds nothing.
     plan = virtsync("plan", specs)
     assert plan.code == 0 and "No changes" in plan.out, plan.out
@@ -113,17 +113,17 @@ def test_a_network_patch_changed_out_of_band_is_recreated(tmp_path: Path, virtsy
     conn = connection(uri)
     net = conn.networkLookupByName("lab")
     root = etree.fromstring(net.XMLDesc(0).encode())
-    root.remove(root.find("dns"))  # type: ignore[arg-type]
+    root.remove(root.find("route"))  # type: ignore[arg-type]
     net.destroy()
     net.undefine()
     conn.networkDefineXML(etree.tostring(root, encoding="unicode")).create()
     drift = virtsync("drift", specs)
-    assert drift.code == 2 and "xmlPatches/0 (add /network/dns)" in drift.out, drift.out
+    assert drift.code == 2 and "xmlPatches/0 (add /network)" in drift.out, drift.out
     plan = virtsync("plan", specs)
     assert "recreate" in plan.out, plan.out
     assert virtsync("apply", specs, "--yes").code == 0
     root = etree.fromstring(conn.networkLookupByName("lab").XMLDesc(0).encode())
-    assert root.findtext("dns/host/hostname") == "printer"
+    assert root.find("route").get("gateway") == "192.168.150.2"  # type: ignore[union-attr]
     assert virtsync("drift", specs).code == 0
 
 

@@ -59,7 +59,7 @@ def test_explain_network_ipv4_and_its_dhcp_range(capsys: pytest.CaptureFixture[s
 
 def test_explain_a_bare_name_inside_a_list_or_block_finds_the_field(capsys: pytest.CaptureFixture[str]) -> None:
     assert [e.title for e in find("cache")] == ["Guest.disks.cache"]
-    assert [e.title for e in find("hosts")] == ["Network.ipv4.dhcp.hosts"]
+    assert [e.title for e in find("hosts")] == ["Network.ipv4.dhcp.hosts", "Network.dns.hosts"]
     assert [e.title for e in find("bridge")] == ["Network.bridge"], "a kind's own field comes first"
     code, out, _ = _run(capsys, "explain", "linkState")
     assert code == 0 and out.startswith("Guest.interfaces.linkState")

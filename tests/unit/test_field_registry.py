@@ -203,16 +203,8 @@ NET_BASE: dict[str, Any] = {"host": "h1", "mode": "nat", "bridge": "virbr9",
                             "ipv4": {"address": "192.168.150.1/24",
                                      "dhcp": {"start": "192.168.150.10", "end": "192.168.150.99"}}}
 NET_SAMPLES = {"address": ("192.168.150.1/24", "192.168.150.2/24")}  # the DHCP range stays inside
-_OVS: dict[str, Any] = {"host": "h1", "mode": "bridge", "bridge": "ovsbr0"}
-# fields that exist in some modes only: the base their samples fit
-NET_BASES: dict[str, dict[str, Any]] = {
-    "macvtapMode": {"host": "h1", "mode": "macvtap", "devices": ["mv0"]},
-    "devices": {"host": "h1", "mode": "macvtap", "devices": ["mv0"]},
-    "pf": {"host": "h1", "mode": "hostdev", "pf": "eth0"},
-    "virtualport": _OVS,
-    "vlan": {**_OVS, "virtualport": "openvswitch"},
-    "ipv6.dhcp": {**NET_BASE, "ipv6": {"address": "fd00:150::1/64"}},
-}
+# fields that exist in some modes only: the base their samples fit (from the registry)
+NET_BASES = {name: {"host": "h1", **base} for name, base in network_fields.SAMPLE_BASES.items()}
 NET_CAPS = {"pf": HostCapabilities(driver="QEMU", virt_type="kvm", devices=DeviceSupport(vfio=True))}  # SR-IOV
 
 
