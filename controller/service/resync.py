@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from controller.hypervisor.fingerprints import HostFingerprints, Key, changed
@@ -50,7 +51,7 @@ class LightResync:
         self.slices = slices
         self._hosts: dict[str, HostFingerprints] = {}
         self._last: dict[str, dict[Key, str]] = {}
-        self._checked: dict[ResourceKey, datetime] = {}
+        self._checked: dict[str, tuple[datetime, frozenset[Key]]] = {}  # host → last pass, its objects
         self._lock = threading.Lock()
         self.stats = PassStats()
 
@@ -74,11 +75,9 @@ class LightResync:
             count += len(now)
             before = self._last.get(name)
             self._last[name] = now
-            at = datetime.now(UTC)
-            declared = _declared(specs, name)
             with self._lock:
-                for kind, obj in now:
-                    self._checked[ResourceKey(name, kind, obj)] = at
+                self._checked[name] = (datetime.now(UTC), frozenset(now))
+            declared = specs.memo(f"light-resync-declared:{name}", partial(_declared, host=name))
             if before is None:
                 continue  # first pass: learn only
             for kind, obj in sorted(changed(before, now)):
@@ -93,10 +92,14 @@ class LightResync:
     def _forget(self, host: str) -> None:
         self._hosts.pop(host, None)
         self._last.pop(host, None)
+        with self._lock:
+            self._checked.pop(host, None)
 
     def checked(self) -> dict[ResourceKey, datetime]:
+        """When each object was last fingerprinted."""
         with self._lock:
-            return dict(self._checked)
+            return {ResourceKey(host, kind, name): at
+                    for host, (at, keys) in self._checked.items() for kind, name in keys}
 
     def status(self) -> dict[str, Any]:
         s = self.stats
