@@ -1,8 +1,9 @@
 """Engine benchmarks on a real (hermetic) libvirtd host, printed side by side.
 
 - no-op `plan` of 1,000 defined guests: in-process time vs the raw minimum (one
-  listAllDomains plus the persistent and live XMLDesc of each domain), and the
-  whole `virtsync plan` process;
+  listAllDomains, the persistent XMLDesc of each domain and the live one of each running
+  domain: a stopped guest's live XML is its persistent one), and the whole `virtsync plan`
+  process;
 - converge 20 diskless guests and a NAT network from nothing, vs the same raw
   libvirt calls made one after another; then a no-op re-run.
 """
@@ -53,13 +54,14 @@ def _raw_minimum(uri: str) -> float:
         started = time.perf_counter()
         for dom in conn.listAllDomains(0):
             dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            dom.XMLDesc(0)
+            if dom.ID() != -1:  # running: its live XML too (the ID comes with the list)
+                dom.XMLDesc(0)
         return time.perf_counter() - started
     finally:
         conn.close()
 
 
-def test_noop_plan_of_1000_guests_is_within_1_4_times_the_raw_minimum(host: HermeticHost, tmp_path: Path) -> None:
+def test_noop_plan_of_1000_guests_is_within_the_raw_minimum(host: HermeticHost, tmp_path: Path) -> None:
     specs = _specs(tmp_path / "s", 1000, "stopped", network=False)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "controller", "apply", str(specs), "--connect", host.uri,
@@ -90,13 +92,16 @@ def test_noop_plan_of_1000_guests_is_within_1_4_times_the_raw_minimum(host: Herm
     whole = time.perf_counter() - t
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     print(f"\n1,000 defined guests (created by apply in {define_secs:.1f} s)")
-    print(f"  raw minimum (listAllDomains + 2×XMLDesc each): {raw:.3f} s")
-    print(f"  virtsync observe+plan in process:              {ours:.3f} s  (ratio {ours / raw:.2f}, target ≤ 1.4; "
+    print(f"  raw minimum (listAllDomains + XMLDesc each):   {raw:.3f} s")
+    print(f"  virtsync observe+plan in process:              {ours:.3f} s  (ratio {ours / raw:.2f}, target ≤ 1.0; "
           "unchanged definitions are not parsed again)")
     print(f"  the same, first run (every definition parsed): {cold:.3f} s  (ratio {cold / raw:.2f})")
     print(f"  whole `virtsync plan` process:                 {whole:.3f} s  (target < 2 s)")
-    assert ours <= 1.4 * raw
+    import os
+
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     assert whole < 2.0
+    assert ours <= 1.0 * raw
 
 
 def _raw_sequential(uri: str, guests: int) -> float:
@@ -144,16 +149,17 @@ def _settle(host: HermeticHost, timeout: float = 90) -> float:
     return time.monotonic() - started
 
 
-def test_converging_20_guests_beats_sequential_raw_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guests", [20, 100])
+def test_converging_guests_beats_sequential_raw_calls(tmp_path: Path, guests: int) -> None:
     # Each run gets a fresh host of its own: running guests slow down whatever comes next.
     with tempfile.TemporaryDirectory(prefix="vr", dir="/tmp") as base:
         raw_host = HermeticHost(Path(base), "raw")
         raw_host.start()
         try:
-            raw = _raw_sequential(raw_host.uri, 20)
+            raw = _raw_sequential(raw_host.uri, guests)
         finally:
             raw_host.stop()
-    specs = _specs(tmp_path / "s", 20, "running", network=True)
+    specs = _specs(tmp_path / "s", guests, "running", network=True)
     with tempfile.TemporaryDirectory(prefix="vo", dir="/tmp") as base:
         host = HermeticHost(Path(base), "ours")
         host.start()
@@ -167,7 +173,7 @@ def test_converging_20_guests_beats_sequential_raw_calls(tmp_path: Path) -> None
             running = [d for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
                        if d.name().startswith("g")]
             conn.close()
-            assert len(running) == 20
+            assert len(running) == guests
             settled = _settle(host)
             noops = []
             for _ in range(3):
@@ -179,11 +185,15 @@ def test_converging_20_guests_beats_sequential_raw_calls(tmp_path: Path) -> None
         finally:
             host.stop()
     noop = min(noops)
-    print("\nconverge 20 diskless guests + 1 NAT network, from nothing (fresh host each):")
+    import os
+
+    print(f"\nconverge {guests} diskless guests + 1 NAT network, from nothing (fresh host each; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs):")
     print(f"  raw libvirt calls one after another: {raw:.2f} s")
-    print(f"  virtsync apply (whole process):      {ours:.2f} s  (ratio {ours / raw:.2f}, target ≤ 0.5)")
+    print(f"  virtsync apply (whole process):      {ours:.2f} s  (ratio {ours / raw:.2f}, target ≤ 0.3)")
     print(f"  virtsync no-op re-run:               {noop:.2f} s  (best of 3 once the guests' firmware "
           f"settled after {settled:.0f} s; target < 1 s)")
     print(f"  reference, {ANSIBLE_REFERENCE}")
-    assert ours <= 0.5 * raw
-    assert noop < 1.0
+    if guests == 20:  # issue 17's targets are for 20 guests; 100 reports its figure and ratio
+        assert ours <= 0.3 * raw
+        assert noop < 1.0
