@@ -1078,7 +1078,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="memory a host may commit, as a multiple of its physical memory (default 1.0)")
 
     p = verb("export", cmd_export, "write YAML specs from a host's live guests, networks and pools",
-             "YAML specs from a host's live guests, networks and the dir pools their disks are in, to adopt "
+             "YAML specs from a host's live guests, networks and the storage pools their disks are in (any type "
+             "virtsync models), to adopt "
              "them (--connect URI, or --specs naming the host).")
     p.add_argument("names", nargs="*", metavar="NAME", help="guests/networks/pools (default: all)")
     p.add_argument("--host", required=True, metavar="NAME", help="host name for the specs")

@@ -120,7 +120,7 @@ def _builder(item: Located, virt_type: str, pool_paths: dict[str, str]) -> Calla
             return new_guest_xml(name, spec, WriteContext(virt_type, pool_paths, owner))
         if isinstance(obj, Network):
             return network_xml(name, spec, owner)
-        return pool_xml(name, spec.path, pool_type=spec.type, patches=patches)
+        return pool_xml(name, spec, patches=patches)
 
     return build
 
@@ -130,7 +130,8 @@ def check_patches(specs: SpecSet) -> list[Diagnostic]:
     hosts = {h.obj.metadata.name: h.obj for h in specs.of_kind(Host)}
     pool_paths: dict[str, dict[str, str]] = {}
     for p in specs.of_kind(StoragePool):
-        pool_paths.setdefault(p.obj.spec.host, {})[p.obj.metadata.name] = p.obj.spec.path
+        if p.obj.spec.path:
+            pool_paths.setdefault(p.obj.spec.host, {})[p.obj.metadata.name] = p.obj.spec.path
     for item in specs.items:
         kind = KINDS.get(type(item.obj))
         patches = getattr(item.obj.spec, "xml_patches", None)

@@ -23,7 +23,9 @@ if [ "$what" = test ]; then
          # (datapath_type=netdev) inside a test host's namespaces (tests/hosts/ovs.py)
          openvswitch-switch
          # `virtsync completion zsh|fish`: the scripts are checked and run by the shells themselves
-         zsh fish)
+         zsh fish
+         # storage pools by type: a userspace iSCSI target (tgtd) and libvirt's libiscsi backend
+         tgt libvirt-daemon-driver-storage-iscsi-direct)
   # virtiofs: Debian 12 has no virtiofsd package (bookworm-backports and trixie do); QEMU 7.2's
   # own C virtiofsd is in qemu-system-common, at /usr/lib/qemu/virtiofsd, and libvirt finds it
   # through /usr/share/qemu/vhost-user/50-qemu-virtiofsd.json. Take the package where it exists.

@@ -56,7 +56,7 @@ class Definitions:
     def pool_paths(self) -> dict[str, str]:
         paths = {n: p.path for n, p in self.state.pools.items() if p.path}
         paths.update({p.metadata.name: p.spec.path for p in self.specs.pools
-                      if p.spec.host == self.hp.host})
+                      if p.spec.host == self.hp.host and p.spec.path})
         return paths
 
     def write_ctx(self, owner: Owner, uuid: str | None = None) -> WriteContext:

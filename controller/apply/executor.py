@@ -47,6 +47,7 @@ from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
 from controller.report.progress import transfer, transfer_done
 from controller.spec.models import Guest, Secret
+from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.secrets import secret_digest
 from controller.spec.specset import SpecSet
 
@@ -238,19 +239,22 @@ def _die_if_asked(action: Action) -> None:
 
 def _define_pool(run: _HostRun, a: act.DefinePool) -> str:
     p = run.pool(a.key.name)
-    run.ops.define_pool(p.metadata.name, p.spec.path, p.spec.autostart, run.opts.instance, p.spec.xml_patches)
-    return f"dir pool at {p.spec.path}"
+    built = run.ops.define_pool(p.metadata.name, p.spec, run.opts.instance)
+    where = f" at {p.spec.path}" if p.spec.path else ""
+    return f"{p.spec.type} pool{where}" + (f", {built}" if built else "")
 
 def _update_pool(run: _HostRun, a: act.UpdatePool) -> str:
     done = []
     if a.redefine:
         p = run.pool(a.key.name)
-        run.ops.redefine_pool(a.key.name, p.spec.path, p.spec.xml_patches)
+        run.ops.redefine_pool(a.key.name, p.spec)
         done.append("definition written")
     if a.start:  # first: the marker volume of an adoption needs a started pool
         run.ops.start_pool(a.key.name)
         done.append("started")
-        if not a.adopt:  # ours by its UUID: a run killed before it wrote the marker left none
+        # ours by its UUID: a run killed before it wrote the marker left none (pools whose volumes
+        # are not files take no marker: their UUID is the record)
+        if not a.adopt and run.pool(a.key.name).spec.type in FILE_POOL_TYPES:
             run.ops.mark_pool(a.key.name, run.opts.instance)
     if a.adopt:
         run.ops.mark_pool(a.key.name, run.opts.instance)

@@ -29,11 +29,11 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
     guest_types = tuple(sorted({t.text or "" for t in root.iterfind("guest/os_type")}))
     if driver == "Test":
         return HostCapabilities(driver="Test", virt_type="test", libvirt_version=version,
-                                hotplug=False, block_resize=False)
+                                hotplug=False, block_resize=False, pool_types=pool_types(conn))
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
                                 snapshots=False, block_resize=False, guest_types=guest_types,
-                                devices=device_support(conn, "xen"),
+                                devices=device_support(conn, "xen"), pool_types=pool_types(conn),
                                 notes=("libvirt's Xen (libxl) driver has no snapshot API",))
     virt_type = configured if configured in ("kvm", "qemu") else None
     if virt_type is None:
@@ -48,7 +48,23 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
         libvirt_version=version,
         notes=tuple(notes),
         devices=device_support(conn, virt_type),
+        pool_types=pool_types(conn),
     )
+
+
+def pool_types(conn: libvirt.virConnect) -> frozenset[str] | None:
+    """The storage pool types the host's libvirt has a backend for (getStoragePoolCapabilities);
+    None where the driver does not answer (the test driver), and then no type is refused."""
+    try:
+        xml = conn.getStoragePoolCapabilities(0)
+    except libvirt.libvirtError:
+        return None
+    return parse_pool_types(xml)
+
+
+def parse_pool_types(xml: str) -> frozenset[str]:
+    """<storagepoolCapabilities><pool type='dir' supported='yes'>…: the supported types."""
+    return frozenset(p.get("type", "") for p in parse(xml).iterfind("pool") if p.get("supported") == "yes")
 
 
 def _values(root: etree._Element, path: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.fields.network import NETWORK_FIELDS
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks, observe_pools
+from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import (
     DiskState,
     GuestConfig,
@@ -26,6 +27,7 @@ from controller.model.state import (
     ObservedPool,
 )
 from controller.spec.models import Interface
+from controller.spec.pool_sources import FILE_POOL_TYPES, POOL_TYPES
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +104,27 @@ def _unmodelled_disk(d: DiskState) -> str:
     return f"{d.device} of type {d.type}" + (f" on {d.source}" if d.source else "")
 
 
-def pool_spec(host: str, p: ObservedPool, owned: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"host": host, "type": p.type, "path": p.path, "autostart": p.autostart}
+def pool_spec(host: str, p: ObservedPool, owned: bool, secret_names: dict[str, str] | None = None,
+              notes: list[str] | None = None) -> dict[str, Any]:
+    """A StoragePool spec that plans no change against ``p``: its type, path and <source>; an auth's
+    libvirt secret as a reference to the kind: Secret it was made from (``secret_names``: UUID → name)."""
+    spec: dict[str, Any] = {"host": host, "type": p.type}
+    if p.path is not None and POOL_TYPES[p.type].path != "none":
+        spec["path"] = p.path
+    source = dict(p.source)
+    auth = source.pop("auth", None)
+    if auth is not None:
+        ref = (secret_names or {}).get(auth.get("secretUuid", ""))
+        if ref is None:
+            ref = "FIXME"
+            (notes if notes is not None else []).append(
+                f"its auth secret ({auth.get('secretUuid') or auth.get('secretUsage')}) was not made from a kind: "
+                "Secret: write one (libvirt: {usage: " + (POOL_TYPES[p.type].auth or "") + "}) and name it in "
+                "source.auth.secretRef")
+        source["auth"] = {"username": auth.get("username", ""), "secretRef": ref}
+    if source:
+        spec["source"] = source
+    spec["autostart"] = p.autostart
     if not owned:
         spec["adopt"] = True
     return spec
@@ -195,12 +216,13 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
     used_pools |= {p.name for p in pools.values() for c in configs for d in c.disks  # type: ignore[union-attr]
                    if p.path and d.path and posixpath.dirname(d.path) == p.path.rstrip("/")}
     chosen_pools = [p for k, p in sorted(pools.items()) if (pick(k) and (wanted or everything)) or k in used_pools]
-    chosen_pools = [p for p in chosen_pools if p.type == "dir" and p.path]  # the pool types the spec has
+    chosen_pools = [p for p in chosen_pools if p.type in POOL_TYPES]  # the pool types the spec has
     if include_host:
         files = [volume_paths.get((d.pool or "", d.volume or ""), d.path) for c in configs
                  for d in c.disks if d.type in _FILE_DISKS]  # type: ignore[union-attr]
         files += [p for c in configs for p in (c.kernel, c.initrd) if p]  # type: ignore[union-attr]
-        dirs = {posixpath.dirname(f) for f in files if f} | {p.path.rstrip("/") for p in chosen_pools if p.path}
+        dirs = {posixpath.dirname(f) for f in files if f} | {p.path.rstrip("/") for p in chosen_pools
+                                                               if p.path and p.type in FILE_POOL_TYPES}
         dirs |= {posixpath.normpath(fs["source"]) for c in configs for fs in c.filesystems}  # type: ignore[union-attr]
         hspec: dict[str, Any] = {"uri": uri}
         if caps.virt_type in ("kvm", "qemu"):
@@ -210,9 +232,11 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
         if dirs:
             hspec["storage"] = {"allowedDirs": sorted(dirs)}
         docs.append((_doc("Host", host, hspec), []))
+    secret_names = _secret_names(conn, host) if any("auth" in p.source for p in chosen_pools) else {}
     for p in chosen_pools:
         owned = p.owner is not None and p.owner.instance == instance
-        docs.append((_doc("StoragePool", p.name, pool_spec(host, p, owned)), []))
+        pool_notes: list[str] = []
+        docs.append((_doc("StoragePool", p.name, pool_spec(host, p, owned, secret_names, pool_notes)), pool_notes))
     for n in chosen_nets:
         owned = n.owner is not None and n.owner.instance == instance
         docs.append((_doc("Network", n.name, network_spec(host, n, owned)), []))
@@ -224,8 +248,13 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
     if missing:
         from controller.errors import ObjectNotFound
 
-        raise ObjectNotFound(f"no guest, network or dir pool named {', '.join(sorted(missing))}", host=host)
+        raise ObjectNotFound(f"no guest, network or storage pool named {', '.join(sorted(missing))}", host=host)
     return [(doc["kind"], doc["metadata"]["name"], _render(doc, notes, schema_url)) for doc, notes in docs]
+
+
+def _secret_names(conn: libvirt.virConnect, host: str) -> dict[str, str]:
+    """UUID → the kind: Secret name of the libvirt secrets virtsync made on the host."""
+    return {o.uuid: o.owner_name for o in (observe_secrets(conn, host) or {}).values() if o.owner_name}
 
 
 def _render(doc: dict[str, Any], notes: list[str], schema_url: str | None) -> str:

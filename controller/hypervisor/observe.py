@@ -17,7 +17,7 @@ from controller.hypervisor.domain_xml import read_guest
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.network_xml import read_network
 from controller.hypervisor.ownership import MARKER_PREFIX
-from controller.hypervisor.pool_xml import pool_definition, read_pool
+from controller.hypervisor.pool_xml import pool_definition, read_pool, read_source
 from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import (
     GuestDetails,
@@ -246,7 +246,8 @@ def observe_pools(conn: libvirt.virConnect, host: str,
             with libvirt_call(host, "read storage pool"):
                 raise
         available = int(pool.info()[3]) if active else None
-        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes, xml, available)
+        out[name] = ObservedPool(name, uuid, ptype, path, active, auto, owner, volumes, xml, available,
+                                 read_source(xml))
     return out
 
 

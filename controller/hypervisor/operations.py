@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import libvirt
@@ -22,7 +22,8 @@ from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
 from controller.hypervisor.pool_xml import pool_definition, pool_xml, volume_format, volume_xml
 from controller.model.state import HostCapabilities, pool_uuid
-from controller.spec.patches import XmlPatch
+from controller.spec.models import StoragePoolSpec
+from controller.spec.pool_sources import FILE_POOL_TYPES, POOL_TYPES
 
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -322,18 +323,19 @@ class HostOps:
         with libvirt_call(self.host, f"look up pool {name}"):
             return self._c().storagePoolLookupByName(name)
 
-    def define_pool(self, name: str, path: str, autostart: bool, instance: str,
-                    patches: Sequence[XmlPatch] = ()) -> None:
+    def define_pool(self, name: str, spec: StoragePoolSpec, instance: str) -> str:
+        """Define, build (only if the spec says so, never over data), start and mark a pool; what
+        was done, for the outcome."""
         with libvirt_call(self.host, f"define pool {name}"):
-            pool = self._c().storagePoolDefineXML(pool_xml(name, path, patches=patches,
-                                                           uuid=pool_uuid(instance, name)))
+            pool = self._c().storagePoolDefineXML(pool_xml(name, spec, uuid=pool_uuid(instance, name)))
         try:
+            built = self._build_pool(pool, name, spec) if spec.builds else ""
             with libvirt_call(self.host, f"start pool {name}"):
-                pool.build(0)  # mkdir for a dir pool; an existing directory is kept
                 pool.create()
-            self.mark_pool(name, instance)
+            if spec.type in FILE_POOL_TYPES:  # the others' record is their UUID (no marker volume)
+                self.mark_pool(name, instance)
             with libvirt_call(self.host, f"set autostart of pool {name}"):
-                pool.setAutostart(int(autostart))
+                pool.setAutostart(int(spec.autostart))
         except Exception:
             # Leave nothing unowned behind: an unmarked pool would block the next run.
             try:
@@ -343,6 +345,28 @@ class HostOps:
             except libvirt.libvirtError:
                 pass
             raise
+        return built
+
+    def _build_pool(self, pool: libvirt.virStoragePool, name: str, spec: StoragePoolSpec) -> str:
+        """buildPool with NO_OVERWRITE: libvirt probes the device first and refuses one that holds
+        a filesystem, partition table or volume group. zfs (and the test driver) take no flags;
+        zpool create refuses devices in use by itself."""
+        flags = libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE
+        try:
+            pool.build(flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_STORAGE_POOL_BUILT:
+                raise OperationFailed(
+                    f"pool {name}: build: true found data on its storage and wrote nothing (libvirt: "
+                    f"{exc.get_error_message()}); to use what is there as it is, set build: false",
+                    host=self.host) from exc
+            if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or (
+                    spec.type != "zfs" and self._c().getType().upper() != "TEST"):
+                with libvirt_call(self.host, f"build pool {name}"):
+                    raise
+            with libvirt_call(self.host, f"build pool {name}"):
+                pool.build(0)
+        return f"built ({POOL_TYPES[spec.type].build})"
 
     def mark_pool(self, name: str, instance: str) -> None:
         """Record ownership: pools have no <metadata>, so an empty marker volume does (once: a
@@ -352,18 +376,21 @@ class HostOps:
             if marker_volume(instance) not in pool.listVolumes():
                 pool.createXML(volume_xml(marker_volume(instance), 0, None), 0)
 
-    def redefine_pool(self, name: str, path: str, patches: Sequence[XmlPatch]) -> None:
+    def redefine_pool(self, name: str, spec: StoragePoolSpec) -> None:
         """The pool's persistent definition written again from itself, the spec's patches applied
         (an active pool takes it at its next start)."""
         with libvirt_call(self.host, f"redefine pool {name}"):
             base = pool_definition(self._pool(name))
-            self._c().storagePoolDefineXML(pool_xml(name, path, base=base, patches=patches))
+            self._c().storagePoolDefineXML(pool_xml(name, spec, base=base))
 
     def start_pool(self, name: str) -> None:
+        """Start a stopped pool. A dir pool whose directory went missing (a run killed before it
+        built it) gets it made again; nothing else is built here."""
         with libvirt_call(self.host, f"start pool {name}"):
             pool = self._pool(name)
             if not pool.isActive():
-                pool.build(0)  # a run killed before it built the pool left no directory
+                if parse(pool.XMLDesc(0)).get("type") == "dir":
+                    pool.build(0)
                 pool.create()
 
     def set_pool_autostart(self, name: str, on: bool) -> None:

@@ -209,6 +209,7 @@ class ObservedPool:
     volumes: dict[str, ObservedVolume] = field(default_factory=dict)
     xml: str = field(repr=False, compare=False, default="")  # persistent definition, for xmlPatches
     available: int | None = None  # free bytes (refreshed when a guest is paused on a full disk)
+    source: dict[str, Any] = field(default_factory=dict, hash=False)  # <source> as spec.source spells it
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,8 @@ class HostCapabilities:
     guest_types: tuple[str, ...] = ()  # os types the host's capabilities list: hvm, xen, xenpvh
     notes: tuple[str, ...] = ()  # warnings worth showing, e.g. "no /dev/kvm: TCG"
     devices: DeviceSupport | None = None  # None: not probed (the plan then refuses only passthrough)
+    # pool types getStoragePoolCapabilities says the host supports; None: the driver does not say
+    pool_types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from controller.model.state import HostState, Owner, ResourceKey, pool_uuid
 from controller.plan.actions import Action, DefinePool, FieldChange, Impact, Problem, UpdatePool
 from controller.plan.context import SUSPEND_ANNOTATION, PlanOptions, declared, ownership_problem, patch_changes
 from controller.spec.models import StoragePool
+from controller.spec.pool_sources import FILE_POOL_TYPES
 
 
 @dataclass
@@ -28,6 +29,11 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     spec = pool.spec
     suspended = pool.metadata.annotations.get(SUSPEND_ANNOTATION) == "true"
     if obs is None:
+        refusal = next((why for f in POOL_FIELDS if f.refuse is not None
+                        for why in [f.refuse(spec, host.caps, host.host)] if why), None)
+        if refusal:  # said per host at plan time, instead of a define that fails on the host
+            out.problems.append(Problem(key, refusal))
+            return out
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
         out.drift.append(change)
         if not suspended:
@@ -37,12 +43,28 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     if owner is None and obs.uuid == pool_uuid(opts.instance, name):  # ours, stopped or half-made
         owner = Owner(instance=opts.instance, kind="StoragePool", name=name)
     refusal = ownership_problem(key, "storage pool", True, owner, spec.adopt, opts.instance)
+    marked = obs.type in FILE_POOL_TYPES  # others hold no marker volume: their UUID is the record
+    if not refusal and owner is None and not marked:
+        refusal = (f"a {obs.type} pool named {name!r} exists on {host.host} and is not virtsync's: a {obs.type} "
+                   "pool cannot take an ownership marker (only pools virtsync defines are known as its own, by "
+                   "their UUID), so it cannot be adopted")
     if refusal:
         out.problems.append(Problem(key, refusal))
         return out
-    if obs.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
+    if obs.path and spec.path and posixpath.normpath(obs.path) != posixpath.normpath(spec.path):
         out.problems.append(Problem(key, f"pool {name!r} is at {obs.path}, the spec says "
                                     f"{spec.path}: moving a pool is not supported"))
+    if obs.type != spec.type:
+        out.problems.append(Problem(key, f"pool {name!r} is a {obs.type} pool, the spec says {spec.type}: "
+                                    "changing a pool's type is not supported (define a new pool)"))
+    for f in POOL_FIELDS:
+        if not f.path.startswith("/spec/source/") or f.want is None or f.have is None:
+            continue
+        want = f.want(spec, Facts(name, host.caps.virt_type))
+        if want is not None and not f.same(want, f.have(obs, obs)):
+            out.problems.append(Problem(key, f"pool {name!r} has {f.path.removeprefix('/spec/')} "
+                                        f"{f.have(obs, obs)!r}, the spec says {want!r}: a pool's source is "
+                                        "set when it is made (define a new pool for other storage)"))
     facts = Facts(name, host.caps.virt_type)
     top = declared(spec)
     changes: list[FieldChange] = []
@@ -56,7 +78,7 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     changes += patched
     if not obs.active:
         changes.append(FieldChange("/status/active", True, False, False, Impact.LIVE))
-    if owner is not None and obs.owner is None and obs.active:  # known by its UUID only: mark it
+    if owner is not None and obs.owner is None and obs.active and marked:  # known by its UUID only: mark it
         changes.append(FieldChange("/status/owner", "marked", None, None, Impact.LIVE))
     if changes:
         out.drift.extend(changes)
@@ -65,7 +87,7 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
                                           autostart=spec.autostart if any(c.path == "/spec/autostart"
                                                                           for c in changes) else None,
                                           # a stopped pool of ours gets its marker checked at its start
-                                          adopt=obs.owner is None and (obs.active or owner is None),
+                                          adopt=marked and obs.owner is None and (obs.active or owner is None),
                                           start=not obs.active,
                                           redefine=bool(patched)))
     return out

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from controller.errors import Diagnostic
 from controller.patch_check import check_patches
 from controller.spec.models import BackupPolicy, GuestSpec, Host, Network, Secret, SnapshotPolicy, StoragePool
+from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.specset import Located, SpecSet
 
 FORBIDDEN_ROOTS = ("/dev", "/proc", "/sys", "/run")
@@ -164,6 +165,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
         if missing_host(item):
             continue
         host = hosts[p.spec.host]
+        if p.spec.path is None or p.spec.type not in FILE_POOL_TYPES:
+            continue  # the others' paths are device directories (/dev/VG, /dev/disk/by-path), not files
         why = confine_path(p.spec.path, host.spec.storage.allowed_dirs, realpath_for(host), p.spec.host)
         if why:
             out.append(_diag(item, ("spec", "path"), why))
@@ -208,6 +211,9 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
                                  _elsewhere("storage pool", disk.pool, str(spec.host), pool_index)
                                  or f"unknown storage pool {disk.pool!r} on host {spec.host!r} "
                                  "(declare it as kind: StoragePool)"))
+            elif disk.pool and (ptype := pool_index[(str(spec.host), disk.pool)].spec.type) not in FILE_POOL_TYPES:
+                out.append(_diag(item, ("spec", "disks", i, "pool"), f"pool {disk.pool!r} is a {ptype} pool: "
+                                 "guests' disks are made as files, in dir, fs or netfs pools"))
             if disk.bus == "xen" and not xen:
                 out.append(_diag(item, ("spec", "disks", i, "bus"),
                                  "bus xen exists only on Xen hosts"))

@@ -32,6 +32,7 @@ from controller.spec.devices import (
 )
 from controller.spec.network_parts import Dns, NetworkIPv6, Portgroup, Vlan, check_network_parts
 from controller.spec.patches import XmlPatch
+from controller.spec.pool_sources import PoolSource, PoolType, check_pool, default_build
 from controller.spec.tuning import Bandwidth, DirectSource, IoTune
 from controller.spec.types import (
     DURATION_PATTERN,
@@ -216,14 +217,34 @@ class NetworkSpec(SpecModel):
 
 class StoragePoolSpec(SpecModel):
     host: Name
-    type: Literal["dir"] = Field(default="dir", description="Pool type. Default: dir.")
-    path: str = Field(description="Directory of the pool; inside the host's allowedDirs.")
+    type: PoolType = Field(default="dir", description="Pool type: dir, fs (a block device with a filesystem), "
+                           "netfs (NFS), logical (LVM volume group), iscsi, iscsi-direct (libiscsi, no kernel "
+                           "initiator), rbd (Ceph), disk (a partitioned disk), zfs. Default: dir.")
+    path: str | None = Field(default=None, description="Where the pool is on the host: the directory (dir, fs, "
+                             "netfs: required, inside the host's allowedDirs), or its device directory "
+                             "(logical, iscsi, disk, zfs: optional, libvirt's default); iscsi-direct and rbd "
+                             "have none.")
+    source: PoolSource | None = Field(default=None, description="Where the storage is; each type takes its "
+                                      "own fields (docs/fields.md, README).")
+    build: bool | None = Field(default=None, description="Build the pool when it is defined (mkfs, vgcreate, "
+                               "a partition table, a zpool, the directory), never over existing data: a "
+                               "device that holds data already fails the definition, nothing written. "
+                               "Default: true for dir (an existing directory is kept), false otherwise.")
     autostart: bool = Field(default=True, description="Start with the host. Default: true.")
     shared: bool = Field(default=False, description="The directory is shared storage (NFS, …) mounted at "
                          "the same path on every host: live migration then copies no disks. Default: false.")
     adopt: bool = False
     xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition "
                                         "for what the schema does not model.")
+
+    @model_validator(mode="after")
+    def _source_fits_type(self) -> StoragePoolSpec:
+        check_pool(self.type, self.path, self.source)
+        return self
+
+    @property
+    def builds(self) -> bool:
+        return default_build(self.type) if self.build is None else self.build
 
 
 # -------------------------------------------------------------------- Guest

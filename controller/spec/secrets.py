@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import Diagnostic
-from controller.spec.models import Guest, Secret
+from controller.spec.models import Guest, Secret, StoragePool
+from controller.spec.pool_sources import POOL_TYPES
 from controller.spec.specset import Located, SpecSet
 
 MAX_BYTES = 64 * 1024  # a password, a key, a certificate: a bigger file is a mistake
@@ -73,6 +74,8 @@ def libvirt_refs(obj: object) -> set[str]:
     """The Secrets an object needs as libvirt secret objects on its host."""
     if isinstance(obj, Guest) and obj.spec.tpm is not None and obj.spec.tpm.encryption_secret_ref:
         return {obj.spec.tpm.encryption_secret_ref}
+    if isinstance(obj, StoragePool) and obj.spec.source is not None and obj.spec.source.auth is not None:
+        return {obj.spec.source.auth.secret_ref}  # iSCSI CHAP, Ceph cephx
     return set()
 
 
@@ -227,7 +230,20 @@ def resolve_secrets(items: list[Located], env: Mapping[str, str] | None = None, 
     return out, problems
 
 
+def _pool_auth_problem(item: Located, pool: StoragePool, secret: Secret | None, ref: str) -> Diagnostic | None:
+    line, col = item.where("spec", "source", "auth", "secretRef")
+    usage = POOL_TYPES[pool.spec.type].auth
+    if secret is None:
+        return Diagnostic(item.file, line, col, f"no kind: Secret named {ref!r} in the specs")
+    if secret.spec.libvirt is None or secret.spec.libvirt.usage != usage:
+        return Diagnostic(item.file, line, col, f"Secret {ref!r} authenticates a {pool.spec.type} pool: it needs "
+                          f"libvirt: {{usage: {usage}}}")
+    return None
+
+
 def _libvirt_ref_problem(item: Located, secret: Secret | None, ref: str) -> Diagnostic | None:
+    if isinstance(item.obj, StoragePool):
+        return _pool_auth_problem(item, item.obj, secret, ref)
     line, col = item.where("spec", "tpm", "encryptionSecretRef")
     if secret is None:
         return Diagnostic(item.file, line, col, f"no kind: Secret named {ref!r} in the specs")

@@ -16,7 +16,7 @@ from controller.hypervisor.ownership import NAMESPACE, owner_element
 from controller.hypervisor.pool_xml import pool_xml
 from controller.model.network_state import NetworkExtras
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
-from controller.spec.models import NetworkSpec
+from controller.spec.models import NetworkSpec, StoragePoolSpec
 
 OWNER = Owner(instance="default", kind="Network", name="lab", digest="sha256:1", applied={"mode": "nat"})
 OLD_OWNER = Owner(instance="default", kind="Network", name="lab", digest="sha256:0")
@@ -408,7 +408,7 @@ def test_edit_network_on_a_tree_with_all_fields_is_the_new_network_writer() -> N
 # ------------------------------------------------------------------------------------ pools
 
 def test_a_new_pool_is_what_the_old_builder_made() -> None:
-    assert pool_xml("images", "/var/lib/libvirt/images/x") == (
+    assert pool_xml("images", StoragePoolSpec(host="h", path="/var/lib/libvirt/images/x")) == (
         '<pool type="dir">\n  <name>images</name>\n  <target>\n    <path>/var/lib/libvirt/images/x</path>\n'
         "  </target>\n</pool>\n"
     )
@@ -421,7 +421,7 @@ def test_a_pool_edited_in_place_keeps_its_permissions_and_source() -> None:
       <available unit='bytes'>1</available><source></source>
       <target><path>/srv/images</path>
         <permissions><mode>0711</mode><owner>0</owner><group>0</group></permissions></target></pool>"""
-    got = parse(pool_xml("images", "/srv/images", base=observed))
+    got = parse(pool_xml("images", StoragePoolSpec(host="h", path="/srv/images"), base=observed))
     assert got.findtext("uuid") == "9f0c2a3b-1d2e-4f50-8a6b-7c8d9e0f1a2b"
     assert got.findtext("target/path") == "/srv/images"
     assert got.findtext("target/permissions/mode") == "0711"
