@@ -31,13 +31,18 @@ def plan_pool(pool: StoragePool, host: HostState, opts: PlanOptions) -> PoolPlan
     if obs is None:
         refusal = next((why for f in POOL_FIELDS if f.refuse is not None
                         for why in [f.refuse(spec, host.caps, host.host)] if why), None)
+        auth = spec.source.auth if spec.source is not None else None
+        if not refusal and auth is not None and host.secrets is None:
+            refusal = (f"host {host.host} ({host.caps.driver}) has no libvirt secret driver: pool {name}'s auth "
+                       f"secret {auth.secret_ref} cannot be defined there")
         if refusal:  # said per host at plan time, instead of a define that fails on the host
             out.problems.append(Problem(key, refusal))
             return out
         change = FieldChange("/spec", "defined", None, None, Impact.CREATE)
         out.drift.append(change)
-        if not suspended:
-            out.actions.append(DefinePool(key=key, reason="pool does not exist", changes=(change,)))
+        if not suspended:  # a pool whose auth secret failed to be defined is skipped
+            out.actions.append(DefinePool(key=key, reason="pool does not exist", changes=(change,),
+                                          needs=(f"Secret/{auth.secret_ref}",) if auth is not None else ()))
         return out
     owner = obs.owner
     if owner is None and obs.uuid == pool_uuid(opts.instance, name):  # ours, stopped or half-made

@@ -195,7 +195,7 @@ def test_pool_capabilities_keep_only_the_supported_types() -> None:
 
 def _host(pool_types: frozenset[str] | None) -> HostState:
     return HostState("h1", "qemu:///system", HostCapabilities(driver="QEMU", virt_type="kvm",
-                                                              pool_types=pool_types))
+                                                              pool_types=pool_types), secrets={})
 
 
 @pytest.mark.parametrize(("pool_type", "package"), [
