@@ -25,6 +25,7 @@ from controller.model.state import (
     ObservedGuest,
     ObservedNetwork,
     ObservedPool,
+    pool_uuid,
 )
 from controller.spec.models import Interface
 from controller.spec.pool_sources import FILE_POOL_TYPES, POOL_TYPES
@@ -234,7 +235,9 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
         docs.append((_doc("Host", host, hspec), []))
     secret_names = _secret_names(conn, host) if any("auth" in p.source for p in chosen_pools) else {}
     for p in chosen_pools:
-        owned = p.owner is not None and p.owner.instance == instance
+        # a pool that takes no marker volume (not files) is ours by the UUID virtsync gave it
+        owned = (p.owner.instance == instance if p.owner is not None
+                 else p.type not in FILE_POOL_TYPES and p.uuid == pool_uuid(instance, p.name))
         pool_notes: list[str] = []
         docs.append((_doc("StoragePool", p.name, pool_spec(host, p, owned, secret_names, pool_notes)), pool_notes))
     for n in chosen_nets:

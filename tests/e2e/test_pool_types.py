@@ -255,6 +255,7 @@ def test_an_iscsi_direct_pool_logs_in_to_a_userspace_target_with_chap_from_a_sec
         ok(virtsync("export", "--connect", host.uri, "--host", "lab", "--all", "-o", str(exported)))
         text = exported.read_text()
         assert "secretRef: chap" in text and password not in text, text
+        assert "adopt" not in text, "the pool virtsync defined is exported as its own (by its UUID)"
         # the exported pool with the Secret it references plans nothing
         both = tmp_path / "both"
         both.mkdir()
