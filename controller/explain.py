@@ -313,6 +313,10 @@ def render(e: Entry) -> str:
     if f.live is not None or f.call is not None:
         lines.append("  live call: " + ("always, running or not" if f.call is not None
                                          else "on a running guest, where the impact is live"))
+    if f.calls:  # the libvirt calls, from the registry (plans name them per change: [live: …])
+        lines.append(f"  libvirt call: {', '.join(f.calls)}")
+    if f.impact != "create" and (f.impact != "live" or f.impact_of is not None) and not f.planned_by:
+        lines.append(f"  next boot when: {f.next_boot_why}")
     if f.note:
         lines.append(f"  note: {f.note}")
     ex = example(e)

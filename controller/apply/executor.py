@@ -41,6 +41,7 @@ from controller.hypervisor.network_xml import dhcp_host_xml, read_network
 from controller.hypervisor.observe import observe_pools
 from controller.hypervisor.operations import HostOps
 from controller.hypervisor.secrets import observe_secrets, secret_xml
+from controller.model.operations import TUNING_OP_TYPES
 from controller.model.state import HostState, ObservedGuest, ResourceKey, pool_uuid
 from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
@@ -445,6 +446,8 @@ def _live_op(run: _HostRun, name: str, guest: Guest, new_xml: str, op: LiveOp) -
             raise PlanError(f"guest {name}'s new definition has no graphics console to update")
         run.ops.update_live(name, device)
         return "graphics console updated live"
+    if isinstance(op, TUNING_OP_TYPES):
+        return run.ops.tune_live(name, op)
     raise PlanError(f"unknown live operation {op.op}")
 
 

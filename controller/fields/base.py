@@ -58,6 +58,18 @@ def _always(_spec: Any, _facts: Facts) -> bool:
     return True
 
 
+def live_ops(ops: LiveOp | tuple[LiveOp, ...] | None) -> tuple[LiveOp, ...]:
+    """A field's live call(s) as a tuple (none, one or several)."""
+    if ops is None:
+        return ()
+    return ops if isinstance(ops, tuple) else (ops,)
+
+
+def call_names(ops: tuple[LiveOp, ...]) -> str:
+    """The libvirt calls of some live operations, once each, in order: pinVcpuFlags, pinEmulator."""
+    return ", ".join(dict.fromkeys(op.call for op in ops))
+
+
 Reader = Callable[[etree._Element], Mapping[str, Any]]
 Writer = Callable[[etree._Element, Any, Facts], None]
 
@@ -77,10 +89,18 @@ class Field(Generic[SpecT]):
     same: Callable[[Any, Any], bool] = _same
     show: Callable[[Any], Any] = _shown
     impact_of: Callable[[Any], Impact] | None = None  # (the kind's view) → impact: may consult caps, running maxima
-    live: Callable[[GuestView], LiveOp | None] | None = None  # the call that brings a LIVE change to a running guest
+    # the call(s) that bring a LIVE change to a running guest (several: pinning, one per vCPU)
+    live: Callable[[GuestView], LiveOp | tuple[LiveOp, ...] | None] | None = None
     call: Callable[[SpecT], LiveOp] | None = None  # a call every change needs, running or not (autostart)
-    running_differs: Callable[[GuestView], tuple[LiveOp | None, str]] | None = None
+    running_differs: Callable[[GuestView], tuple[LiveOp | tuple[LiveOp, ...] | None, str]] | None = None
+    # The libvirt-python methods that make a change live (plans and docs name them; a test checks
+    # that every live field names its own and that its typed calls are among them) …
+    calls: tuple[str, ...] = ()
+    # … and why a change waits for the guest's next boot where it does (default: next_boot_why)
+    boot_why: str = ""
     compare_live: bool = True  # a running value that differs from the definition is pending
+    # (view, want, running value) → the same, where the running guest spells it differently (pinning)
+    same_live: Callable[[GuestView, Any, Any], bool] | None = None
     shows_live: bool = True  # plans show the running value beside the defined one
     virt_types: frozenset[str] | None = None  # the host kinds the field exists on (None: every kind)
     when: Callable[[SpecT, Facts], bool] = _always  # and whether the spec gives it a value to write
@@ -102,6 +122,18 @@ class Field(Generic[SpecT]):
     def applies(self, spec: SpecT, facts: Facts) -> bool:
         """Compared and written for this spec on this host at all."""
         return self.exists_on(facts.virt_type) and self.when(spec, facts)
+
+    def declared_in(self, spec: SpecT, names: set[str]) -> bool:
+        """The spec gives this field (``names``: the spec's declared top-level names)."""
+        return self.is_declared(spec) if self.is_declared is not None else self.name in names
+
+    @property
+    def next_boot_why(self) -> str:
+        if self.boot_why:
+            return self.boot_why
+        if self.impact == Impact.RECREATE:
+            return "only a new definition (undefine and define, same UUID) changes it"
+        return "libvirt cannot change it on a running guest"
 
     def impact_for(self, view: Any) -> Impact:
         if self.impact_of is not None and view is not None:

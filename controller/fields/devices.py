@@ -16,6 +16,7 @@ from lxml import etree
 from controller.fields.applied import declared
 from controller.fields.base import Facts, Field, GuestView, read_all, write_all
 from controller.fields.disks import SEED_DISK, effective_disks, seed_volume
+from controller.fields.guest_tuning import DISK_IOTHREAD
 from controller.fields.keys import match_nics
 from controller.fields.xmlutil import child, remove, set_text
 from controller.model.naming import volume_name
@@ -592,8 +593,9 @@ DISK_FIELDS: tuple[Field[Any], ...] = (
           Impact.LIVE, pointer="/spec/disks/{i}/iotune", read=_read_iotune, write=_write_iotune,
           want=lambda disk, _f: disk.iotune.values() if disk.iotune is not None else (),
           have=lambda st, _o: st.iotune, show=_show_iotune, impact_of=_live_tuning, live=_iotune_live,
-          export=lambda v: {_camel(k): n for k, n in v} or None,
+          calls=(SetBlockIoTune.call,), export=lambda v: {_camel(k): n for k, n in v} or None,
           samples=({"totalBytesSec": 10485760}, {"readBytesSec": 1048576, "writeIopsSec": 200})),
+    DISK_IOTHREAD,
 )
 
 # A NIC's fields; its MAC is its key (a new MAC is a new NIC: detach + attach). Exactly one of
@@ -628,14 +630,15 @@ NIC_FIELDS: tuple[Field[Any], ...] = (
     Field("bandwidth", "traffic shaping: setInterfaceParameters on the running guest, and <bandwidth>"
           + _LIVE_HOW, Impact.LIVE, pointer="/spec/interfaces/{i}/bandwidth", read=_read_bandwidth,
           write=_write_bandwidth, want=_want_bandwidth, have=lambda st, _o: st.bandwidth, show=_show_bandwidth,
-          impact_of=_live_tuning, live=_bandwidth_live, export=_export_bandwidth,
+          impact_of=_live_tuning, live=_bandwidth_live, calls=(SetInterfaceBandwidth.call,), export=_export_bandwidth,
           samples=({"inbound": {"average": 1000}},
                    {"inbound": {"average": 2000, "peak": 4000, "burst": 1024}, "outbound": {"average": 500}})),
     Field("linkState", "link up or down: updateDeviceFlags on the running guest, and <link state>"
           + _LIVE_HOW, Impact.LIVE, pointer="/spec/interfaces/{i}/linkState", read=_read_link,
           write=lambda el, nic, _f: set_link(el, nic.link_state or "up"),
           want=lambda nic, _f: nic.link_state or "up", have=lambda st, _o: st.link_state or "up",
-          impact_of=_live_tuning, live=_link_live, export=lambda v: v if v == "down" else None,
+          impact_of=_live_tuning, live=_link_live, calls=(SetLinkState.call,),
+          export=lambda v: v if v == "down" else None,
           samples=("up", "down")),
     Field("vlan", "802.1Q tag, <vlan><tag>", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/vlan",
           read=_read_vlan, write=_write_vlan, want=lambda nic, _f: nic.vlan, have=lambda st, _o: st.vlan,

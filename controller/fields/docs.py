@@ -33,13 +33,24 @@ written to the definition (a running guest then shows *pending restart*, a statu
 `restartPolicy` allows a restart); **recreate** — undefined and defined again under the same UUID
 (volumes and NVRAM kept, XML virtsync does not model kept); **at creation** — set when the object
 is made. Only declared fields are compared. Where the impact depends on the case (*depends*), the
-"how" column says on what.
+"how" column says on what. The "libvirt call" column names the call that makes a change live on a
+running object (plans name it per change, `[live: …]`), or why the change waits for the next boot
+(`[next boot: …]` in plans).
 """
 
 
 def _impact(f: Field[Any]) -> str:
     word = IMPACT_WORDS[str(f.impact)]
     return f"{word} (depends)" if f.impact_of is not None else word
+
+
+def _call(f: Field[Any]) -> str:
+    """The live calls a field names, and (when it may wait) why it waits for a boot."""
+    calls = ", ".join(f"`{c}`" for c in f.calls)
+    waits = f"next boot: {f.next_boot_why}" if f.impact != "live" or f.impact_of is not None else ""
+    if f.impact in ("create", "delete") or (not calls and f.impact == "live"):
+        waits = ""
+    return "; ".join(p for p in (calls, waits) if p).replace("|", "/") or "—"
 
 
 def _pointer(f: Field[Any]) -> str:
@@ -49,12 +60,13 @@ def _pointer(f: Field[Any]) -> str:
 def render_fields_md() -> str:
     out = [HEADER]
     for title, fields, control, prefix in TABLES:
-        out += [f"## {title}", "", "| Field | Impact | How a change lands |", "|---|---|---|"]
+        out += [f"## {title}", "", "| Field | Impact | libvirt call | How a change lands |", "|---|---|---|---|"]
         for f in fields:
             how = f.how + (f" (planned by its own step: {f.planned_by})" if f.planned_by else "")
-            out.append(f"| `{_pointer(f)}` | {_impact(f)} | {how.replace('|', '/')} |")
+            out.append(f"| `{_pointer(f)}` | {_impact(f)} | {_call(f)} | {how.replace('|', '/')} |")
         for name, what in control.items():
-            out.append(f"| `{prefix}{name}` | — | {what.replace('|', '/')} (steers virtsync; nothing on the host) |")
+            steers = f"{what.replace('|', '/')} (steers virtsync; nothing on the host)"
+            out.append(f"| `{prefix}{name}` | — | — | {steers} |")
         out.append("")
     return "\n".join(out)
 

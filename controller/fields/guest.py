@@ -16,6 +16,7 @@ from controller.fields.base import Facts, Field, GuestView
 from controller.fields.devices import write_disks, write_interfaces
 from controller.fields.disks import boot_files
 from controller.fields.guest_devices import DEVICE_FIELDS
+from controller.fields.guest_tuning import TUNING_FIELDS
 from controller.fields.patches import write_patches
 from controller.fields.xmlutil import child, remove, set_text, to_bytes
 from controller.model.operations import Impact, LiveOp, SetAutostart, SetMemory, SetVcpus, UpdateGraphics
@@ -179,17 +180,34 @@ def _read_cpu(root: etree._Element) -> dict[str, Any]:
             "cpu_model": cpu.findtext("model") if cpu is not None else None}
 
 
+# <cpu> children other fields own (fields/guest_tuning.py): kept when the mode changes
+_CPU_KEPT = ("topology", "numa")
+
+
 def _write_cpu(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
     assert spec.cpu is not None
     cpu = root.find("cpu")
-    if spec.cpu.mode is None:
+    kept = [el for tag in _CPU_KEPT for el in (cpu.findall(tag) if cpu is not None else [])]
+    if spec.cpu.mode is None and not kept:
         remove(cpu)
         return
     cpu = cpu if cpu is not None else _insert_after(root, "cpu", ("features", "os"))
     cpu.clear()
-    cpu.set("mode", spec.cpu.mode)
+    if spec.cpu.mode is not None:
+        cpu.set("mode", spec.cpu.mode)
     if spec.cpu.model:
         set_text(cpu, "model", spec.cpu.model)
+    for el in kept:
+        cpu.append(el)
+
+
+def _cpu_declared(spec: GuestSpec) -> bool:
+    """The mode is compared when the spec gives it, or gives cpu without topology or pinning (cpu: {}
+    is the default CPU); cpu: {topology: …} alone leaves the mode as it is."""
+    if spec.cpu is None or "cpu" not in spec.model_fields_set:
+        return False
+    given = spec.cpu.model_fields_set
+    return bool(given & {"mode", "model"}) or not (given & {"topology", "pinning"})
 
 
 def _cpu_str(value: tuple[str | None, str | None]) -> str:
@@ -483,7 +501,8 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
     Field("memory", "balloon (setMemoryFlags) up to maxMemory; beyond it the ceiling grows at next boot",
           Impact.LIVE, xpaths=("/domain/currentMemory",), read=_read_memory, write=_write_memory,
           want=lambda s, _f: s.memory, have=lambda c, _o: c.memory, show=_size,
-          impact_of=_memory_impact,
+          impact_of=_memory_impact, calls=(SetMemory.call,),
+          boot_why="above the running guest's memory ceiling: the new ceiling needs a boot",
           live=lambda v: SetMemory(v.spec.memory) if _memory_impact(v) == Impact.LIVE else None,
           compare_live=False,  # a guest without a balloon driver keeps its maximum: information only
           export=_size, samples=("128MiB", "192MiB")),
@@ -493,7 +512,8 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           export=lambda v: v, samples=(2, 4)),
     Field("vcpus", "vCPU hot-plug (setVcpusFlags) up to maxVcpus; beyond it, or fewer, next boot",
           Impact.LIVE, xpaths=("/domain/vcpu",), read=_read_vcpus, write=_write_vcpus,
-          want=lambda s, _f: s.vcpus, have=lambda c, _o: c.vcpus, impact_of=_vcpus_impact,
+          want=lambda s, _f: s.vcpus, have=lambda c, _o: c.vcpus, impact_of=_vcpus_impact, calls=(SetVcpus.call,),
+          boot_why="above the running maximum, or fewer (vCPUs are hot-plugged, never unplugged)",
           live=lambda v: SetVcpus(v.spec.vcpus) if _vcpus_impact(v) == Impact.LIVE else None,
           running_differs=_vcpus_running_differs, export=lambda v: v, samples=(1, 2)),
     Field("machine", "machine type changes device addressing", Impact.RECREATE, xpaths=("/domain/os/type/@machine",),
@@ -524,7 +544,7 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           have=lambda c, _o: (c.cpu_mode, c.cpu_model),
           same=lambda w, h: w[0] == h[0] and (w[1] is None or w[1] == h[1]),
           show=_cpu_str, compare_live=False, shows_live=False,  # the running XML expands host-model into a full CPU
-          when=lambda s, _f: s.cpu is not None,
+          when=lambda s, _f: s.cpu is not None, is_declared=_cpu_declared,
           export=lambda v: ({"mode": v[0], **({"model": v[1]} if v[1] else {})} if v[0] else None),
           samples=({"mode": "host-model"}, {"mode": "custom", "model": "Nehalem"})),
     Field("cloudInit", "the NoCloud seed ISO is rebuilt; read by the guest at next boot", Impact.NEXT_BOOT,
@@ -534,6 +554,7 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
     Field("disks", "a keyed set by name: attach (hot-plug) after the volume is made, detach (the "
           "volume is kept unless deletePolicy: delete); a disk's bus at next boot, its size live "
           "(grown, never shrunk)", Impact.LIVE, write=write_disks, planned_by="keyed list",
+          calls=("attachDeviceFlags", "detachDeviceFlags", "blockResize"),
           xpaths=("/domain/devices/disk",)),
     Field("agent", "qemu-guest-agent channel", Impact.NEXT_BOOT, read=_read_agent, write=_write_agent,
           xpaths=("/domain/devices/channel",),
@@ -541,12 +562,13 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           samples=(False, True)),
     Field("interfaces", "a keyed set by MAC (else network and position): attach and detach "
           "hot-plugged; a new MAC is a new NIC; model, network and bootRom at next boot",
-          Impact.LIVE, xpaths=("/domain/devices/interface",), write=write_interfaces, planned_by="keyed list"),
+          Impact.LIVE, xpaths=("/domain/devices/interface",), write=write_interfaces, planned_by="keyed list",
+          calls=("attachDeviceFlags", "detachDeviceFlags")),
     Field("graphics", "graphics console at next boot; a new password (passwordSecretRef) live through "
           "updateDeviceFlags", Impact.NEXT_BOOT, read=_read_graphics, write=_write_graphics,
           xpaths=("/domain/devices/graphics",),
           want=_want_graphics, have=lambda c, _o: (c.graphics, c.graphics_password), same=_same_graphics,
-          show=_show_graphics, impact_of=_graphics_impact,
+          show=_show_graphics, impact_of=_graphics_impact, calls=(UpdateGraphics.call,),
           live=lambda v: UpdateGraphics() if _graphics_impact(v) == Impact.LIVE else None,
           running_differs=_graphics_running_differs,
           when=lambda s, _f: s.graphics is not None, export=_export_graphics,
@@ -556,15 +578,17 @@ GUEST_FIELDS: tuple[Field[GuestSpec], ...] = (
           write=_write_on_crash, want=lambda s, _f: s.on_crash, have=lambda c, _o: c.on_crash,
           export=lambda v: v if v and v != "destroy" else None, samples=("destroy", "restart")),
     *DEVICE_FIELDS,
+    *TUNING_FIELDS,
     Field("autostart", "setAutostart", Impact.LIVE,
           want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v,
-          call=lambda s: SetAutostart(s.autostart), compare_live=False, shows_live=False,
+          call=lambda s: SetAutostart(s.autostart), calls=(SetAutostart.call,), compare_live=False, shows_live=False,
           samples=(False, True)),
     Field("xmlPatches", "re-applied after the declared fields on every write of the definition (update, "
           "recreate); an unsatisfied patch is drift", Impact.NEXT_BOOT, write=write_patches,
           when=lambda s, _f: bool(s.xml_patches), planned_by="xmlPatches"),
     Field("state", "start, shutdown (destroy after shutdownTimeout), suspend, resume; always "
-          "enforced", Impact.LIVE, planned_by="power state"),
+          "enforced", Impact.LIVE, planned_by="power state",
+          calls=("create", "shutdown", "destroy", "suspend", "resume")),
 )
 
 # cloudInit is written by the disks writer (its seed CD-ROM is one of the guest's disks).

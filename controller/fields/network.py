@@ -185,7 +185,7 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           samples=("192.168.150.1/24", "192.168.151.1/24")),
     Field("dhcp", "DHCP range: networkUpdate (delete + add) where the network has one, else recreate",
           Impact.LIVE, shows_live=False, pointer="/spec/ipv4/dhcp", want=_range, have=_have_range,
-          xpaths=("/network/ip/dhcp/range",),
+          xpaths=("/network/ip/dhcp/range",), calls=("networkUpdate",),
           same=lambda w, h: w is None or w == h, impact_of=_range_impact,
           note="networkUpdate ip-dhcp-range (where the network has one): libvirt restarts dnsmasq; "
           "the bridge stays",
@@ -194,7 +194,7 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
                    {"start": "192.168.150.20", "end": "192.168.150.89"})),
     Field("hosts", "static DHCP leases: networkUpdate of the definition and the running network",
           Impact.LIVE, pointer="/spec/ipv4/dhcp/hosts", want=_leases, have=lambda c, _o: c.dhcp_hosts,
-          xpaths=("/network/ip/dhcp/host",),
+          xpaths=("/network/ip/dhcp/host",), calls=("networkUpdate",),
           same=_same_leases, show=_show_leases, is_declared=lambda s: _dhcp_declared(s, "hosts"),
           note="networkUpdate ip-dhcp-host: dnsmasq re-reads its hosts file (SIGHUP, same process)",
           samples=([], [{"mac": "52:54:00:00:00:01", "ip": "192.168.150.11"}])),
@@ -204,7 +204,7 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           export=lambda v: v if v and v != "bridge" else None, samples=("bridge", "vepa")),
     Field("devices", "a macvtap pool's host devices: networkUpdate forward-interface (add/delete), live",
           Impact.LIVE, xpaths=("/network/forward/interface",), when=lambda s, _f: s.mode == "macvtap",
-          want=lambda s, _f: tuple(s.devices), have=lambda c, _o: c.extras.devices,
+          want=lambda s, _f: tuple(s.devices), have=lambda c, _o: c.extras.devices, calls=("networkUpdate",),
           same=lambda w, h: set(w) == set(h), show=list, note="networkUpdate forward-interface",
           export=lambda v: list(v) or None, samples=(["mv0"], ["mv0", "mv1"])),
     Field("pf", "SR-IOV physical function of a hostdev pool: the network is recreated", Impact.RECREATE,
@@ -240,6 +240,7 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
     Field("dns.hosts", "DNS host records: networkUpdate dns-host (add/delete), live; dnsmasq re-reads "
           "them without a restart", Impact.LIVE, pointer="/spec/dns/hosts", xpaths=("/network/dns/host",),
           want=lambda s, _f: items.spec_dns_hosts(s.dns), have=lambda c, _o: c.extras.dns_hosts,
+          calls=("networkUpdate",),
           same=_keyed_same(lambda h: h.ip), is_declared=_part("dns", "hosts"), note="networkUpdate dns-host",
           show=lambda v: [f"{h.ip}={','.join(h.hostnames)}" for h in v],
           export=lambda v: [{"ip": h.ip, "hostnames": list(h.hostnames)} for h in v] or None,
@@ -250,14 +251,14 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           show=list, export=lambda v: list(v) or None, samples=(["9.9.9.9"], ["1.1.1.1"])),
     Field("dns.srv", "DNS SRV records: networkUpdate dns-srv (add/delete), live; libvirt restarts dnsmasq, "
           "not the network", Impact.LIVE, pointer="/spec/dns/srv", xpaths=("/network/dns/srv",),
-          want=lambda s, _f: items.spec_srv(s.dns), have=lambda c, _o: c.extras.dns_srv,
+          want=lambda s, _f: items.spec_srv(s.dns), have=lambda c, _o: c.extras.dns_srv, calls=("networkUpdate",),
           same=lambda w, h: set(w) == set(h), is_declared=_part("dns", "srv"), note="networkUpdate dns-srv",
           show=lambda v: [f"_{x.service}._{x.protocol}" + (f" {x.target}:{x.port}" if x.target else "") for x in v],
           export=lambda v: [_srv_json(x) for x in v] or None,
           samples=([], [{"service": "ldap", "protocol": "tcp", "target": "ldap.lab", "port": 389}])),
     Field("dns.txt", "DNS TXT records: networkUpdate dns-txt (add/delete), live; libvirt restarts dnsmasq, "
           "not the network", Impact.LIVE, pointer="/spec/dns/txt", xpaths=("/network/dns/txt",),
-          want=lambda s, _f: items.spec_txt(s.dns), have=lambda c, _o: c.extras.dns_txt,
+          want=lambda s, _f: items.spec_txt(s.dns), have=lambda c, _o: c.extras.dns_txt, calls=("networkUpdate",),
           same=_keyed_same(lambda t: t.name), is_declared=_part("dns", "txt"), note="networkUpdate dns-txt",
           show=lambda v: [f"{t.name}={t.value}" for t in v],
           export=lambda v: [{"name": t.name, "value": t.value} for t in v] or None,
@@ -265,16 +266,17 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
     Field("portgroups", "port groups: networkUpdate portgroup (add/modify/delete), live; new ports "
           "take them", Impact.LIVE, xpaths=("/network/portgroup",),
           want=lambda s, _f: items.spec_portgroups(s.portgroups), have=lambda c, _o: c.extras.portgroups,
+          calls=("networkUpdate",),
           same=_keyed_same(lambda p: p.name), note="networkUpdate portgroup",
           show=lambda v: [_portgroup_json(p) for p in v], export=lambda v: [_portgroup_json(p) for p in v] or None,
           samples=([], [{"name": "slow", "bandwidth": {"inbound": {"average": 1000}}}])),
-    Field("autostart", "setAutostart", Impact.LIVE, shows_live=False,
+    Field("autostart", "setAutostart", Impact.LIVE, shows_live=False, calls=("setAutostart",),
           want=lambda s, _f: s.autostart, have=lambda _c, o: o.autostart, export=lambda v: v, samples=(True, False)),
     Field("xmlPatches", "re-applied after the declared fields whenever the definition is written; an "
           "unsatisfied patch is drift, repaired by a recreate", Impact.RECREATE, write=write_patches,
           when=lambda s, _f: bool(s.xml_patches), planned_by="xmlPatches"),
     Field("active", "the network is started; guests' NICs re-plugged", Impact.LIVE,
-          pointer="/status/active", planned_by="status"),
+          pointer="/status/active", planned_by="status", calls=("create",)),
 )
 
 # The spec (beside host) a field's samples fit, for fields of some modes only; others fit a NAT

@@ -62,7 +62,7 @@ def type_refusal(pool_type: str, caps: HostCapabilities, host: str) -> str | Non
 POOL_FIELDS: tuple[Field[StoragePoolSpec], ...] = (
     Field("path", "refused: moving a pool would leave its volumes behind", Impact.RECREATE,
           xpaths=("/pool/target/path",), want=lambda s, _f: s.path, have=lambda p, _o: p.path, planned_by="refused"),
-    Field("autostart", "setAutostart", Impact.LIVE,
+    Field("autostart", "setAutostart", Impact.LIVE, calls=("setAutostart",),
           want=lambda s, _f: s.autostart, have=lambda p, _o: p.autostart, samples=(True, False)),
     Field("type", "set when the pool is made; refused at plan time on a host whose libvirt has no storage "
           "backend of the type (getStoragePoolCapabilities)", Impact.CREATE, xpaths=("/pool/@type",),
@@ -72,14 +72,15 @@ POOL_FIELDS: tuple[Field[StoragePoolSpec], ...] = (
     Field("xmlPatches", "refused at validation for now: a pool's definition is written only when it is "
           "made, and not observed after (hypervisor/pool_xml.py applies them once both are)",
           Impact.NEXT_BOOT, write=write_patches, when=lambda s, _f: bool(s.xml_patches), planned_by="refused"),
-    Field("active", "the pool is started", Impact.LIVE, pointer="/status/active", planned_by="status"),
+    Field("active", "the pool is started", Impact.LIVE, pointer="/status/active", planned_by="status",
+          calls=("create",)),
     *(_source_field(key, how, xpath) for key, how, xpath in _SOURCE),
 )
 
 # A volume is planned with the disk that declares it (/spec/disks/N of its guest).
 VOLUME_FIELDS: tuple[Field[object], ...] = (
     Field("size", "grown (blockResize while the guest runs, else the volume); never shrunk", Impact.LIVE,
-          pointer="/spec/disks/{i}/size", planned_by="guest disks"),
+          pointer="/spec/disks/{i}/size", planned_by="guest disks", calls=("blockResize", "storageVolResize")),
     Field("format", "set when the volume is made (qcow2 or raw)", Impact.CREATE,
           pointer="/spec/disks/{i}/format", planned_by="creation"),
     Field("from", "set when the volume is made: a linked (qcow2 overlay) or full clone of the image; never "

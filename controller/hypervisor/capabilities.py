@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import libvirt
 from lxml import etree
 
@@ -27,13 +29,14 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
     root = parse(caps_xml)
     domain_types = {d.get("type") for d in root.iterfind("guest/arch/domain")}
     guest_types = tuple(sorted({t.text or "" for t in root.iterfind("guest/os_type")}))
+    topology = host_topology(root) or _node_info_topology(conn, host)
     if driver == "Test":
         return HostCapabilities(driver="Test", virt_type="test", libvirt_version=version,
-                                hotplug=False, block_resize=False, pool_types=pool_types(conn))
+                                hotplug=False, block_resize=False, pool_types=pool_types(conn), **topology)
     if driver == "Xen":
         return HostCapabilities(driver="Xen", virt_type="xen", libvirt_version=version,
                                 snapshots=False, block_resize=False, guest_types=guest_types,
-                                devices=device_support(conn, "xen"), pool_types=pool_types(conn),
+                                devices=device_support(conn, "xen"), pool_types=pool_types(conn), **topology,
                                 notes=("libvirt's Xen (libxl) driver has no snapshot API",))
     virt_type = configured if configured in ("kvm", "qemu") else None
     if virt_type is None:
@@ -49,6 +52,7 @@ def probe(conn: libvirt.virConnect, host: str, configured: str | None) -> HostCa
         notes=tuple(notes),
         devices=device_support(conn, virt_type),
         pool_types=pool_types(conn),
+        **topology,
     )
 
 
@@ -65,6 +69,37 @@ def pool_types(conn: libvirt.virConnect) -> frozenset[str] | None:
 def parse_pool_types(xml: str) -> frozenset[str]:
     """<storagepoolCapabilities><pool type='dir' supported='yes'>…: the supported types."""
     return frozenset(p.get("type", "") for p in parse(xml).iterfind("pool") if p.get("supported") == "yes")
+
+
+def host_topology(caps: etree._Element) -> dict[str, Any]:
+    """Host CPUs, NUMA nodes and huge pages (size, pages) from getCapabilities' <host><topology>:
+    what guest pinning, NUMA bindings and memory backing are checked against. Empty where the
+    driver lists no topology (nothing is refused then)."""
+    cells = caps.findall("host/topology/cells/cell")
+    if not cells:
+        return {}
+    cpus = frozenset(int(c.get("id", "0")) for c in caps.iterfind("host/topology/cells/cell/cpus/cpu"))
+    pages: dict[int, int] = {}
+    for cell in cells:
+        for p in cell.findall("pages"):
+            size = int(p.get("size", "0")) * _UNIT.get(p.get("unit", "KiB"), 1024)
+            pages[size] = pages.get(size, 0) + int(p.text or 0)
+    return {"host_cpus": cpus or None, "numa_nodes": frozenset(int(c.get("id", "0")) for c in cells),
+            "hugepages": tuple(sorted((size, n) for size, n in pages.items() if size >= 64 * 1024))}
+
+
+def _node_info_topology(conn: libvirt.virConnect, host: str) -> dict[str, Any]:
+    """Where the capabilities list no NUMA cells (libvirt's test driver on a host file): the CPU and
+    node counts of getInfo, numbered from 0; huge pages are then unknown."""
+    with libvirt_call(host, "read host info"):
+        info = conn.getInfo()
+    cpus, nodes = int(info[2]), int(info[4])
+    if cpus <= 0:
+        return {}
+    return {"host_cpus": frozenset(range(cpus)), "numa_nodes": frozenset(range(max(nodes, 1)))}
+
+
+_UNIT = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "b": 1, "bytes": 1}
 
 
 def _values(root: etree._Element, path: str) -> tuple[str, ...]:

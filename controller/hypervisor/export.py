@@ -48,7 +48,7 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
             continue
         value = f.export(f.have(cfg, g))
         if value is not None:
-            spec[f.name] = value
+            _put(spec, f.path, value)
     if cfg.virt_type == "xen":
         spec["xen"] = {"mode": xen_mode(cfg.os_type)}
     ignore: list[str] = []
@@ -85,6 +85,14 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
     if not owned:
         spec["adopt"] = True
     return spec
+
+
+def _put(spec: dict[str, Any], pointer: str, value: Any) -> None:
+    """Set a field at its pointer: a nested one (/spec/cpu/topology) inside its block."""
+    *parents, last = pointer.removeprefix("/spec/").split("/")
+    for part in parents:
+        spec = spec.setdefault(part, {})
+    spec[last] = value
 
 
 # The disks a spec names by their file (a volume by its pool's file); a spec path is never a

@@ -16,11 +16,12 @@ import libvirt
 
 from controller.errors import ConflictError, OperationFailed, UnsupportedError
 from controller.fields.xmlutil import parse, tostring
-from controller.hypervisor import network_update, ownership, secrets
+from controller.hypervisor import network_update, ownership, secrets, tuning_ops
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import marker_volume
 from controller.hypervisor.pool_xml import pool_definition, pool_xml, volume_format, volume_xml
+from controller.model.operations import LiveOp
 from controller.model.state import HostCapabilities, pool_uuid
 from controller.spec.models import StoragePoolSpec
 from controller.spec.pool_sources import FILE_POOL_TYPES, POOL_TYPES
@@ -573,6 +574,10 @@ class HostOps:
             self._pool(pool).storageVolLookupByName(name).delete(0)
 
     # ------------------------------------------------- running devices' tuning
+
+    def tune_live(self, name: str, op: LiveOp) -> str:
+        """Pinning and scheduler parameters of a running guest (hypervisor/tuning_ops.py)."""
+        return tuning_ops.run(self.host, self._c(), self._dom(name), op)
 
     def set_block_iotune(self, name: str, target: str, params: dict[str, int]) -> None:
         """A running disk's I/O limits (0: none), as virsh blkdeviotune --live does."""

@@ -38,6 +38,7 @@ class LiveOp:
     guest (hot-plug, balloon) or through an API of its own (autostart)."""
 
     op: ClassVar[str]
+    call: ClassVar[str]  # the libvirt-python method that makes it (plans name it per change)
 
     def as_json(self) -> dict[str, Any]:
         return {"op": self.op, **fields_json(self)}
@@ -46,24 +47,28 @@ class LiveOp:
 @dataclass(frozen=True)
 class SetMemory(LiveOp):
     op: ClassVar[str] = "setmem"
+    call: ClassVar[str] = "setMemoryFlags"
     bytes: int
 
 
 @dataclass(frozen=True)
 class SetVcpus(LiveOp):
     op: ClassVar[str] = "setvcpus"
+    call: ClassVar[str] = "setVcpusFlags"
     count: int
 
 
 @dataclass(frozen=True)
 class SetAutostart(LiveOp):
     op: ClassVar[str] = "autostart"
+    call: ClassVar[str] = "setAutostart"
     on: bool
 
 
 @dataclass(frozen=True)
 class DetachDisk(LiveOp):
     op: ClassVar[str] = "detach-disk"
+    call: ClassVar[str] = "detachDeviceFlags"
     target: str  # the running guest's target dev (vdb)
 
 
@@ -73,6 +78,7 @@ class AttachNic(LiveOp):
     (a NIC without a MAC in the spec gets its MAC from libvirt at define), or the one with ``mac``."""
 
     op: ClassVar[str] = "attach-nic"
+    call: ClassVar[str] = "attachDeviceFlags"
     index: int | None = None
     mac: str | None = None
 
@@ -80,6 +86,7 @@ class AttachNic(LiveOp):
 @dataclass(frozen=True)
 class DetachNic(LiveOp):
     op: ClassVar[str] = "detach-nic"
+    call: ClassVar[str] = "detachDeviceFlags"
     mac: str
 
 
@@ -89,6 +96,7 @@ class SetBlockIoTune(LiveOp):
     none, so limits the spec no longer gives are lifted too."""
 
     op: ClassVar[str] = "blkiotune"
+    call: ClassVar[str] = "setBlockIoTune"
     target: str  # the running guest's target dev (vdb)
     total_bytes_sec: int = 0
     read_bytes_sec: int = 0
@@ -107,6 +115,7 @@ class SetInterfaceBandwidth(LiveOp):
     removes that direction's limit)."""
 
     op: ClassVar[str] = "domiftune"
+    call: ClassVar[str] = "setInterfaceParameters"
     mac: str
     inbound_average: int = 0
     inbound_peak: int = 0
@@ -126,6 +135,7 @@ class SetLinkState(LiveOp):
     """A running NIC's link (updateDeviceFlags with its live XML's <link state> changed)."""
 
     op: ClassVar[str] = "link-state"
+    call: ClassVar[str] = "updateDeviceFlags"
     mac: str
     state: str  # up | down
 
@@ -136,7 +146,54 @@ class UpdateGraphics(LiveOp):
     so no plan carries the password; the executor reads it from the definition it just wrote."""
 
     op: ClassVar[str] = "update-graphics"
+    call: ClassVar[str] = "updateDeviceFlags"
 
 
+@dataclass(frozen=True)
+class PinVcpu(LiveOp):
+    """A running vCPU's host CPUs (virDomain.pinVcpuFlags); an empty set: every host CPU (unpinned)."""
+
+    op: ClassVar[str] = "vcpupin"
+    call: ClassVar[str] = "pinVcpuFlags"
+    vcpu: int
+    cpuset: str = ""
+
+
+@dataclass(frozen=True)
+class PinEmulator(LiveOp):
+    """The host CPUs of a running guest's emulator threads (virDomain.pinEmulator); empty: every one."""
+
+    op: ClassVar[str] = "emulatorpin"
+    call: ClassVar[str] = "pinEmulator"
+    cpuset: str = ""
+
+
+@dataclass(frozen=True)
+class PinIOThread(LiveOp):
+    """A running I/O thread's host CPUs (virDomain.pinIOThread); empty: every host CPU."""
+
+    op: ClassVar[str] = "iothreadpin"
+    call: ClassVar[str] = "pinIOThread"
+    iothread: int
+    cpuset: str = ""
+
+
+@dataclass(frozen=True)
+class SetSchedulerParameters(LiveOp):
+    """The running guest's CPU shares and bandwidth (virDomain.setSchedulerParametersFlags); a value
+    the spec no longer gives goes back to the host's default (1024 shares, 100000 µs, no quota)."""
+
+    op: ClassVar[str] = "schedinfo"
+    call: ClassVar[str] = "setSchedulerParametersFlags"
+    cpu_shares: int = 1024
+    vcpu_period: int = 100000
+    vcpu_quota: int = -1
+
+    def params(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+TUNING_OP_TYPES: tuple[type[LiveOp], ...] = (PinVcpu, PinEmulator, PinIOThread, SetSchedulerParameters)
 LIVE_OP_TYPES: tuple[type[LiveOp], ...] = (SetMemory, SetVcpus, SetAutostart, DetachDisk, AttachNic, DetachNic,
-                                           SetBlockIoTune, SetInterfaceBandwidth, SetLinkState, UpdateGraphics)
+                                           SetBlockIoTune, SetInterfaceBandwidth, SetLinkState, UpdateGraphics,
+                                           *TUNING_OP_TYPES)

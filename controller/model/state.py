@@ -62,6 +62,7 @@ class DiskState:
     iotune: tuple[tuple[str, int], ...] = ()  # the non-zero <iotune> limits virtsync models, in order
     type: str = "file"  # <disk type>: file | volume | block | network | … (the source's kind)
     source: str | None = None  # what a block or network disk reads: its device, or protocol:name
+    iothread: int | None = None  # <driver iothread>
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ class GuestConfig:
     sysinfo: dict[str, Any] | None = field(default=None, hash=False)
     features: dict[str, Any] | None = field(default=None, hash=False)
     clock: dict[str, Any] | None = field(default=None, hash=False)
+    # Tuning (fields/guest_tuning.py), each in its YAML shape; None where the XML has none.
+    topology: dict[str, Any] | None = field(default=None, hash=False)  # <cpu><topology>
+    pinning: dict[str, Any] | None = field(default=None, hash=False)  # <cputune> vcpupin/emulatorpin/iothreadpin
+    numa: dict[str, Any] | None = field(default=None, hash=False)  # <cpu><numa> and <numatune>
+    memory_backing: dict[str, Any] | None = field(default=None, hash=False)
+    iothreads: int | None = None
+    cputune: dict[str, Any] | None = field(default=None, hash=False)  # <cputune> shares/period/quota
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,10 @@ class HostCapabilities:
     devices: DeviceSupport | None = None  # None: not probed (the plan then refuses only passthrough)
     # pool types getStoragePoolCapabilities says the host supports; None: the driver does not say
     pool_types: frozenset[str] | None = None
+    # From getCapabilities' <host><topology> (None: not known, nothing is refused for it):
+    host_cpus: frozenset[int] | None = None  # the host CPUs' ids (pinning may name only these)
+    numa_nodes: frozenset[int] | None = None  # the host NUMA nodes' ids
+    hugepages: tuple[tuple[int, int], ...] | None = None  # (page size in bytes, pages the host has) per size
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,18 @@ class FieldChange:
     live: Any = None
     impact: Impact = Impact.LIVE
     note: str = ""
+    call: str = ""  # the libvirt call(s) that make it live: "pinVcpuFlags", "setMemoryFlags"
+    waits: str = ""  # why it waits for the guest's next boot instead (from the field registry)
 
     def as_json(self) -> dict[str, Any]:
         out = {"path": self.path, "desired": self.desired, "defined": self.defined,
                "live": self.live, "impact": str(self.impact)}
         if self.note:
             out["note"] = self.note
+        if self.call:
+            out["call"] = self.call
+        if self.waits:
+            out["waits"] = self.waits
         return out
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from controller.fields.base import Facts, Field, GuestView
+from controller.fields.base import Facts, Field, GuestView, call_names, live_ops
 from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names, item_view, nic_label, spec_nic_label
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
@@ -196,7 +196,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
     # New disks reach a running guest after their volumes exist (AttachDisks runs in the power phase).
     attach = tuple(w for _, w in diff.live_work if isinstance(w, str))
     calls = tuple(w for _, w in diff.live_work if not isinstance(w, str))
-    live_changes = tuple(c for c, w in diff.live_work if not isinstance(w, str) and c not in defined_changes)
+    live_changes = tuple(dict.fromkeys(c for c, w in diff.live_work  # a change with several calls: once
+                                       if not isinstance(w, str) and c not in defined_changes))
     if recreate:
         out.actions.append(RecreateGuest(key=key, reason="fields that need a new definition changed",
                                          changes=tuple(defined_changes), restart=running and not stays_down,
@@ -264,7 +265,7 @@ def _device_refusal(spec: GuestSpec, host: HostState) -> str | None:
     per host, instead of a failed define or start."""
     facts = guest_facts("", host)
     for f in GUEST_FIELDS:
-        if f.refuse is None or f.name not in declared(spec) or f.want is None:
+        if f.refuse is None or not f.declared_in(spec, declared(spec)) or f.want is None:
             continue
         if not f.exists_on(facts.virt_type):
             if f.want(spec, facts):
@@ -303,7 +304,14 @@ def _plan_define(key: ResourceKey, guest: Guest, obs: ObservedGuest | None, volu
 
 
 def _fields_of(changes: list[FieldChange]) -> set[str]:
-    return {c.path.split("/")[2] for c in changes}
+    """The registry fields the changes are of: a nested field (/spec/cpu/pinning) by its own pointer,
+    else the spec's top-level name (/spec/disks/0/cache is the disks field)."""
+    out = set()
+    for c in changes:
+        nested = next((f.name for f in GUEST_FIELDS if f.pointer and "{" not in f.pointer
+                       and (c.path == f.pointer or c.path.startswith(f.pointer + "/"))), None)
+        out.add(nested or c.path.split("/")[2])
+    return out
 
 
 def _may_restart(spec: GuestSpec, now: datetime) -> tuple[bool, str]:
@@ -336,7 +344,7 @@ def _scalar_changes(d: _Diff) -> None:
     for f in GUEST_FIELDS:
         if f.planned_by or f.want is None or f.have is None:
             continue
-        if f.name not in d.declared or d.ignored(f.path) or not f.applies(d.spec, d.facts):
+        if not f.declared_in(d.spec, d.declared) or d.ignored(f.path) or not f.applies(d.spec, d.facts):
             continue
         _compare(d, f)
 
@@ -354,10 +362,20 @@ def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) ->
     The test driver has no firmware at all; specs written for real hosts run on it quietly."""
     if facts.virt_type == "test":
         return []
-    ignored = [f for f in GUEST_FIELDS if f.name in declared_fields and f.want is not None
+    ignored = [f for f in GUEST_FIELDS if f.declared_in(spec, declared_fields) and f.want is not None
                and not f.applies(spec, facts)]
     given = applied_fields(spec) if ignored else {}
-    return [f for f in ignored if given.get(f.name) is not None]
+    return [f for f in ignored if _at(given, f.path) is not None]
+
+
+def _at(doc: Any, pointer: str) -> Any:
+    for part in pointer.removeprefix("/spec/").split("/"):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def _waits(f: Field[Any], impact: Impact) -> str:
+    return f.next_boot_why if impact in (Impact.NEXT_BOOT, Impact.RECREATE) else ""
 
 
 def _compare(d: _Diff, f: Field[Any]) -> None:
@@ -367,29 +385,35 @@ def _compare(d: _Diff, f: Field[Any]) -> None:
     live_have = f.have(d.live, d.obs) if d.live is not None else None
     impact = f.impact_for(d.view)
     if not f.same(want, have):
-        change = FieldChange(f.path, f.show(want), f.show(have),
-                             f.show(live_have) if d.live is not None and f.shows_live else None, impact, f.note)
-        d.changes.append(change)
+        ops: tuple[LiveOp, ...] = ()
         if f.call is not None:
-            d.live_work.append((change, f.call(d.spec)))
+            ops = (f.call(d.spec),)
         elif d.live is not None and impact == Impact.LIVE and f.live is not None:
-            op = f.live(d.view)
-            if op is not None:
-                d.live_work.append((change, op))
+            ops = live_ops(f.live(d.view))
+        change = FieldChange(f.path, f.show(want), f.show(have),
+                             f.show(live_have) if d.live is not None and f.shows_live else None, impact, f.note,
+                             call=call_names(ops), waits=_waits(f, impact))
+        d.changes.append(change)
+        d.live_work.extend((change, op) for op in ops)
         return
-    if d.live is None or not f.compare_live or f.same(want, live_have):
+    if d.live is None or not f.compare_live:
+        return
+    if f.same_live(d.view, want, live_have) if f.same_live is not None else f.same(want, live_have):
         return
     # The definition matches; the running guest does not.
     if f.running_differs is not None:
-        op, why = f.running_differs(d.view)
+        found, why = f.running_differs(d.view)
+        ops = live_ops(found)
         change = FieldChange(f.path, f.show(want), f.show(have), f.show(live_have),
-                             Impact.LIVE if op is not None else Impact.NEXT_BOOT)
-        if op is not None:
-            d.live_work.append((change, op))
+                             Impact.LIVE if ops else Impact.NEXT_BOOT, call=call_names(ops),
+                             waits="" if ops else why)
+        if ops:
+            d.live_work.extend((change, op) for op in ops)
         else:
             d.pending.append((change, why))
     elif impact != Impact.LIVE:
-        d.pending.append((FieldChange(f.path, f.show(want), f.show(have), f.show(live_have), impact),
+        d.pending.append((FieldChange(f.path, f.show(want), f.show(have), f.show(live_have), impact,
+                                      waits=_waits(f, impact)),
                           "definition differs from the running guest"))
 
 
@@ -402,29 +426,30 @@ def _item_changes(d: _Diff, fields: tuple[Field[Any], ...], item: Any, state: An
     for f in fields:
         assert f.want is not None and f.have is not None
         path = f.path.format(i=pointer.rsplit("/", 1)[-1])
-        if f.name not in declared(item) or d.ignored(path) or not f.applies(item, d.facts):
+        if not f.declared_in(item, declared(item)) or d.ignored(path) or not f.applies(item, d.facts):
             continue
         want, have = f.want(item, d.facts), f.have(state, None)
         live_have = f.have(running, None) if running is not None else None
         impact = f.impact_for(view)
         # A field that is live elsewhere but not on this host says why it waits for a boot.
         note = f"{d.host.caps.driver} cannot change it live" if f.live and impact != Impact.LIVE else ""
+        waits = (note or f.next_boot_why) if impact != Impact.LIVE else ""
         shown_live = f.show(live_have) if running is not None else None
         if not f.same(want, have):
-            change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note)
+            ops = live_ops(f.live(view)) if running is not None and impact == Impact.LIVE and f.live else ()
+            change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note,
+                                 call=call_names(ops), waits=waits)
             d.changes.append(change)
-            if running is not None and impact == Impact.LIVE and f.live is not None:
-                op = f.live(view)
-                if op is not None:
-                    d.live_work.append((change, op))
+            d.live_work.extend((change, op) for op in ops)
             continue
         if running is None or f.live is None or not f.compare_live or f.same(want, live_have):
             continue
         # The definition matches; the running item does not (changed live out of band).
-        change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note)
-        op = f.live(view) if impact == Impact.LIVE else None
-        if op is not None:
-            d.live_work.append((change, op))
+        ops = live_ops(f.live(view)) if impact == Impact.LIVE else ()
+        change = FieldChange(path, f.show(want), f.show(have), shown_live, impact, note,
+                             call=call_names(ops), waits=waits)
+        if ops:
+            d.live_work.extend((change, op) for op in ops)
         else:
             d.pending.append((change, "definition differs from the running guest"))
 
@@ -444,7 +469,9 @@ def _disk_changes(d: _Diff) -> None:
                 d.changes.append(FieldChange(pointer, "seed ISO attached", None, None, Impact.NEXT_BOOT,
                                              "attach cloud-init seed"))
             else:
-                change = FieldChange(pointer, disk.name, None, None, d.add_impact, "attach disk")
+                hot = d.live is not None and d.hotplug
+                change = FieldChange(pointer, disk.name, None, None, d.add_impact, "attach disk",
+                                     call="attachDeviceFlags" if hot else "")
                 d.changes.append(change)
                 if d.live is not None and d.hotplug:
                     d.live_work.append((change, disk.name))
@@ -452,7 +479,8 @@ def _disk_changes(d: _Diff) -> None:
         if seed:
             continue
         if d.live is not None and disk.name not in running:
-            c = FieldChange(pointer, disk.name, disk.name, None, d.add_impact, "attach disk (live)")
+            c = FieldChange(pointer, disk.name, disk.name, None, d.add_impact, "attach disk (live)",
+                            call="attachDeviceFlags" if d.hotplug else "")
             if d.hotplug:
                 d.live_work.append((c, disk.name))
             else:
@@ -463,7 +491,8 @@ def _disk_changes(d: _Diff) -> None:
         if name not in wanted and not d.ignored("/spec/disks"):
             live_disk = running.get(name)
             change = FieldChange("/spec/disks/-", None, name, name if live_disk else None,
-                                 d.add_impact, "detach disk (volume kept)")
+                                 d.add_impact, "detach disk (volume kept)",
+                                 call="detachDeviceFlags" if live_disk is not None and d.hotplug else "")
             if not d.may_remove:
                 d.hold(change, name)
                 continue
@@ -473,7 +502,8 @@ def _disk_changes(d: _Diff) -> None:
                 d.live_work.append((change, DetachDisk(live_disk.target)))
     for name, live_disk in running.items():
         if name not in have and name not in wanted and d.hotplug:
-            c = FieldChange("/spec/disks/-", None, None, name, Impact.LIVE, "detach disk (live)")
+            c = FieldChange("/spec/disks/-", None, None, name, Impact.LIVE, "detach disk (live)",
+                            call="detachDeviceFlags")
             if not d.may_remove:
                 d.hold(c, None)
                 continue
@@ -491,7 +521,8 @@ def _nic_changes(d: _Diff) -> None:
             continue
         if idx is None:
             change = FieldChange(pointer, f"{spec_nic_label(want)} {want.mac or ''}".strip(), None, None,
-                                 d.add_impact, "attach NIC")
+                                 d.add_impact, "attach NIC",
+                                 call="attachDeviceFlags" if d.live is not None and d.add_impact == Impact.LIVE else "")
             d.changes.append(change)
             if d.live is not None and d.add_impact == Impact.LIVE:
                 d.live_work.append((change, AttachNic(index=i)))
@@ -500,7 +531,7 @@ def _nic_changes(d: _Diff) -> None:
         _item_changes(d, NIC_FIELDS, want, cur, running_macs.get(cur.mac), pointer)
         if d.live is not None and cur.mac not in running_macs:
             c = FieldChange(pointer, f"{spec_nic_label(want)} {cur.mac}", f"{nic_label(cur)} {cur.mac}", None,
-                            Impact.LIVE, "attach NIC (live)")
+                            Impact.LIVE, "attach NIC (live)", call="attachDeviceFlags" if d.hotplug else "")
             if d.hotplug:
                 d.live_work.append((c, AttachNic(mac=cur.mac)))
             else:
@@ -512,7 +543,7 @@ def _nic_changes(d: _Diff) -> None:
         live_nic = cur.mac in running_macs
         label = f"{nic_label(cur)} {cur.mac}"
         change = FieldChange("/spec/interfaces/-", None, label, label if live_nic else None, d.add_impact,
-                             "detach NIC")
+                             "detach NIC", call="detachDeviceFlags" if live_nic and d.add_impact == Impact.LIVE else "")
         if not d.may_remove:
             d.hold(change, cur.mac)
             continue
@@ -524,7 +555,7 @@ def _nic_changes(d: _Diff) -> None:
     for mac, nic in running_macs.items():
         if mac not in persistent_macs and d.hotplug and not d.ignored("/spec/interfaces"):
             c = FieldChange("/spec/interfaces/-", None, None, f"{nic_label(nic)} {mac}", Impact.LIVE,
-                            "detach NIC (live)")
+                            "detach NIC (live)", call="detachDeviceFlags")
             if not d.may_remove:
                 d.hold(c, None)
                 continue
@@ -677,7 +708,10 @@ def _volume_actions(key: ResourceKey, guest: Guest, host: HostState, out: GuestP
                                         f"smaller than the volume ({format_size(vol.capacity)}); "
                                         "disks are never shrunk"))
         elif disk.size > vol.capacity:
-            change = FieldChange(pointer, format_size(disk.size), format_size(vol.capacity), None, Impact.LIVE)
+            seen = host.guests.get(name)
+            running = seen is not None and seen.state in ("running", "paused") and host.caps.block_resize
+            change = FieldChange(pointer, format_size(disk.size), format_size(vol.capacity), None, Impact.LIVE,
+                                 call="blockResize" if running else "storageVolResize")
             out.drift.append(change)
             actions.append(ResizeVolume(key=vkey, reason=f"grow disk {disk.name}", changes=(change,),
                                         pool=disk.pool, volume=vol_name, capacity=disk.size,

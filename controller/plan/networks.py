@@ -113,7 +113,8 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
             impact = f.impact_for(view)
             # the call that makes it live, from the registry (a recreate says so by its impact)
             note = "" if impact != Impact.LIVE else f"{f.note}: {ll.effect}" if ll is not None and f.note else f.note
-            changes.append(FieldChange(f.path, f.show(want), f.show(have), running, impact, note))
+            changes.append(FieldChange(f.path, f.show(want), f.show(have), running, impact, note,
+                                       call=", ".join(f.calls) if impact == Impact.LIVE and obs.active else ""))
             if ll is not None and impact == Impact.LIVE:
                 config = list_edits(ll, want, have, "config")
                 live_ops = list_edits(ll, want, running_have, "live") if running_have is not None else []

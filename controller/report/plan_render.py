@@ -53,6 +53,11 @@ def _nested(v: Any) -> str:
 def change_line(c: FieldChange) -> str:
     path = c.path.removeprefix("/spec/") or "/"
     note = f"  ({c.note})" if c.note else ""
+    # how it lands, from the field registry: the libvirt call, or why it waits for a boot
+    if c.call:
+        note += f"  [live: {c.call}]"
+    elif c.waits:
+        note += f"  [next boot: {c.waits}]"
     if c.impact == Impact.CREATE and c.defined is None:
         return f"{path}: {_value(c.desired)}{note}"
     live = f" (running: {_value(c.live)})" if c.live is not None and c.live != c.defined else ""

@@ -67,6 +67,9 @@ _FIELD_CHANGE = _object(
         "live": _VALUE,
         "impact": {"enum": IMPACTS},
         "note": {"type": "string"},
+        "call": {"type": "string", "description": "The libvirt call(s) that make the change live, e.g. "
+                 "pinVcpuFlags (from the field registry)."},
+        "waits": {"type": "string", "description": "Why the change waits for the guest's next boot."},
     },
     required=["path", "desired", "defined", "live", "impact"],
     description="One field: what the spec says, what is defined, what runs.",

@@ -30,6 +30,7 @@ from controller.spec.devices import (
     Video,
     Watchdog,
 )
+from controller.spec.guest_tuning import CpuPinning, CpuTopology, CpuTune, MemoryBacking, Numa, check_tuning
 from controller.spec.network_parts import Dns, NetworkIPv6, Portgroup, Vlan, check_network_parts
 from controller.spec.patches import XmlPatch
 from controller.spec.pool_sources import PoolSource, PoolType, check_pool, default_build
@@ -291,6 +292,8 @@ class Disk(SpecModel):
     shareable: bool | None = Field(default=None, description="Several guests may use the disk at once "
                                    "(cluster file systems). Default: false.")
     iotune: IoTune | None = Field(default=None, description="I/O limits; {} removes them.")
+    iothread: int | None = Field(default=None, ge=1, description="Run the disk's I/O in this I/O thread of "
+                                 "the guest (1…iothreads; virtio disks). Default: QEMU's main loop.")
 
     @model_validator(mode="after")
     def _has_source(self) -> Disk:
@@ -419,6 +422,10 @@ class Cpu(SpecModel):
         default=None, description="Default: the hypervisor's default CPU model."
     )
     model: str | None = Field(default=None, description="CPU model name for mode custom.")
+    topology: CpuTopology | None = Field(default=None, description="sockets × dies × cores × threads "
+                                         "(= maxVcpus); next boot.")
+    pinning: CpuPinning | None = Field(default=None, description="Host CPUs of the vCPUs, QEMU's emulator "
+                                       "threads and I/O threads; live.")
 
 
 class Graphics(SpecModel):
@@ -505,6 +512,13 @@ class GuestSpec(SpecModel):
     sysinfo: Sysinfo | None = Field(default=None, description="SMBIOS system and base board strings.")
     features: Features | None = Field(default=None, description="Hypervisor features: hyperv enlightenments.")
     clock: Clock | None = Field(default=None, description="Clock offset and timers. Default: utc, libvirt's timers.")
+    numa: Numa | None = Field(default=None, description="Guest NUMA cells and host NUMA node bindings.")
+    memory_backing: MemoryBacking | None = Field(default=None, description="Huge pages, locked, memfd/shared "
+                                                 "memory.")
+    iothreads: int | None = Field(default=None, ge=0, le=1024, description="I/O threads for disks (a disk's "
+                                  "iothread: N). Default: none.")
+    cputune: CpuTune | None = Field(default=None, description="CPU scheduler shares and bandwidth "
+                                    "(period, quota); live.")
     xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition for "
                                         "what the schema does not model; compared in drift like fields.")
     on_crash: Literal["destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"] | None = Field(
@@ -577,6 +591,7 @@ class GuestSpec(SpecModel):
                 raise FieldError(("filesystems", i, "target"), f"mount tag {t!r} is used twice")
         if self.xen is not None and self.xen.mode == "pv" and self.firmware == "uefi":
             raise FieldError("firmware", "Xen PV guests have no firmware: remove 'firmware: uefi'")
+        check_tuning(self)
         return self
 
 

@@ -29,7 +29,8 @@ def _changed_fields() -> list[Any]:
 
 def _plan(field: Any, which: str) -> Any:
     if which == "guest":
-        base = {"host": "h1", "state": "stopped", "memory": "128MiB", "restartPolicy": "never"}
+        base = {"host": "h1", "state": "stopped", "memory": "128MiB", "restartPolicy": "never",
+                **reg.GUEST_EXTRA.get(field.name, {})}
         before, after = dict(base), dict(base)
         reg._set(before, field.path, field.samples[0])
         reg._set(after, field.path, field.samples[1])
