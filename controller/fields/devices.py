@@ -8,6 +8,7 @@ alike.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -22,7 +23,7 @@ from controller.fields.xmlutil import child, remove, set_text
 from controller.model.naming import volume_name
 from controller.model.operations import Impact, LiveOp, SetBlockIoTune, SetInterfaceBandwidth, SetLinkState
 from controller.model.state import DiskState, NicState
-from controller.spec.models import Disk, GuestSpec, Interface
+from controller.spec.models import AUTO_TAP_NAMES, Disk, GuestSpec, Interface
 from controller.spec.tuning import IOTUNE_KEYS
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd", "xen": "xvd"}
@@ -145,6 +146,41 @@ def disk_path(name: str, disk: Disk, pool_paths: dict[str, str] | Any) -> str:
     return f"{pool_dir.rstrip('/')}/{vol}"
 
 
+def disk_source(disk: Disk, facts: Facts) -> str | None:
+    """The file a spec disk is on, as the host names it; None where that is not known yet (a pool
+    the host does not have) or is virtsync's own (the cloud-init seed)."""
+    if disk.name == SEED_DISK:
+        return None
+    if disk.path:
+        return disk.path
+    return disk_path(facts.name, disk, facts.pool_paths) if disk.pool in facts.pool_paths else None
+
+
+def observed_source(state: DiskState, facts: Facts) -> str | None:
+    """The file a defined disk is on: its file, or its volume's file in a pool with a directory;
+    None for what a spec cannot name (block and network disks, an empty CD-ROM drive)."""
+    if state.type == "file":
+        return state.path
+    pool_dir = facts.pool_paths.get(state.pool or "") if state.type == "volume" and state.volume else None
+    return f"{pool_dir.rstrip('/')}/{state.volume}" if pool_dir else None
+
+
+def _write_source(el: etree._Element, disk: Disk, facts: Facts) -> None:
+    """A changed source (the planner let it through: --prune, not held) becomes the spec's file;
+    what else the <source> holds (a seclabel …) stays."""
+    want = disk_source(disk, facts)
+    if want is None or disk.name in facts.keep or want == observed_source(read_disk(facts.name, el), facts):
+        return
+    if el.get("type", "file") not in ("file", "volume"):
+        return
+    el.set("type", "file")
+    src = child(el, "source")
+    for attr in ("pool", "volume", "mode"):
+        if attr in src.attrib:
+            del src.attrib[attr]
+    src.set("file", want)
+
+
 def disk_element(disk: Disk, facts: Facts, target: str) -> etree._Element:
     el = etree.Element("disk", type="file", device=disk.device)
     if facts.virt_type != "test":
@@ -210,6 +246,7 @@ def write_disks(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
                 target.set("bus", bus)
                 used.add(target.get("dev"))
                 remove(el.find("address"))  # the old bus's address does not fit the new one
+            _write_source(el, disk, facts)
         else:
             dev = _free_target(bus, used)
             used.add(dev)
@@ -543,6 +580,36 @@ def _write_portgroup(el: etree._Element, nic: Interface, _facts: Facts) -> None:
         del src.attrib["portgroup"]
 
 
+def _read_mtu(el: etree._Element) -> dict[str, Any]:
+    mtu = el.find("mtu")
+    size = mtu.get("size") if mtu is not None else None
+    return {"mtu": int(size) if size and size.isdigit() else None}
+
+
+def _write_mtu(el: etree._Element, nic: Interface, _facts: Facts) -> None:
+    if nic.mtu is None:
+        remove(el.find("mtu"))
+    else:
+        child(el, "mtu").set("size", str(nic.mtu))
+
+
+def own_tap(name: str | None) -> str | None:
+    """A NIC's tap name as a spec gives it: None for libvirt's own names (vnet0, vif1.0 …), which
+    a running guest shows and a definition never keeps."""
+    return name if name and not re.match(AUTO_TAP_NAMES, name) else None
+
+
+def _write_target_dev(el: etree._Element, nic: Interface, _facts: Facts) -> None:
+    target = el.find("target")
+    if nic.target_dev is not None:
+        child(el, "target").set("dev", nic.target_dev)
+    elif target is not None:
+        if "dev" in target.attrib:
+            del target.attrib["dev"]
+        if not target.attrib and len(target) == 0:
+            remove(target)
+
+
 def nic_label(state: NicState) -> str:
     """What a NIC is on, for plans: its network, bridge or macvtap device."""
     if state.type == "direct" and state.direct is not None:
@@ -647,6 +714,13 @@ NIC_FIELDS: tuple[Field[Any], ...] = (
           pointer="/spec/interfaces/{i}/portgroup", read=_read_portgroup, write=_write_portgroup,
           want=lambda nic, _f: nic.portgroup, have=lambda st, _o: st.portgroup, export=lambda v: v,
           samples=("web", "db")),
+    Field("mtu", "MTU of the NIC, <mtu size>", Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/mtu",
+          read=_read_mtu, write=_write_mtu, want=lambda nic, _f: nic.mtu, have=lambda st, _o: st.mtu,
+          export=lambda v: v, samples=(1500, 9000)),
+    Field("targetDev", "name of the host-side tap device, <target dev> (libvirt's own names are not kept)",
+          Impact.NEXT_BOOT, pointer="/spec/interfaces/{i}/targetDev", write=_write_target_dev,
+          want=lambda nic, _f: nic.target_dev, have=lambda st, _o: own_tap(st.tap), export=lambda v: v,
+          samples=("tap-a1", "tap-b2")),
 )
 
 # Item fields that are keys, or are set once when the disk's volume is made (fields/pool.py).

@@ -283,9 +283,32 @@ def _hostdevs_refusal(spec: GuestSpec, caps: HostCapabilities, host: str) -> str
 # ----------------------------------------------------------------- simple devices
 
 
+def _same_given(want: dict[str, Any] | None, have: dict[str, Any] | None) -> bool:
+    """Only what the spec gives is compared: a value it leaves out (a video's vram, an RNG's rate)
+    stays as the definition has it."""
+    if want is None or have is None:
+        return want == have
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def _ints(el: etree._Element, attrs: tuple[tuple[str, str], ...]) -> dict[str, int]:
+    """{yaml name: int} of the integer attributes ``el`` has, e.g. (("vram", "vram"),)."""
+    out = {}
+    for yaml_name, attr in attrs:
+        text = el.get(attr)
+        if text is not None and text.lstrip("-").isdigit():
+            out[yaml_name] = int(text)
+    return out
+
+
+_VIDEO_SIZES = (("vram", "vram"), ("heads", "heads"))
+
+
 def _read_video(root: etree._Element) -> dict[str, Any]:
     model = root.find("devices/video/model")
-    return {"video": {"model": model.get("type", "")} if model is not None else None}
+    if model is None:
+        return {"video": None}
+    return {"video": {"model": model.get("type", ""), **_ints(model, _VIDEO_SIZES)}}
 
 
 def _write_video(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
@@ -301,6 +324,10 @@ def _write_video(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
         model.set("type", spec.video.model)
         for k, v in kept.items():
             model.set(k, v or "")
+    for attr in ("vram", "heads"):
+        value = getattr(spec.video, attr)
+        if value is not None:
+            model.set(attr, str(value))
 
 
 def _read_serial(root: etree._Element) -> dict[str, Any]:
@@ -364,7 +391,12 @@ def _read_rng(root: etree._Element) -> dict[str, Any]:
     backend = root.find("devices/rng/backend")
     if backend is None:
         return {"rng": None}
-    return {"rng": {"backend": "builtin" if backend.get("model") == "builtin" else (backend.text or "").strip()}}
+    value: dict[str, Any] = {
+        "backend": "builtin" if backend.get("model") == "builtin" else (backend.text or "").strip()}
+    rate = root.find("devices/rng/rate")
+    if rate is not None:
+        value["rate"] = _ints(rate, (("bytes", "bytes"), ("period", "period")))
+    return {"rng": value}
 
 
 def _write_rng(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
@@ -379,6 +411,16 @@ def _write_rng(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
     else:
         backend.set("model", "random")
         backend.text = spec.rng.backend
+    if spec.rng.rate is not None:
+        rate = rng.find("rate")
+        if rate is None:
+            rate = etree.Element("rate")
+            backend.addprevious(rate)  # libvirt writes <rate> before <backend>
+        rate.set("bytes", str(spec.rng.rate.bytes))
+        if spec.rng.rate.period is not None:
+            rate.set("period", str(spec.rng.rate.period))
+        elif "period" in rate.attrib:
+            del rate.attrib["period"]
 
 
 def _read_panic(root: etree._Element) -> dict[str, Any]:
@@ -396,7 +438,9 @@ def _write_panic(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
 
 
 # libvirt adds a PS/2 mouse and keyboard to every x86 guest with graphics: not the spec's business.
-_IMPLICIT_INPUTS = ({"type": "mouse", "bus": "ps2"}, {"type": "keyboard", "bus": "ps2"})
+_IMPLICIT_INPUTS = ({"type": "mouse", "bus": "ps2"}, {"type": "keyboard", "bus": "ps2"},
+                    # and libxl its Xen PV mouse and keyboard to a PV guest with graphics
+                    {"type": "mouse", "bus": "xen"}, {"type": "keyboard", "bus": "xen"})
 
 
 def _read_inputs(root: etree._Element) -> dict[str, Any]:
@@ -512,8 +556,73 @@ def _write_sysinfo(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None
     smbios = root.find("os/smbios")
     if want:
         child(child(root, "os"), "smbios").set("mode", "sysinfo")
-    elif smbios is not None and _smbios(root) is None:
-        remove(smbios)
+    elif smbios is not None and smbios.get("mode") == "sysinfo" and _smbios(root) is None:
+        remove(smbios)  # it would point at strings that are gone (another mode is smbios:'s)
+
+
+# ----------------------------------------------------------------- <os>: SMBIOS mode, BIOS options, boot menu
+
+
+def _read_smbios(root: etree._Element) -> dict[str, Any]:
+    smbios = root.find("os/smbios")
+    return {"smbios": smbios.get("mode") if smbios is not None else None}
+
+
+def _want_smbios(spec: GuestSpec, _facts: Facts) -> str | None:
+    return spec.smbios or ("sysinfo" if spec.sysinfo is not None else None)
+
+
+def _write_smbios(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
+    mode = _want_smbios(spec, facts)
+    if mode is None:
+        remove(root.find("os/smbios"))
+    else:
+        child(child(root, "os"), "smbios").set("mode", mode)
+
+
+_BIOS_ATTRS = (("useSerial", "useserial"), ("rebootTimeout", "rebootTimeout"))
+
+
+def _read_bios(root: etree._Element) -> dict[str, Any]:
+    bios = root.find("os/bios")
+    if bios is None:
+        return {"bios": None}
+    value: dict[str, Any] = _ints(bios, _BIOS_ATTRS[1:])
+    if bios.get("useserial") is not None:
+        value["useSerial"] = bios.get("useserial") == "yes"
+    return {"bios": value}
+
+
+def _write_bios(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
+    if spec.bios is None:
+        remove(root.find("os/bios"))
+        return
+    bios = child(child(root, "os"), "bios")
+    if spec.bios.use_serial is not None:
+        bios.set("useserial", "yes" if spec.bios.use_serial else "no")
+    if spec.bios.reboot_timeout is not None:
+        bios.set("rebootTimeout", str(spec.bios.reboot_timeout))
+
+
+def _read_boot_menu(root: etree._Element) -> dict[str, Any]:
+    menu = root.find("os/bootmenu")
+    if menu is None:
+        return {"boot_menu": None}
+    return {"boot_menu": {"enable": menu.get("enable") == "yes", **_ints(menu, (("timeout", "timeout"),))}}
+
+
+def _write_boot_menu(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
+    if spec.boot_menu is None:
+        remove(root.find("os/bootmenu"))
+        return
+    menu = child(child(root, "os"), "bootmenu")
+    menu.set("enable", "yes" if spec.boot_menu.enable else "no")
+    if spec.boot_menu.timeout is not None:
+        menu.set("timeout", str(spec.boot_menu.timeout))
+
+
+def _export_given(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return value or None  # an empty <bios/> says nothing
 
 
 # ----------------------------------------------------------------- Windows: Hyper-V and clock
@@ -651,16 +760,22 @@ DEVICE_FIELDS: tuple[Field[GuestSpec], ...] = (
           want=lambda s, _f: tuple(sorted(d.key for d in s.hostdevs)), have=lambda c, _o: c.hostdevs,
           show=lambda v: ", ".join(v) or "none", export=lambda v: [_hostdev_yaml(k) for k in v] or None,
           refuse=_hostdevs_refusal, samples=()),
-    _single("video", "display adapter model", _read_video, _write_video, "video",
-            ("/domain/devices/video",), ({"model": "vga"}, {"model": "virtio"})),
+    Field("video", "display adapter model, its vram and heads (left out: as defined)", Impact.NEXT_BOOT,
+          xpaths=("/domain/devices/video",), read=_read_video, write=_write_video,
+          want=lambda s, _f: _dump(s.video), have=lambda c, _o: c.video, same=_same_given, show=_show,
+          virt_types=_KVM_LIKE, when=_given("video"), export=_maybe,
+          samples=({"model": "vga", "vram": 16384}, {"model": "virtio", "heads": 2})),
     _single("serial", "serial port", _read_serial, _write_serial, "serial", ("/domain/devices/serial",),
             (), virt_types=_KVM_LIKE),
     _single("console", "console device", _read_console, _write_console, "console", ("/domain/devices/console",),
             ({"target": "serial"}, {"target": "virtio"})),
     _single("watchdog", "watchdog device and its action", _read_watchdog, _write_watchdog, "watchdog",
             ("/domain/devices/watchdog",), ({"model": "i6300esb"}, {"model": "i6300esb", "action": "poweroff"})),
-    _single("rng", "virtio-rng entropy device", _read_rng, _write_rng, "rng", ("/domain/devices/rng",),
-            ({"backend": "/dev/urandom"}, {"backend": "builtin"})),
+    Field("rng", "virtio-rng entropy device and its rate limit (left out: as defined)", Impact.NEXT_BOOT,
+          xpaths=("/domain/devices/rng",), read=_read_rng, write=_write_rng,
+          want=lambda s, _f: _dump(s.rng), have=lambda c, _o: c.rng, same=_same_given, show=_show,
+          virt_types=_KVM_LIKE, when=_given("rng"), export=_maybe,
+          samples=({"backend": "/dev/urandom"}, {"backend": "builtin", "rate": {"bytes": 1024, "period": 2000}})),
     _single("panic", "panic notifier device", _read_panic, _write_panic, "panic", ("/domain/devices/panic",),
             ({"model": "isa"}, {"model": "pvpanic"})),
     Field("input", "input devices (a tablet follows the VNC cursor); libvirt's PS/2 mouse and keyboard "
@@ -679,6 +794,20 @@ DEVICE_FIELDS: tuple[Field[GuestSpec], ...] = (
           when=_given("sysinfo"), read=_read_sysinfo, write=_write_sysinfo, want=lambda s, _f: _dump(s.sysinfo) or None,
           have=lambda c, _o: c.sysinfo, show=_show, virt_types=_KVM_LIKE, export=_maybe,
           samples=({"system": {"manufacturer": "ACME"}}, {"system": {"manufacturer": "ACME", "serial": "42"}})),
+    Field("smbios", "where the SMBIOS tables come from, <os><smbios mode>", Impact.NEXT_BOOT,
+          xpaths=("/domain/os/smbios",), when=lambda s, _f: "smbios" in s.model_fields_set,
+          read=_read_smbios, write=_write_smbios, want=_want_smbios, have=lambda c, _o: c.smbios,
+          virt_types=_KVM_LIKE, export=lambda v: v, samples=("host", "emulate")),
+    Field("bios", "SeaBIOS options, <os><bios useserial rebootTimeout> (left out: as defined)", Impact.NEXT_BOOT,
+          xpaths=("/domain/os/bios",), when=_given("bios"), read=_read_bios, write=_write_bios,
+          want=lambda s, _f: _dump(s.bios), have=lambda c, _o: c.bios, same=_same_given, show=_show,
+          virt_types=_KVM_LIKE, export=_export_given,
+          samples=({"useSerial": True}, {"useSerial": False, "rebootTimeout": 0})),
+    Field("bootMenu", "the firmware's boot menu, <os><bootmenu enable timeout>", Impact.NEXT_BOOT,
+          xpaths=("/domain/os/bootmenu",), when=_given("boot_menu"), read=_read_boot_menu, write=_write_boot_menu,
+          want=lambda s, _f: _dump(s.boot_menu), have=lambda c, _o: c.boot_menu, same=_same_given, show=_show,
+          virt_types=_KVM_LIKE, export=_export_given,
+          samples=({"enable": False}, {"enable": True, "timeout": 3000})),
     Field("features", "Hyper-V enlightenments (features.hyperv)", Impact.NEXT_BOOT,
           xpaths=("/domain/features/hyperv",), when=_given("features"), read=_read_features,
           write=_write_features, want=_want_features,

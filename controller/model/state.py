@@ -71,7 +71,7 @@ class NicState:
     network: str | None = None
     bridge: str | None = None  # <source bridge>: a bridge NIC's, or (live) a network NIC's bridge
     model: str | None = None
-    tap: str | None = None  # live only: the host-side device
+    tap: str | None = None  # <target dev>: the host-side device (a definition keeps only names not libvirt's own)
     boot_rom: bool = True
     type: str = "network"  # <interface type>: network | bridge | direct | others virtsync leaves alone
     direct: tuple[str, str] | None = None  # (dev, mode) of a direct (macvtap) NIC
@@ -82,6 +82,7 @@ class NicState:
     link_state: str | None = None
     vlan: int | None = None  # a single untrunked <vlan><tag>; None also for trunks (not modelled)
     portgroup: str | None = None
+    mtu: int | None = None  # <mtu size>
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ class GuestConfig:
     sysinfo: dict[str, Any] | None = field(default=None, hash=False)
     features: dict[str, Any] | None = field(default=None, hash=False)
     clock: dict[str, Any] | None = field(default=None, hash=False)
+    smbios: str | None = None  # <os><smbios mode>
+    bios: dict[str, Any] | None = field(default=None, hash=False)  # <os><bios>: {useSerial, rebootTimeout}
+    boot_menu: dict[str, Any] | None = field(default=None, hash=False)  # <os><bootmenu>: {enable, timeout}
     # Tuning (fields/guest_tuning.py), each in its YAML shape; None where the XML has none.
     topology: dict[str, Any] | None = field(default=None, hash=False)  # <cpu><topology>
     pinning: dict[str, Any] | None = field(default=None, hash=False)  # <cputune> vcpupin/emulatorpin/iothreadpin

@@ -15,7 +15,16 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from controller.fields.base import Facts, Field, GuestView, call_names, live_ops
-from controller.fields.devices import DISK_FIELDS, NIC_FIELDS, disk_names, item_view, nic_label, spec_nic_label
+from controller.fields.devices import (
+    DISK_FIELDS,
+    NIC_FIELDS,
+    disk_names,
+    disk_source,
+    item_view,
+    nic_label,
+    observed_source,
+    spec_nic_label,
+)
 from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, image_volume, seed_volume
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
@@ -109,9 +118,10 @@ class _Diff:
         self.keep: set[str] = set()  # disk names and NIC MACs the writer must not remove
         self.removes: list[str] = []  # devices this plan detaches ("disk data", "NIC 52:54:…")
 
-    def hold(self, change: FieldChange, device: str | None) -> None:
-        why = ("adopting: the first apply never removes a device" if self.obs.owner is None
-               else "removing a device is destructive: apply --prune does it")
+    def hold(self, change: FieldChange, device: str | None,
+             why: str = "removing a device is destructive: apply --prune does it") -> None:
+        if self.obs.owner is None:
+            why = "adopting: the first apply never removes a device or changes a disk's source"
         self.held.append((change, why))
         if device is not None:
             self.keep.add(device)
@@ -485,6 +495,7 @@ def _disk_changes(d: _Diff) -> None:
                 d.live_work.append((c, disk.name))
             else:
                 d.pending.append((c, "not attached to the running guest"))
+        _source_change(d, disk, cur, pointer)
         _item_changes(d, DISK_FIELDS, disk, cur, running.get(disk.name), pointer)
     wanted = {x.name for x in effective_disks(spec)}
     for name in have:
@@ -509,6 +520,24 @@ def _disk_changes(d: _Diff) -> None:
                 continue
             d.removes.append(f"disk {name}")
             d.live_work.append((c, DetachDisk(live_disk.target)))
+
+
+def _source_change(d: _Diff, disk: Disk, cur: Any, pointer: str) -> None:
+    """A disk whose file or volume the spec changes: the guest loses what it had, so this is
+    destructive like a detach (held without --prune, counted by the mass-deletion guard); the old
+    file or volume stays on the host."""
+    want, have = disk_source(disk, d.facts), observed_source(cur, d.facts)
+    if want is None or have is None or want == have:
+        return  # a new pool (its directory not known yet), a block or network disk, an empty CD-ROM
+    path = f"{pointer}/path" if disk.path else f"{pointer}/pool"
+    change = FieldChange(path, want, have, None, Impact.NEXT_BOOT,
+                         f"destructive: the guest loses {have} (kept on the host)")
+    if not d.may_remove:
+        d.hold(change, disk.name, "changing a disk's source is destructive (the guest loses what it had): "
+               "apply --prune does it")
+        return
+    d.removes.append(f"disk {disk.name} from {have}")
+    d.changes.append(change)
 
 
 def _nic_changes(d: _Diff) -> None:

@@ -88,6 +88,10 @@ class Hostdev(SpecModel):
 class Video(SpecModel):
     model: Literal["virtio", "qxl", "vga", "bochs", "cirrus", "ramfb", "none"] = Field(
         description="Display adapter model.")
+    vram: int | None = Field(default=None, ge=1, description="Video memory in KiB (<model vram>). Left out: "
+                             "the definition's (libvirt's default for the model).")
+    heads: int | None = Field(default=None, ge=1, le=16, description="Number of screens (<model heads>). "
+                              "Left out: the definition's.")
 
 
 class CharDevice(SpecModel):
@@ -106,9 +110,34 @@ class Watchdog(SpecModel):
         default="reset", description="What happens when the guest stops feeding it. Default: reset.")
 
 
+class RngRate(SpecModel):
+    bytes: int = Field(ge=1, description="Bytes the guest may read per period.")
+    period: int | None = Field(default=None, ge=1, description="The period in milliseconds. Default: QEMU's "
+                               "(1000).")
+
+
 class Rng(SpecModel):
     backend: Literal["/dev/urandom", "/dev/random", "/dev/hwrng", "builtin"] = Field(
         default="/dev/urandom", description="The host's entropy source (a virtio-rng device). Default: /dev/urandom.")
+    rate: RngRate | None = Field(default=None, description="Limit on the entropy the guest reads (<rate>). "
+                                 "Left out: the definition's rate, if any, stays.")
+
+
+class Bios(SpecModel):
+    """SeaBIOS options, <os><bios>."""
+
+    use_serial: bool | None = Field(default=None, description="BIOS messages on the serial port (with a "
+                                    "serial: device). Left out: as defined.")
+    reboot_timeout: int | None = Field(default=None, ge=-1, le=65535, description="Milliseconds before a "
+                                       "failed boot is retried; -1: never. Left out: as defined.")
+
+
+class BootMenu(SpecModel):
+    """The firmware's interactive boot menu, <os><bootmenu>."""
+
+    enable: bool = Field(description="Show the boot menu.")
+    timeout: int | None = Field(default=None, ge=0, le=65535, description="Milliseconds the menu waits "
+                                "(with enable: true). Left out: as defined.")
 
 
 class Panic(SpecModel):

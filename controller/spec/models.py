@@ -16,6 +16,8 @@ from pydantic.alias_generators import to_camel
 
 from controller.spec.base import SpecModel
 from controller.spec.devices import (
+    Bios,
+    BootMenu,
     CharDevice,
     Clock,
     Console,
@@ -57,6 +59,7 @@ _SHA256 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 DEFAULT_WINDOW_DURATION = 3600
 DEFAULT_FREQUENT_PERIOD = 900
+AUTO_TAP_NAMES = r"^(vnet|vif|macvtap|macvlan)"  # libvirt's own host-side NIC names (not kept when defined)
 
 
 class Metadata(SpecModel):
@@ -358,6 +361,11 @@ class Interface(SpecModel):
                              "vSwitch bridge (bridge:) and on an SR-IOV VF (direct with mode passthrough).")
     portgroup: Name | None = Field(default=None, description="A portgroup of the network (with network: "
                                    "only).")
+    mtu: int | None = Field(default=None, ge=68, le=65535, description="MTU of the NIC (<mtu size>). "
+                            "Default: the network's or bridge's.")
+    target_dev: InterfaceName | None = Field(
+        default=None, description="Name of the host-side tap device (<target dev>), e.g. Nova's tapXXXX. "
+        "Default: libvirt's (vnetN, vifN.M), which is never kept in the definition.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Interface:
@@ -382,6 +390,14 @@ class Interface(SpecModel):
                 raise FieldError("vlan", f"a direct (macvtap) NIC in mode {self.direct.mode} cannot be tagged "
                                  "by libvirt (only an SR-IOV VF in mode passthrough is): use a VLAN "
                                  "device (eth0.42) as 'dev' instead")
+        return self
+
+    @model_validator(mode="after")
+    def _own_tap_name(self) -> Interface:
+        # libvirt drops these names from a definition (they are its own): a spec naming one would drift
+        if self.target_dev is not None and re.match(AUTO_TAP_NAMES, self.target_dev):
+            raise FieldError("targetDev", f"targetDev {self.target_dev!r} is a name libvirt gives itself "
+                             "(vnet*, vif*, macvtap*, macvlan*) and does not keep: leave it out or choose another")
         return self
 
     @property
@@ -510,6 +526,11 @@ class GuestSpec(SpecModel):
     secure_boot: bool = Field(default=False, description="UEFI Secure Boot with Microsoft keys enrolled (OVMF's "
                               "secure-boot build, SMM on); needs firmware: uefi and machine q35. Default: false.")
     sysinfo: Sysinfo | None = Field(default=None, description="SMBIOS system and base board strings.")
+    smbios: Literal["host", "emulate", "sysinfo"] | None = Field(
+        default=None, description="Where the guest's SMBIOS tables come from (<os><smbios mode>): the host's, "
+        "the hypervisor's, or sysinfo (implied by sysinfo:). Default: the hypervisor's.")
+    bios: Bios | None = Field(default=None, description="SeaBIOS options: useSerial, rebootTimeout.")
+    boot_menu: BootMenu | None = Field(default=None, description="The firmware's boot menu: {enable, timeout}.")
     features: Features | None = Field(default=None, description="Hypervisor features: hyperv enlightenments.")
     clock: Clock | None = Field(default=None, description="Clock offset and timers. Default: utc, libvirt's timers.")
     numa: Numa | None = Field(default=None, description="Guest NUMA cells and host NUMA node bindings.")
@@ -589,6 +610,9 @@ class GuestSpec(SpecModel):
         for i, t in enumerate(targets):
             if t in targets[:i]:
                 raise FieldError(("filesystems", i, "target"), f"mount tag {t!r} is used twice")
+        if self.sysinfo is not None and self.smbios not in (None, "sysinfo"):
+            raise FieldError("smbios", f"smbios {self.smbios} would hide the sysinfo: strings: use smbios: "
+                             "sysinfo or leave it out")
         if self.xen is not None and self.xen.mode == "pv" and self.firmware == "uefi":
             raise FieldError("firmware", "Xen PV guests have no firmware: remove 'firmware: uefi'")
         check_tuning(self)

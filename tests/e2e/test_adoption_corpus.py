@@ -363,3 +363,18 @@ def test_a_running_uefi_guest_is_exported_as_uefi_and_keeps_its_nvram(corpus: Ad
     assert "<os firmware='efi'>" in corpus.after["vi-uefi-tcg"]  # libvirt 9.0 picks the firmware at start
     live = corpus.host.virsh("dumpxml", "vi-uefi-tcg")  # it runs on OVMF, with its NVRAM
     assert "<loader" in live and "<nvram" in live and "vi-uefi-tcg_VARS.fd" in live, live
+
+
+def test_what_libvirt_keeps_beyond_the_devices_is_exported_as_fields(corpus: Adoption) -> None:
+    """SMBIOS mode, SeaBIOS options, boot menu, RNG rate, video vram/heads, NIC MTU and tap name
+    are fields (issue 20): exported, compared, and the plan above was still empty."""
+    legacy = _spec(corpus, "legacy")
+    assert "smbios: emulate" in legacy and "useSerial: true" in legacy and "rebootTimeout: 0" in legacy, legacy
+    assert "bootMenu:\n    enable: true\n    timeout: 3000" in legacy, legacy
+    nova = _spec(corpus, "instance-0000002a")
+    assert "    mtu: 1450\n" in nova and "    targetDev: tap1a2b3c4d-5e\n" in nova, nova
+    assert "rate:\n      bytes: 2048\n      period: 1000" in nova and "smbios: sysinfo" in nova, nova
+    assert "vram: 16384" in _spec(corpus, "appliance") and "vram: 65536" in _spec(corpus, "win10")
+    assert "bootMenu:\n    enable: true\n    timeout: 60" in _spec(corpus, "kcli-vm")
+    # a running guest's tap is libvirt's own name (vnetN): never exported
+    assert "targetDev" not in _spec(corpus, "tf-web") and "vnet" in corpus.host.virsh("domiflist", "tf-web")

@@ -3,6 +3,7 @@ apply examples/xen, drift after an out-of-band destroy, repair, prune; snapshots
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,69 @@ spec: {host: xen1, xen: {mode: hvm}, memory: 256MiB}
     proc = virtsync("plan", str(specs), "--connect", xen.uri, timeout=300)
     ok(proc, 1)
     assert "host xen1 cannot run Xen HVM guests" in proc.stdout and "'hvm'" in proc.stdout
+
+
+XEN_CORPUS = {"xenpv-web": "xen-pv-bridge.xml", "xenpv-grub": "xen-pv-pygrub.xml"}
+
+
+def test_xen_pv_corpus_guests_are_exported_adopted_and_apply_changes_nothing(xen: XenHost, tmp_path: Path) -> None:
+    """Issue 20's Xen PV shape (tests/corpus/adoption/xen-pv-*.xml): a direct-kernel-boot guest
+    and a pygrub guest with an xvda disk, both with a bridge NIC and its vif script, defined on the
+    real Xen host (libxl's own reading of them is the baseline) → export → validate → plan exit 0 →
+    adopt → apply: the persistent XML is unchanged apart from the ownership element. Defined, not
+    started: a start costs 75–150 s on a loaded machine under TCG (and libxl's hotplug sometimes
+    times out there); test_apply_examples_xen already runs a PV guest."""
+    import libvirt
+
+    from tests.e2e.test_adoption_corpus import CORPUS, OWNER_NS, canonical
+
+    conn = libvirt.open(xen.uri)
+    net = pool = None
+    try:
+        # what the corpus names: the bridge xenbr0 (here a libvirt network's), the pygrub guest's disk
+        net = conn.networkDefineXML("<network><name>xcorp</name><bridge name='xenbr0' stp='off'/></network>")
+        net.create()
+        pool = conn.storagePoolDefineXML("<pool type='dir'><name>xcorp-images</name><target>"
+                                         "<path>/var/lib/libvirt/images</path></target></pool>")
+        pool.build(0)
+        pool.create()
+        if "xenpv-grub.img" not in pool.listVolumes():
+            pool.createXML("<volume><name>xenpv-grub.img</name><capacity unit='M'>16</capacity>"
+                           "<target><format type='raw'/></target></volume>")
+        for file in XEN_CORPUS.values():
+            dom = conn.defineXML((CORPUS / file).read_text())
+            conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))  # libxl's fixed point
+        before = {n: conn.lookupByName(n).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) for n in XEN_CORPUS}
+        tree = tmp_path / "tree"
+        # an instance of its own: what the module's other tests made (instance default) is not this tree's
+        own = ("--instance", "xcorp")
+        ok(virtsync("export", "--connect", xen.uri, "--host", "xen1", *XEN_CORPUS, "-o", f"{tree}/", *own,
+                    timeout=300))
+        web, grub = ((tree / f"guest-{n}.yaml").read_text() for n in XEN_CORPUS)
+        assert "xen:\n    mode: pv" in web and "kernel: /var/lib/libvirt/boot/vmlinuz" in web, web
+        assert "- bridge: xenbr0\n    mac: 00:16:3e:2a:7c:01" in web and "ignore" not in web, web
+        assert "path: /var/lib/libvirt/images/xenpv-grub.img" in grub and "bus: xen" in grub, grub
+        assert "model: netfront" in grub and "input" not in grub and "video" not in grub, grub
+        ok(virtsync("validate", str(tree), timeout=120))
+        assert "No changes" in ok(virtsync("plan", str(tree), *own, timeout=300))
+        adopted = ok(virtsync("adopt", str(tree), "--yes", *own, timeout=300))
+        assert "adopt Guest xenpv-web on xen1" in adopted and "adopt Guest xenpv-grub on xen1" in adopted, adopted
+        proc = virtsync("apply", str(tree), "--yes", *own, timeout=300)
+        ok(proc)
+        assert "Apply: 0 created, 0 updated" in proc.stderr + proc.stdout, proc.stderr
+        for name, xml in before.items():
+            after = conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            assert OWNER_NS in after, f"{name} not adopted"
+            assert canonical(after) == canonical(xml), f"{name} changed:\n{xml}\n---\n{after}"
+            assert "<script path='vif-bridge'/>" in after
+    finally:
+        for name in XEN_CORPUS:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).undefine()
+        for obj in (pool, net):
+            if obj is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    obj.destroy()
+                with contextlib.suppress(libvirt.libvirtError):
+                    obj.undefine()
+        conn.close()
