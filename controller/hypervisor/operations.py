@@ -405,10 +405,11 @@ class HostOps:
                 pool.refresh(0)
                 names = [v.name() for v in pool.listAllVolumes(0)]
                 others = [n for n in names if n != marker_volume(instance)]
-                if others:
+                # an iSCSI pool's volumes are the target's LUNs: undefining the pool leaves them be
+                if others and parse(pool.XMLDesc(0)).get("type") not in ("iscsi", "iscsi-direct"):
                     raise OperationFailed(f"pool {name} still holds volumes: {', '.join(others)}",
                                           host=self.host)
-                if names:
+                if marker_volume(instance) in names:
                     pool.storageVolLookupByName(marker_volume(instance)).delete(0)
                 pool.destroy()
             pool.undefine()

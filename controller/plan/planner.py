@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from controller.model.state import HostState, ResourceKey
+from controller.model.state import HostState, ObservedPool, ResourceKey, pool_uuid
 from controller.plan.actions import (
     Action,
     DeleteGuest,
@@ -31,6 +31,7 @@ from controller.plan.scope import declared_elsewhere
 from controller.plan.secrets import plan_secrets
 from controller.plan.storage import plan_pool
 from controller.spec.models import Network, StoragePool
+from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.specset import SpecSet
 
 DEFAULT_MAX_DELETIONS = 10
@@ -212,6 +213,12 @@ def _guest_info(host: HostState, name: str) -> dict[str, object]:
     return info
 
 
+def _ours_by_uuid(obj: object, name: str, instance: str) -> bool:
+    """A pool that takes no marker volume (its volumes are not files) is ours by the UUID we gave it."""
+    return (isinstance(obj, ObservedPool) and obj.owner is None and obj.type not in FILE_POOL_TYPES
+            and obj.uuid == pool_uuid(instance, name))
+
+
 def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
                    ) -> tuple[list[ResourceKey], list[ResourceKey]]:
     """Owned objects gone from the specs, and objects virtsync does not own."""
@@ -231,7 +238,7 @@ def _extra_objects(specs: SpecSet, host: HostState, opts: PlanOptions
                 continue
             owner = getattr(obj, "owner", None)
             key = ResourceKey(host.host, kind, name)
-            if owner is not None and owner.instance == opts.instance:
+            if (owner is not None and owner.instance == opts.instance) or _ours_by_uuid(obj, name, opts.instance):
                 extra.append(key)
             else:
                 unmanaged.append(key)

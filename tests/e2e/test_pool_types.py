@@ -263,3 +263,10 @@ def test_an_iscsi_direct_pool_logs_in_to_a_userspace_target_with_chap_from_a_sec
         (both / "secret.yaml").write_text(_iscsi_specs(host, tmp_path, secret_file).split("---\n")[1])
         again = ok(virtsync("plan", str(both)))
         assert "No changes" in again, again
+
+        # gone from the specs: pruned (virtsync knows it by its UUID), the target's LUN left as it was
+        (specs / "lab.yaml").write_text(_host_doc(host, tmp_path))
+        pruned = virtsync("apply", str(specs), "--yes", "--prune")
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "san" not in host.virsh("pool-list", "--all", "--name").split()
+        assert lun.stat().st_size == 32 * 2**20
