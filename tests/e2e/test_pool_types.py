@@ -239,6 +239,7 @@ def test_an_iscsi_direct_pool_logs_in_to_a_userspace_target_with_chap_from_a_sec
         (specs / "lab.yaml").write_text(_iscsi_specs(host, tmp_path, secret_file))
         failed = virtsync("apply", str(specs), "--yes")
         assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "Authentication failure" in failed.stdout + failed.stderr, "tgtd refused the wrong CHAP secret"
         assert "san" not in host.virsh("pool-list", "--all", "--name").split()
 
         secret_file.write_text(password + "\n")
