@@ -61,14 +61,30 @@ def test_service_reaction_times(host: HermeticHost, tmp_path: Path) -> None:
         drift_seen = time.perf_counter() - t
     finally:
         svc.stop()
+    # Heal (issue 17, target 3): the same guest's raw create(), the service stopped.
+    raw_creates = []
+    conn = host.connect()
+    try:
+        dom = conn.lookupByName("web")
+        for _ in range(5):
+            if dom.isActive():
+                dom.destroy()
+            t = time.perf_counter()
+            dom.create()
+            raw_creates.append(time.perf_counter() - t)
+    finally:
+        conn.close()
     med = statistics.median(saves)
     print(f"\nspec saved → applied on the host: median {med:.3f} s, max {max(saves):.3f} s over 20 "
           f"(target median < 0.5 s; ratio {med / 0.5:.2f})")
     print(f"virsh destroy → running again: median {statistics.median(restarts):.3f} s, "
-          f"max {max(restarts):.3f} s (target < 2 s)")
+          f"max {max(restarts):.3f} s (target < 2 s); raw create() of the same guest: median "
+          f"{statistics.median(raw_creates):.3f} s (heal ratio "
+          f"{statistics.median(restarts) / statistics.median(raw_creates):.2f}, target ≤ 1.5)")
     print(f"out-of-band change on a report-only guest → drift in /status: {drift_seen:.3f} s (target < 1 s)")
     assert med < 0.5
     assert max(restarts) < 2.0
+    assert statistics.median(restarts) <= 1.5 * statistics.median(raw_creates)
     assert drift_seen < 1.0
 
 
