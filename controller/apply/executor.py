@@ -293,7 +293,7 @@ def _update_network(run: _HostRun, a: act.UpdateNetwork) -> str:
             if target == "live":
                 continue
             target = "config"
-        run.ops.network_update(name, edit.command, edit.section, edit.xml, target)
+        run.ops.network_update(name, edit.command, edit.section, edit.xml, target, edit.parent)
         done.append(f"{edit.command} {edit.section} ({target})")
     if a.autostart is not None:
         run.ops.set_network_autostart(name, a.autostart)

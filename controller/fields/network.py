@@ -85,6 +85,8 @@ class LiveList:
     element: Callable[[Any], etree._Element]  # the item's XML, as networkUpdate takes it
     modify: bool  # libvirt modifies an item in place; else a changed item is deleted and added
     effect: str  # what the running network goes through, for the plan
+    items: Callable[[Any], tuple[Any, ...]] = tuple  # the field's value as the list's items
+    parent: Callable[[NetworkConfig], int] | None = None  # the <ip> an item is under (parentIndex)
 
 
 def _refuse_hostdev(spec: NetworkSpec, caps: HostCapabilities, host: str) -> str | None:
@@ -155,6 +157,9 @@ LIVE_LISTS: dict[str, LiveList] = {
                            "new ports take it; dnsmasq and the bridge are untouched"),
     "devices": LiveList("forward-interface", lambda d: d, items.forward_interface_element, False,
                         "the pool's devices change; NICs in use stay"),
+    "ipv6.dhcp": LiveList("range", lambda _r: "range", items.range_element, False,
+                          "libvirt restarts dnsmasq (its config file); the bridge stays",
+                          items=lambda v: (v,) if v else (), parent=lambda c: c.extras.ipv6_index),
 }
 
 
@@ -229,9 +234,11 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           want=lambda s, _f: s.ipv6.address if s.ipv6 else None, have=lambda c, _o: c.extras.ipv6_address,
           is_declared=_part("ipv6", "address"), export=lambda v: v or None,
           samples=("fd00:150::1/64", "fd00:151::1/64")),
-    Field("ipv6.dhcp", "DHCPv6 range: the network is recreated (libvirt's networkUpdate reaches the "
-          "first IPv4 range only)", Impact.RECREATE, shows_live=False, pointer="/spec/ipv6/dhcp",
+    Field("ipv6.dhcp", "DHCPv6 range: networkUpdate (delete + add, on the IPv6 <ip>) where the network "
+          "has one, else recreate", Impact.LIVE, shows_live=False, pointer="/spec/ipv6/dhcp",
           xpaths=("/network/ip[@family='ipv6']/dhcp",), is_declared=_part("ipv6", "dhcp"),
+          impact_of=lambda v: Impact.LIVE if v.persistent.extras.ipv6_dhcp else Impact.RECREATE,
+          note="networkUpdate ip-dhcp-range (parentIndex: the IPv6 <ip>)",
           want=lambda s, _f: (s.ipv6.dhcp.start, s.ipv6.dhcp.end) if s.ipv6 and s.ipv6.dhcp else None,
           have=lambda c, _o: c.extras.ipv6_dhcp, show=lambda v: "-".join(v) if v else None,
           export=lambda v: {"start": v[0], "end": v[1]} if v else None,

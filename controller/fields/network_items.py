@@ -80,6 +80,7 @@ def read_extras(root: etree._Element, libvirt_mode: str, has_bridge: bool) -> Ne
             devices = (fwd.get("dev", ""),)
     pf = fwd.find("pf") if fwd is not None else None
     vp = root.find("virtualport")
+    ips = root.findall("ip")
     ip6 = ipv6_element(root)
     address6 = dhcp6 = None
     if ip6 is not None and ip6.get("address"):
@@ -96,6 +97,7 @@ def read_extras(root: etree._Element, libvirt_mode: str, has_bridge: bool) -> Ne
         vlan=read_vlan(root),
         ipv6_address=address6,
         ipv6_dhcp=dhcp6,
+        ipv6_index=ips.index(ip6) if ip6 is not None else -1,
         dns_hosts=tuple(DnsHostState(h.get("ip", ""), tuple(n.text or "" for n in h.findall("hostname")))
                         for h in dns.findall("host")) if dns is not None else (),
         dns_forwarders=tuple(f.get("addr", "") for f in dns.findall("forwarder") if f.get("addr"))
@@ -198,6 +200,10 @@ def portgroup_element(p: PortgroupState) -> etree._Element:
     if p.bandwidth is not None:
         el.append(bandwidth_element(p.bandwidth))
     return el
+
+
+def range_element(r: tuple[str, str]) -> etree._Element:
+    return etree.Element("range", start=r[0], end=r[1])
 
 
 def forward_interface_element(dev: str) -> etree._Element:

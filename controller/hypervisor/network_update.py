@@ -37,15 +37,18 @@ TARGETS: dict[str, int] = {
 NO_MODIFY = frozenset({"range", "dns-host", "dns-srv", "dns-txt", "forward-interface"})
 
 
-def call_args(command: str, section: str, xml: str, target: str) -> tuple[int, int, int, str, int]:
-    """virNetwork.update's arguments: (command, section, parentIndex, xml, flags). parentIndex -1
-    is the first IPv4 <ip> for DHCP sections and unused by the others."""
+def call_args(command: str, section: str, xml: str, target: str, parent: int = -1
+              ) -> tuple[int, int, int, str, int]:
+    """virNetwork.update's arguments: (command, section, parentIndex, xml, flags). For the DHCP
+    sections parentIndex is the <ip> by position (the IPv6 one for a DHCPv6 range); -1 is the
+    first IPv4 <ip>, and the other sections ignore it."""
     if command == "modify" and section in NO_MODIFY:
         raise ValueError(f"libvirt cannot modify a {section} in place: delete it and add it")
-    return COMMANDS[command], SECTIONS[section], -1, xml, TARGETS[target]
+    return COMMANDS[command], SECTIONS[section], parent, xml, TARGETS[target]
 
 
-def update(net: libvirt.virNetwork, host: str, command: str, section: str, xml: str, target: str) -> None:
-    cmd, sec, parent, fragment, flags = call_args(command, section, xml, target)
+def update(net: libvirt.virNetwork, host: str, command: str, section: str, xml: str, target: str,
+           parent: int = -1) -> None:
+    cmd, sec, parent, fragment, flags = call_args(command, section, xml, target, parent)
     with libvirt_call(host, f"update network {net.name()} ({command} {section}, {target})"):
         net.update(cmd, sec, parent, fragment, flags)

@@ -311,8 +311,9 @@ class HostOps:
             if net.isPersistent():
                 net.undefine()
 
-    def network_update(self, name: str, command: str, section: str, xml: str, target: str) -> None:
-        network_update.update(self._net(name), self.host, command, section, xml, target)
+    def network_update(self, name: str, command: str, section: str, xml: str, target: str,
+                       parent: int = -1) -> None:
+        network_update.update(self._net(name), self.host, command, section, xml, target, parent)
 
     def network_active(self, name: str) -> bool:
         with libvirt_call(self.host, f"read network {name}"):

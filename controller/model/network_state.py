@@ -62,6 +62,7 @@ class NetworkExtras:
     vlan: VlanState | None = None
     ipv6_address: str | None = None  # "fd00:150::1/64"
     ipv6_dhcp: tuple[str, str] | None = None  # (start, end)
+    ipv6_index: int = -1  # the IPv6 <ip>'s position among the <ip> elements (networkUpdate's parentIndex)
     dns_hosts: tuple[DnsHostState, ...] = ()
     dns_forwarders: tuple[str, ...] = ()
     dns_srv: tuple[DnsSrvState, ...] = ()

@@ -218,6 +218,7 @@ class NetworkEdit:
     section: str  # dns-host | dns-srv | dns-txt | portgroup | forward-interface (network_update.py)
     xml: str  # the item's element
     target: str  # config | live | both
+    parent: int = -1  # DHCP sections: the <ip> (by position) the item is under; -1: the first IPv4 one
 
     def as_json(self) -> dict[str, Any]:
         return fields_json(self)

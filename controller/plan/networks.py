@@ -45,27 +45,30 @@ def lease_updates(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ..
     return ops
 
 
-def list_edits(ll: LiveList, want: tuple[Any, ...], have: tuple[Any, ...], target: str) -> list[NetworkEdit]:
+def list_edits(ll: LiveList, want: tuple[Any, ...], have: tuple[Any, ...], target: str,
+               parent: int = -1) -> list[NetworkEdit]:
     """networkUpdate operations turning the items ``have`` into ``want``, keyed as ``ll`` says:
     removals first (a port group losing its default before another takes it), then changes, then
     additions; a changed item libvirt cannot modify is deleted and added again."""
     w = {ll.key(x): x for x in want}
     h = {ll.key(x): x for x in have}
-    gone = [NetworkEdit("delete", ll.section, fragment(ll.element(x)), target) for k, x in h.items() if k not in w]
+
+    def edit(command: str, item: Any) -> NetworkEdit:
+        return NetworkEdit(command, ll.section, fragment(ll.element(item)), target, parent)
+
+    gone = [edit("delete", x) for k, x in h.items() if k not in w]
     changed = [k for k in w if k in h and w[k] != h[k]]
     if ll.modify:
-        edits = [NetworkEdit("modify", ll.section, fragment(ll.element(w[k])), target) for k in changed]
+        edits = [edit("modify", w[k]) for k in changed]
     else:
-        edits = [NetworkEdit(cmd, ll.section, fragment(ll.element(x)), target)
-                 for k in changed for cmd, x in (("delete", h[k]), ("add", w[k]))]
-    new = [NetworkEdit("add", ll.section, fragment(ll.element(x)), target) for k, x in w.items() if k not in h]
-    return gone + edits + new
+        edits = [edit(cmd, x) for k in changed for cmd, x in (("delete", h[k]), ("add", w[k]))]
+    return gone + edits + [edit("add", x) for k, x in w.items() if k not in h]
 
 
 def _both(config: list[NetworkEdit], live: list[NetworkEdit]) -> list[NetworkEdit]:
     """One call per item where the definition and the running network need the same edit."""
     if [(e.command, e.xml) for e in config] == [(e.command, e.xml) for e in live]:
-        return [NetworkEdit(e.command, e.section, e.xml, "both") for e in config]
+        return [NetworkEdit(e.command, e.section, e.xml, "both", e.parent) for e in config]
     return config + live
 
 
@@ -116,8 +119,11 @@ def plan_network(net: Network, host: HostState, opts: PlanOptions) -> NetworkPla
             changes.append(FieldChange(f.path, f.show(want), f.show(have), running, impact, note,
                                        call=", ".join(f.calls) if impact == Impact.LIVE and obs.active else ""))
             if ll is not None and impact == Impact.LIVE:
-                config = list_edits(ll, want, have, "config")
-                live_ops = list_edits(ll, want, running_have, "live") if running_have is not None else []
+                config = list_edits(ll, ll.items(want), ll.items(have), "config",
+                                    ll.parent(obs.config) if ll.parent else -1)
+                live_ops = list_edits(ll, ll.items(want), ll.items(running_have), "live",
+                                      ll.parent(view.live) if ll.parent and view.live else -1) \
+                    if running_have is not None else []
                 edits += _both(config, live_ops) if running_have is not None else config
     # like the network's other written fields, a patch lands by a recreate from the observed definition
     changes += patch_changes(obs.xml, net.spec.xml_patches, Impact.RECREATE)

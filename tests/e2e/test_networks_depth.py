@@ -216,6 +216,18 @@ def test_a_dual_stack_network_serves_dhcpv6_and_takes_dns_leases_and_portgroups_
     leases = host.path_outside("/var/lib/libvirt/dnsmasq/lab.hostsfile").read_text()
     assert "52:54:00:15:00:22,192.168.150.22,printer" in leases, leases
 
+    # the DHCPv6 range moves live too (networkUpdate on the IPv6 <ip>): libvirt restarts dnsmasq
+    # for a range, never the bridge
+    moved = _dual(LEASE, LIVE_ADDITIONS).replace('"fd00:150::100", end: "fd00:150::1ff"',
+                                                 '"fd00:150::200", end: "fd00:150::2ff"')
+    _write(specs, _host_doc(host), moved, _guest_doc("g1", "52:54:00:15:00:01", "lab"))
+    out = _apply_then_no_changes(specs)
+    assert "update-network Network lab (live)" in out and "recreate-network" not in out, out
+    conf = host.path_outside("/var/lib/libvirt/dnsmasq/lab.conf").read_text()
+    assert re.search(r"^dhcp-range=fd00:150::200,fd00:150::2ff", conf, re.M), conf
+    assert _ifindex(host, "virbr-lab") == bridge, "the bridge was recreated"
+    assert _netns(host, "cat", f"/sys/class/net/{tap}/master/ifindex").strip() == str(bridge)
+
     _export_then_no_changes(host, tmp_path)
 
 

@@ -239,3 +239,19 @@ def test_a_network_libvirt_would_refuse_is_refused_at_its_file_line_and_column(
     offset = text.index(at)
     line = text.count("\n", 0, offset) + 1
     assert err.file == str(path) and err.line == line, (err.render(), line)
+
+
+def test_a_dhcpv6_range_change_is_live_on_the_ipv6_ip_and_a_first_one_is_a_recreate() -> None:
+    spec = SPECS["network-dual-stack"]
+    state = _observed(network_xml("n", _network(spec).spec, OWNER, UUID))
+    moved = {**spec, "ipv6": {**spec["ipv6"], "dhcp": {"start": "fd00:150::200", "end": "fd00:150::2ff"}}}
+    (action,) = plan_network(_network(moved), state, PlanOptions()).actions
+    assert isinstance(action, UpdateNetwork)
+    assert [(e.command, e.section, e.xml, e.target, e.parent) for e in action.edits] == [
+        ("delete", "range", '<range start="fd00:150::100" end="fd00:150::1ff"/>', "both", 1),
+        ("add", "range", '<range start="fd00:150::200" end="fd00:150::2ff"/>', "both", 1)]
+    assert network_update.call_args("add", "range", "<range/>", "both", 1)[2] == 1  # parentIndex
+    bare = {**spec, "ipv6": {"address": "fd00:150::1/64"}}
+    state = _observed(network_xml("n", _network(bare).spec, OWNER, UUID))
+    (action,) = plan_network(_network(spec), state, PlanOptions()).actions
+    assert action.op == "recreate-network"
