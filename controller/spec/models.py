@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, WithJsonSchema, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 from controller.spec.base import SpecModel
@@ -35,7 +35,7 @@ from controller.spec.devices import (
 from controller.spec.guest_tuning import CpuPinning, CpuTopology, CpuTune, MemoryBacking, Numa, check_tuning
 from controller.spec.network_parts import Dns, NetworkIPv6, Portgroup, Vlan, check_network_parts
 from controller.spec.patches import XmlPatch
-from controller.spec.pool_sources import PoolSource, PoolType, check_pool, default_build
+from controller.spec.pool_sources import PoolSource, PoolType, check_pool, default_build, schema_rules
 from controller.spec.tuning import Bandwidth, DirectSource, IoTune
 from controller.spec.types import (
     DURATION_PATTERN,
@@ -220,6 +220,8 @@ class NetworkSpec(SpecModel):
 
 
 class StoragePoolSpec(SpecModel):
+    model_config = ConfigDict(**SpecModel.model_config, json_schema_extra=schema_rules)
+
     host: Name
     type: PoolType = Field(default="dir", description="Pool type: dir, fs (a block device with a filesystem), "
                            "netfs (NFS), logical (LVM volume group), iscsi, iscsi-direct (libiscsi, no kernel "

@@ -9,7 +9,7 @@ is named there instead of being dropped or reaching libvirt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -146,3 +146,26 @@ def default_build(pool_type: str) -> bool:
     """dir pools make their directory by default (it overwrites nothing); every other type is built
     only when the spec says build: true."""
     return pool_type == "dir"
+
+
+def schema_rules(schema: dict[str, Any]) -> None:
+    """The JSON Schema's per-type rules (if type is T, then…), so editors flag a source field a
+    type lacks or does not take, as validate does."""
+    rules: list[dict[str, Any]] = []
+    for pool_type, rule in POOL_TYPES.items():
+        takes = list(rule.needs + rule.may)
+        source: dict[str, Any] = {"propertyNames": {"enum": takes}} if takes else {"type": "null"}
+        if rule.needs:
+            source["required"] = list(rule.needs)
+        then: dict[str, Any] = {"properties": {"source": source}}
+        required = (["source"] if rule.needs else []) + (["path"] if rule.path == "required" else [])
+        if required:
+            then["required"] = required
+        if rule.path == "none":
+            then["not"] = {"required": ["path"]}
+        # dir is also the type of a pool that names none
+        when: dict[str, Any] = {"properties": {"type": {"const": pool_type}}}
+        if pool_type != "dir":
+            when["required"] = ["type"]
+        rules.append({"if": when, "then": then})
+    schema["allOf"] = rules

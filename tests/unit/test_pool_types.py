@@ -249,3 +249,32 @@ def test_a_block_pool_of_ours_is_known_by_its_uuid_and_never_marked() -> None:
                                                  **CASES["iscsi-direct"]}})
     refused = plan_pool(adopt, HostState("h1", "qemu:///system", host.caps, pools={"p": other}), PlanOptions())
     assert refused.actions == [] and "cannot be adopted" in refused.problems[0].message
+
+
+# ------------------------------------------------------------------ the JSON Schema says the same
+
+
+def _schema_errors(spec: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    from controller.spec.schema import spec_schema
+
+    doc = {"apiVersion": "virtsync/v1", "kind": "StoragePool", "metadata": {"name": "p"}, "spec": spec}
+    return [e.message for e in jsonschema.Draft202012Validator(spec_schema()).iter_errors(doc)]
+
+
+@pytest.mark.parametrize("pool_type", sorted(CASES))
+def test_each_types_case_fits_the_json_schema(pool_type: str) -> None:
+    assert _schema_errors({"host": "h1", "type": pool_type, **CASES[pool_type]}) == []
+
+
+@pytest.mark.parametrize("spec", [
+    {"host": "h1", "type": "logical", "source": {"name": "vg0", "dir": "/export"}},  # a netfs field
+    {"host": "h1", "type": "fs", "path": "/srv/fs"},  # no source.device
+    {"host": "h1", "type": "rbd", "path": "/srv", "source": {"name": "v", "monitors": [{"host": "m"}]}},
+    {"host": "h1", "source": {"device": "/dev/sdb"}},  # a dir pool (no type) has no source
+], ids=["foreign-field", "missing-field", "path-on-rbd", "source-on-dir"])
+def test_the_json_schema_refuses_what_validate_refuses(spec: dict[str, Any]) -> None:
+    assert _schema_errors(spec), "the schema accepted it"
+    with pytest.raises(ValueError):
+        StoragePoolSpec.model_validate(spec)
