@@ -13,6 +13,7 @@ reconciled in full.
 from __future__ import annotations
 
 import hashlib
+import time
 import zlib
 from collections.abc import Mapping
 
@@ -53,6 +54,7 @@ class HostFingerprints:
         self.slices = max(1, slices)
         self._pass = 0
         self._xml: dict[str, str] = {}  # domain UUID → digest of its definitions, as last read
+        self.cpu_seconds = 0.0  # CPU of the last pass, on whichever thread made it
 
     def read(self, conn: libvirt.virConnect) -> dict[Key, str]:
         """One pass: (kind, name) → digest of every domain, network and pool of the host. On a
@@ -65,6 +67,13 @@ class HostFingerprints:
         return self._read(conn)
 
     def _read(self, conn: libvirt.virConnect) -> dict[Key, str]:
+        started = time.thread_time()  # this thread's CPU: the pass may run on a deadline worker
+        try:
+            return self._read_all(conn)
+        finally:
+            self.cpu_seconds = time.thread_time() - started
+
+    def _read_all(self, conn: libvirt.virConnect) -> dict[Key, str]:
         this = self._pass % self.slices
         self._pass += 1
         out: dict[Key, str] = {}

@@ -57,7 +57,7 @@ class LightResync:
 
     def run_pass(self, specs: SpecSet, mine: Callable[[str], bool]) -> set[ResourceKey]:
         """Fingerprint every held host of ``specs``; queue and return the declared objects that changed."""
-        started, cpu = time.monotonic(), time.thread_time()
+        started, cpu = time.monotonic(), 0.0
         queued: set[ResourceKey] = set()
         errors: list[str] = []
         count = 0
@@ -72,6 +72,8 @@ class LightResync:
             except Exception as exc:  # unreachable now: its own reconcile reports it
                 errors.append(f"{name}: {exc}")
                 continue
+            finally:
+                cpu += fp.cpu_seconds
             count += len(now)
             before = self._last.get(name)
             self._last[name] = now
@@ -85,7 +87,7 @@ class LightResync:
                 if key in declared:  # the full resync handles what the specs do not name
                     queued.add(key)
                     self.enqueue(key)
-        self.stats = PassStats(datetime.now(UTC), time.monotonic() - started, time.thread_time() - cpu,
+        self.stats = PassStats(datetime.now(UTC), time.monotonic() - started, cpu,
                                count, len(queued), self.stats.queued_total + len(queued), "; ".join(errors))
         return queued
 

@@ -135,7 +135,7 @@ def test_idle_service_with_1000_guests_is_cheap(host: HermeticHost, tmp_path: Pa
     print(f"\n1,000 managed guests, idle for 60 s: {cpu * 100:.2f}% of one core (target < 2%), "
           f"RSS {rss:.0f} MB (target < 300 MB; ratio {rss / 300:.2f}); libvirtd {daemon_cpu * 100:.2f}%")
     print(f"  light resync every {light['intervalSeconds']:g} s: last pass {light['lastPassSeconds']:.3f} s "
-          f"({light['lastPassCpuSeconds']:.3f} s CPU of its thread) over {light['objects']} objects")
+          f"({light['lastPassCpuSeconds']:.3f} s CPU) over {light['objects']} objects")
     print(f"  setmem --config (no event) of one guest → repaired in {repaired:.1f} s (target ≤ 15 s; load "
           f"average {os.getloadavg()[0]:.1f})")
     assert cpu < 0.02
