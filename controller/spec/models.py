@@ -385,9 +385,10 @@ class Interface(SpecModel):
             raise FieldError("queues", f"multiqueue needs model virtio, not {self.model}")
         if self.vlan is not None:
             if self.network is not None:
-                raise FieldError("vlan", "libvirt's virtual networks (every kind: Network mode) do not tag "
-                                 "VLANs: put the NIC on an Open vSwitch bridge with 'bridge', or use a "
-                                 "VLAN device (eth0.42) as the network's or a direct NIC's device")
+                raise FieldError("vlan", "a NIC on a kind: Network takes its VLAN from the network: give an "
+                                 "Open vSwitch (virtualport: openvswitch) or hostdev network a portgroup "
+                                 "with vlan: {tags: [N]} and the NIC portgroup: NAME (or the network a vlan "
+                                 "of its own); else use a VLAN device (eth0.42) as the network's device")
             if self.direct is not None and self.direct.mode != "passthrough":
                 raise FieldError("vlan", f"a direct (macvtap) NIC in mode {self.direct.mode} cannot be tagged "
                                  "by libvirt (only an SR-IOV VF in mode passthrough is): use a VLAN "

@@ -255,3 +255,14 @@ def test_a_dhcpv6_range_change_is_live_on_the_ipv6_ip_and_a_first_one_is_a_recre
     state = _observed(network_xml("n", _network(bare).spec, OWNER, UUID))
     (action,) = plan_network(_network(spec), state, PlanOptions()).actions
     assert action.op == "recreate-network"
+
+
+def test_a_vlan_on_a_network_nic_is_refused_pointing_at_the_networks_portgroups(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    text = ("apiVersion: virtsync/v1\nkind: Host\nmetadata: {name: h1}\nspec: {uri: 'test:///x'}\n---\n"
+            "apiVersion: virtsync/v1\nkind: Guest\nmetadata: {name: g}\nspec:\n  host: h1\n"
+            "  interfaces:\n    - {network: ovs, vlan: 42}\n")
+    path.write_text(text)
+    (err,) = [e for e in load_specs([path]).errors if "vlan" in e.message]
+    assert "portgroup" in err.message and "virtualport: openvswitch" in err.message, err.render()
+    assert (err.line, err.column) == (12, text.splitlines()[11].index("42") + 1), err.render()  # its value
