@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 from typing import Any
 
 import libvirt
@@ -25,6 +26,7 @@ from controller.model.state import (
     ObservedGuest,
     ObservedNetwork,
     ObservedPool,
+    ObservedSecret,
     pool_uuid,
 )
 from controller.spec.models import Interface
@@ -36,7 +38,7 @@ def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tuple[str, str], str] | None = None,
-               comments: list[str] | None = None) -> dict[str, Any]:
+               comments: list[str] | None = None, secret_names: dict[str, str] | None = None) -> dict[str, Any]:
     """A Guest spec that plans no change against ``g``: every field the registry can export (a
     NIC's source, network, bridge or direct, too). A device the spec cannot describe yet is never
     dropped: its list is put under ``ignore`` (so the plan leaves it alone) and ``comments`` says why."""
@@ -51,6 +53,9 @@ def guest_spec(host: str, g: ObservedGuest, owned: bool, volume_paths: dict[tupl
             _put(spec, f.path, value)
     if cfg.virt_type == "xen":
         spec["xen"] = {"mode": xen_mode(cfg.os_type)}
+    tpm_secret = (secret_names or {}).get((cfg.tpm or {}).get("encryption", ""))
+    if "tpm" in spec and tpm_secret:  # encrypted with a secret virtsync made: named by its Secret
+        spec["tpm"]["encryptionSecretRef"] = tpm_secret
     ignore: list[str] = []
     disks = []
     for d in cfg.disks:
@@ -251,10 +256,13 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
     for n in chosen_nets:
         owned = n.owner is not None and n.owner.instance == instance
         docs.append((_doc("Network", n.name, network_spec(host, n, owned)), []))
+    host_secrets = observe_secrets(conn, host) or {}
+    ours = {o.uuid: o.owner_name for o in host_secrets.values() if o.owner_name and o.owner_instance == instance}
     for g in chosen_guests:
         owned = g.owner is not None and g.owner.instance == instance
         notes: list[str] = []
-        docs.append((_doc("Guest", g.name, guest_spec(host, g, owned, volume_paths, notes)), notes))
+        docs.append((_doc("Guest", g.name, guest_spec(host, g, owned, volume_paths, notes, ours)), notes))
+    docs += secret_docs(host_secrets, host, instance, _secret_refs(docs), everything)
     missing = wanted - {g.name for g in chosen_guests} - {n.name for n in chosen_nets} - {p.name for p in chosen_pools}
     if missing:
         from controller.errors import ObjectNotFound
@@ -266,6 +274,57 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
 def _secret_names(conn: libvirt.virConnect, host: str) -> dict[str, str]:
     """UUID → the kind: Secret name of the libvirt secrets virtsync made on the host."""
     return {o.uuid: o.owner_name for o in (observe_secrets(conn, host) or {}).values() if o.owner_name}
+
+
+_SECRET_USAGES = ("volume", "ceph", "iscsi", "tls", "vtpm")
+
+
+def _secret_refs(docs: list[tuple[dict[str, Any], list[str]]]) -> set[str]:
+    """The Secrets the exported objects name: a TPM's encryption, a pool's auth."""
+    out = set()
+    for doc, _notes in docs:
+        spec = doc["spec"]
+        for ref in ((spec.get("tpm") or {}).get("encryptionSecretRef"),
+                    ((spec.get("source") or {}).get("auth") or {}).get("secretRef")):
+            if isinstance(ref, str):
+                out.add(ref)
+    return out
+
+
+def _free_name(usage: str, usage_id: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{usage}-{usage_id}").strip("-._")[:56] or usage
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def secret_docs(observed: dict[str, ObservedSecret], host: str, instance: str, referenced: set[str],
+                everything: bool) -> list[tuple[dict[str, Any], list[str]]]:
+    """A kind: Secret *reference* per libvirt secret with a usage (every one with ``everything``,
+    else those the exported objects name): its usage and id, never its value, which libvirt does
+    not hand out. The value source is a file to fill in, ``optional`` until it exists: a plan then
+    leaves the host's secret (and its value) as it is."""
+    out = []
+    taken = {o.owner_name for o in observed.values() if o.owner_name and o.owner_instance == instance}
+    for o in sorted(observed.values(), key=lambda s: (s.usage, s.usage_id)):
+        if o.usage not in _SECRET_USAGES or not o.usage_id:
+            continue
+        ours = o.owner_name if o.owner_instance == instance else None
+        name = ours or _free_name(o.usage, o.usage_id, taken)
+        if not everything and name not in referenced:
+            continue
+        value_file = f"{name}.secret"
+        notes = [f"libvirt secret {o.uuid} on host {host} ({o.usage} {o.usage_id!r}): its value is never exported.",
+                 f"Write the value into {value_file} beside this file (or use fromEnv) and drop 'optional';",
+                 "until the file exists this Secret has no value and virtsync leaves the host's secret as it is."]
+        if not ours:
+            notes.append("It was not made by virtsync: a spec that references this Secret is refused until the "
+                         "host's secret of this usage is removed (libvirt keeps one secret per usage).")
+        spec = {"fromFile": value_file, "optional": True, "libvirt": {"usage": o.usage, "id": o.usage_id}}
+        out.append((_doc("Secret", name, spec), notes))
+    return out
 
 
 def _render(doc: dict[str, Any], notes: list[str], schema_url: str | None) -> str:

@@ -81,6 +81,16 @@ def _plan_one(secret: Secret, host: HostState, opts: PlanOptions, out: SecretsPl
                                     "libvirt.id another name, or remove it)"))
         out.drift.append(ObjectDrift(key, "error", message=out.problems[-1].message))
         return
+    if secret.secret_value is None:
+        # optional and not filled in yet (an exported Secret): never define or overwrite from it
+        if obs is not None:
+            out.drift.append(ObjectDrift(key, "in-sync"))
+            return
+        source = secret.spec.from_file or secret.spec.from_env
+        out.problems.append(Problem(key, f"Secret {name} has no value yet (optional, {source} not there): "
+                                    f"it cannot be defined on host {host.host}; give it its value first"))
+        out.drift.append(ObjectDrift(key, "error", message=out.problems[-1].message))
+        return
     if obs is not None and obs.digest == digest:
         out.drift.append(ObjectDrift(key, "in-sync"))
         return

@@ -817,6 +817,11 @@ class SecretSpec(SpecModel):
                                               "VIRTSYNC_AGE_IDENTITY_FILE. Default: none (the file is the value "
                                               "in clear text).")
     libvirt: SecretLibvirt | None = None
+    optional: bool = Field(default=False, description="The value's file or variable may not exist yet (what "
+                           "export writes for a host's libvirt secret): until it does the Secret has no value, "
+                           "no libvirt secret is defined or changed from it (the host's is left as it is), and "
+                           "a console password from it is left as set. Default: false (a missing value is an "
+                           "error at its line).")
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSpec:

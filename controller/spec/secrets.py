@@ -169,9 +169,11 @@ def _read_value(item: Located, env: Mapping[str, str], keys: _AgeIdentities) -> 
         return spec.value, None
     if spec.from_env is not None:
         if spec.from_env not in env:
-            return fail("fromEnv", f"the environment has no {spec.from_env}")
+            return (None, None) if spec.optional else fail("fromEnv", f"the environment has no {spec.from_env}")
         return env[spec.from_env], None
     path = (Path(item.file).resolve().parent / (spec.from_file or "")).resolve()
+    if spec.optional and not path.exists():
+        return None, None  # a value still to be filled in: no value, nothing set from it
     try:
         if path.stat().st_size > MAX_BYTES:
             return fail("fromFile", f"{spec.from_file}: over {MAX_BYTES} bytes")

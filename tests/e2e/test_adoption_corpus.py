@@ -62,6 +62,8 @@ VOLUMES = [("vi-uefi.qcow2", "qcow2", "64M"), ("vi-uefi-tcg.qcow2", "qcow2", "64
            ("tf-web-root.qcow2", "qcow2", "64M"), ("kcli-vm_0.img", "qcow2", "64M"), ("win10.qcow2", "qcow2", "64M"),
            ("legacy.img", "raw", "16M"), ("appliance.qcow2", "qcow2", "64M"), ("hand-vol.qcow2", "qcow2", "16M")]
 ISOS = ["tf-web-commoninit.iso", "kcli-vm.ISO", "win10-install.iso"]
+CEPH_SECRET = "3f2e1d0c-9b8a-4766-a5b4-c3d2e1f0a9b8"
+CEPH_VALUE_B64 = "QVFCMmJrMWtBQUFBQUJBQWN0bHRlc3RrZXlmb3J2aXJ0c3luYQ=="  # a made-up cephx key, base64
 
 
 def canonical(xml: str) -> str:
@@ -104,6 +106,12 @@ def prepare(host: HermeticHost, tmp: Path) -> None:
                    "<range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip></network>")
     host.virsh("net-define", str(net))
     host.virsh("net-start", "default")
+    # the Ceph secret Nova's rbd disk names (libvirt's usage name as Nova writes it), with a value
+    sec = tmp / "secret-ceph.xml"
+    sec.write_text(f"<secret ephemeral='no' private='no'><uuid>{CEPH_SECRET}</uuid>"
+                   "<usage type='ceph'><name>client.nova secret</name></usage></secret>")
+    host.virsh("secret-define", str(sec))
+    host.virsh("secret-set-value", CEPH_SECRET, CEPH_VALUE_B64)
     _netns(host, "ip", "link", "add", "br-corp", "type", "bridge")
     _netns(host, "ip", "link", "set", "br-corp", "up")
     _netns(host, "ip", "link", "add", "vcorp0", "type", "veth", "peer", "name", "vcorp1")
@@ -378,3 +386,20 @@ def test_what_libvirt_keeps_beyond_the_devices_is_exported_as_fields(corpus: Ado
     assert "bootMenu:\n    enable: true\n    timeout: 60" in _spec(corpus, "kcli-vm")
     # a running guest's tap is libvirt's own name (vnetN): never exported
     assert "targetDev" not in _spec(corpus, "tf-web") and "vnet" in corpus.host.virsh("domiflist", "tf-web")
+
+
+def test_a_hosts_libvirt_secret_is_exported_as_a_reference_and_its_value_is_left_alone(corpus: Adoption) -> None:
+    """export --all writes the Ceph secret Nova's disk names as a kind: Secret reference (usage and
+    id, optional, a value file to fill in); the value is in no exported file, and validate, plan,
+    adopt and apply of the tree left the host's secret and its value as they were."""
+    path = corpus.tree / "secret-ceph-client.nova-secret.yaml"
+    assert path.exists(), sorted(p.name for p in corpus.tree.iterdir())
+    text = path.read_text()
+    assert f"# libvirt secret {CEPH_SECRET} on host lab (ceph 'client.nova secret')" in text, text
+    assert "fromFile: ceph-client.nova-secret.secret\n  optional: true\n" in text, text
+    assert "libvirt:\n    usage: ceph\n    id: client.nova secret\n" in text, text
+    assert not (corpus.tree / "ceph-client.nova-secret.secret").exists()
+    for f in corpus.tree.iterdir():
+        assert CEPH_VALUE_B64 not in f.read_text(), f
+    assert corpus.host.virsh("secret-get-value", CEPH_SECRET).strip() == CEPH_VALUE_B64
+    assert "client.nova secret" in corpus.host.virsh("secret-list")
