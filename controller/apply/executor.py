@@ -26,7 +26,7 @@ from controller.audit import AuditEntry, AuditLog, current_audit, definition_dig
 from controller.errors import ConflictError, PlanError, VirtsyncError
 from controller.fields.keys import match_nics
 from controller.fields.xmlutil import parse
-from controller.hypervisor import ownership
+from controller.hypervisor import ownership, volumes
 from controller.hypervisor.domain_xml import (
     disk_xml_by_name,
     disk_xml_by_target,
@@ -47,7 +47,7 @@ from controller.plan import actions as act
 from controller.plan.actions import Action, HostPlan, LiveOp, Plan
 from controller.plan.context import applied_fields, digest
 from controller.report.progress import transfer, transfer_done
-from controller.spec.models import Guest, Secret
+from controller.spec.models import Guest, Secret, Volume
 from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.secrets import secret_digest
 from controller.spec.specset import SpecSet
@@ -88,6 +88,10 @@ class _HostRun(Definitions):
             deps += [f"StoragePool/{d.pool}" for d in g.spec.disks if d.pool]
             deps += [f"Volume/{d.pool}/{vol}" for d in g.spec.disks if d.pool
                      for vol in [f"{g.metadata.name}-{d.name}"]]
+            vols = {v.obj.metadata.name: v.obj for v in self.specs.of_kind(Volume)}
+            deps += [dep for d in g.spec.disks if d.volume  # a kind: Volume, and its pool
+                     for dep in (f"Volume/{d.volume}", f"StoragePool/{vols[d.volume].spec.pool}" if d.volume in vols
+                                 else "")]
         with self.lock:
             hit = [d for d in deps if d in self.failed or any(
                 f.startswith(d + ".") for f in self.failed if f.startswith("Volume/"))]
@@ -177,6 +181,8 @@ class _HostRun(Definitions):
                     pool.xml, f"\nowner={pool.owner.instance if pool.owner else ''}")
             if kind == "Volume":
                 pool_name, _, vol = name.partition("/")
+                if not vol:  # a kind: Volume is keyed by its own name; its pool is on the action
+                    pool_name, vol = getattr(action, "pool", ""), name
                 return record_digest(self.ops.volume_info(pool_name, vol))
             if kind == "Secret":
                 uuid = getattr(action, "uuid", None)
@@ -189,7 +195,8 @@ class _HostRun(Definitions):
         return None
 
 _NEVER_REPAIRS = (act.DefinePool, act.DefineNetwork, act.Adopt, act.Migrate, act.Move, act.DeleteGuest,
-                  act.DeleteVolume, act.DeleteNetwork, act.DeletePool, act.DefineSecret, act.DeleteSecret)
+                  act.DeleteVolume, act.DeleteNetwork, act.DeletePool, act.DefineSecret, act.DeleteSecret,
+                  act.DefineVolume, act.CloneVolume, act.MarkVolume)
 
 
 def is_repair(run: _HostRun, action: Action) -> bool:
@@ -693,6 +700,9 @@ def _delete_guest(run: _HostRun, a: act.DeleteGuest) -> str:
     return "undefined" + (f"; volumes kept: {', '.join(kept)}" if kept else "")
 
 def _delete_volume(run: _HostRun, a: act.DeleteVolume) -> str:
+    if a.marker:  # a kind: Volume: its ownership marker goes with it
+        volumes.delete_owned_volume(run.ops, a.pool, a.volume, a.marker)
+        return "deleted (and its ownership marker)"
     run.ops.delete_volume(a.pool, a.volume)
     return "deleted"
 
@@ -739,6 +749,34 @@ def _delete_secret(run: _HostRun, a: act.DeleteSecret) -> str:
     return f"secret {a.uuid} deleted"
 
 
+def _define_volume(run: _HostRun, a: act.DefineVolume) -> str:
+    made = volumes.define_volume(run.ops, a.pool, a.volume, a.capacity, a.format, a.secret_uuid, a.marker)
+    return made + (" (LUKS)" if a.secret_uuid else "")
+
+
+def _clone_volume(run: _HostRun, a: act.CloneVolume) -> str:
+    if a.from_host == run.hp.host:
+        made = volumes.clone_volume(run.ops, a.pool, a.volume, a.format, a.from_pool, a.from_volume, a.marker)
+        how = "storageVolCreateXMLFrom"
+    else:
+        if run.ops_for is None:
+            raise PlanError(f"a copy from {a.from_host} needs that host's connection")
+        label = f"copy {a.from_host}:{a.from_pool}/{a.from_volume}"
+        copied = volumes.stream_volume(run.ops_for(a.from_host), a.from_pool, a.from_volume, run.ops, a.pool,
+                                       a.volume, a.format, a.marker, progress=_reporter(label))
+        made, how = f"{a.pool}/{a.volume}", f"streamed {copied} bytes from {a.from_host}"
+    info = run.ops.volume_info(a.pool, a.volume)
+    if a.capacity and info is not None and a.capacity > info[2]:
+        run.ops.resize_volume(a.pool, a.volume, a.capacity)
+        how += f", grown to {a.capacity} bytes"
+    return f"{made} (full copy of {a.from_pool}/{a.from_volume}: {how})"
+
+
+def _mark_volume(run: _HostRun, a: act.MarkVolume) -> str:
+    volumes.mark_volume(run.ops, a.pool, a.volume, a.marker, a.old_marker)
+    return "ownership marker written" if a.marker else "let go: ownership marker removed, volume kept"
+
+
 HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.DefinePool: _define_pool,
     act.UpdatePool: _update_pool,
@@ -770,6 +808,9 @@ HANDLERS: dict[type[Action], Callable[[_HostRun, Any], str]] = {
     act.Adopt: _adopt,
     act.DefineSecret: _define_secret,
     act.DeleteSecret: _delete_secret,
+    act.DefineVolume: _define_volume,
+    act.CloneVolume: _clone_volume,
+    act.MarkVolume: _mark_volume,
 }
 
 

@@ -187,7 +187,10 @@ def disk_element(disk: Disk, facts: Facts, target: str) -> etree._Element:
         # an ISO file is raw: a CD-ROM file given by path is read as raw unless told otherwise
         fmt = "raw" if disk.device == "cdrom" and disk.path and "format" not in disk.model_fields_set else disk.format
         etree.SubElement(el, "driver", name="qemu", type=fmt)  # libxl takes qemu too
-    etree.SubElement(el, "source", file=disk_path(facts.name, disk, facts.pool_paths))
+    source = etree.SubElement(el, "source", file=disk_path(facts.name, disk, facts.pool_paths))
+    if disk._luks_secret:  # a LUKS kind: Volume: QEMU opens it with the passphrase's libvirt secret
+        enc = etree.SubElement(source, "encryption", format="luks")
+        etree.SubElement(enc, "secret", type="passphrase", uuid=disk._luks_secret)
     etree.SubElement(el, "target", dev=target, bus=effective_bus(disk.bus, facts.virt_type))
     if disk.device == "cdrom":
         etree.SubElement(el, "readonly")
@@ -728,6 +731,7 @@ DISK_CONTROL: dict[str, str] = {
     "name": "the disk's key; names its volume (GUEST-NAME.FORMAT)",
     "pool": "the pool its volume is made in (at creation)",
     "path": "an existing file instead of a pool volume (at creation)",
+    "volume": "a kind: Volume of the guest's host instead of pool/path: its file, format and LUKS secret",
     "sha256": "the digest a `from` URL image must have",
     "clone": "linked (qcow2 overlay) or full copy of `from` (at creation)",
     "device": "disk or cdrom (at creation)",

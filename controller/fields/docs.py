@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.fields import guest, network, pool
+from controller.fields import guest, network, pool, volume
 from controller.fields.base import Field
 from controller.fields.devices import DISK_CONTROL, DISK_FIELDS, NIC_CONTROL, NIC_FIELDS
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.network import NETWORK_FIELDS
 from controller.fields.pool import POOL_FIELDS, VOLUME_FIELDS
+from controller.fields.volume import VOLUME_OBJECT_FIELDS
 
 IMPACT_WORDS = {"live": "live", "next-boot": "next boot", "recreate": "recreate", "create": "at creation",
                 "delete": "delete"}
@@ -23,6 +24,7 @@ TABLES: tuple[tuple[str, tuple[Field[Any], ...], dict[str, str], str], ...] = (
     ("Network", NETWORK_FIELDS, network.CONTROL, "/spec/"),
     ("StoragePool", POOL_FIELDS, pool.CONTROL, "/spec/"),
     ("Volume (a guest disk's volume in a pool)", VOLUME_FIELDS, {}, ""),
+    ("Volume (`kind: Volume`)", VOLUME_OBJECT_FIELDS, volume.CONTROL, "/spec/"),
 )
 
 HEADER = """# Fields and how a change lands

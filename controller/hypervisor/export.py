@@ -15,9 +15,11 @@ from controller.fields.base import Field
 from controller.fields.devices import DISK_FIELDS, NIC_FIELDS
 from controller.fields.guest import GUEST_FIELDS, xen_mode
 from controller.fields.network import NETWORK_FIELDS
+from controller.fields.volume import owned_volumes
 from controller.hypervisor.capabilities import probe
 from controller.hypervisor.observe import observe_guests, observe_networks, observe_pools
 from controller.hypervisor.secrets import observe_secrets
+from controller.hypervisor.volumes import volume_specs
 from controller.model.state import (
     DiskState,
     GuestConfig,
@@ -229,7 +231,10 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
     used_pools = {d.pool for c in configs for d in c.disks if d.pool}  # type: ignore[union-attr]
     used_pools |= {p.name for p in pools.values() for c in configs for d in c.disks  # type: ignore[union-attr]
                    if p.path and d.path and posixpath.dirname(d.path) == p.path.rstrip("/")}
-    chosen_pools = [p for k, p in sorted(pools.items()) if (pick(k) and (wanted or everything)) or k in used_pools]
+    # pools holding volumes this instance owns as kind: Volume (their Volumes are exported too)
+    owning = {k for k, p in pools.items() if owned_volumes(instance, p.volumes)} if not wanted else set()
+    chosen_pools = [p for k, p in sorted(pools.items())
+                    if (pick(k) and (wanted or everything)) or k in used_pools or k in owning]
     chosen_pools = [p for p in chosen_pools if p.type in POOL_TYPES]  # the pool types the spec has
     if include_host:
         files = [volume_paths.get((d.pool or "", d.volume or ""), d.path) for c in configs
@@ -253,6 +258,10 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
                  else p.type not in FILE_POOL_TYPES and p.uuid == pool_uuid(instance, p.name))
         pool_notes: list[str] = []
         docs.append((_doc("StoragePool", p.name, pool_spec(host, p, owned, secret_names, pool_notes)), pool_notes))
+    chosen_vols = [(n, v) for n, v in volume_specs(conn, host, {p.name: p for p in chosen_pools}, instance)
+                   if pick(n) or not wanted]
+    for vname, vspec in chosen_vols:
+        docs.append((_doc("Volume", vname, vspec), []))
     for n in chosen_nets:
         owned = n.owner is not None and n.owner.instance == instance
         docs.append((_doc("Network", n.name, network_spec(host, n, owned)), []))
@@ -264,6 +273,7 @@ def export_objects(conn: libvirt.virConnect, host: str, uri: str, names: list[st
         docs.append((_doc("Guest", g.name, guest_spec(host, g, owned, volume_paths, notes, ours)), notes))
     docs += secret_docs(host_secrets, host, instance, _secret_refs(docs), everything)
     missing = wanted - {g.name for g in chosen_guests} - {n.name for n in chosen_nets} - {p.name for p in chosen_pools}
+    missing -= {n for n, _ in chosen_vols}
     if missing:
         from controller.errors import ObjectNotFound
 

@@ -183,3 +183,23 @@ def volume_xml(name: str, capacity: int, fmt: str | None,
 def volume_format(xml: str) -> str | None:
     fmt = parse(xml).find("target/format")
     return fmt.get("type") if fmt is not None else None
+
+
+def encrypted_volume_xml(name: str, capacity: int, fmt: str, secret_uuid: str) -> str:
+    """A new LUKS volume: qcow2 with encrypt.format luks inside, or raw as a LUKS container (libvirt
+    runs qemu-img with the passphrase of libvirt secret ``secret_uuid``)."""
+    root = parse(volume_xml(name, capacity, fmt))
+    target = root.find("target")
+    assert target is not None
+    enc = etree.SubElement(target, "encryption", format="luks")
+    etree.SubElement(enc, "secret", type="passphrase", uuid=secret_uuid)
+    return tostring(root)
+
+
+def volume_encryption(xml: str) -> tuple[str, str | None] | None:
+    """(format, secret UUID) of an encrypted volume's <encryption>, or None."""
+    enc = parse(xml).find("target/encryption")
+    if enc is None:
+        return None
+    secret = enc.find("secret")
+    return enc.get("format", ""), secret.get("uuid") if secret is not None else None

@@ -45,6 +45,7 @@ class Phase(IntEnum):
     IMAGES = 25  # base images fetched and verified before anything of their guests is defined
     GUESTS = 30
     VOLUMES = 40
+    CLONES = 45  # copies of volumes the VOLUMES phase may have just made
     POWER = 50
     DELETE_GUESTS = 60
     DELETE_VOLUMES = 65
@@ -464,6 +465,60 @@ class DeleteVolume(Action):
     impact: Impact = Impact.DELETE
     pool: str
     volume: str
+    marker: str = ""  # a kind: Volume's ownership marker, deleted after it
+
+
+# kind: Volume (the volume's ownership is a marker volume beside it: fields/volume.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefineVolume(Action):
+    """Make an empty volume (storageVolCreateXML), LUKS-encrypted with the libvirt secret
+    ``secret_uuid`` when given, then its marker."""
+
+    op: ClassVar[str] = "define-volume"
+    phase: ClassVar[Phase] = Phase.VOLUMES
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+    pool: str
+    volume: str
+    capacity: int
+    format: str = "qcow2"
+    secret_uuid: str = ""
+    marker: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloneVolume(Action):
+    """Make a volume as a full copy of another: storageVolCreateXMLFrom on this host (any pool),
+    or, from another host, a download stream there and an upload stream here; grown to
+    ``capacity`` after when it is larger than the source."""
+
+    op: ClassVar[str] = "clone-volume"
+    phase: ClassVar[Phase] = Phase.CLONES
+    outcome: ClassVar[str] = "created"
+    impact: Impact = Impact.CREATE
+    pool: str
+    volume: str
+    from_host: str  # only read there (not a host the action changes)
+    from_pool: str
+    from_volume: str
+    capacity: int = 0
+    format: str = "qcow2"
+    marker: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkVolume(Action):
+    """Write this instance's ownership marker of an existing volume (adopt: true), or rename it
+    when the deletePolicy changed (``old_marker`` removed)."""
+
+    op: ClassVar[str] = "mark-volume"
+    phase: ClassVar[Phase] = Phase.VOLUMES
+    pool: str
+    volume: str
+    marker: str
+    old_marker: str = ""
 
 
 ACTION_TYPES: tuple[type[Action], ...] = (
@@ -471,6 +526,7 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     DefineGuest, UpdateGuest, RecreateGuest, AttachDisks, CreateVolume, FetchImage, WriteSeed,
     Migrate, UploadFile, Move, ResizeVolume, Start, Stop, Restart, Recover, Suspend, Resume, DeleteGuest,
     DeleteVolume, DeleteNetwork, DeletePool, Adopt, DefineSecret, DeleteSecret,
+    DefineVolume, CloneVolume, MarkVolume,
 )
 OPS: tuple[str, ...] = tuple(t.op for t in ACTION_TYPES)
 CREATES = tuple(t for t in ACTION_TYPES if t.outcome == "created")

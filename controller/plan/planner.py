@@ -30,6 +30,7 @@ from controller.plan.networks import plan_network
 from controller.plan.scope import declared_elsewhere
 from controller.plan.secrets import plan_secrets
 from controller.plan.storage import plan_pool
+from controller.plan.volumes import plan_volumes
 from controller.spec.models import Network, StoragePool
 from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.specset import SpecSet
@@ -66,6 +67,11 @@ def plan_host(specs: SpecSet, host: HostState, opts: PlanOptions,
         problems += pp.problems
         drift.append(_suspended(pool, _standing(ResourceKey(host.host, "StoragePool", pool.metadata.name),
                                                 pp.drift, pp.problems, pool_exists=pool.metadata.name in host.pools)))
+    if not partial:
+        vp = plan_volumes(specs, host, opts)
+        actions += vp.actions
+        problems += vp.problems
+        drift += vp.drift
     for net in specs.networks:
         if net.spec.host != host.host:
             continue
@@ -331,9 +337,10 @@ def guard_problems(plan: Plan, hosts: Mapping[str, HostState], max_deletions: in
     if force:
         return []
     out: list[str] = []
-    # the old copy of a guest moved elsewhere is not a loss: the guest lives on
-    deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE and a.key.kind != "Volume"
-                 and not (isinstance(a, DeleteGuest) and a.moved)]
+    # the old copy of a guest moved elsewhere is not a loss: the guest lives on; a guest's volumes
+    # count with the guest, a kind: Volume (deleted by no guest) on its own
+    deletions = [a.key.name for a in plan.actions if a.impact == Impact.DELETE
+                 and (a.key.kind != "Volume" or not a.guest) and not (isinstance(a, DeleteGuest) and a.moved)]
     # A device removed from a guest counts too: it is destructive like a deletion.
     deletions += [f"{a.key.name}: detach {device}" for a in plan.actions
                   if isinstance(a, UpdateGuest | RecreateGuest) for device in a.removes]

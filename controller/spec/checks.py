@@ -20,6 +20,7 @@ from controller.patch_check import check_patches
 from controller.spec.models import BackupPolicy, GuestSpec, Host, Network, Secret, SnapshotPolicy, StoragePool
 from controller.spec.pool_sources import FILE_POOL_TYPES
 from controller.spec.specset import Located, SpecSet
+from controller.spec.volume import check_volumes
 
 FORBIDDEN_ROOTS = ("/dev", "/proc", "/sys", "/run")
 
@@ -255,6 +256,8 @@ def check_spec_set(specs: SpecSet) -> list[Diagnostic]:
             why = _check_pointer(pointer)
             if why:
                 out.append(_diag(item, ("spec", "ignore", i), why))
+
+    out += check_volumes(specs)  # kind: Volume's pool, Secret, source; guests' volume: references
 
     # xmlPatches: owned XML and libvirt's schema (only objects with patches; runs virt-xml-validate).
     out += check_patches(specs)

@@ -30,6 +30,7 @@ from controller.spec.references import referenced_files, resolve_cloud_init
 from controller.spec.secrets import resolve_secrets, secret_files, secret_values
 from controller.spec.specset import Located, SpecSet
 from controller.spec.tls import resolve_tls
+from controller.spec.volume import resolve_volume_disks
 from controller.spec.yaml_reader import Document, Limits, YamlProblem, read_documents
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -253,6 +254,7 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
     # The Secrets first: cloud-init text may hold ${secret:NAME}.
     located, problems = resolve_secrets(located)
     diagnostics.extend(problems)
+    located = resolve_volume_disks(located)  # after the Secrets: a LUKS volume's disk names its secret
     values = secret_values(located)
     resolved = []
     for item in located:

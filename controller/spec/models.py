@@ -53,6 +53,7 @@ from controller.spec.types import (
     Timezone,
 )
 from controller.spec.units import format_size
+from controller.spec.volume import VolumeSpec
 
 API_VERSION = "virtsync/v1"
 _SHA256 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
@@ -262,6 +263,10 @@ class Disk(SpecModel):
     pool: Name | None = Field(default=None, description="Pool holding the disk's volume.")
     path: str | None = Field(default=None, description="An existing file (inside allowedDirs) "
                              "instead of a pool volume.")
+    volume: Name | None = Field(default=None, description="A kind: Volume of the same host instead of 'pool' "
+                                "or 'path' (its format, size and encryption come from the Volume).")
+    # The libvirt secret UUID of the Volume's LUKS passphrase, set when the specs load (spec/volume.py)
+    _luks_secret: str | None = PrivateAttr(default=None)
     format: Literal["qcow2", "raw"] = Field(default="qcow2", description="Default: qcow2.")
     from_: str | None = Field(
         default=None,
@@ -302,6 +307,13 @@ class Disk(SpecModel):
 
     @model_validator(mode="after")
     def _has_source(self) -> Disk:
+        if self.volume is not None:
+            given = [n for n, v in (("pool", self.pool), ("path", self.path), ("size", self.size),
+                                    ("from", self.from_)) if v is not None]
+            if given or "format" in self.model_fields_set:
+                raise FieldError("volume", f"disk {self.name!r}: a disk on a Volume takes its file, format and "
+                                 f"size from the Volume: drop {', '.join(given) or 'format'}")
+            return self
         if self.path is None and self.pool is None:
             raise ValueError(f"disk {self.name!r} needs a 'pool' (a new or existing volume) "
                              "or a 'path' (an existing file)")
@@ -876,6 +888,11 @@ class BackupPolicy(_Resource):
     spec: BackupPolicySpec
 
 
+class Volume(_Resource):
+    kind: Literal["Volume"]
+    spec: VolumeSpec
+
+
 class Secret(_Resource):
     kind: Literal["Secret"]
     spec: SecretSpec
@@ -889,7 +906,8 @@ class Secret(_Resource):
 
 
 Resource = Annotated[
-    Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret, Field(discriminator="kind")
+    Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret | Volume,
+    Field(discriminator="kind"),
 ]
 KINDS: dict[str, type[_Resource]] = {
     "Host": Host,
@@ -899,6 +917,7 @@ KINDS: dict[str, type[_Resource]] = {
     "SnapshotPolicy": SnapshotPolicy,
     "BackupPolicy": BackupPolicy,
     "Secret": Secret,
+    "Volume": Volume,
 }
 # Kinds placed on no host: every host's slice of the specs carries them.
 UNPLACED: tuple[type[_Resource], ...] = (SnapshotPolicy, BackupPolicy, Secret)

@@ -21,6 +21,7 @@ from controller.errors import Diagnostic
 from controller.spec.models import Guest, Secret, StoragePool
 from controller.spec.pool_sources import POOL_TYPES
 from controller.spec.specset import Located, SpecSet
+from controller.spec.volume import encryption_secrets
 
 MAX_BYTES = 64 * 1024  # a password, a key, a certificate: a bigger file is a mistake
 AGE_IDENTITY_ENV = "VIRTSYNC_AGE_IDENTITY_FILE"
@@ -76,7 +77,7 @@ def libvirt_refs(obj: object) -> set[str]:
         return {obj.spec.tpm.encryption_secret_ref}
     if isinstance(obj, StoragePool) and obj.spec.source is not None and obj.spec.source.auth is not None:
         return {obj.spec.source.auth.secret_ref}  # iSCSI CHAP, Ceph cephx
-    return set()
+    return encryption_secrets(obj)  # a Volume's LUKS passphrase
 
 
 def value_digests(specs: SpecSet) -> dict[str, str]:
@@ -246,6 +247,8 @@ def _pool_auth_problem(item: Located, pool: StoragePool, secret: Secret | None, 
 def _libvirt_ref_problem(item: Located, secret: Secret | None, ref: str) -> Diagnostic | None:
     if isinstance(item.obj, StoragePool):
         return _pool_auth_problem(item, item.obj, secret, ref)
+    if not isinstance(item.obj, Guest):
+        return None  # a Volume's secretRef: spec/volume.check_volumes
     line, col = item.where("spec", "tpm", "encryptionSecretRef")
     if secret is None:
         return Diagnostic(item.file, line, col, f"no kind: Secret named {ref!r} in the specs")
