@@ -1,12 +1,14 @@
-"""kind: Volume on a real libvirtd host: made, grown live while a running guest has it attached
-(the guest's view changes, the domain stays the same), copied into a dir pool, and a
-LUKS-encrypted volume (passphrase from a kind: Secret file) attached to a running guest."""
+"""kind: Volume on a real libvirtd host: made in an fs pool on a loop device (ext4), grown live
+while a running guest has it attached (the guest's view changes, the domain stays the same),
+copied into a dir pool, and a LUKS-encrypted volume (passphrase from a kind: Secret file)
+attached to a running guest."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,29 @@ kind: StoragePool
 metadata: {{name: {name}}}
 spec: {{host: lab, path: "{path}", build: false}}
 """
+
+
+def _fs_pool(name: str, path: Path, device: str) -> str:
+    return f"""---
+apiVersion: virtsync/v1
+kind: StoragePool
+metadata: {{name: {name}}}
+spec: {{host: lab, type: fs, path: "{path}", source: {{device: {device}, format: ext4}}, build: true}}
+"""
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[str]:
+    """A 64 MiB loop device over a file of the test, detached at teardown (after the host, which
+    is set up later and so stopped first: its mount namespace holds the pool's mount)."""
+    backing = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "64M", str(backing)], check=True)
+    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False, capture_output=True)
 
 
 def _volume(name: str, pool: str, extra: str) -> str:
@@ -77,10 +102,11 @@ def _capacity(host: HermeticHost, guest: str, target: str = "vda") -> int:
     return int(found.group(1))
 
 
-def test_a_volume_grows_live_under_a_running_guest_and_is_copied_into_a_dir_pool(
-        tmp_path: Path, hermetic_host: HermeticHost) -> None:
+def test_a_volume_of_an_fs_pool_grows_live_under_a_running_guest_and_is_copied_into_a_dir_pool(
+        tmp_path: Path, loop_device: str, hermetic_host: HermeticHost) -> None:
     host = hermetic_host
-    base = [_host(host, tmp_path), _pool("src", tmp_path / "src"), _pool("copies", tmp_path / "copies")]
+    base = [_host(host, tmp_path), _fs_pool("src", tmp_path / "src", loop_device),
+            _pool("copies", tmp_path / "copies")]
     specs = _write(tmp_path / "specs", *base, _volume("data.qcow2", "src", "size: 16MiB"),
                    _guest("g1", "data.qcow2"))
     ok(virtsync("apply", str(specs), "--yes"))
@@ -88,6 +114,8 @@ def test_a_volume_grows_live_under_a_running_guest_and_is_copied_into_a_dir_pool
     dom_id = host.virsh("domid", "g1").strip()
     assert _capacity(host, "g1") == 16 * MIB
     assert ".virtsync-vol-default-keep--data.qcow2" in host.virsh("vol-list", "src")
+    mounted = host.run_in_netns(["findmnt", "-n", "-o", "SOURCE,FSTYPE", str(tmp_path / "src")], check=True)
+    assert mounted.stdout.split() == [loop_device, "ext4"], "the source pool is the loop device's ext4"
     assert "No changes" in ok(virtsync("plan", str(specs)))
 
     specs = _write(tmp_path / "specs", *base, _volume("data.qcow2", "src", "size: 48MiB"),
