@@ -50,8 +50,8 @@ VOLUME_OBJECT_FIELDS: tuple[Field[VolumeSpec], ...] = (
     Field("size", "grown: blockResize on the running guest that has it attached (live), else "
           "storageVolResize; never shrunk (a smaller size is refused naming both sizes)", Impact.LIVE,
           want=lambda s, _f: s.size, have=lambda v, _o: v.capacity, samples=("64MiB",)),
-    Field("format", "set when the volume is made (storageVolCreateXML); a different one is reported, "
-          "never re-made", Impact.CREATE, xpaths=("/volume/target/format/@type",), planned_by="creation"),
+    Field("format", "set when the volume is made (storageVolCreateXML); not compared after (a volume is "
+          "never re-made)", Impact.CREATE, xpaths=("/volume/target/format/@type",), planned_by="creation"),
     Field("from", "set when the volume is made: storageVolCreateXMLFrom from a volume of this host (any "
           "pool), or a download/upload stream from another host; never re-copied", Impact.CREATE,
           planned_by="creation"),
