@@ -67,3 +67,36 @@ def test_once_the_value_file_is_written_the_secret_is_set_from_it(tmp_path: Path
     (tmp_path / "tpmkey.secret").write_text("s3cret\n")
     plan = plan_secrets(_load(tmp_path).specs, _host({}), PlanOptions())  # type: ignore[attr-defined]
     assert [a.op for a in plan.actions] == ["define-secret"], plan.actions
+
+
+def test_export_writes_a_reference_per_host_secret_and_names_the_ones_virtsync_made_by_their_secret() -> None:
+    from controller.hypervisor.export import secret_docs
+
+    ours = ObservedSecret(libvirt_secret_uuid("tpmkey"), "vtpm", "tpmkey", "default", "tpmkey", "sha256:x")
+    foreign = ObservedSecret("3f2e1d0c-9b8a-4766-a5b4-c3d2e1f0a9b8", "ceph", "client.nova secret")
+    other = ObservedSecret("9a8b7c6d-0000-4000-8000-000000000001", "ceph", "client.nova secret", "other", "k")
+    observed = {"vtpm:tpmkey": ours, "ceph:client.nova secret": foreign, "x": other}
+    docs = secret_docs(observed, "h1", "default", set(), everything=True)
+    names = [d["metadata"]["name"] for d, _ in docs]
+    assert names == ["ceph-client.nova-secret", "ceph-client.nova-secret-2", "tpmkey"]
+    doc, notes = docs[0]
+    assert doc["spec"] == {"fromFile": "ceph-client.nova-secret.secret", "optional": True,
+                           "libvirt": {"usage": "ceph", "id": "client.nova secret"}}
+    assert any("never exported" in n for n in notes) and any("not made by virtsync" in n for n in notes)
+    assert not any("not made by virtsync" in n for n in docs[2][1])
+    # without --all only the Secrets the exported objects name
+    assert [d["metadata"]["name"] for d, _ in secret_docs(observed, "h1", "default", {"tpmkey"}, False)] == ["tpmkey"]
+
+
+def test_a_vtpm_encrypted_with_a_secret_virtsync_made_is_exported_naming_that_secret() -> None:
+    from controller.hypervisor.export import guest_spec
+    from controller.model.state import GuestConfig, ObservedGuest
+
+    uuid = libvirt_secret_uuid("tpmkey")
+    cfg = GuestConfig(uuid="0b7c9e4e-0000-4000-8000-000000000001", virt_type="kvm", vcpus=1, max_vcpus=1,
+                      memory=64 << 20, max_memory=64 << 20,
+                      tpm={"model": "tpm-crb", "version": "2.0", "encryption": uuid})
+    g = ObservedGuest("g", cfg.uuid, "stopped", -1, cfg, None, False, None)
+    spec = guest_spec("h1", g, True, secret_names={uuid: "tpmkey"})
+    assert spec["tpm"] == {"model": "tpm-crb", "version": "2.0", "encryptionSecretRef": "tpmkey"}
+    assert guest_spec("h1", g, True)["tpm"] == {"model": "tpm-crb", "version": "2.0"}  # a secret not ours
