@@ -352,8 +352,10 @@ class HostOps:
     def _build_pool(self, pool: libvirt.virStoragePool, name: str, spec: StoragePoolSpec) -> str:
         """buildPool with NO_OVERWRITE: libvirt probes the device first and refuses one that holds
         a filesystem, partition table or volume group. zfs (and the test driver) take no flags;
-        zpool create refuses devices in use by itself."""
-        flags = libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE
+        zpool create refuses devices in use by itself. A dir or netfs pool has no device: the flag
+        would ask libvirt to format one ("No source device specified"), and its build only makes
+        the directory, which overwrites nothing."""
+        flags = 0 if spec.type in ("dir", "netfs") else libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE
         try:
             pool.build(flags)
         except libvirt.libvirtError as exc:
