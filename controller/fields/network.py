@@ -238,6 +238,7 @@ NETWORK_FIELDS: tuple[Field[NetworkSpec], ...] = (
           "has one, else recreate", Impact.LIVE, shows_live=False, pointer="/spec/ipv6/dhcp",
           xpaths=("/network/ip[@family='ipv6']/dhcp",), is_declared=_part("ipv6", "dhcp"),
           impact_of=lambda v: Impact.LIVE if v.persistent.extras.ipv6_dhcp else Impact.RECREATE,
+          calls=("networkUpdate",),
           note="networkUpdate ip-dhcp-range (parentIndex: the IPv6 <ip>)",
           want=lambda s, _f: (s.ipv6.dhcp.start, s.ipv6.dhcp.end) if s.ipv6 and s.ipv6.dhcp else None,
           have=lambda c, _o: c.extras.ipv6_dhcp, show=lambda v: "-".join(v) if v else None,
