@@ -141,7 +141,7 @@ def test_on_xen_live_tuning_is_next_boot_and_the_plan_says_why(before: dict[str,
     ({"model": "virtio"}, "network", "needs one of 'network'"),
     ({"bridge": "br0", "type": "direct"}, "type", "does not match"),
     ({"bridge": "br0", "portgroup": "web"}, "portgroup", "needs 'network'"),
-    ({"network": "lab", "vlan": 42}, "vlan", "virtual networks"),
+    ({"network": "lab", "vlan": 42}, "vlan", "takes its VLAN from the network"),
     ({"direct": {"dev": "eth0", "mode": "bridge"}, "vlan": 42}, "vlan", "passthrough"),
     ({"network": "lab", "queues": 4, "model": "e1000"}, "queues", "model virtio"),
     ({"network": "lab", "queues": 0}, "queues", "greater than or equal to 1"),
@@ -300,7 +300,7 @@ def test_export_leaves_a_nic_it_cannot_describe_under_ignore() -> None:
     # an Open vSwitch network's NIC may carry a VLAN tag; the spec refuses one on a network NIC
     tagged = xml.replace('<model type="virtio"/>', '<model type="virtio"/><vlan><tag id="7"/></vlan>')
     user = xml.replace('<interface type="network">', '<interface type="user">')
-    for text, why in ((tagged, "virtual networks"), (user, "type user")):
+    for text, why in ((tagged, "takes its VLAN from the network"), (user, "type user")):
         notes: list[str] = []
         spec = guest_spec("h1", _observe(text, False), owned=True, comments=notes)
         assert spec["ignore"] == ["/spec/interfaces"] and spec["interfaces"] == []
