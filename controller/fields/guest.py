@@ -18,7 +18,7 @@ from controller.fields.disks import boot_files
 from controller.fields.guest_devices import DEVICE_FIELDS
 from controller.fields.guest_tuning import TUNING_FIELDS
 from controller.fields.patches import write_patches
-from controller.fields.xmlutil import child, remove, set_text, to_bytes
+from controller.fields.xmlutil import child, insert_after, remove, set_text, to_bytes
 from controller.model.operations import Impact, LiveOp, SetAutostart, SetMemory, SetVcpus, UpdateGraphics
 from controller.model.state import GuestConfig
 from controller.spec.models import GuestSpec
@@ -47,17 +47,6 @@ def xen_mode(os_type: str) -> str:
 
 def _os(root: etree._Element) -> etree._Element:
     return child(root, "os")
-
-
-def _insert_after(root: etree._Element, tag: str, after: tuple[str, ...]) -> etree._Element:
-    el = etree.Element(tag)
-    for a in after:
-        anchor = root.find(a)
-        if anchor is not None:
-            anchor.addnext(el)
-            return el
-    root.append(el)
-    return el
 
 
 # ----------------------------------------------------------- memory and vCPUs
@@ -191,7 +180,7 @@ def _write_cpu(root: etree._Element, spec: GuestSpec, _facts: Facts) -> None:
     if spec.cpu.mode is None and not kept:
         remove(cpu)
         return
-    cpu = cpu if cpu is not None else _insert_after(root, "cpu", ("features", "os"))
+    cpu = cpu if cpu is not None else insert_after(root, "cpu", ("features", "os"))
     cpu.clear()
     if spec.cpu.mode is not None:
         cpu.set("mode", spec.cpu.mode)

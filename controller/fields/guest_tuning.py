@@ -16,7 +16,7 @@ from typing import Any
 from lxml import etree
 
 from controller.fields.base import Facts, Field, GuestView
-from controller.fields.xmlutil import child, remove
+from controller.fields.xmlutil import child, insert_after, remove
 from controller.model.operations import Impact, LiveOp, PinEmulator, PinIOThread, PinVcpu, SetSchedulerParameters
 from controller.model.state import HostCapabilities
 from controller.spec.guest_tuning import dump, format_cpuset, parse_cpuset
@@ -37,16 +37,7 @@ def _canon(cpus: str | None) -> str | None:
 def _place(root: etree._Element, tag: str, after: tuple[str, ...]) -> etree._Element:
     """The domain's ``tag`` element, made after the first of ``after`` there is (libvirt's order)."""
     el = root.find(tag)
-    if el is not None:
-        return el
-    el = etree.Element(tag)
-    for a in after:
-        anchor = root.find(a)
-        if anchor is not None:
-            anchor.addnext(el)
-            return el
-    root.append(el)
-    return el
+    return el if el is not None else insert_after(root, tag, after)
 
 
 def _drop_if_empty(el: etree._Element | None) -> None:

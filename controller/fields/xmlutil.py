@@ -51,3 +51,16 @@ def remove(el: etree._Element | None) -> None:
     parent = el.getparent() if el is not None else None
     if el is not None and parent is not None:
         parent.remove(el)
+
+
+def insert_after(root: etree._Element, tag: str, after: tuple[str, ...]) -> etree._Element:
+    """A new ``tag`` child of ``root``, right after the first of ``after`` there is (libvirt's
+    element order), else at the end."""
+    el = etree.Element(tag)
+    for a in after:
+        anchor = root.find(a)
+        if anchor is not None:
+            anchor.addnext(el)
+            return el
+    root.append(el)
+    return el

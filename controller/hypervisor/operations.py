@@ -78,6 +78,23 @@ def _filling(host: str, pool: str) -> threading.Lock:
         return _FILL_LOCKS.setdefault((host, pool), threading.Lock())
 
 
+def pump(down: libvirt.virStream, up: libvirt.virStream, progress: Callable[[int, int | None], None] | None,
+         total: int | None) -> int:
+    """Copy a volume's download stream into an upload stream, 1 MiB at a time; the bytes copied."""
+    copied = 0
+    while True:
+        chunk = down.recv(1 << 20)
+        if chunk in (b"", -2) or chunk is None:
+            break
+        up.send(chunk)
+        copied += len(chunk)
+        if progress is not None:
+            progress(copied, total)
+    down.finish()
+    up.finish()
+    return copied
+
+
 class HostOps:
     def __init__(self, conn: HostConnection, caps: HostCapabilities):
         self.conn = conn
@@ -544,22 +561,11 @@ class HostOps:
             down = self._c().newStream(0)
             vol.download(down, 0, 0, 0)
         dest_pool = dest._pool(pool)
-        copied = 0
         with libvirt_call(dest.host, f"write volume {pool}/{name}"):
             new = dest_pool.createXML(volume_xml(name, capacity, fmt), 0)
             up = dest._c().newStream(0)
             new.upload(up, 0, 0, 0)
-            while True:
-                chunk = down.recv(1 << 20)
-                if chunk in (b"", -2) or chunk is None:
-                    break
-                up.send(chunk)
-                copied += len(chunk)
-                if progress is not None:
-                    progress(copied, None)
-            down.finish()
-            up.finish()
-        return copied
+            return pump(down, up, progress, None)
 
     def volume_path(self, pool: str, name: str) -> str | None:
         try:

@@ -17,7 +17,7 @@ from controller.errors import OperationFailed
 from controller.fields.volume import owned_volumes
 from controller.hypervisor.deadline import Bounded, bounded
 from controller.hypervisor.errors import is_not_found, libvirt_call
-from controller.hypervisor.operations import HostOps, _filling
+from controller.hypervisor.operations import HostOps, _filling, pump
 from controller.hypervisor.pool_xml import encrypted_volume_xml, volume_encryption, volume_format, volume_xml
 from controller.hypervisor.secrets import observe_secrets
 from controller.model.state import ObservedPool
@@ -109,16 +109,7 @@ def stream_volume(src: HostOps, from_pool: str, from_volume: str, dest: HostOps,
         try:
             up = dest._c().newStream(0)
             new.upload(up, 0, 0, 0)
-            while True:
-                chunk = down.recv(1 << 20)
-                if chunk in (b"", -2) or chunk is None:
-                    break
-                up.send(chunk)
-                copied += len(chunk)
-                if progress is not None:
-                    progress(copied, need)
-            down.finish()
-            up.finish()
+            copied = pump(down, up, progress, need)
             p.refresh(0)
             _write_marker(dest, p, marker)
         except libvirt.libvirtError as exc:
