@@ -14,7 +14,7 @@ from controller.engine import declared_elsewhere
 from controller.errors import Diagnostic
 from controller.fields.applied import applied_fields, digest
 from controller.model.state import ResourceKey
-from controller.spec.models import Guest, Network, StoragePool
+from controller.spec.models import Guest, Network, StoragePool, Volume
 from controller.spec.secrets import secret_inputs, value_digests
 from controller.spec.specset import SpecSet
 
@@ -25,7 +25,7 @@ def object_digests(specs: SpecSet) -> dict[ResourceKey, str]:
     values = value_digests(specs)
     for item in specs.items:
         obj = item.obj
-        if isinstance(obj, Guest | Network | StoragePool):
+        if isinstance(obj, Guest | Network | StoragePool | Volume):
             key = ResourceKey(obj.spec.host or "", obj.kind, obj.metadata.name)
             out[key] = digest([applied_fields(obj.spec), obj.metadata.labels, obj.metadata.annotations,
                                secret_inputs(obj, values)])
