@@ -76,3 +76,37 @@ def test_bounded_libvirt_objects_wrap_what_they_return_and_pass_as_plain_ones() 
     clone = pool.createXMLFrom("<volume><name>copy.img</name><capacity>1048576</capacity></volume>", vol)
     assert clone.name() == "copy.img"
     conn.close()
+
+
+class _FreesADomainInTheWindow(libvirt.virConnect):
+    """A real test-driver connection whose listAllSecrets does what libvirt-python's does, except
+    that a libvirt object is freed between the failed C call and the reading of its error — what
+    the garbage collector does now and then. Only the first call is disturbed."""
+
+    disturbed = 0
+
+    def listAllSecrets(self, flags: int = 0) -> list[libvirt.virSecret]:
+        import libvirtmod  # type: ignore[import-not-found]
+
+        ret = libvirtmod.virConnectListAllSecrets(self._o, flags)
+        if ret is None:
+            if not self.disturbed:
+                self.disturbed += 1
+                dom = self.lookupByName("test")
+                del dom  # virDomainFree resets the thread's last error
+            raise libvirt.libvirtError("virConnectListAllSecrets() failed")
+        return [libvirt.virSecret(self, s) for s in ret]
+
+
+def test_a_read_whose_error_lost_its_code_is_asked_again() -> None:
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    plain = libvirt.open("test:///default")
+    conn = _FreesADomainInTheWindow(_obj=plain._o)
+    with pytest.raises(libvirt.libvirtError) as raw:
+        conn.listAllSecrets(0)
+    assert raw.value.get_error_code() is None  # the mechanism: the code is gone
+    conn.disturbed = 0
+    with pytest.raises(libvirt.libvirtError) as seen:
+        Bounded(conn, CallRunner("h1", "test:///default", 5)).listAllSecrets(0)
+    assert seen.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT  # asked again: the driver's own answer
+    assert conn.disturbed == 1
