@@ -450,16 +450,19 @@ def test_export_of_the_host_with_these_devices_then_plan_is_empty(
     tpmfs, enc1, vnc1 = files["guest-tpmfs.yaml"], files["guest-enc1.yaml"], files["guest-vnc1.yaml"]
     assert "firmware: uefi" in tpmfs and "model: tpm-crb" in tpmfs and "target: share" in tpmfs
     assert f"kernel: {lab.kernel}" in tpmfs
-    # Secrets are named in specs, never read back: the TPM's encryption and the console password
-    # are left out (so left as they are), and no value is in any file.
-    assert "model: tpm-crb" in enc1 and "encryption" not in enc1
+    # Secrets are named in specs, never read back: the TPM's encryption names the kind: Secret it
+    # was made from, exported as a reference (optional until its value file is written, so the
+    # host's secret is left as it is); the console password is left out; no value is in any file.
+    assert "model: tpm-crb" in enc1 and "encryptionSecretRef: tpm-key" in enc1
+    secret_docs = [t for t in files.values() if "kind: Secret" in t]
+    assert len(secret_docs) == 1 and "name: tpm-key" in secret_docs[0] and "optional: true" in secret_docs[0], files
     assert "type: vnc" in vnc1 and "passwordSecretRef" not in vnc1 and "passwd" not in vnc1
     lab.run("validate", str(tree))
     out = lab.plan(tree)
     assert "No changes" in out, out
-    # drift: all guests in sync; the libvirt secret, which no exported spec names, is extra.
-    doc = json.loads(lab.run("drift", str(tree), "--format", "json", code=2).stdout)
+    # drift: all guests in sync, and the libvirt secret the exported Secret names too.
+    doc = json.loads(lab.run("drift", str(tree), "--format", "json", code=0).stdout)
     status = {f"{o['kind']}/{o['name']}": o["status"] for h in doc["hosts"] for o in h["objects"]}
-    assert status == {**{f"Guest/{g}": "in-sync" for g in guests}, "Secret/tpm-key": "extra"}, status
+    assert status == {**{f"Guest/{g}": "in-sync" for g in guests}, "Secret/tpm-key": "in-sync"}, status
     leaks = lab.outputs_holding_secrets({f"exported {n}": t for n, t in files.items()})
     assert not leaks, leaks
