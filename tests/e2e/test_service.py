@@ -313,9 +313,15 @@ def test_an_object_changed_back_again_and_again_is_reported_and_left_alone(
                        tmp_path / "serve.log").start()
     try:
         wait_for(lambda: svc.objects().get("Guest/web", {}).get("status") == "in-sync", 60, "sync", svc)
-        for _ in range(3):
+
+        def starts() -> int:
+            return sum(a["name"] == "web" and a["op"] == "start" for a in svc.status()["service"]["recentActions"])
+
+        for n in range(starts() + 1, starts() + 4):
             hermetic_host.virsh("destroy", "web")
-            wait_for(lambda: _domstate(hermetic_host, "web") == "running", 15, "repaired", svc)
+            # The next destroy waits for the repair's reconcile to end (it is recorded after its
+            # re-observation): a destroy before that re-observation makes the repair not stick.
+            wait_for(lambda n=n: starts() >= n and _domstate(hermetic_host, "web") == "running", 15, "repaired", svc)
         wait_for(lambda: "thrashing" in sink.events(), 10, "thrashing notification", svc)
         hermetic_host.virsh("destroy", "web")
         time.sleep(3)
