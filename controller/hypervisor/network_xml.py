@@ -332,18 +332,10 @@ def _set_ipv6(root: etree._Element, ipv6: NetworkIPv6 | None) -> None:
     iface = ipaddress.IPv6Interface(ipv6.address)
     ip.set("address", str(iface.ip))
     ip.set("prefix", str(iface.network.prefixlen))
-    dhcp = ip.find("dhcp")
     if ipv6.dhcp is None:
-        remove(dhcp)
+        remove(ip.find("dhcp"))
         return
-    if dhcp is None:
-        dhcp = etree.SubElement(ip, "dhcp")
-    rng = dhcp.find("range")
-    if rng is None:
-        rng = etree.Element("range")
-        dhcp.insert(0, rng)
-    rng.set("start", ipv6.dhcp.start)
-    rng.set("end", ipv6.dhcp.end)
+    _set_dhcp_range(ip, ipv6.dhcp.start, ipv6.dhcp.end)
 
 
 def _forwarders(dns: Dns) -> list[etree._Element]:
@@ -445,15 +437,7 @@ def _set_ipv4(root: etree._Element, ipv4: NetworkIPv4 | None, full: bool) -> Non
         _drop_unfit_dhcp(ip, dhcp, iface.network, spare_first_range=write_dhcp, spare_hosts=write_hosts)
     if not write_dhcp or want is None:
         return
-    dhcp = ip.find("dhcp")
-    if dhcp is None:
-        dhcp = etree.SubElement(ip, "dhcp")
-    rng = dhcp.find("range")
-    if rng is None:
-        rng = etree.Element("range")
-        dhcp.insert(0, rng)
-    rng.set("start", want.start)
-    rng.set("end", want.end)
+    dhcp = _set_dhcp_range(ip, want.start, want.end)
     if not write_hosts:
         return
     # Static hosts keyed by MAC: kept elements are edited (their other attributes and children
@@ -513,3 +497,18 @@ def dhcp_host_element(mac: str, ip: str, name: str | None) -> etree._Element:
 
 def dhcp_host_xml(mac: str, ip: str, name: str | None) -> str:
     return etree.tostring(dhcp_host_element(mac, ip, name), encoding="unicode")
+
+
+def _set_dhcp_range(ip: etree._Element, start: str, end: str) -> etree._Element:
+    """The first <range> of the <ip>'s <dhcp> (made, first in it, if missing) set to start-end;
+    the <dhcp>."""
+    dhcp = ip.find("dhcp")
+    if dhcp is None:
+        dhcp = etree.SubElement(ip, "dhcp")
+    rng = dhcp.find("range")
+    if rng is None:
+        rng = etree.Element("range")
+        dhcp.insert(0, rng)
+    rng.set("start", start)
+    rng.set("end", end)
+    return dhcp
