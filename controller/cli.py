@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import os
 import sys
@@ -242,6 +243,11 @@ def _age_identity(args: argparse.Namespace) -> contextlib.AbstractContextManager
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A crash inside libvirt's C code (a fatal signal) prints every thread's Python stack to
+    # stderr: the only trace a service's log would otherwise keep of it.
+    if not faulthandler.is_enabled():
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file
+            faulthandler.enable()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["__complete"]:  # what a completion script asks at TAB time (not a verb of the parser)
         from controller.completion import run_helper

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -101,6 +102,7 @@ class HostConnection:
         self.tls = _certs_key(tls)
         self._runner = CallRunner(host, uri, call_timeout)
         self._conn: Bounded | None = None
+        self._close_hooks: list[Callable[[libvirt.virConnect], None]] = []
         self._opening: Future[libvirt.virConnect] | None = None  # an open still under way
         self._lock = threading.Lock()
 
@@ -119,23 +121,28 @@ class HostConnection:
 
     def get(self) -> libvirt.virConnect:
         """The open connection; opened (again) when there is none, it died, or it stopped
-        answering (then the old one is abandoned, not waited for)."""
+        answering (then the old one is left to the calls still inside it, not waited for)."""
         with self._lock:
-            if self._runner.hung:
-                self._abandon()
-            if self._conn is not None:
+            if self._conn is not None and not self._runner.hung:
                 try:
                     if self._conn.isAlive():
                         return self._conn
-                except libvirt.libvirtError:
+                except (libvirt.libvirtError, HostUnreachable):
                     pass
-                except HostUnreachable:
-                    self._abandon()
-                self._drop()
-            self._conn = bounded(self._open(), self._runner)
+            self._retire()
+            # Each connection has a runner of its own: the old one's count of calls inside
+            # libvirt is what says when the old connection may be closed.
+            runner = CallRunner(self.host, self.uri, self._runner.timeout)
+            self._conn = bounded(self._open(runner.timeout), runner)
+            self._runner = runner
             return self._conn
 
-    def _open(self) -> libvirt.virConnect:
+    def on_close(self, hook: Callable[[libvirt.virConnect], None]) -> None:
+        """``hook(conn)`` runs before each connection of this host is closed (event
+        registrations are undone there: libvirt holds the Python connection while they last)."""
+        self._close_hooks.append(hook)
+
+    def _open(self, timeout: float | None) -> libvirt.virConnect:
         quiet_libvirt()
         start_event_loop()  # keepalive needs it, and libvirt wants it before the first open
         if self._opening is not None:
@@ -144,7 +151,7 @@ class HostConnection:
             if not self._opening.done():
                 raise HostUnreachable(f"no answer from {self.uri} yet (still connecting)", host=self.host)
             finished, self._opening = self._opening, None
-            return self._opened(finished, None)
+            return self._opened(finished, None, timeout)
         # libvirt.open blocks for as long as the transport does (an SSH or TCP host that drops
         # packets, a stopped daemon): bound it, on a daemon thread that never holds up exit.
         uri, pkipath = self.uri, None
@@ -175,9 +182,10 @@ class HostConnection:
                                   host=self.host) from None
         except libvirt.libvirtError:
             pass  # _opened maps it
-        return self._opened(future, pkipath)
+        return self._opened(future, pkipath, timeout)
 
-    def _opened(self, future: Future[libvirt.virConnect], pkipath: Path | None) -> libvirt.virConnect:
+    def _opened(self, future: Future[libvirt.virConnect], pkipath: Path | None,
+                timeout: float | None) -> libvirt.virConnect:
         try:
             conn = future.result(timeout=0)
         except libvirt.libvirtError as exc:
@@ -193,36 +201,34 @@ class HostConnection:
             raise HostUnreachable(message, host=self.host) from None
         if conn is None:
             raise HostUnreachable(f"cannot connect to {self.uri}", host=self.host)
-        timeout = self._runner.timeout
         with contextlib.suppress(libvirt.libvirtError):  # drivers without keepalive (test://)
             # A daemon that stops answering is cut off within about 4 intervals; its blocked
             # calls then fail, which frees the workers an overrun call left behind.
             conn.setKeepAlive(max(1, min(5, int((timeout or 30) // 6))), 3)
         return conn
 
-    def _abandon(self) -> None:
-        """Give up on a connection that stopped answering: close it in the background (closing
-        talks to the daemon too) and start afresh with a runner that is not hung."""
+    def _retire(self) -> None:
+        """Close the current connection once no call is inside it (see CallRunner.retire): at
+        once when none is, else after the last one returns, which for a daemon that stopped
+        answering is when keepalive gives up on it."""
         old, self._conn = self._conn, None
-        if old is not None:
-            def close(conn: Bounded = old) -> None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.unbounded.close()
+        if old is None:
+            return
+        raw, hooks = old.unbounded, list(self._close_hooks)
 
-            threading.Thread(target=close, name=f"close-{self.host}", daemon=True).start()
-        self._runner = CallRunner(self.host, self.uri, self._runner.timeout)
+        def close() -> None:
+            for hook in hooks:
+                # A dead connection fails the hook's calls: that must not keep it open.
+                with contextlib.suppress(Exception):
+                    hook(raw)
+            with contextlib.suppress(libvirt.libvirtError):
+                raw.close()
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(libvirt.libvirtError, HostUnreachable):
-                self._conn.close()
-        self._conn = None
+        self._runner.retire(close, f"the connection to {self.uri} was replaced (it died or stopped answering)")
 
     def close(self) -> None:
         with self._lock:
-            if self._runner.hung:
-                self._abandon()
-            self._drop()
+            self._retire()
 
 
 class ConnectionPool:

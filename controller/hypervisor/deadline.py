@@ -4,10 +4,10 @@ A libvirt-python call blocks in C for as long as the daemon takes, and a daemon 
 stopped (SIGSTOP, or stuck on a dead NFS mount) takes forever. So every call on a host's
 connection runs on one of that host's worker threads while the caller waits at most the
 host's ``callTimeout``. A call that overruns makes the host *hung*: the caller gets
-HostUnreachable("no answer from URI within Ns"), the connection is abandoned (closing it
-would block as well), and the blocked worker is left to libvirt's keepalive, which closes
-the dead transport and so ends the call. Workers are daemon threads: they never hold up the
-process's exit.
+HostUnreachable("no answer from URI within Ns"), the host's next call opens a new
+connection, and the blocked worker is left to libvirt's keepalive, which closes the dead
+transport and so ends the call; only then is the old connection closed (never under a call).
+Workers are daemon threads: they never hold up the process's exit.
 
 Long operations (migration, volume copies and uploads, snapshots with memory, stream
 transfers) get no call deadline: a daemon that still answers keepalive is working on them,
@@ -55,10 +55,12 @@ class _Call:
     """One call handed to a worker; ``done`` is released when it has returned or raised (a bare
     lock: cheaper than a Future, and every libvirt call pays for it)."""
 
-    __slots__ = ("args", "done", "error", "fn", "kwargs", "result")
+    __slots__ = ("args", "done", "error", "fn", "kwargs", "result", "runner")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 runner: CallRunner):
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.runner = runner  # told when the call has returned, also after its caller gave up
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = _thread.allocate_lock()
@@ -102,6 +104,7 @@ class _Workers:
                 job.result = job.fn(*job.args, **job.kwargs)
             except BaseException as exc:  # handed to the caller, who maps it
                 job.error = exc
+            job.runner.returned()
             with self._lock:
                 self._idle += 1
             job.done.release()
@@ -111,24 +114,51 @@ _WORKERS = _Workers()
 
 
 class CallRunner:
-    """A host's libvirt calls: each runs on a shared worker while the caller waits for it with
-    the host's deadline; the first overrun marks the host hung."""
+    """One connection's libvirt calls: each runs on a shared worker while the caller waits for it
+    with the host's deadline; the first overrun marks the runner hung.
+
+    One call at a time is inside libvirt per connection (long ones excepted, see ``call``):
+    libvirt 9.0's RPC client crashes (SIGSEGV in g_main_loop_quit) when two threads wait on one
+    connection and keepalive closes it — the thread the first passes the dispatch to runs the
+    first one's leftover socket watch, whose data was on the first one's stack. A host's calls
+    go one after the other over its one socket anyway.
+
+    The runner also knows how many calls are inside libvirt now, so its connection is closed only
+    once none is: virConnectClose frees what a call still inside it would use."""
 
     def __init__(self, host: str, uri: str, timeout: float | None):
         self.host = host
         self.uri = uri
         self.timeout = timeout
         self.hung = ""  # why the host counts as hung; set by the first overrun call
+        self._retired = ""  # why no call may start any more: its connection is being closed
+        self._inside = 0  # calls that have not returned yet (overrun ones too)
+        self._when_idle: Callable[[], None] | None = None
+        self._count_lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
              long: bool = False, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` within ``timeout`` (default the host's; ``long``: none)."""
-        if self.hung:
-            raise HostUnreachable(self.hung, host=self.host)
+        """``fn(*args, **kwargs)`` within ``timeout`` (default the host's; ``long``: none).
+
+        A long call (a migration, a stream, a snapshot with memory) does not wait for the host's
+        other calls nor they for it: they would stand still for minutes. Two threads inside one
+        connection are then possible, and a daemon that stops answering meanwhile can still
+        crash libvirt's client (see the class); that double fault is the price."""
+        with self._count_lock:
+            if self.hung or self._retired:
+                raise HostUnreachable(self.hung or self._retired, host=self.host)
+            self._inside += 1
         limit = None if long else (timeout if timeout is not None else self.timeout)
+        one = fn if long else self._in_turn
+        args = args if long else (fn, args, kwargs)
+        kwargs = kwargs if long else {}
         if limit is None:  # keepalive alone bounds it: waiting on a worker would add nothing
-            return fn(*args, **kwargs)
-        job = _Call(fn, args, kwargs)
+            try:
+                return one(*args, **kwargs)
+            finally:
+                self.returned()
+        job = _Call(one, args, kwargs, self)
         _WORKERS.submit(job)
         if not job.done.acquire(timeout=limit):
             self.hung = f"no answer from {self.uri} within {limit:g}s ({what})"
@@ -136,6 +166,34 @@ class CallRunner:
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _in_turn(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._one_at_a_time:
+            if self.hung or self._retired:  # it turned while this call waited for its turn
+                raise HostUnreachable(self.hung or self._retired, host=self.host)
+            return fn(*args, **kwargs)
+
+    def returned(self) -> None:
+        """A call of this runner's has returned (on whichever thread made it)."""
+        with self._count_lock:
+            self._inside -= 1
+            then = self._when_idle if self._inside == 0 else None
+            if then is not None:
+                self._when_idle = None
+        if then is not None:
+            threading.Thread(target=then, name=f"close-{self.host}", daemon=True).start()
+
+    def retire(self, close: Callable[[], None], why: str) -> None:
+        """No call starts through this runner any more; ``close`` runs once every call already
+        inside libvirt has returned: at once (on this thread) when none is, else on a thread of
+        its own after the last one (a call blocked on a stopped daemon returns when keepalive
+        gives up on it, or when the daemon answers again)."""
+        with self._count_lock:
+            self._retired = self._retired or why
+            if self._inside:
+                self._when_idle = close
+                return
+        close()
 
 
 _READ_PREFIXES = ("list", "lookup", "get", "is", "num", "has")

@@ -7,6 +7,7 @@ receive (kind, name) and must be quick: they only enqueue work.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +29,15 @@ class HostEvents:
         self.on_event = on_event
         self._registered: Any = None  # the virConnect callbacks are registered on
         self._ids: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        conn.on_close(self._forget)
 
     def ensure(self) -> bool:
         """Register on the current connection if needed; True when (re)registered."""
         c = self.conn.get()
-        if c is self._registered:
-            return False
+        with self._lock:
+            if c is self._registered:
+                return False
         host = self.conn.host
 
         def dom_cb(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
@@ -47,6 +51,21 @@ class HostEvents:
         with contextlib.suppress(libvirt.libvirtError):  # without network events: resyncs
             ids.append(("net", c.networkEventRegisterAny(None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE,
                                                          net_cb, None)))
-        self._registered = c
-        self._ids = ids
+        with self._lock:
+            self._registered = c
+            self._ids = ids
         return True
+
+    def _forget(self, raw: Any) -> None:
+        """Undo the registrations on a connection about to be closed: until then libvirt-python
+        holds that connection (and its socket) alive for the callbacks."""
+        with self._lock:
+            if getattr(self._registered, "unbounded", self._registered) is not raw:
+                return
+            ids, self._registered, self._ids = self._ids, None, []
+        for kind, cb_id in ids:
+            with contextlib.suppress(libvirt.libvirtError):  # a dead connection cannot answer
+                if kind == "dom":
+                    raw.domainEventDeregisterAny(cb_id)
+                else:
+                    raw.networkEventDeregisterAny(cb_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import libvirt
 import pytest
 
 from controller.errors import HostUnreachable
+from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.deadline import LONG_CALLS, Bounded, CallRunner, bounded
 
 
@@ -46,13 +48,13 @@ def test_long_operations_have_no_call_deadline() -> None:
     assert {"migrateToURI3", "createXMLFrom", "sendAll", "snapshotCreateXML"} <= LONG_CALLS
 
 
-def test_concurrent_calls_each_get_a_worker() -> None:
-    runner = CallRunner("h", "test:///default", 5)
+def test_calls_to_different_hosts_run_at_once_each_on_a_worker() -> None:
+    runners = [CallRunner(f"h{i}", "test:///default", 5) for i in range(4)]
     barrier = threading.Barrier(4, timeout=3)
     results: list[int] = []
 
     def one(i: int) -> None:
-        results.append(runner.call("meet", lambda: barrier.wait() * 0 + i))
+        results.append(runners[i].call("meet", lambda: barrier.wait() * 0 + i))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
     for t in threads:
@@ -60,6 +62,37 @@ def test_concurrent_calls_each_get_a_worker() -> None:
     for t in threads:
         t.join(5)
     assert sorted(results) == [0, 1, 2, 3]  # all four ran at once: the barrier let them through
+
+
+def test_one_hosts_calls_go_into_libvirt_one_at_a_time_but_long_ones_do_not_wait() -> None:
+    # Two threads waiting on one connection crash libvirt 9.0's client when keepalive closes it.
+    runner = CallRunner("h", "test:///default", 5)
+    inside, most = 0, 0
+    lock = threading.Lock()
+
+    def short() -> None:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.05)
+        with lock:
+            inside -= 1
+
+    threads = [threading.Thread(target=runner.call, args=("short", short)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert most == 1
+    release = threading.Event()
+    long_call = threading.Thread(target=runner.call, args=("migrate", release.wait), kwargs={"long": True})
+    long_call.start()
+    try:
+        assert runner.call("short", lambda: 7, timeout=1) == 7  # not held up by the migration
+    finally:
+        release.set()
+        long_call.join(5)
 
 
 def test_bounded_libvirt_objects_wrap_what_they_return_and_pass_as_plain_ones() -> None:
@@ -110,3 +143,47 @@ def test_a_read_whose_error_lost_its_code_is_asked_again() -> None:
         Bounded(conn, CallRunner("h1", "test:///default", 5)).listAllSecrets(0)
     assert seen.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT  # asked again: the driver's own answer
     assert conn.disturbed == 1
+
+
+def _closed(raw: libvirt.virConnect) -> bool:
+    return raw._o is None  # libvirt-python clears the handle in close()
+
+
+def test_a_connection_is_closed_only_once_the_call_inside_it_has_returned() -> None:
+    host = HostConnection("h", "test:///default", call_timeout=0.2)
+    conn = host.get()
+    raw = conn.unbounded
+    hooked: list[libvirt.virConnect] = []
+    host.on_close(hooked.append)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_read() -> int:
+        inside.set()
+        release.wait(10)
+        return raw.numOfDomains()  # the connection is still usable when the call goes on
+
+    answers: list[object] = []
+    caller = threading.Thread(target=lambda: answers.append(_call_or_error(host, slow_read)))
+    caller.start()
+    assert inside.wait(5)
+    caller.join(5)
+    assert isinstance(answers[0], HostUnreachable)  # the caller gave up: the host counts as hung
+    fresh = host.get()  # a new connection; the old one still has a call inside it
+    assert fresh.unbounded is not raw
+    assert not _closed(raw) and hooked == []
+    with pytest.raises(HostUnreachable):
+        conn.numOfDomains()  # nothing new starts on the old connection
+    release.set()
+    deadline = time.monotonic() + 5
+    while not _closed(raw) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _closed(raw) and hooked == [raw]
+    host.close()
+    assert _closed(fresh.unbounded)  # no call inside: closed at once
+
+
+def _call_or_error(host: HostConnection, fn: Callable[[], int]) -> object:
+    try:
+        return host._runner.call("slow read", fn)
+    except HostUnreachable as exc:
+        return exc
