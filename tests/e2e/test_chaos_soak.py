@@ -1,6 +1,6 @@
 """A chaos soak of `virtsync serve`: two real hosts with 20 guests, random out-of-band faults
 (destroy, undefine, setmem, NIC detach, net-destroy, pool-destroy, a libvirtd restart) and random
-spec commits to the git repository the service follows, for VIRTSYNC_SOAK_MINUTES (default 3;
+spec commits to the git repository the service follows, for VIRTSYNC_SOAK_MINUTES (default 2;
 `make soak` runs 30). At the end every host converges within 30 s, nothing unowned was touched,
 no object exists twice, no reconcile raised, and the service's RSS grew by less than 20 MB from
 after warm-up. Guests are paused (an idle guest in firmware still burns CPU: 20 of them would
@@ -197,7 +197,7 @@ def _converged(conns: dict[str, libvirt.virConnect], specs: Specs) -> str:
 def test_serve_repairs_random_faults_and_spec_commits_and_converges_at_the_end(
     hermetic_host_factory: HostFactory, tmp_path: Path,
 ) -> None:
-    minutes = float(os.environ.get("VIRTSYNC_SOAK_MINUTES", "3"))
+    minutes = float(os.environ.get("VIRTSYNC_SOAK_MINUTES", "2"))
     seed = int(os.environ.get("VIRTSYNC_SOAK_SEED", str(random.SystemRandom().randrange(1 << 32))))
     print(f"chaos soak: {minutes:g} minutes, seed {seed} (VIRTSYNC_SOAK_SEED={seed} repeats it)")
     rng = random.Random(seed)
