@@ -46,10 +46,16 @@ def _impact(f: Field[Any]) -> str:
     return f"{word} (depends)" if f.impact_of is not None else word
 
 
-def _call(f: Field[Any]) -> str:
-    """The live calls a field names, and (when it may wait) why it waits for a boot."""
+def _call(f: Field[Any], boots: bool) -> str:
+    """The live calls a field names, and (when it may wait) why: for the next boot of a guest
+    (``boots``), or for a new definition (every kind)."""
     calls = ", ".join(f"`{c}`" for c in f.calls)
-    waits = f"next boot: {f.next_boot_why}" if f.impact != "live" or f.impact_of is not None else ""
+    if f.impact == "recreate":
+        waits = f"recreate: {f.next_boot_why}"
+    elif boots and (f.impact != "live" or f.impact_of is not None):
+        waits = f"next boot: {f.next_boot_why}"
+    else:  # a network's or pool's "live (depends)": the how column says when it is not
+        waits = ""
     if f.impact in ("create", "delete") or (not calls and f.impact == "live"):
         waits = ""
     return "; ".join(p for p in (calls, waits) if p).replace("|", "/") or "—"
@@ -63,9 +69,10 @@ def render_fields_md() -> str:
     out = [HEADER]
     for title, fields, control, prefix in TABLES:
         out += [f"## {title}", "", "| Field | Impact | libvirt call | How a change lands |", "|---|---|---|---|"]
+        boots = title.startswith("Guest")
         for f in fields:
             how = f.how + (f" (planned by its own step: {f.planned_by})" if f.planned_by else "")
-            out.append(f"| `{_pointer(f)}` | {_impact(f)} | {_call(f)} | {how.replace('|', '/')} |")
+            out.append(f"| `{_pointer(f)}` | {_impact(f)} | {_call(f, boots)} | {how.replace('|', '/')} |")
         for name, what in control.items():
             steers = f"{what.replace('|', '/')} (steers virtsync; nothing on the host)"
             out.append(f"| `{prefix}{name}` | — | — | {steers} |")
