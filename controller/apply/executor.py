@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import count, groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,7 +108,7 @@ class _HostRun(Definitions):
             for action in group:
                 chains.setdefault(action.key, []).append(action)
             with ThreadPoolExecutor(max_workers=max(1, self.opts.concurrency)) as pool:
-                for chain in pool.map(self.run_chain, chains.values()):
+                for chain in pool.map(self.run_chain, chains.values(), count()):
                     for outcome in chain:
                         outcomes.append(outcome)
                         if progress is not None:
@@ -118,8 +118,9 @@ class _HostRun(Definitions):
                             progress(outcome, n, total)
         return outcomes
 
-    def run_chain(self, actions: list[Action]) -> list[Outcome]:
-        return [self.run_one(a) for a in actions]
+    def run_chain(self, actions: list[Action], k: int = 0) -> list[Outcome]:
+        with self.ops.lane(k):  # the k-th object at once goes over the host's k-th connection
+            return [self.run_one(a) for a in actions]
 
     def run_one(self, action: Action) -> Outcome:
         """One action; whatever it raises is its failed outcome (the host's other actions go on)."""

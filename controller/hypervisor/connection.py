@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -90,9 +90,19 @@ def _certs_key(certs: ClientCerts | None) -> TlsPaths | None:
     return None if certs is None else TlsPaths(certs.ca_file, certs.cert_file, certs.key_file)
 
 
+# Connections one host gets at most, for calls made at the same time (an apply's concurrent
+# objects): a connection's calls take turns (see deadline.CallRunner), so starting 20 guests
+# over one would be 20 starts in a row.
+MAX_LANES = 4
+
+
 class HostConnection:
     """A host's connection: opened on first use and again after it died; every call on it is
-    bounded by ``call_timeout`` (see deadline.py) and watched by libvirt's keepalive."""
+    bounded by ``call_timeout`` (see deadline.py) and watched by libvirt's keepalive.
+
+    Work that runs in parallel on one host (``lane(k)`` around it) gets up to MAX_LANES
+    connections; everything else uses lane 0. libvirt's test driver keeps its state per
+    connection, so a test:// host has one lane only."""
 
     def __init__(self, host: str, uri: str, timeout: float = 10.0, tls: ClientCerts | None = None,
                  call_timeout: float | None = DEFAULT_CALL_TIMEOUT):
@@ -100,42 +110,58 @@ class HostConnection:
         self.uri = uri  # as the spec says: what errors and outputs show
         self.timeout = timeout
         self.tls = _certs_key(tls)
-        self._runner = CallRunner(host, uri, call_timeout)
-        self._conn: Bounded | None = None
+        self.lanes = 1 if uri.startswith("test:") else MAX_LANES
+        self._runners = [CallRunner(host, uri, call_timeout) for _ in range(self.lanes)]
+        self._conns: list[Bounded | None] = [None] * self.lanes
         self._close_hooks: list[Callable[[libvirt.virConnect], None]] = []
         self._opening: Future[libvirt.virConnect] | None = None  # an open still under way
         self._lock = threading.Lock()
+        self._here = threading.local()  # .lane: the lane this thread's calls use
 
     @property
     def call_timeout(self) -> float | None:
-        return self._runner.timeout
+        return self._runners[0].timeout
 
     @call_timeout.setter
     def call_timeout(self, value: float | None) -> None:
-        self._runner.timeout = value
+        for runner in self._runners:
+            runner.timeout = value
 
     @property
     def current(self) -> Bounded | None:
-        """The connection open now, if any (no call is made)."""
-        return self._conn
+        """Lane 0's connection open now, if any (no call is made)."""
+        return self._conns[0]
 
-    def get(self) -> libvirt.virConnect:
-        """The open connection; opened (again) when there is none, it died, or it stopped
-        answering (then the old one is left to the calls still inside it, not waited for)."""
+    @contextlib.contextmanager
+    def lane(self, k: int) -> Iterator[None]:
+        """This thread's calls (``get()``) go over lane ``k`` (modulo the host's lanes) inside."""
+        before = getattr(self._here, "lane", 0)
+        self._here.lane = k % self.lanes
+        try:
+            yield
+        finally:
+            self._here.lane = before
+
+    def get(self, lane: int | None = None) -> libvirt.virConnect:
+        """The open connection of this thread's lane (or of ``lane``); opened (again) when there
+        is none, it died, or it stopped answering (then the old one is left to the calls still
+        inside it, not waited for)."""
+        k = getattr(self._here, "lane", 0) if lane is None else lane % self.lanes
         with self._lock:
-            if self._conn is not None and not self._runner.hung:
+            conn, runner = self._conns[k], self._runners[k]
+            if conn is not None and not runner.hung:
                 try:
-                    if self._conn.isAlive():
-                        return self._conn
+                    if conn.isAlive():
+                        return conn
                 except (libvirt.libvirtError, HostUnreachable):
                     pass
-            self._retire()
+            self._retire(k)
             # Each connection has a runner of its own: the old one's count of calls inside
             # libvirt is what says when the old connection may be closed.
-            runner = CallRunner(self.host, self.uri, self._runner.timeout)
-            self._conn = bounded(self._open(runner.timeout), runner)
-            self._runner = runner
-            return self._conn
+            runner = CallRunner(self.host, self.uri, runner.timeout)
+            conn = self._conns[k] = bounded(self._open(runner.timeout), runner)
+            self._runners[k] = runner
+            return conn
 
     def on_close(self, hook: Callable[[libvirt.virConnect], None]) -> None:
         """``hook(conn)`` runs before each connection of this host is closed (event
@@ -207,11 +233,11 @@ class HostConnection:
             conn.setKeepAlive(max(1, min(5, int((timeout or 30) // 6))), 3)
         return conn
 
-    def _retire(self) -> None:
-        """Close the current connection once no call is inside it (see CallRunner.retire): at
+    def _retire(self, k: int) -> None:
+        """Close lane ``k``'s connection once no call is inside it (see CallRunner.retire): at
         once when none is, else after the last one returns, which for a daemon that stopped
         answering is when keepalive gives up on it."""
-        old, self._conn = self._conn, None
+        old, self._conns[k] = self._conns[k], None
         if old is None:
             return
         raw, hooks = old.unbounded, list(self._close_hooks)
@@ -224,11 +250,12 @@ class HostConnection:
             with contextlib.suppress(libvirt.libvirtError):
                 raw.close()
 
-        self._runner.retire(close, f"the connection to {self.uri} was replaced (it died or stopped answering)")
+        self._runners[k].retire(close, f"the connection to {self.uri} was replaced (it died or stopped answering)")
 
     def close(self) -> None:
         with self._lock:
-            self._retire()
+            for k in range(self.lanes):
+                self._retire(k)
 
 
 class ConnectionPool:

@@ -34,7 +34,7 @@ class HostEvents:
 
     def ensure(self) -> bool:
         """Register on the current connection if needed; True when (re)registered."""
-        c = self.conn.get()
+        c = self.conn.get(lane=0)  # whichever thread asks: one registration per host
         with self._lock:
             if c is self._registered:
                 return False

@@ -104,6 +104,11 @@ class HostOps:
     def _c(self) -> libvirt.virConnect:
         return self.conn.get()
 
+    def lane(self, k: int) -> contextlib.AbstractContextManager[None]:
+        """This thread's operations go over the host's connection number ``k`` inside (work on
+        several objects at once: a connection's calls take turns)."""
+        return self.conn.lane(k)
+
     def _dom(self, name: str) -> libvirt.virDomain:
         with libvirt_call(self.host, f"look up guest {name}"):
             return self._c().lookupByName(name)

@@ -184,6 +184,6 @@ def test_a_connection_is_closed_only_once_the_call_inside_it_has_returned() -> N
 
 def _call_or_error(host: HostConnection, fn: Callable[[], int]) -> object:
     try:
-        return host._runner.call("slow read", fn)
+        return host._runners[0].call("slow read", fn)
     except HostUnreachable as exc:
         return exc
