@@ -9,12 +9,14 @@ declarations, so no consumer branches on a field's name.
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from lxml import etree
 
+from controller.fields.applied import declared
 from controller.model.operations import Impact, LiveOp
 from controller.model.state import GuestConfig, HostCapabilities, ObservedGuest
 
@@ -139,6 +141,41 @@ class Field(Generic[SpecT]):
         if self.impact_of is not None and view is not None:
             return self.impact_of(view)
         return self.impact
+
+
+# (registry, spec) → the registry's fields the spec declares (registry 0: the declared names).
+# Specs are frozen and a plan walks each one's fields several times (refusals, effect, compare),
+# plans after plans in serve: keyed by identity, dropped with the spec (a weak reference makes
+# the identity safe to reuse).
+_DECLARED: dict[tuple[int, int], tuple[weakref.ref[Any], Any]] = {}
+
+
+def _per_spec(key: tuple[int, int], spec: Any, compute: Callable[[], Any]) -> Any:
+    hit = _DECLARED.get(key)
+    if hit is not None and hit[0]() is spec:
+        return hit[1]
+    value = compute()
+    try:
+        ref = weakref.ref(spec, lambda _r, k=key: _DECLARED.pop(k, None))  # type: ignore[misc]
+    except TypeError:
+        return value  # not weakly referenceable: computed each time
+    _DECLARED[key] = (ref, value)
+    return value
+
+
+def declared_fields(fields: tuple[Field[Any], ...], spec: Any) -> tuple[Field[Any], ...]:
+    """The fields of ``fields`` that ``spec`` declares (its names set, or ``is_declared``), in
+    registry order: computed once per spec object."""
+    def compute() -> tuple[Field[Any], ...]:
+        names = declared(spec)
+        return tuple(f for f in fields if f.declared_in(spec, names))
+
+    return _per_spec((id(fields), id(spec)), spec, compute)  # type: ignore[no-any-return]
+
+
+def declared_names(spec: Any) -> frozenset[str]:
+    """``declared(spec)``, computed once per spec object."""
+    return _per_spec((0, id(spec)), spec, lambda: frozenset(declared(spec)))  # type: ignore[no-any-return]
 
 
 def read_all(fields: tuple[Field[Any], ...], el: etree._Element) -> dict[str, Any]:

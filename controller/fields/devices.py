@@ -43,9 +43,11 @@ class ItemView(GuestView):
     running: Any = None
 
 
+_VIEW_NAMES = tuple(f.name for f in fields(GuestView))
+
+
 def item_view(view: GuestView, item: Any, state: Any, running: Any) -> ItemView:
-    return ItemView(**{f.name: getattr(view, f.name) for f in fields(GuestView)},
-                    item=item, state=state, running=running)
+    return ItemView(**{name: getattr(view, name) for name in _VIEW_NAMES}, item=item, state=state, running=running)
 
 
 def effective_bus(bus: str, virt_type: str) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from controller.fields.base import Facts, Field, GuestView, call_names, live_ops
+from controller.fields.base import Facts, Field, GuestView, call_names, declared_fields, declared_names, live_ops
 from controller.fields.devices import (
     DISK_FIELDS,
     NIC_FIELDS,
@@ -62,7 +62,6 @@ from controller.plan.context import (
     SUSPEND_ANNOTATION,
     PlanOptions,
     applied_fields,
-    declared,
     digest,
     ownership_problem,
     patch_changes,
@@ -101,7 +100,7 @@ class _Diff:
         self.obs = obs
         self.host = host
         self.facts = guest_facts(guest.metadata.name, host)
-        self.declared = declared(guest.spec)
+        self.declared = declared_names(guest.spec)
         self.ignore = tuple(guest.spec.ignore)
         assert obs.persistent is not None
         self.persistent: GuestConfig = obs.persistent
@@ -159,7 +158,7 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         return out
 
     diff = _Diff(guest, obs, host, prune=opts.prune)
-    for f in _without_effect(spec, diff.facts, diff.declared):
+    for f in _without_effect(spec, diff.facts):
         out.problems.append(Problem(key, f"{f.name} has no effect on host {host.host} ({host.caps.driver}): "
                                     "it is not compared or written there", severity="warning"))
     _scalar_changes(diff)
@@ -184,6 +183,8 @@ def plan_guest(guest: Guest, host: HostState, opts: PlanOptions) -> GuestPlan:
         out.drift.append(power)
     if report_only:
         return out
+    if not (defined_changes or diff.live_work or diff.pending or diff.held or volumes or fault or power):
+        return out  # in sync: nothing below adds an action or a pending restart
     for change, why in diff.held:
         out.pending.append(Pending(key, f"held: {why}", (change,)))
     out.held = len(diff.held)
@@ -273,10 +274,11 @@ def _host_problem(spec: GuestSpec, host: HostState) -> str | None:
 def _device_refusal(spec: GuestSpec, host: HostState) -> str | None:
     """A declared device this host cannot provide, from its capability probe: said at plan time,
     per host, instead of a failed define or start."""
-    facts = guest_facts("", host)
-    for f in GUEST_FIELDS:
-        if f.refuse is None or not f.declared_in(spec, declared(spec)) or f.want is None:
+    facts: Facts | None = None
+    for f in declared_fields(GUEST_FIELDS, spec):
+        if f.refuse is None or f.want is None:
             continue
+        facts = facts or guest_facts("", host)
         if not f.exists_on(facts.virt_type):
             if f.want(spec, facts):
                 return f"host {host.host} ({host.caps.driver}) has no {f.name}: {f.how}"
@@ -351,10 +353,10 @@ def in_window(window: RestartWindow, now: datetime) -> tuple[bool, datetime]:
 
 def _scalar_changes(d: _Diff) -> None:
     """Every declared scalar field of the registry: compare, class the impact, name the call."""
-    for f in GUEST_FIELDS:
+    for f in declared_fields(GUEST_FIELDS, d.spec):
         if f.planned_by or f.want is None or f.have is None:
             continue
-        if not f.declared_in(d.spec, d.declared) or d.ignored(f.path) or not f.applies(d.spec, d.facts):
+        if d.ignored(f.path) or not f.applies(d.spec, d.facts):
             continue
         _compare(d, f)
 
@@ -367,13 +369,12 @@ def _patch_changes(d: _Diff) -> None:
                      if not d.ignored(c.path))
 
 
-def _without_effect(spec: GuestSpec, facts: Facts, declared_fields: set[str]) -> list[Field[Any]]:
+def _without_effect(spec: GuestSpec, facts: Facts) -> list[Field[Any]]:
     """Declared fields this host's kind ignores (firmware on Xen, say): said, not silently dropped.
     The test driver has no firmware at all; specs written for real hosts run on it quietly."""
     if facts.virt_type == "test":
         return []
-    ignored = [f for f in GUEST_FIELDS if f.declared_in(spec, declared_fields) and f.want is not None
-               and not f.applies(spec, facts)]
+    ignored = [f for f in declared_fields(GUEST_FIELDS, spec) if f.want is not None and not f.applies(spec, facts)]
     given = applied_fields(spec) if ignored else {}
     return [f for f in ignored if _at(given, f.path) is not None]
 
@@ -433,10 +434,10 @@ def _item_changes(d: _Diff, fields: tuple[Field[Any], ...], item: Any, state: An
     fields with a live call, its running state: a LIVE change of a running guest's item gets
     the field's typed call, as guest fields do."""
     view = item_view(d.view, item, state, running)
-    for f in fields:
+    for f in declared_fields(fields, item):
         assert f.want is not None and f.have is not None
         path = f.path.format(i=pointer.rsplit("/", 1)[-1])
-        if not f.declared_in(item, declared(item)) or d.ignored(path) or not f.applies(item, d.facts):
+        if d.ignored(path) or not f.applies(item, d.facts):
             continue
         want, have = f.want(item, d.facts), f.have(state, None)
         live_have = f.have(running, None) if running is not None else None
