@@ -13,4 +13,7 @@ class SpecModel(BaseModel):
         strict=True,
         alias_generator=to_camel,
         populate_by_name=True,
+        # Validators are built on first use (spec/models.py built()): building all ~85 models at
+        # import cost a no-op plan more than planning did (issue 17).
+        defer_build=True,
     )

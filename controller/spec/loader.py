@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from controller.errors import Diagnostic, SpecError
 from controller.spec.checks import check_spec_set
 from controller.spec.messages import clip, describe, explain, locate
-from controller.spec.models import API_VERSION, KINDS
+from controller.spec.models import API_VERSION, KINDS, built
 from controller.spec.placement import LOCK_NAME, apply_lock, lock_path, read_lock
 from controller.spec.policy import check_policy, load_policy
 from controller.spec.references import referenced_files, resolve_cloud_init
@@ -190,7 +190,7 @@ def _validate(path: str, index: int, doc: Document) -> tuple[Any | None, list[Di
         what = f"unknown kind {kind!r}" if kind is not None else "missing kind"
         return None, [at(("kind",), f"{what}; expected one of {', '.join(KINDS)}")], None
     try:
-        return model.model_validate(data), [], None
+        return built(model).model_validate(data), [], None
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):

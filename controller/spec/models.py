@@ -921,3 +921,14 @@ KINDS: dict[str, type[_Resource]] = {
 }
 # Kinds placed on no host: every host's slice of the specs carries them.
 UNPLACED: tuple[type[_Resource], ...] = (SnapshotPolicy, BackupPolicy, Secret)
+
+
+def built(kind: type[_Resource]) -> type[_Resource]:
+    """The model of a kind, its validator built: its spec model first, so that the kind's schema
+    reuses the spec's and the spec's own serializer (dumped for digests and ownership) is not built
+    again. Models are built on first use (defer_build in SpecModel): a run builds only the kinds its
+    documents have, and of their parts only those validated or dumped on their own."""
+    if not kind.__pydantic_complete__:
+        kind.model_fields["spec"].annotation.model_rebuild()  # type: ignore[union-attr]
+        kind.model_rebuild()
+    return kind

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,15 @@ RUN = """
 import json, sys
 from controller.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+base = sys.modules.get("controller.spec.base")
+models = []
+if base is not None:
+    todo = [base.SpecModel]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        models.append([cls.__name__, bool(cls.__pydantic_complete__)])
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "models": models}))
 """
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -59,14 +68,19 @@ def _tree(tmp_path: Path) -> tuple[Path, str]:
     return specs, uri
 
 
-def _imported(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
+def _run(tmp_path: Path, *argv: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTSYNC_")}
     env["VIRTSYNC_COORDINATION"] = f"file://{tmp_path / 'coord'}"
     env["VIRTSYNC_AUDIT_LOG"] = str(tmp_path / "audit.log")
     proc = subprocess.run([sys.executable, "-c", RUN, *argv], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=120)
     assert proc.stdout.strip(), proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _imported(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
+    result = _run(tmp_path, *argv)
     return result["code"], result["modules"]
 
 
@@ -96,3 +110,20 @@ def test_the_import_set_check_sees_a_forbidden_module_that_comes_back(tmp_path: 
     assert code == 0
     assert any(m.startswith("controller.snapshots") or m.startswith("controller.hypervisor.snapshots")
                for m in _forbidden(modules))
+
+
+def test_a_plan_builds_the_validators_of_only_the_kinds_its_specs_have(tmp_path: Path) -> None:
+    # Spec models are built on first use (defer_build): building all of them cost a no-op plan
+    # more than its planning. The tree has Hosts, Networks and Guests only.
+    specs, _ = _tree(tmp_path)
+    result = _run(tmp_path, "plan", str(specs))
+    assert result["code"] == 2
+    built = {name for name, complete in result["models"] if complete}
+    assert {"Host", "Network", "Guest", "GuestSpec", "NetworkSpec", "HostSpec"} <= built
+    unused = {"StoragePool", "StoragePoolSpec", "Volume", "VolumeSpec", "Secret", "SecretSpec",
+              "SnapshotPolicy", "SnapshotPolicySpec", "BackupPolicy", "BackupPolicySpec", "PoolSource",
+              "TenancyPolicy"}
+    assert unused <= {name for name, _ in result["models"]}  # the walk saw them
+    assert built & unused == set()
+    # Parts of a guest are validated inside its kind's validator, not built one by one.
+    assert {"Disk", "Interface", "Cpu", "Numa", "Tpm"} & built == set()
