@@ -19,13 +19,16 @@ from __future__ import annotations
 import _thread
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import libvirt
 
 from controller.errors import HostUnreachable
 from controller.hypervisor import fault_injection
+
+T = TypeVar("T")
 
 # Calls that may rightly take longer than any call deadline.
 LONG_CALLS = frozenset({
@@ -260,3 +263,66 @@ def bounded(value: Any, runner: CallRunner) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], _BOUNDED_TYPES):
         return [Bounded(v, runner) for v in value]
     return value
+
+
+def read_each(obj: Any, what: str, items: Sequence[Any], read: Callable[[Any], T]) -> list[T]:
+    """``[read(item) for item in items]`` for libvirt objects of ``obj``'s connection, in as few
+    calls of the connection's runner as its deadline allows: one handoff to a worker for a run of
+    items instead of one per libvirt call — for an observation of 1,000 domains those handoffs
+    cost more than the calls themselves. A run ends once it has taken a tenth of the call
+    timeout, so each libvirt call inside still has nine tenths of its deadline, and a host that
+    stops answering is found as before. ``read`` gets each item as a Direct object: its calls
+    are made right there, inside the run."""
+    runner = obj._runner if isinstance(obj, Bounded) else None
+    direct = [Direct(i.unbounded if isinstance(i, Bounded) else i) for i in items]
+    if runner is None:
+        return [read(i) for i in direct]
+    budget = runner.timeout / 10 if runner.timeout else None
+
+    def run(start: int) -> list[T]:
+        began = time.monotonic()
+        out = []
+        for item in direct[start:]:
+            out.append(read(item))
+            if budget is not None and time.monotonic() - began >= budget:
+                break
+        return out
+
+    done: list[T] = []
+    while len(done) < len(direct):
+        done += runner.call(what, run, len(done))
+    return done
+
+
+class Direct:
+    """A libvirt object whose calls are made on the calling thread, which is already inside a
+    runner's call (see read_each): a read whose error lost its code is asked again and calls are
+    counted for fault injection, as a Bounded object's are; what they return is plain."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: Any):
+        object.__setattr__(self, "_target", target)
+
+    @property
+    def unbounded(self) -> Any:
+        return self._target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name.startswith("_") or not callable(attr) or name in LOCAL_CALLS:
+            return attr
+        target = self._target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() is not None or not is_read(name):
+                    raise
+                result = attr(*args, **kwargs)  # the error lost its code (see is_read): asked again
+            fault_injection.after_call(target, name)
+            return result
+
+        call.__name__ = name
+        return call

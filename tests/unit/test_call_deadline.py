@@ -6,13 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import libvirt
 import pytest
 
 from controller.errors import HostUnreachable
 from controller.hypervisor.connection import HostConnection
-from controller.hypervisor.deadline import LONG_CALLS, Bounded, CallRunner, bounded
+from controller.hypervisor.deadline import LONG_CALLS, Bounded, CallRunner, Direct, bounded, read_each
 
 
 def test_a_call_within_its_deadline_returns_its_value_and_raises_its_error() -> None:
@@ -187,3 +188,65 @@ def _call_or_error(host: HostConnection, fn: Callable[[], int]) -> object:
         return host._runners[0].call("slow read", fn)
     except HostUnreachable as exc:
         return exc
+
+
+class _Counting(CallRunner):
+    """A runner that counts the calls handed to its worker."""
+
+    calls = 0
+
+    def call(self, what: str, fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        return super().call(what, fn, *args, **kwargs)
+
+
+def _five_domains(tmp_path: Path) -> str:
+    doms = "".join(f"<domain type='test'><name>g{i}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+                   for i in range(5))
+    (tmp_path / "host.xml").write_text(f"<node>{doms}</node>")
+    return f"test://{tmp_path / 'host.xml'}"
+
+
+def test_reads_of_many_objects_go_to_the_worker_in_runs_not_a_call_each(tmp_path: Path) -> None:
+    uri = _five_domains(tmp_path)
+    runner = _Counting("h", uri, 30)
+    doms = bounded(libvirt.open(uri), runner).listAllDomains(0)
+    runner.calls = 0
+    got = read_each(doms[0], "read domains", doms, lambda d: (d.name(), d.XMLDesc(0), type(d)))
+    assert runner.calls == 1  # five domains, ten libvirt calls: one handoff
+    assert [g[:2] for g in got] == [(d.name(), d.unbounded.XMLDesc(0)) for d in doms]
+    assert all(g[2] is Direct for g in got)
+    # A run ends after a tenth of the call timeout: each call inside keeps its own deadline.
+    slow = _Counting("h", uri, 0.5)
+    slow_doms = bounded(libvirt.open(uri), slow).listAllDomains(0)
+    slow.calls = 0
+
+    def sleepy(d: Direct) -> str:
+        time.sleep(0.06)
+        return str(d.name())
+
+    assert read_each(slow_doms[0], "read domains", slow_doms, sleepy) == [d.name() for d in slow_doms]
+    assert slow.calls == 5 and not slow.hung
+
+
+def test_a_run_of_reads_that_stops_answering_makes_the_host_hung(tmp_path: Path) -> None:
+    uri = _five_domains(tmp_path)
+    runner = CallRunner("kvm3", uri, 0.3)
+    doms = bounded(libvirt.open(uri), runner).listAllDomains(0)
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match=r"within 0.3s \(read domains\)"):
+        read_each(doms[0], "read domains", doms, lambda d: release.wait(5))
+    assert time.monotonic() - started < 2 and runner.hung
+    release.set()
+
+
+def test_a_read_in_a_run_whose_error_lost_its_code_is_asked_again() -> None:
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    plain = libvirt.open("test:///default")
+    conn = _FreesADomainInTheWindow(_obj=plain._o)
+    seen = Bounded(conn, CallRunner("h1", "test:///default", 5))
+    with pytest.raises(libvirt.libvirtError) as err:
+        read_each(seen, "list secrets", [seen], lambda c: c.listAllSecrets(0))
+    assert err.value.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT  # asked again: the driver's own answer
+    assert conn.disturbed == 1
