@@ -310,7 +310,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         specs, scope = _load_scoped(args)
         engine = _engine(args)
         try:
-            result = engine.reconcile(specs, scope, commit=args.commit)
+            result = engine.drift(specs, scope, commit=args.commit)
             _add_snapshot_freshness(result.specs, result.plan, engine)
             _add_backup_freshness(result.specs, result.plan, engine)
         finally:

@@ -27,11 +27,11 @@ from controller.hypervisor.capabilities import host_memory, probe
 from controller.hypervisor.connection import ConnectionPool, HostConnection
 from controller.hypervisor.observe import domain_names, look_up_guests, observe_for_guest, observe_host
 from controller.hypervisor.operations import HostOps
-from controller.model.state import HostCapabilities, HostState, ResourceKey
+from controller.model.state import HostCapabilities, HostState, ObservedGuest, Owner, ResourceKey
 from controller.plan.actions import Action, HostPlan, Plan, touched_hosts
 from controller.plan.adoption import Refusal, adoption
 from controller.plan.context import PlanOptions, applied_fields, digest
-from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan
+from controller.plan.planner import DEFAULT_MAX_DELETIONS, guard_problems, make_plan, plan_host
 from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scoped_specs
 from controller.spec.models import Host
 from controller.spec.secrets import secret_inputs, value_digests
@@ -89,6 +89,54 @@ def _spec_digest(specs: SpecSet) -> str:
     values = value_digests(specs)  # a Secret's new value changes the specs, not their text
     return digest([(ident(i.obj), applied_fields(i.obj.spec), i.obj.metadata.labels, i.obj.metadata.annotations,
                     secret_inputs(i.obj, values)) for i in items])
+
+
+def _guest_placement(specs: SpecSet) -> dict[str, frozenset[str]]:
+    """guest name → the hosts the specs place it on."""
+    out: dict[str, set[str]] = {}
+    for g in specs.guests:
+        out.setdefault(g.metadata.name, set()).add(g.spec.host or "")
+    return {n: frozenset(h) for n, h in out.items()}
+
+
+def observed_elsewhere(specs: SpecSet, states: Mapping[str, HostState]) -> dict[str, frozenset[str]]:
+    """``declared_elsewhere`` narrowed to the guests each observed host has: all the planner asks
+    of it (is this extra guest declared on another host?). The full table holds, for each of a
+    fleet's hosts, nearly every guest name of the fleet: quadratic in time and memory (1,000
+    hosts × 100 guests: 10^8 entries)."""
+    placed = specs.memo("guest-placement", _guest_placement)
+
+    def other(name: str, host: str) -> bool:
+        on = placed.get(name)
+        return on is not None and (len(on) > 1 or host not in on)
+
+    return {host: frozenset(n for n in state.guests if other(n, host)) for host, state in states.items()}
+
+
+class _Summary:
+    """What make_plan asks of a host that is not planned with it: each guest's name, UUID, power
+    state and owner's instance (a few tuples, not the observed definitions)."""
+
+    __slots__ = ("caps", "guests", "host", "uri")
+
+    def __init__(self, state: HostState):
+        self.host, self.uri, self.caps = state.host, state.uri, state.caps
+        self.guests = {n: (g.uuid, g.state, g.owner.instance if g.owner is not None else None)
+                       for n, g in state.guests.items()}
+
+    def state(self) -> HostState:
+        return HostState(self.host, self.uri, self.caps, {
+            n: ObservedGuest(n, uuid, power, -1, None, None, False,
+                             Owner(instance, "Guest", n) if instance is not None else None)
+            for n, (uuid, power, instance) in self.guests.items()})
+
+
+def _depends_on_others(host: str, mine: SpecSet, state: HostState, placed: Mapping[str, frozenset[str]]) -> bool:
+    """Whether another host's state may change this host's plan (see Engine.drift)."""
+    for g in mine.guests:
+        if g.spec.host == host and (g.metadata.name not in state.guests or len(placed[g.metadata.name]) > 1):
+            return True
+    return any(not placed.get(n, frozenset()) <= {host} for n in state.guests)
 
 
 def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None,
@@ -168,32 +216,99 @@ class Engine:
         return self.pool.for_host(host.metadata.name, host.spec.uri, float(host.spec.connect_timeout),
                                   tls=host.spec.tls, call_timeout=float(host.spec.call_timeout))
 
+    def _observe_one(self, host: Host) -> tuple[str, HostState | None, str, float]:
+        """(name, state or None, why it could not be read, seconds) of one whole host."""
+        started = time.monotonic()
+        try:
+            conn = self.connection(host).get()
+            caps = probe(conn, host.metadata.name, host.spec.hypervisor)
+            self._probed[host.metadata.name] = (conn, caps)
+            state = observe_host(conn, host.metadata.name, host.spec.uri, caps)
+            self._remember_names(host.metadata.name, conn, frozenset(state.guests))
+            return host.metadata.name, state, "", time.monotonic() - started
+        except HostError as exc:
+            return (host.metadata.name, None, str(exc).removeprefix(f"{host.metadata.name}: "),
+                    time.monotonic() - started)
+
     def observe(self, specs: SpecSet) -> Observation:
         """Every host of ``specs``, concurrently; a host that fails is reported, not fatal."""
         obs = Observation()
-
-        def one(host: Host) -> tuple[str, HostState | None, str, float]:
-            started = time.monotonic()
-            try:
-                conn = self.connection(host).get()
-                caps = probe(conn, host.metadata.name, host.spec.hypervisor)
-                self._probed[host.metadata.name] = (conn, caps)
-                state = observe_host(conn, host.metadata.name, host.spec.uri, caps)
-                return host.metadata.name, state, "", time.monotonic() - started
-            except HostError as exc:
-                return (host.metadata.name, None, str(exc).removeprefix(f"{host.metadata.name}: "),
-                        time.monotonic() - started)
-
         hosts = specs.hosts
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as ex:
-            for name, state, error, secs in ex.map(one, hosts):
+            for name, state, error, secs in ex.map(self._observe_one, hosts):
                 obs.seconds[name] = secs
                 if state is not None:
                     obs.states[name] = state
-                    self._remember_names(name, self._probed[name][0], frozenset(state.guests))
                 else:
                     obs.failed[name] = f"{error} (after {secs:.1f}s)"
         return obs
+
+    def drift(self, specs: SpecSet, scope: Scope | None = None, *, commit: str = "",
+              now: datetime | None = None) -> Reconciled:
+        """What ``reconcile`` without a gate gives (the plan of the scope), in the memory of a few
+        hosts: for a scope of everything, each host is planned as soon as it is observed and only
+        its plan is kept (``obs.states`` stays empty). A host whose plan may depend on another
+        host's state — one of its guests is missing, is declared on another host too, or is found
+        here while declared elsewhere (make_plan's moves, clashes and leftovers) — is kept and
+        planned at the end against a summary of every host's guests.
+
+        A connection this drift opened is closed once its host is read: a one-shot command keeps
+        no fleet of connections open (nor, for the test driver, each host's copy in memory).
+        One that was open before is left open (the service's, or a test's in-process state)."""
+        scope = scope or Scope.everything()
+        if scope.key is not None or scope.hosts:
+            return self.reconcile(specs, scope, commit=commit, now=now)
+        opts = PlanOptions(instance=self.instance, commit=commit, now=now or datetime.now(UTC))
+        placed = specs.memo("guest-placement", _guest_placement)
+        by_name = specs.memo("hosts", _hosts_by_name)
+        names = scope.primary(specs)
+        for name in names:
+            specs.for_host(name)  # the per-host index, built once before the threads share it
+
+        opened_before = {n for n in names if self.connection(by_name[n]).current is not None}
+
+        def one(host: Host) -> tuple[str, HostPlan | HostState | None, _Summary | None, str, float]:
+            name, state, error, secs = self._observe_one(host)
+            if name not in opened_before:
+                self._probed.pop(name, None)
+                self._names.pop(name, None)
+                self.connection(host).close()
+            if state is None:
+                return name, None, None, error, secs
+            summary = _Summary(state)
+            mine = specs.for_host(name)
+            if _depends_on_others(name, mine, state, placed):
+                return name, state, summary, "", secs
+            return name, plan_host(mine, state, opts), summary, "", secs
+
+        obs = Observation()
+        planned: dict[str, HostPlan] = {}
+        deferred: dict[str, HostState] = {}
+        summaries: dict[str, _Summary] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as ex:
+            for name, got, summary, error, secs in ex.map(one, [by_name[n] for n in names]):
+                obs.seconds[name] = secs
+                if summary is None:
+                    obs.failed[name] = f"{error} (after {secs:.1f}s)"
+                    continue
+                summaries[name] = summary
+                if isinstance(got, HostState):
+                    deferred[name] = got
+                elif got is not None:
+                    planned[name] = got
+        if deferred:
+            # The other hosts as make_plan reads them for moves, clashes and leftovers: their
+            # guests' names, UUIDs, power states and owners' instances.
+            states = {n: s.state() for n, s in summaries.items() if n not in deferred} | deferred
+            only = SpecSet(tuple(i for i in specs.items
+                                 if not isinstance(i.obj, Host) or i.obj.metadata.name in deferred))
+            rest = make_plan(only, states, opts, spec_digest(specs), None, frozenset(),
+                             observed_elsewhere(specs, deferred))
+            planned.update((hp.host, hp) for hp in rest.hosts)
+        hosts = tuple(planned[n] if n in planned else
+                      HostPlan(host=n, uri=by_name[n].spec.uri, fingerprint="", error=obs.failed[n])
+                      for n in names)
+        return Reconciled(Plan(hosts, self.instance, spec_digest(specs), False), obs, specs)
 
     def plan(self, specs: SpecSet, obs: Observation, *, prune: bool = False, commit: str = "",
              now: datetime | None = None, elsewhere: Mapping[str, frozenset[str]] | None = None,
@@ -323,12 +438,12 @@ class Engine:
                    concurrency: int, progress: Progress | None,
                    elsewhere: Mapping[str, frozenset[str]] | None, reach: AbstractSet[str] | None,
                    now: datetime | None, held: frozenset[str]) -> Reconciled:
-        elsewhere = elsewhere if elsewhere is not None else declared_elsewhere(specs)
-
         def plan_scope() -> tuple[Plan, tuple[Action, ...], Observation, SpecSet]:
             obs, planned = self.observe_scope(specs, scope, reach)
             plan, outside = _narrow(self.plan(planned, obs, prune=prune and scope.key is None, commit=commit,
-                                              elsewhere=elsewhere, digest_of=specs, now=now), scope)
+                                              elsewhere=elsewhere if elsewhere is not None
+                                              else observed_elsewhere(specs, obs.states),
+                                              digest_of=specs, now=now), scope)
             return plan, outside, obs, planned
 
         plan, outside, obs, planned = plan_scope()

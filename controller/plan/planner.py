@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from controller.model.state import HostState, ObservedPool, ResourceKey, pool_uuid
+from controller.model.state import HostState, ObservedGuest, ObservedPool, ResourceKey, pool_uuid
 from controller.plan.actions import (
     Action,
     DeleteGuest,
@@ -389,16 +389,20 @@ def find_leftovers(specs: SpecSet, states: Mapping[str, HostState], instance: st
     """Guests a move defined on their new host but, interrupted, did not undefine on the old one:
     host → names of such copies (this instance's, under the UUID of the guest on its new host).
     The move is finished by undefining them; their volumes are kept, as a move keeps them."""
+    # Every name's copies, indexed once: asking each host for each guest is quadratic in a fleet.
+    copies: dict[str, list[tuple[str, ObservedGuest]]] = {}
+    for src, state in states.items():
+        for name, obs in state.guests.items():
+            if obs.owner is not None and obs.owner.instance == instance:
+                copies.setdefault(name, []).append((src, obs))
     out: dict[str, set[str]] = {}
     for g in specs.guests:
         name, dst = g.metadata.name, g.spec.host or ""
         there = states[dst].guests.get(name) if dst in states else None
         if there is None or there.owner is None or there.owner.instance != instance:
             continue
-        for src, state in states.items():
-            obs = state.guests.get(name)
-            if (src != dst and obs is not None and obs.uuid == there.uuid and obs.owner is not None
-                    and obs.owner.instance == instance):
+        for src, obs in copies[name]:
+            if src != dst and obs.uuid == there.uuid:
                 out.setdefault(src, set()).add(name)
     return {h: frozenset(n) for h, n in out.items()}
 
