@@ -72,8 +72,10 @@ def is_mutating(target: Any, name: str) -> bool:
 
 def after_call(target: Any, name: str) -> None:
     """Count a call that has returned; die if it was the k-th state-changing one asked for."""
+    if not is_mutating(target, name):  # first: reads are most calls, and the environment is slower to ask
+        return
     kill, log = os.environ.get(KILL_ENV), os.environ.get(LOG_ENV)
-    if not (kill or log) or not is_mutating(target, name):
+    if not (kill or log):
         return
     global _count, _pid
     with _lock:
