@@ -50,6 +50,8 @@ from controller.spec.yaml_reader import Limits
 
 log = get_logger("virtsync.service")
 
+LIGHT_LANE = -1  # the light resync's connection: a host's last lane (modulo its lanes)
+
 
 @dataclass
 class ServiceOptions:
@@ -110,7 +112,9 @@ class Service:
         self._thrashing: dict[ResourceKey, float] = {}
         self._repair_target: dict[ResourceKey, str | None] = {}
         self.crash_backoff = CrashBackoff()  # crashPolicy restart: recoveries of a guest back off
-        self.light = LightResync(lambda h: self.engine.connection(h).get(), self._changed_unannounced,
+        # A pass is one long call (service/resync.py): on the host's last lane, never in the way of
+        # the reconciles' calls on lane 0, which take turns (the test driver's one lane is lane 0).
+        self.light = LightResync(lambda h: self.engine.connection(h).get(lane=LIGHT_LANE), self._changed_unannounced,
                                  interval=opts.light_resync)
         self._reload_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
