@@ -1,7 +1,7 @@
 # Conveniences; the README's commands are ./run demo and ./run test (no make needed).
 BIN := .venv/bin
 
-.PHONY: demo test lint bench schema soak clean
+.PHONY: demo test lint bench bench-peers schema soak clean
 
 demo:
 	./run demo
@@ -15,6 +15,11 @@ lint:
 
 bench:
 	$(BIN)/python -m pytest tests/bench -m bench -s -q -p no:cacheprovider
+
+# virtsync beside Ansible's community.libvirt and raw libvirt calls (downloads Ansible into a venv
+# under ~/.cache/virtsync-tests/: not part of `make bench` or CI).
+bench-peers:
+	$(BIN)/python -m pytest tests/bench/peers_bench.py -m bench -s -q -p no:cacheprovider
 
 schema:
 	$(BIN)/virtsync schema
