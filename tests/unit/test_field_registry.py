@@ -284,3 +284,25 @@ def test_every_spec_field_is_declared_in_the_registry_or_steers_virtsync(
 
 def test_volume_fields_are_listed() -> None:
     assert {f.name for f in VOLUME_FIELDS} == {"size", "format", "from"}
+
+
+def test_a_specs_declared_fields_come_in_registry_order_once_per_spec_object_and_go_with_it() -> None:
+    import gc
+
+    from controller.fields import base
+
+    spec = _guest({"host": "h1", "vcpus": 2, "memory": "256MiB", "cpu": {"topology": {"sockets": 1, "cores": 2,
+                                                                          "threads": 1}}}).spec
+    names = base.declared(spec)
+    found = base.declared_fields(GUEST_FIELDS, spec)
+    assert found == tuple(f for f in GUEST_FIELDS if f.declared_in(spec, names))  # registry order
+    assert {"vcpus", "memory", "topology"} <= {f.name for f in found} and "maxMemory" not in {f.name for f in found}
+    assert base.declared_fields(GUEST_FIELDS, spec) is found  # memoized for this very object
+    other = _guest({"host": "h1", "vcpus": 2}).spec
+    assert {f.name for f in base.declared_fields(GUEST_FIELDS, other)} == {"vcpus"}  # host: not a registry field
+    assert base.declared_names(other) == frozenset(base.declared(other))
+    keys = [k for k in base._DECLARED if k[1] == id(other)]
+    assert keys
+    del other
+    gc.collect()
+    assert not any(k in base._DECLARED for k in keys)  # dropped with the spec: its id may be reused
