@@ -245,8 +245,8 @@ def test_service_repairs_10_changes_a_second_on_1000_guests(host: HermeticHost, 
         print(f"  with an event, made in the first 10 s: p50 {statistics.median(first):.3f} s; in the last 10 s: "
               f"p50 {statistics.median(last):.3f} s")
     if by_kind["setmem"]:
-        print(f"  setmem --config (no event; the light resync every {light['intervalSeconds']:g} s finds it): "
-              f"max {max(by_kind['setmem']):.1f} s (target 7: ≤ 15 s)")
+        print(f"  setmem --config (no event; the light resync every {light['intervalSeconds']:g} s finds it, its "
+              f"last pass {light['lastPassSeconds']:.2f} s): max {max(by_kind['setmem']):.1f} s (target 7: ≤ 15 s)")
     print(f"  serve's CPU over the {elapsed:.0f} s of changes: {cpu / elapsed * 100:.1f}% of one core "
           f"(target < 50%; ratio {cpu / elapsed / 0.5:.2f}); libvirtd {daemon_cpu * 100:.1f}% until the last repair")
     print(f"  Guest reconciles from the first change to the last repair ({span:.0f} s): {count1 - count0:.0f} "
