@@ -254,7 +254,9 @@ class Engine:
 
         A connection this drift opened is closed once its host is read: a one-shot command keeps
         no fleet of connections open (nor, for the test driver, each host's copy in memory).
-        One that was open before is left open (the service's, or a test's in-process state)."""
+        One that was open before is left open (the service's, or a test's in-process state).
+        The plan carries no spec digest (what a saved plan is checked against): no drift report
+        shows one, and a fleet's takes seconds to compute."""
         scope = scope or Scope.everything()
         if scope.key is not None or scope.hosts:
             return self.reconcile(specs, scope, commit=commit, now=now)
@@ -302,13 +304,13 @@ class Engine:
             states = {n: s.state() for n, s in summaries.items() if n not in deferred} | deferred
             only = SpecSet(tuple(i for i in specs.items
                                  if not isinstance(i.obj, Host) or i.obj.metadata.name in deferred))
-            rest = make_plan(only, states, opts, spec_digest(specs), None, frozenset(),
+            rest = make_plan(only, states, opts, "", None, frozenset(),
                              observed_elsewhere(specs, deferred))
             planned.update((hp.host, hp) for hp in rest.hosts)
         hosts = tuple(planned[n] if n in planned else
                       HostPlan(host=n, uri=by_name[n].spec.uri, fingerprint="", error=obs.failed[n])
                       for n in names)
-        return Reconciled(Plan(hosts, self.instance, spec_digest(specs), False), obs, specs)
+        return Reconciled(Plan(hosts, self.instance, "", False), obs, specs)
 
     def plan(self, specs: SpecSet, obs: Observation, *, prune: bool = False, commit: str = "",
              now: datetime | None = None, elsewhere: Mapping[str, frozenset[str]] | None = None,
