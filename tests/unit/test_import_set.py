@@ -27,6 +27,8 @@ FORBIDDEN = (
     "controller.service", "controller.images", "controller.backups", "controller.snapshots",
     "controller.hypervisor.backups", "controller.hypervisor.snapshots", "controller.hypervisor.export",
     "controller.completion", "controller.agents", "controller.commit_trust",
+    # pydantic's plugin lookup (spec/base.py): reading every installed distribution's entry points
+    "importlib.metadata", "email",
 )
 
 RUN = """
@@ -68,8 +70,9 @@ def _tree(tmp_path: Path) -> tuple[Path, str]:
     return specs, uri
 
 
-def _run(tmp_path: Path, *argv: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTSYNC_")}
+def _run(tmp_path: Path, *argv: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTSYNC_", "PYDANTIC_"))}
+    env.update(env_extra or {})
     env["VIRTSYNC_COORDINATION"] = f"file://{tmp_path / 'coord'}"
     env["VIRTSYNC_AUDIT_LOG"] = str(tmp_path / "audit.log")
     proc = subprocess.run([sys.executable, "-c", RUN, *argv], capture_output=True, text=True, cwd=ROOT,
@@ -127,3 +130,12 @@ def test_a_plan_builds_the_validators_of_only_the_kinds_its_specs_have(tmp_path:
     assert built & unused == set()
     # Parts of a guest are validated inside its kind's validator, not built one by one.
     assert {"Disk", "Interface", "Cpu", "Numa", "Tpm"} & built == set()
+
+
+def test_pydantic_plugins_are_left_to_pydantic_when_pydantic_disable_plugins_is_set(tmp_path: Path) -> None:
+    # Unset, virtsync loads no pydantic plugin without asking importlib.metadata (the test above);
+    # set to anything, pydantic's own loader decides (here: "" disables none, so it reads them).
+    specs, _ = _tree(tmp_path)
+    result = _run(tmp_path, "plan", str(specs), env_extra={"PYDANTIC_DISABLE_PLUGINS": ""})
+    assert result["code"] == 2
+    assert "importlib.metadata" in result["modules"]
