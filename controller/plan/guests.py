@@ -85,7 +85,7 @@ def guest_facts(name: str, host: HostState) -> Facts:
 
 
 def _ignored(ignore: Any, pointer: str) -> bool:
-    return any(pointer == p or pointer.startswith(p + "/") for p in ignore)
+    return bool(ignore) and any(pointer == p or pointer.startswith(p + "/") for p in ignore)
 
 
 # A live repair of the running guest: a typed call, or a disk to hot-plug once its volume exists.
@@ -365,8 +365,9 @@ def _patch_changes(d: _Diff) -> None:
     """Each xmlPatch the definition does not satisfy (changed out of band, or new): the update
     writes the definition again, which applies every patch. The running guest's XML is not
     observed, so a patch counts at next boot."""
-    d.changes.extend(c for c in patch_changes(d.obs.xml, d.spec.xml_patches, Impact.NEXT_BOOT)
-                     if not d.ignored(c.path))
+    if d.spec.xml_patches:
+        d.changes.extend(c for c in patch_changes(d.obs.xml, d.spec.xml_patches, Impact.NEXT_BOOT)
+                         if not d.ignored(c.path))
 
 
 def _without_effect(spec: GuestSpec, facts: Facts) -> list[Field[Any]]:
@@ -394,8 +395,8 @@ def _compare(d: _Diff, f: Field[Any]) -> None:
     want = f.want(d.spec, d.facts)
     have = f.have(d.persistent, d.obs)
     live_have = f.have(d.live, d.obs) if d.live is not None else None
-    impact = f.impact_for(d.view)
     if not f.same(want, have):
+        impact = f.impact_for(d.view)
         ops: tuple[LiveOp, ...] = ()
         if f.call is not None:
             ops = (f.call(d.spec),)
@@ -422,7 +423,7 @@ def _compare(d: _Diff, f: Field[Any]) -> None:
             d.live_work.extend((change, op) for op in ops)
         else:
             d.pending.append((change, why))
-    elif impact != Impact.LIVE:
+    elif (impact := f.impact_for(d.view)) != Impact.LIVE:
         d.pending.append((FieldChange(f.path, f.show(want), f.show(have), f.show(live_have), impact,
                                       waits=_waits(f, impact)),
                           "definition differs from the running guest"))
