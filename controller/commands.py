@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -308,6 +309,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
         report = _agents_report(args)
     else:
         specs, scope = _load_scoped(args)
+        # The specs live as long as the process: out of the garbage collector's full passes, which
+        # a fleet's 100,000 spec objects made cost ~10 s of a 1,000-host drift.
+        gc.freeze()
         engine = _engine(args)
         try:
             result = engine.drift(specs, scope, commit=args.commit)
