@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -25,6 +26,19 @@ def _without_pydantic_plugins() -> None:
 
 
 _without_pydantic_plugins()
+
+
+# Default factories of list and mapping fields. Python functions, not the builtins list and dict:
+# pydantic reads each default factory's signature when it builds a validator, and a builtin's is
+# parsed from its text signature with the tokenizer (~4 ms of a Guest's ~20 ms build, issue 17).
+
+
+def empty_list() -> list[Any]:
+    return []
+
+
+def empty_dict() -> dict[Any, Any]:
+    return {}
 
 
 class SpecModel(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from controller.spec.base import SpecModel
+from controller.spec.base import SpecModel, empty_list
 from controller.spec.types import FieldError
 
 _PCI = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
@@ -215,7 +215,7 @@ class Timer(SpecModel):
 
 class Clock(SpecModel):
     offset: Literal["utc", "localtime"] = Field(default="utc", description="Windows expects localtime. Default: utc.")
-    timers: list[Timer] = Field(default_factory=list)
+    timers: list[Timer] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
     def _unique(self) -> Clock:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from controller.spec.base import SpecModel
+from controller.spec.base import SpecModel, empty_dict, empty_list
 from controller.spec.types import FieldError, Size
 from controller.spec.units import format_size
 
@@ -104,11 +104,11 @@ class CpuPinning(SpecModel):
     (pinVcpuFlags, pinEmulator, pinIOThread) and in its definition. A vCPU or I/O thread left out is
     not pinned (it may run on every host CPU)."""
 
-    vcpus: dict[Id, CpuSet] = Field(default_factory=dict, description="vCPU number → host CPU set, "
+    vcpus: dict[Id, CpuSet] = Field(default_factory=empty_dict, description="vCPU number → host CPU set, "
                                     "e.g. {0: \"2\", 1: \"3\"}.")
     emulator: CpuSet | None = Field(default=None, description="Host CPUs of QEMU's own threads (not the "
                                     "vCPUs), e.g. \"0-1\". Default: not pinned.")
-    iothreads: dict[Id, CpuSet] = Field(default_factory=dict, description="I/O thread id (1…iothreads) → "
+    iothreads: dict[Id, CpuSet] = Field(default_factory=empty_dict, description="I/O thread id (1…iothreads) → "
                                         "host CPU set.")
 
 
@@ -130,13 +130,13 @@ class NumaMemnode(SpecModel):
 class Numa(SpecModel):
     """Guest NUMA topology (<cpu><numa>) and where its memory is allocated on the host (<numatune>)."""
 
-    cells: list[NumaCell] = Field(default_factory=list, description="Guest NUMA nodes.")
+    cells: list[NumaCell] = Field(default_factory=empty_list, description="Guest NUMA nodes.")
     host_nodes: CpuSet | None = Field(default=None, description="Host NUMA nodes the guest's memory comes "
                                       "from (<numatune><memory nodeset>). Default: any.")
     mode: Literal["strict", "preferred", "interleave"] = Field(
         default="strict", description="How hostNodes binds: strict (only there), preferred (there first), "
         "interleave (round-robin over them). Default: strict.")
-    memnodes: list[NumaMemnode] = Field(default_factory=list, description="Per guest node host bindings.")
+    memnodes: list[NumaMemnode] = Field(default_factory=empty_list, description="Per guest node host bindings.")
 
     @model_validator(mode="after")
     def _cells(self) -> Numa:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.spec.base import SpecModel
+from controller.spec.base import SpecModel, empty_dict, empty_list
 from controller.spec.devices import (
     Bios,
     BootMenu,
@@ -65,9 +65,9 @@ AUTO_TAP_NAMES = r"^(vnet|vif|macvtap|macvlan)"  # libvirt's own host-side NIC n
 
 class Metadata(SpecModel):
     name: Name = Field(description="Name of the object; also its libvirt name.")
-    labels: dict[LabelKey, str] = Field(default_factory=dict, description="Selectable labels.")
+    labels: dict[LabelKey, str] = Field(default_factory=empty_dict, description="Selectable labels.")
     annotations: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=empty_dict,
         description='Free-form notes. "virtsync/suspend": "true" pauses reconciling this object.',
     )
 
@@ -147,7 +147,7 @@ class DhcpHost(SpecModel):
 class Dhcp(SpecModel):
     start: IPv4
     end: IPv4
-    hosts: list[DhcpHost] = Field(default_factory=list, description="Static leases.")
+    hosts: list[DhcpHost] = Field(default_factory=empty_list, description="Static leases.")
 
 
 class NetworkIPv4(SpecModel):
@@ -167,7 +167,7 @@ class NetworkSpec(SpecModel):
         default="bridge", description="mode macvtap: how the macvtap NICs see each other (libvirt's "
         "forward mode). Default: bridge.")
     devices: list[InterfaceName] = Field(
-        default_factory=list, description="mode macvtap: the host devices of the pool (changed live).")
+        default_factory=empty_list, description="mode macvtap: the host devices of the pool (changed live).")
     pf: InterfaceName | None = Field(
         default=None, description="mode hostdev: the SR-IOV physical function whose VFs the pool hands out.")
     virtualport: Literal["openvswitch"] | None = Field(
@@ -176,7 +176,7 @@ class NetworkSpec(SpecModel):
     vlan: Vlan | None = Field(default=None, description="VLAN tags of every port (openvswitch or hostdev).")
     ipv6: NetworkIPv6 | None = None
     dns: Dns | None = None
-    portgroups: list[Portgroup] = Field(default_factory=list, description="Named port settings NICs "
+    portgroups: list[Portgroup] = Field(default_factory=empty_list, description="Named port settings NICs "
                                         "choose with portgroup: (changed live).")
     bridge: InterfaceName | None = Field(
         default=None,
@@ -196,7 +196,7 @@ class NetworkSpec(SpecModel):
         default=False,
         description="Take ownership of an existing unowned network of this name. Default: false.",
     )
-    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition "
+    xml_patches: list[XmlPatch] = Field(default_factory=empty_list, description="Edits of the written definition "
                                         "for what the schema does not model.")
 
     @model_validator(mode="after")
@@ -241,7 +241,7 @@ class StoragePoolSpec(SpecModel):
     shared: bool = Field(default=False, description="The directory is shared storage (NFS, …) mounted at "
                          "the same path on every host: live migration then copies no disks. Default: false.")
     adopt: bool = False
-    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition "
+    xml_patches: list[XmlPatch] = Field(default_factory=empty_list, description="Edits of the written definition "
                                         "for what the schema does not model.")
 
     @model_validator(mode="after")
@@ -474,7 +474,7 @@ class Graphics(SpecModel):
 
 class Boot(SpecModel):
     order: list[Literal["hd", "cdrom", "network"]] = Field(
-        default_factory=list, description="Boot device order. Default: hd."
+        default_factory=empty_list, description="Boot device order. Default: hd."
     )
     kernel: str | None = Field(default=None, description="Direct kernel boot: kernel path on the host "
                               "(or, with 'pool', on the machine running virtsync).")
@@ -520,8 +520,8 @@ class GuestSpec(SpecModel):
     firmware: Literal["bios", "uefi"] = Field(default="bios", description="Default: bios.")
     xen: XenOptions | None = Field(default=None, description="Only for guests of Xen hosts.")
     boot: Boot | None = None
-    disks: list[Disk] = Field(default_factory=list)
-    interfaces: list[Interface] = Field(default_factory=list)
+    disks: list[Disk] = Field(default_factory=empty_list)
+    interfaces: list[Interface] = Field(default_factory=empty_list)
     graphics: Graphics | None = None
     video: Video | None = Field(default=None, description="Display adapter. Default: libvirt's for the graphics.")
     serial: CharDevice | None = Field(default=None, description="A serial port (pty): virsh console reaches it.")
@@ -529,14 +529,14 @@ class GuestSpec(SpecModel):
                                     "port, or virtio hvc0).")
     tpm: Tpm | None = Field(default=None, description="An emulated TPM (swtpm); its state survives every "
                             "redefinition and recreate.")
-    filesystems: list[Filesystem] = Field(default_factory=list, description="Host directories shared through "
+    filesystems: list[Filesystem] = Field(default_factory=empty_list, description="Host directories shared through "
                                           "virtiofs (the guest's memory is then shared memfd).")
-    hostdevs: list[Hostdev] = Field(default_factory=list, description="Host devices passed through (VFIO): "
+    hostdevs: list[Hostdev] = Field(default_factory=empty_list, description="Host devices passed through (VFIO): "
                                     "the plan checks the host lists them and has VFIO.")
     watchdog: Watchdog | None = None
     rng: Rng | None = Field(default=None, description="A virtio-rng device fed from the host.")
     panic: Panic | None = Field(default=None, description="A panic notifier device (with onCrash).")
-    input: list[Input] = Field(default_factory=list, description="Input devices, e.g. [{type: tablet}] "
+    input: list[Input] = Field(default_factory=empty_list, description="Input devices, e.g. [{type: tablet}] "
                                 "for a pointer that follows the VNC cursor.")
     secure_boot: bool = Field(default=False, description="UEFI Secure Boot with Microsoft keys enrolled (OVMF's "
                               "secure-boot build, SMM on); needs firmware: uefi and machine q35. Default: false.")
@@ -555,7 +555,7 @@ class GuestSpec(SpecModel):
                                   "iothread: N). Default: none.")
     cputune: CpuTune | None = Field(default=None, description="CPU scheduler shares and bandwidth "
                                     "(period, quota); live.")
-    xml_patches: list[XmlPatch] = Field(default_factory=list, description="Edits of the written definition for "
+    xml_patches: list[XmlPatch] = Field(default_factory=empty_list, description="Edits of the written definition for "
                                         "what the schema does not model; compared in drift like fields.")
     on_crash: Literal["destroy", "restart", "preserve", "coredump-destroy", "coredump-restart"] | None = Field(
         default=None, description="What the hypervisor does when the guest crashes. Default: libvirt's "
@@ -585,7 +585,7 @@ class GuestSpec(SpecModel):
         default="enforce", description="report: only show drift, never change. Default: enforce."
     )
     ignore: list[JsonPointer] = Field(
-        default_factory=list, description="JSON Pointers of fields left alone, e.g. /spec/memory."
+        default_factory=empty_list, description="JSON Pointers of fields left alone, e.g. /spec/memory."
     )
     adopt: bool = Field(
         default=False,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from controller.spec.base import SpecModel
+from controller.spec.base import SpecModel, empty_list
 from controller.spec.tuning import Bandwidth
 from controller.spec.types import FieldError, Name
 
@@ -104,11 +104,11 @@ class Dns(SpecModel):
     """What the network's dnsmasq answers. ``hosts``, ``srv`` and ``txt`` change live
     (networkUpdate); ``forwarders`` by a recreate."""
 
-    hosts: list[DnsHost] = Field(default_factory=list, description="Static names, keyed by ip.")
-    forwarders: list[IPAddress] = Field(default_factory=list, description="Upstream DNS servers "
+    hosts: list[DnsHost] = Field(default_factory=empty_list, description="Static names, keyed by ip.")
+    forwarders: list[IPAddress] = Field(default_factory=empty_list, description="Upstream DNS servers "
                                         "(default: the host's resolv.conf).")
-    srv: list[DnsSrv] = Field(default_factory=list, description="SRV records.")
-    txt: list[DnsTxt] = Field(default_factory=list, description="TXT records, keyed by name.")
+    srv: list[DnsSrv] = Field(default_factory=empty_list, description="SRV records.")
+    txt: list[DnsTxt] = Field(default_factory=empty_list, description="TXT records, keyed by name.")
 
     @model_validator(mode="after")
     def _keys_unique(self) -> Dns:

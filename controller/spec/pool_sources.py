@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from controller.spec.base import SpecModel
+from controller.spec.base import SpecModel, empty_list
 from controller.spec.types import FieldError, Name
 
 PoolType = Literal["dir", "fs", "netfs", "logical", "iscsi", "iscsi-direct", "rbd", "disk", "zfs"]
@@ -38,7 +38,7 @@ class PoolSource(SpecModel):
 
     device: str | None = Field(default=None, min_length=1, description="fs: the block device holding the "
                                "filesystem; disk: the whole disk (/dev/sdb).")
-    devices: list[str] = Field(default_factory=list, description="logical: the physical volumes of the volume "
+    devices: list[str] = Field(default_factory=empty_list, description="logical: the physical volumes of the volume "
                                "group; zfs: the vdevs of the zpool (both used only by build).")
     format: str | None = Field(default=None, min_length=1, description="fs: the filesystem (ext4, xfs, "
                                "auto…); netfs: nfs, cifs or auto; disk: the partition table (gpt, dos…). "
@@ -53,7 +53,7 @@ class PoolSource(SpecModel):
     target: str | None = Field(default=None, min_length=1, description="iscsi, iscsi-direct: the target's IQN.")
     initiator: str | None = Field(default=None, min_length=1, description="iscsi-direct (required), iscsi "
                                   "(optional): the initiator IQN the host logs in as.")
-    monitors: list[CephMonitor] = Field(default_factory=list, description="rbd: the Ceph monitors.")
+    monitors: list[CephMonitor] = Field(default_factory=empty_list, description="rbd: the Ceph monitors.")
     auth: PoolAuth | None = Field(default=None, description="iscsi, iscsi-direct: CHAP; rbd: cephx.")
 
 
