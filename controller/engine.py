@@ -220,10 +220,12 @@ class Engine:
         """(name, state or None, why it could not be read, seconds) of one whole host."""
         started = time.monotonic()
         try:
-            conn = self.connection(host).get()
+            hc = self.connection(host)
+            conn = hc.get()
             caps = probe(conn, host.metadata.name, host.spec.hypervisor)
             self._probed[host.metadata.name] = (conn, caps)
-            state = observe_host(conn, host.metadata.name, host.spec.uri, caps)
+            # a host with many domains is read over several of its connections (observe_guests)
+            state = observe_host(conn, host.metadata.name, host.spec.uri, caps, lanes=lambda k: hc.get(lane=k))
             self._remember_names(host.metadata.name, conn, frozenset(state.guests))
             return host.metadata.name, state, "", time.monotonic() - started
         except HostError as exc:
