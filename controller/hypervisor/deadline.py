@@ -214,6 +214,20 @@ def is_read(method: str) -> bool:
     return method in _READS or method.startswith(_READ_PREFIXES)
 
 
+def _made(target: Any, name: str, invoke: Callable[[], Any]) -> Any:
+    """``invoke()``, libvirt method ``name`` of ``target``, as Bounded and Direct objects make
+    their calls: a read whose error lost its code (see is_read) is asked again, and fails as it
+    should; the call is counted for fault injection (crash-point tests only, by env var)."""
+    try:
+        result = invoke()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() is not None or not is_read(name):
+            raise
+        result = invoke()
+    fault_injection.after_call(target, name)
+    return result
+
+
 class Bounded:
     """A libvirt object whose daemon calls run through a CallRunner. Attribute reads (and the
     ``_o`` handle libvirt-python passes between objects) reach the object itself, so a Bounded
@@ -239,15 +253,8 @@ class Bounded:
         target = self._target
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = runner.call(name, attr, *args, long=long, **kwargs)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() is not None or not is_read(name):
-                    raise
-                # The error lost its code (see is_read): a read is asked again, and fails as it should.
-                result = runner.call(name, attr, *args, long=long, **kwargs)
-            fault_injection.after_call(target, name)  # crash-point tests only (env var)
-            return bounded(result, runner)
+            made = _made(target, name, lambda: runner.call(name, attr, *args, long=long, **kwargs))
+            return bounded(made, runner)
 
         call.__name__ = name
         return call
@@ -315,14 +322,7 @@ class Direct:
         target = self._target
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = attr(*args, **kwargs)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() is not None or not is_read(name):
-                    raise
-                result = attr(*args, **kwargs)  # the error lost its code (see is_read): asked again
-            fault_injection.after_call(target, name)
-            return result
+            return _made(target, name, lambda: attr(*args, **kwargs))
 
         call.__name__ = name
         return call

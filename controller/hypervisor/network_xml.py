@@ -20,7 +20,7 @@ from lxml import etree
 from controller.fields import network_items as items
 from controller.fields.applied import declared
 from controller.fields.patches import apply_patches
-from controller.fields.xmlutil import parse, remove, tostring
+from controller.fields.xmlutil import child, parse, remove, tostring
 from controller.hypervisor import ownership
 from controller.model.state import DhcpHostState, NetworkConfig, Owner
 from controller.spec.models import NetworkIPv4, NetworkSpec
@@ -315,8 +315,8 @@ def _set_portgroups(root: etree._Element, spec: NetworkSpec) -> None:
                 el.set("default", "yes")
             elif "default" in el.attrib:
                 del el.attrib["default"]
-            for child in new:
-                el.append(child)
+            for sub in new:
+                el.append(sub)
             new = el
         _append(root, new)
 
@@ -502,9 +502,7 @@ def dhcp_host_xml(mac: str, ip: str, name: str | None) -> str:
 def _set_dhcp_range(ip: etree._Element, start: str, end: str) -> etree._Element:
     """The first <range> of the <ip>'s <dhcp> (made, first in it, if missing) set to start-end;
     the <dhcp>."""
-    dhcp = ip.find("dhcp")
-    if dhcp is None:
-        dhcp = etree.SubElement(ip, "dhcp")
+    dhcp = child(ip, "dhcp")
     rng = dhcp.find("range")
     if rng is None:
         rng = etree.Element("range")
