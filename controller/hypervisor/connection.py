@@ -92,8 +92,10 @@ def _certs_key(certs: ClientCerts | None) -> TlsPaths | None:
 
 # Connections one host gets at most, for calls made at the same time (an apply's concurrent
 # objects): a connection's calls take turns (see deadline.CallRunner), so starting 20 guests
-# over one would be 20 starts in a row.
-MAX_LANES = 4
+# over one would be 20 starts in a row. As many as apply's default --concurrency: a start waits
+# on the daemon for seconds, and two objects sharing a lane wait on each other. Lanes open on
+# first use, so a no-op (lane 0) or a light resync costs no more connections.
+MAX_LANES = 8
 
 
 class HostConnection:
@@ -141,6 +143,10 @@ class HostConnection:
             yield
         finally:
             self._here.lane = before
+
+    def lane_here(self) -> int:
+        """The lane this thread's calls go over now."""
+        return int(getattr(self._here, "lane", 0))
 
     def get(self, lane: int | None = None) -> libvirt.virConnect:
         """The open connection of this thread's lane (or of ``lane``); opened (again) when there
