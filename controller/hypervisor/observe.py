@@ -85,14 +85,16 @@ _LISTED_STATE: dict[int, PowerState] = {libvirt.VIR_DOMAIN_RUNNING: "running", l
 _NO_SPACE = getattr(libvirt, "VIR_DOMAIN_DISK_ERROR_NO_SPACE", 2)
 
 
-def _state_reasons(conn: libvirt.virConnect) -> dict[str, tuple[int, int]]:
-    """Every domain's (state, reason) in one call; empty where the driver has no bulk stats."""
+def _listed(conn: libvirt.virConnect) -> tuple[list[libvirt.virDomain], dict[str, tuple[int, int]]]:
+    """Every domain and, by UUID, its (state, reason), in one call where the driver has bulk
+    stats: they list the domains listAllDomains lists, in its order (both collect the same
+    domain list); elsewhere listAllDomains, and no reasons."""
     try:
         stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
     except libvirt.libvirtError:
-        return {}
-    return {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
-            for d, s in stats}
+        return conn.listAllDomains(0), {}
+    return [d for d, _ in stats], {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
+                                   for d, s in stats}
 
 
 def _disk_errors(dom: libvirt.virDomain, live_xml: str | None) -> tuple[tuple[str, str, str], ...]:
@@ -134,10 +136,13 @@ def observe_guests(conn: libvirt.virConnect, host: str, lanes: Lanes | None = No
     """Every domain of the host; ``lanes(k)`` gives the host's k-th connection, over which a
     host with many domains is read in parallel (see _read_domains)."""
     with libvirt_call(host, "list domains"):
-        domains = conn.listAllDomains(0)
-        persistent = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        # Two lists of the few instead of two of every domain (1,000 domains: ~7 ms of CPU and
+        # ~12 ms here): the bulk stats list the domains, and the persistent ones are all but
+        # the transient ones.
+        domains, reasons = _listed(conn)
+        transient = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
+        persistent = {d.UUIDString() for d in domains} - transient
         autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-        reasons = _state_reasons(conn)
         if reasons:
             # The bulk stats give every domain's state: the same sets the state filters of
             # listAllDomains give (they match RUNNING, PAUSED, SHUTOFF exactly), three calls fewer.
