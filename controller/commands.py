@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -13,13 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.audit import audit_to
 from controller.cli import add_max_file_size, instant, non_negative_int, positive_float, positive_int
-from controller.engine import DEFAULT_MAX_DELETIONS
 from controller.errors import GuardRefusal, SpecError, StalePlanError, UsageError
-from controller.gitinfo import git_commit
+
+# Each verb imports what it runs, when it runs: building the parser imports no engine, planner,
+# executor or spec model (issue 17: imports were most of a no-op plan's CPU, and all of --help's).
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_USAGE = 0, 1, 2, 64
+# The planner's default (plan/planner.py), here so that the parser needs no engine;
+# test_import_set pins the two together.
+DEFAULT_MAX_DELETIONS = 10
 
 
 def _policy(args: argparse.Namespace) -> str | None:
@@ -203,7 +207,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         progress = _progress if sys.stderr.isatty() else _progress_if_many
         # A plan without actions executes nothing; the ChangeSet then counts the unchanged.
-        with audit_to(audit), _transfers():
+        with _audit_to(audit), _transfers():
             result = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit, gate=gate,
                                       concurrency=args.concurrency, progress=progress, on_wait=_waiting)
     finally:
@@ -229,6 +233,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"after the apply, {len(left)} object(s) still differ: "
               f"{', '.join(f'{k.kind} {k.name}' for k in left[:10])}; see `virtsync drift`", file=sys.stderr)
     return EXIT_ERROR if (changes.failed or result.plan.has_errors) else EXIT_OK
+
+
+def _audit_to(audit: Any) -> Any:
+    """The audit log the executor writes to; without --audit-log none (nor its import)."""
+    if audit is None:
+        return contextlib.nullcontext()
+    from controller.audit import audit_to
+
+    return audit_to(audit)
 
 
 def _use_saved_plan(args: argparse.Namespace, saved: dict[str, Any]) -> None:
@@ -1151,5 +1164,7 @@ def _fill_commit(args: argparse.Namespace) -> None:
     if args.commit is None:
         # `apply PLANFILE`: the commit of the spec tree the plan was made from, not of the
         # directory the plan file happens to be in.
+        from controller.gitinfo import git_commit
+
         saved = _saved_plan(args.paths[0]) if len(args.paths) == 1 else None
         args.commit = git_commit((saved or {}).get("sources") or args.paths)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.model.state import ResourceKey
+
+if TYPE_CHECKING:
+    from controller.plan.actions import Plan
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,11 @@ class ChangeSet:
         # Versioned like plan and drift output: specs/apply.schema.json.
         return {"schemaVersion": 1, "kind": "changeset", "counts": self.counts(),
                 "outcomes": [o.as_json() for o in self.outcomes]}
+
+
+def unchanged_of(plan: Plan, touched: Collection[tuple[str, str, str]]) -> list[ResourceKey]:
+    """The objects of ``plan`` in sync (or only waiting for a restart) that no action touched:
+    (host, kind, name) of each outcome in ``touched``."""
+    return [entry.key for hp in plan.hosts for entry in hp.drift
+            if (entry.key.host, entry.key.kind, entry.key.name) not in touched
+            and entry.status in ("in-sync", "pending-restart")]

@@ -20,7 +20,7 @@ from itertools import count, groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.apply.changeset import ChangeSet, Outcome
+from controller.apply.changeset import ChangeSet, Outcome, unchanged_of
 from controller.apply.definitions import Definitions
 from controller.audit import AuditEntry, AuditLog, current_audit, definition_digest, record_digest
 from controller.errors import ConflictError, PlanError, VirtsyncError
@@ -830,11 +830,6 @@ def execute(plan: Plan, specs: SpecSet, states: Mapping[str, HostState],
     with ThreadPoolExecutor(max_workers=max(1, len(runs))) as pool:
         for outcomes in pool.map(lambda r: r.run(progress, counter, total), runs):
             changes.outcomes.extend(outcomes)
-    touched = {(o.key.host, o.key.kind, o.key.name) for o in changes.outcomes}
-    for hp in plan.hosts:
-        for entry in hp.drift:
-            k = entry.key
-            if (k.host, k.kind, k.name) not in touched and entry.status in ("in-sync", "pending-restart"):
-                changes.unchanged.append(k)
+    changes.unchanged.extend(unchanged_of(plan, {(o.key.host, o.key.kind, o.key.name) for o in changes.outcomes}))
     return changes
 

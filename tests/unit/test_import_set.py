@@ -30,6 +30,12 @@ FORBIDDEN = (
     # pydantic's plugin lookup (spec/base.py): reading every installed distribution's entry points
     "importlib.metadata", "email",
 )
+# Imported only when a plan has actions to carry out (apply), or --diff / --audit-log ask for them.
+EXECUTOR = ("controller.apply.executor", "controller.apply.definitions", "controller.audit",
+            "controller.hypervisor.operations", "controller.hypervisor.volumes")
+# What building the parser (--help, every verb before it runs) must not import.
+HEAVY = ("controller.engine", "controller.spec.models", "controller.plan", "controller.model",
+         "controller.hypervisor", "controller.apply", "pydantic", "libvirt", "lxml", "ruamel")
 
 RUN = """
 import json, sys
@@ -87,8 +93,8 @@ def _imported(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
     return result["code"], result["modules"]
 
 
-def _forbidden(modules: list[str]) -> list[str]:
-    return [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+def _forbidden(modules: list[str], names: tuple[str, ...] = FORBIDDEN) -> list[str]:
+    return [m for m in modules if any(m == f or m.startswith(f + ".") for f in names)]
 
 
 @pytest.mark.parametrize("verb", ["plan", "apply"])
@@ -104,6 +110,45 @@ def test_plan_and_apply_import_no_service_http_image_backup_snapshot_or_coordina
     if verb == "apply":
         assert "controller.apply.executor" in modules
     assert _forbidden(modules) == []
+
+
+def test_a_plan_imports_no_executor_even_with_changes_to_show(tmp_path: Path) -> None:
+    specs, _ = _tree(tmp_path)
+    code, modules = _imported(tmp_path, "plan", str(specs))
+    assert code == 2  # it has actions: they are shown, not carried out
+    assert _forbidden(modules, EXECUTOR) == []
+
+
+def test_an_apply_with_nothing_to_do_imports_no_executor(tmp_path: Path) -> None:
+    specs, uri = _tree(tmp_path)
+    # Only the Host: its domain and network are not virtsync's, so there is nothing to do.
+    (specs / "specs.yaml").write_text(f"apiVersion: virtsync/v1\nkind: Host\nmetadata: {{name: kvm1}}\n"
+                                      f"spec: {{uri: '{uri}'}}\n")
+    code, modules = _imported(tmp_path, "apply", str(specs), "--yes")
+    assert code == 0
+    assert "controller.engine" in modules and "controller.apply.changeset" in modules
+    assert _forbidden(modules, EXECUTOR) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plan", "--help"], ["version"]])
+def test_building_the_parser_imports_no_engine_spec_model_or_libvirt(tmp_path: Path, argv: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTSYNC_", "PYDANTIC_"))}
+    run = ("import json, sys\nfrom controller.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+           "except SystemExit as exc:\n    code = exc.code\n"
+           "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n")
+    proc = subprocess.run([sys.executable, "-c", run, *argv], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=60)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    assert "controller.commands" in result["modules"]  # the engine verbs were registered
+    assert _forbidden(result["modules"], HEAVY) == []
+
+
+def test_the_parsers_max_deletions_default_is_the_planners() -> None:
+    # commands.py keeps its own copy so that building the parser imports no engine.
+    from controller import commands, engine
+
+    assert commands.DEFAULT_MAX_DELETIONS == engine.DEFAULT_MAX_DELETIONS
 
 
 def test_the_import_set_check_sees_a_forbidden_module_that_comes_back(tmp_path: Path) -> None:
