@@ -327,7 +327,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         gc.freeze()
         engine = _engine(args)
         try:
-            result = engine.drift(specs, scope, commit=args.commit)
+            result = engine.drift(specs, scope, commit=args.commit, jobs=args.jobs)
             _add_snapshot_freshness(result.specs, result.plan, engine)
             _add_backup_freshness(result.specs, result.plan, engine)
         finally:
@@ -973,6 +973,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
     p.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text",
                    help="json: drift.schema.json; html: a page of its own")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here")
+    p.add_argument("--jobs", type=positive_int, metavar="N", help="processes that read and plan the hosts "
+                   "(default: one per CPU for a fleet of 32 hosts or more, else 1)")
     p.add_argument("--from-agents", action="store_true", help="the PATHs are agents' URLs (http://HOST:PORT, "
                    "https://…): merge their serve /status reports into one fleet report instead of "
                    "observing the hosts")

@@ -10,13 +10,14 @@ it again, not from assuming success.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from controller.apply.changeset import ChangeSet, unchanged_of
 from controller.errors import HostError, UsageError
@@ -32,6 +33,8 @@ from controller.plan.scope import Scope, declared_elsewhere, move_lookups, scope
 from controller.spec.models import Host
 from controller.spec.secrets import secret_inputs, value_digests
 from controller.spec.specset import SpecSet
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:  # backups, snapshots and export stay off the path of plan and apply
     from controller.apply.executor import Progress
@@ -136,6 +139,32 @@ def _depends_on_others(host: str, mine: SpecSet, state: HostState, placed: Mappi
         if g.spec.host == host and (g.metadata.name not in state.guests or len(placed[g.metadata.name]) > 1):
             return True
     return any(not placed.get(n, frozenset()) <= {host} for n in state.guests)
+
+
+# A drift of this many hosts or more reads them in one process per CPU (Engine.drift's jobs).
+FORK_FROM = 32
+# Hosts read at once in each such process: overlaps the waits of hosts slow to answer (connect
+# timeouts), few enough that the GIL is not fought over.
+THREADS_PER_JOB = 4
+
+
+def _each_host(one: Callable[[Host], _T], hosts: Sequence[Host], jobs: int | None) -> Iterator[_T]:
+    """``one(host)`` of every host, in any order: in ``jobs`` forked processes (default one per
+    CPU for FORK_FROM hosts or more) where this process may fork (see forkmap.can_fork), else
+    on up to 16 threads here."""
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        jobs = jobs if len(hosts) >= FORK_FROM else 1
+    from controller import forkmap
+
+    if jobs > 1 and len(hosts) > 1 and forkmap.can_fork():
+        # Chunks small enough that every process gets several (the last ones even out the ends).
+        chunk = max(1, min(2 * THREADS_PER_JOB, len(hosts) // (4 * jobs)))
+        for _, got in forkmap.fork_map(one, hosts, jobs, chunk=chunk, threads=THREADS_PER_JOB):
+            yield got
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as ex:
+        yield from ex.map(one, hosts)
 
 
 def select_hosts(specs: SpecSet, names: Sequence[str] = (), connect: str | None = None,
@@ -246,7 +275,7 @@ class Engine:
         return obs
 
     def drift(self, specs: SpecSet, scope: Scope | None = None, *, commit: str = "",
-              now: datetime | None = None) -> Reconciled:
+              now: datetime | None = None, jobs: int | None = None) -> Reconciled:
         """What ``reconcile`` without a gate gives (the plan of the scope), in the memory of a few
         hosts: for a scope of everything, each host is planned as soon as it is observed and only
         its plan is kept (``obs.states`` stays empty). A host whose plan may depend on another
@@ -258,7 +287,11 @@ class Engine:
         no fleet of connections open (nor, for the test driver, each host's copy in memory).
         One that was open before is left open (the service's, or a test's in-process state).
         The plan carries no spec digest (what a saved plan is checked against): no drift report
-        shows one, and a fleet's takes seconds to compute."""
+        shows one, and a fleet's takes seconds to compute.
+
+        ``jobs``: processes that read and plan the hosts (see _each_host; default one per CPU
+        from FORK_FROM hosts on). A fleet's drift is mostly Python, which threads do not run
+        at once; hosts whose connections were open before are read here, in this process."""
         scope = scope or Scope.everything()
         if scope.key is not None or scope.hosts:
             return self.reconcile(specs, scope, commit=commit, now=now)
@@ -289,17 +322,17 @@ class Engine:
         planned: dict[str, HostPlan] = {}
         deferred: dict[str, HostState] = {}
         summaries: dict[str, _Summary] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as ex:
-            for name, got, summary, error, secs in ex.map(one, [by_name[n] for n in names]):
-                obs.seconds[name] = secs
-                if summary is None:
-                    obs.failed[name] = f"{error} (after {secs:.1f}s)"
-                    continue
-                summaries[name] = summary
-                if isinstance(got, HostState):
-                    deferred[name] = got
-                elif got is not None:
-                    planned[name] = got
+        for name, got, summary, error, secs in _each_host(one, [by_name[n] for n in names],
+                                                           1 if opened_before else jobs):
+            obs.seconds[name] = secs
+            if summary is None:
+                obs.failed[name] = f"{error} (after {secs:.1f}s)"
+                continue
+            summaries[name] = summary
+            if isinstance(got, HostState):
+                deferred[name] = got
+            elif got is not None:
+                planned[name] = got
         if deferred:
             # The other hosts as make_plan reads them for moves, clashes and leftovers: their
             # guests' names, UUIDs, power states and owners' instances.

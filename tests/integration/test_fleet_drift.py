@@ -123,3 +123,82 @@ def test_a_running_guests_live_state_is_its_definitions_until_it_changes_live(tm
     g1 = observe_guests(conn, "h")["g1"]
     assert g1.live is not None and g1.persistent is not None
     assert (g1.live.memory, g1.persistent.memory) == (64 * 2**20, 128 * 2**20)
+
+
+OWNED = ("<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'><name>{name}</name>"
+         "<metadata><vs:owner xmlns:vs='https://virtsync.dev/xmlns/owner/v1' instance='default' kind='Guest' "
+         "name='{name}' digest='sha256:0'><vs:applied>{{}}</vs:applied></vs:owner></metadata>"
+         "<memory unit='MiB'>{mib}</memory><vcpu>1</vcpu><os><type>hvm</type></os>{state}</domain>")
+STOPPED = "<test:runstate>5</test:runstate>"
+
+# `virtsync ARGS…` in a fresh process, counting the processes it forks (os.fork), on stderr.
+FORK_COUNTING = ("import os, sys\nforks = [0]\nfork = os.fork\n"
+                 "def counted():\n    forks[0] += 1\n    return fork()\nos.fork = counted\n"
+                 "from controller.cli import main\ncode = main(sys.argv[1:])\n"
+                 "print(f'forks={forks[0]}', file=sys.stderr)\nsys.exit(code)\n")
+
+
+def _fleet_on_disk(tmp_path: Path, *, errors: bool) -> Path:
+    """The state in the hosts' XML files (a fresh process sees it): a (in sync, an unmanaged
+    domain, cold1 now declared on b: a move), b, c (web1 missing; with ``errors``, d has an
+    unmanaged web1: a clash), d, f (a guest whose memory drifted), and with ``errors`` e,
+    unreachable."""
+    hosts = {"a": OWNED.format(name="a1", mib=64, state="") + OWNED.format(name="cold1", mib=64, state=STOPPED)
+             + unmanaged_domain("hand-made"),
+             "b": OWNED.format(name="b1", mib=64, state=STOPPED),
+             "c": "",
+             "d": unmanaged_domain("web1", running=False) if errors else "",
+             "f": OWNED.format(name="f1", mib=128, state="")}
+    tmp_path.mkdir()
+    uris = {name: write_host(tmp_path, body, name=f"{name}.xml") for name, body in hosts.items()}
+    if errors:
+        uris["e"] = "test:///nonexistent/e.xml"
+    docs = [host_doc(uri, name) for name, uri in uris.items()]
+    docs += [guest_doc("a1", host="a", memory="64MiB", state="running"),
+             guest_doc("b1", host="b", memory="64MiB", state="stopped"),
+             guest_doc("cold1", host="b", memory="64MiB", state="stopped"),
+             guest_doc("web1", host="c", memory="64MiB", state="stopped"),
+             guest_doc("f1", host="f", memory="64MiB", state="running")]
+    if errors:
+        docs.append(guest_doc("e1", host="e", memory="64MiB"))
+    specs_dir = tmp_path / "specs"
+    write_specs(specs_dir, docs)
+    return specs_dir
+
+
+def _drift_process(specs_dir: Path, *args: str) -> tuple[int, str, int]:
+    """(exit code, report with its times left out, processes forked) of a drift in a fresh process."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", FORK_COUNTING, "drift", str(specs_dir), *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    forks = re.search(r"forks=(\d+)", proc.stderr)
+    assert forks is not None, proc.stderr
+    report = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[.\d]*\+00:00", "TIME", proc.stdout)
+    report = re.sub(r"\(after \d+\.\ds\)", "(after Ns)", report)  # how long a host took to fail
+    return proc.returncode, report, int(forks.group(1))
+
+
+def test_a_drift_read_in_several_processes_reports_what_one_process_does(tmp_path: Path) -> None:
+    for errors, code in ((True, 1), (False, 2)):
+        specs_dir = _fleet_on_disk(tmp_path / str(errors), errors=errors)
+        for fmt in ("json", "text", "markdown", "html") if errors else ("json",):
+            one = _drift_process(specs_dir, "--format", fmt, "--jobs", "1")
+            two = _drift_process(specs_dir, "--format", fmt, "--jobs", "2")
+            assert one[2] == 0 and two[2] == 2, (one[2], two[2])  # the second ran in 2 children
+            assert one[0] == two[0] == code, (one[0], two[0])
+            assert one[1] == two[1], fmt
+            if fmt == "json":
+                import json
+
+                doc = json.loads(two[1])
+                by_host = {h["host"]: h for h in doc["hosts"]}
+                assert list(by_host) == ["a", "b", "c", "d", "f", "e"][:6 if errors else 5]  # spec order
+                status = {(h, o["name"]): o for h, host in by_host.items() for o in host["objects"]}
+                assert [c["note"] for c in status["b", "cold1"]["changes"]] == ["cold move"]
+                assert ("exists on host d" in status["c", "web1"].get("message", "")) == errors
+                assert [c["path"] for c in status["f", "f1"]["changes"]] == ["/spec/memory"]
+                assert status["a", "a1"]["status"] == status["b", "b1"]["status"] == "in-sync"
+                assert bool(by_host.get("e", {}).get("error")) == errors
