@@ -85,7 +85,8 @@ def test_noop_plan_of_1000_guests_is_within_the_raw_minimum(host: HermeticHost, 
     for _ in range(7):
         c = time.process_time()
         raws.append((_raw_minimum(host.uri), time.process_time() - c))
-        kept.append(_raw_minimum(host.uri, keepalive=True))
+        c = time.process_time()
+        kept.append((_raw_minimum(host.uri, keepalive=True), time.process_time() - c))
         t, c = time.perf_counter(), time.process_time()
         plan = engine.plan(loaded, engine.observe(loaded))
         runs.append((time.perf_counter() - t, time.process_time() - c))
@@ -100,8 +101,9 @@ def test_noop_plan_of_1000_guests_is_within_the_raw_minimum(host: HermeticHost, 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     print(f"\n1,000 defined guests (created by apply in {define_secs:.1f} s)")
     print(f"  raw minimum (listAllDomains + XMLDesc each):   {raw:.3f} s  (CPU {raw_cpu:.3f} s with its open)")
-    print(f"  the same over a keepalive connection:          {min(kept):.3f} s  (ratio {min(kept) / raw:.2f}; "
-          "virtsync's connections keep alive)")
+    kept_wall, kept_cpu = min(r[0] for r in kept), min(r[1] for r in kept)
+    print(f"  the same over a keepalive connection:          {kept_wall:.3f} s  (ratio {kept_wall / raw:.2f}; "
+          f"CPU {kept_cpu:.3f} s; virtsync's connections keep alive)")
     print(f"  virtsync observe+plan in process:              {ours:.3f} s  (ratio {ours / raw:.2f}, target ≤ 1.0; "
           f"CPU {ours_cpu:.3f} s; unchanged definitions are not parsed again)")
     print(f"  the same, first run (every definition parsed): {cold:.3f} s  (ratio {cold / raw:.2f}; "
