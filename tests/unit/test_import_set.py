@@ -184,3 +184,17 @@ def test_pydantic_plugins_are_left_to_pydantic_when_pydantic_disable_plugins_is_
     result = _run(tmp_path, "plan", str(specs), env_extra={"PYDANTIC_DISABLE_PLUGINS": ""})
     assert result["code"] == 2
     assert "importlib.metadata" in result["modules"]
+
+
+def test_a_one_shot_verb_collects_garbage_less_often_and_leaves_the_callers_thresholds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from controller import cli
+
+    seen: list[int] = []
+    monkeypatch.setattr(cli, "cmd_version", lambda args: seen.append(gc.get_threshold()[0]) or 0)
+    before = gc.get_threshold()
+    assert cli.main(["version"]) == 0
+    assert seen == [cli.ONE_SHOT_GC_THRESHOLD] and before[0] < cli.ONE_SHOT_GC_THRESHOLD
+    assert gc.get_threshold() == before
