@@ -351,6 +351,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any) -> None:
+    if not specs.policies:  # nothing to annotate: neither the scheduler's imports nor a walk of the hosts
+        return
     from controller.snapshots.runner import annotate_freshness
 
     hosts = {h.metadata.name: h for h in specs.hosts}
@@ -358,6 +360,8 @@ def _add_snapshot_freshness(specs: Any, plan: Any, engine: Any) -> None:
 
 
 def _add_backup_freshness(specs: Any, plan: Any, engine: Any) -> None:
+    if not specs.backup_policies:
+        return
     from controller.backups.runner import annotate_freshness
 
     hosts = {h.metadata.name: h for h in specs.hosts}

@@ -146,6 +146,9 @@ FORK_FROM = 32
 # Hosts read at once in each such process: overlaps the waits of hosts slow to answer (connect
 # timeouts), few enough that the GIL is not fought over.
 THREADS_PER_JOB = 4
+# Chunks a process reads before a fresh one takes over (forkmap's recycle): what it copied of the
+# loaded specs and kept in its allocator is given back.
+CHUNKS_PER_JOB = 4
 
 
 def _each_host(one: Callable[[Host], _T], hosts: Sequence[Host], jobs: int | None) -> Iterator[_T]:
@@ -160,7 +163,8 @@ def _each_host(one: Callable[[Host], _T], hosts: Sequence[Host], jobs: int | Non
     if jobs > 1 and len(hosts) > 1 and forkmap.can_fork():
         # Chunks small enough that every process gets several (the last ones even out the ends).
         chunk = max(1, min(2 * THREADS_PER_JOB, len(hosts) // (4 * jobs)))
-        for _, got in forkmap.fork_map(one, hosts, jobs, chunk=chunk, threads=THREADS_PER_JOB):
+        for _, got in forkmap.fork_map(one, hosts, jobs, chunk=chunk, threads=THREADS_PER_JOB,
+                                       recycle=CHUNKS_PER_JOB):
             yield got
         return
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as ex:

@@ -40,35 +40,48 @@ class ChildFailed(RuntimeError):
 
 
 def fork_map(fn: Callable[[T], R], items: Sequence[T], processes: int, *, chunk: int = 8,
-             threads: int = 1) -> Iterator[tuple[int, R]]:
+             threads: int = 1, recycle: int | None = None) -> Iterator[tuple[int, R]]:
     """``(i, fn(items[i]))`` for every item, in the order they are done, computed in
     ``processes`` forked children (``threads`` at a time in each: overlaps the waits of hosts
-    that are slow to answer). Call only when ``can_fork()``; results must pickle."""
+    that are slow to answer). Call only when ``can_fork()``; results must pickle.
+
+    ``recycle``: chunks a child does before it ends and a fresh child takes its place. What a
+    child copies of the parent's pages (it touches the objects it reads: their reference counts)
+    and what its own allocator keeps are given back then, so memory stays bounded by what a child
+    does between forks, not by its share of all the items."""
     n = len(items)
     chunks = list(range(0, n, max(1, chunk)))
-    children: dict[int, tuple[int, int]] = {}  # pid → (task write end, result read end)
+    children: dict[int, tuple[int, int]] = {}  # pid → (task write end, result read end); -1: closed
     outstanding: dict[int, int] = {}  # pid → the chunk start it works on
+    served: dict[int, int] = {}  # pid → chunks it has done
     done: set[int] = set()
     sel = selectors.DefaultSelector()
+    queue = iter(chunks)
+
+    def spawn() -> int | None:
+        """A new child with the next chunk, or None when none is left."""
+        start = next(queue, None)
+        if start is None:
+            return None
+        task_r, task_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(task_w)
+            os.close(out_r)
+            for fd in (fd for pair in children.values() for fd in pair if fd >= 0):
+                os.close(fd)
+            _child(fn, items, chunk, threads, task_r, out_w)
+        os.close(task_r)
+        os.close(out_w)
+        children[pid], served[pid] = (task_w, out_r), 0
+        sel.register(out_r, selectors.EVENT_READ, (pid, bytearray()))
+        _give(pid, start, children, outstanding)
+        return pid
+
     try:
         for _ in range(max(1, min(processes, len(chunks)))):
-            task_r, task_w = os.pipe()
-            out_r, out_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                os.close(task_w)
-                os.close(out_r)
-                for other_w, other_r in children.values():
-                    os.close(other_w)
-                    os.close(other_r)
-                _child(fn, items, chunk, threads, task_r, out_w)
-            os.close(task_r)
-            os.close(out_w)
-            children[pid] = (task_w, out_r)
-            sel.register(out_r, selectors.EVENT_READ, (pid, bytearray()))
-        queue = iter(chunks)
-        for pid in children:
-            _hand_out(pid, queue, children, outstanding)
+            spawn()
         while sel.get_map():
             for key, _ in sel.select():
                 pid, buf = key.data
@@ -94,7 +107,16 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T], processes: int, *, chunk:
                     for i, result in payload:
                         done.add(i)
                         yield i, result
-                    _hand_out(pid, queue, children, outstanding)
+                    served[pid] += 1
+                    if recycle is not None and served[pid] >= recycle:
+                        _end(pid, children)
+                        spawn()
+                    else:
+                        start = next(queue, None)
+                        if start is None:
+                            _end(pid, children)
+                        else:
+                            _give(pid, start, children, outstanding)
         # Chunks never handed out (every child died early): computed here.
         for start in queue:
             for i in range(start, min(start + chunk, n)):
@@ -112,18 +134,17 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T], processes: int, *, chunk:
             os.waitpid(pid, 0)
 
 
-def _hand_out(pid: int, queue: Iterator[int], children: dict[int, tuple[int, int]],
-              outstanding: dict[int, int]) -> None:
-    """The next chunk to child ``pid``, or the end of its work (its task pipe closed)."""
-    task_w = children[pid][0]
-    start = next(queue, None)
-    if start is None:
-        if task_w >= 0:
-            os.close(task_w)
-            children[pid] = (-1, children[pid][1])
-        return
+def _give(pid: int, start: int, children: dict[int, tuple[int, int]], outstanding: dict[int, int]) -> None:
     outstanding[pid] = start
-    os.write(task_w, start.to_bytes(_LEN, "little"))
+    os.write(children[pid][0], start.to_bytes(_LEN, "little"))
+
+
+def _end(pid: int, children: dict[int, tuple[int, int]]) -> None:
+    """No more work for child ``pid``: its task pipe is closed, and it exits."""
+    task_w, out_r = children[pid]
+    if task_w >= 0:
+        os.close(task_w)
+        children[pid] = (-1, out_r)
 
 
 def _child(fn: Callable[[Any], Any], items: Sequence[Any], chunk: int, threads: int, task_r: int,

@@ -187,7 +187,8 @@ def test_a_drift_read_in_several_processes_reports_what_one_process_does(tmp_pat
         for fmt in ("json", "text", "markdown", "html") if errors else ("json",):
             one = _drift_process(specs_dir, "--format", fmt, "--jobs", "1")
             two = _drift_process(specs_dir, "--format", fmt, "--jobs", "2")
-            assert one[2] == 0 and two[2] == 2, (one[2], two[2])  # the second ran in 2 children
+            # the second ran in child processes (2 at a time; one may have been replaced)
+            assert one[2] == 0 and two[2] >= 2, (one[2], two[2])
             assert one[0] == two[0] == code, (one[0], two[0])
             assert one[1] == two[1], fmt
             if fmt == "json":

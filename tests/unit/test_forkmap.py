@@ -51,3 +51,14 @@ def test_an_error_in_a_child_is_raised_in_the_parent_with_its_traceback() -> Non
 def test_threads_in_each_child_keep_every_result() -> None:
     got = dict(fork_map(_square_where, list(range(33)), 2, chunk=8, threads=4))
     assert sorted(got) == list(range(33)) and all(got[i][0] == i * i for i in got)
+
+
+def test_a_recycled_child_ends_after_its_chunks_and_a_fresh_one_takes_the_rest() -> None:
+    got = dict(fork_map(_square_where, list(range(24)), 2, chunk=3, recycle=2))
+    assert sorted(got) == list(range(24)) and all(got[i][0] == i * i for i in got)
+    by_pid: dict[int, set[int]] = {}
+    for i, (_, pid) in got.items():
+        by_pid.setdefault(pid, set()).add(i // 3)
+    assert PARENT not in by_pid
+    assert all(len(chunks) <= 2 for chunks in by_pid.values())  # 8 chunks, at most 2 a child
+    assert len(by_pid) >= 4 and sum(len(chunks) for chunks in by_pid.values()) == 8
