@@ -21,6 +21,8 @@ GuestFault = Literal["crashed", "unknown-pause", "io-error"]
 
 @dataclass(frozen=True, order=True)
 class ResourceKey:
+    """An object on a host: its host, kind and name (printed host/kind/name)."""
+
     host: str
     kind: str  # Guest | Network | StoragePool | Volume
     name: str
@@ -44,6 +46,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class DiskState:
+    """One disk of a guest's definition, as read from its XML."""
+
     name: str  # the spec's disk name (from the ua- alias), else the target dev
     target: str
     bus: str
@@ -67,6 +71,8 @@ class DiskState:
 
 @dataclass(frozen=True)
 class NicState:
+    """One NIC of a guest's definition, as read from its XML."""
+
     mac: str
     network: str | None = None
     bridge: str | None = None  # <source bridge>: a bridge NIC's, or (live) a network NIC's bridge
@@ -142,6 +148,8 @@ class GuestConfig:
 
 @dataclass(frozen=True)
 class ObservedGuest:
+    """A domain as observed: its power state, persistent and live definitions, owner."""
+
     name: str
     uuid: str
     state: PowerState
@@ -160,6 +168,8 @@ class ObservedGuest:
 
 @dataclass(frozen=True)
 class DhcpHostState:
+    """A static DHCP lease of a network's definition."""
+
     mac: str
     ip: str
     name: str | None = None
@@ -167,6 +177,8 @@ class DhcpHostState:
 
 @dataclass(frozen=True)
 class NetworkConfig:
+    """What virtsync compares of a network's definition."""
+
     mode: str  # nat | bridge | isolated | route | open
     bridge: str | None
     forward_dev: str | None = None
@@ -181,6 +193,8 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class ObservedNetwork:
+    """A network as observed: persistent and live definitions, state, owner."""
+
     name: str
     uuid: str
     active: bool
@@ -194,6 +208,8 @@ class ObservedNetwork:
 
 @dataclass(frozen=True)
 class ObservedVolume:
+    """A volume of a pool as observed."""
+
     pool: str
     name: str
     path: str
@@ -211,6 +227,8 @@ def pool_uuid(instance: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class ObservedPool:
+    """A storage pool as observed, with its volumes by name."""
+
     name: str
     uuid: str
     type: str
@@ -250,6 +268,8 @@ class DeviceSupport:
 
 @dataclass(frozen=True)
 class HostCapabilities:
+    """What a host can do, probed once per connection."""
+
     driver: str  # QEMU | Xen | Test | …
     virt_type: str  # what new guests get: kvm | qemu | xen | test
     libvirt_version: int = 0
@@ -278,6 +298,8 @@ class GuestDetails:
 
 @dataclass(frozen=True)
 class HostState:
+    """Everything observed of one host: what plans and drift reports are made against."""
+
     host: str
     uri: str
     caps: HostCapabilities

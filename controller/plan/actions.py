@@ -133,6 +133,8 @@ _BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Action))
 
 @dataclass(frozen=True, kw_only=True)
 class DefinePool(Action):
+    """Define a storage pool of the specs that the host does not have."""
+
     op: ClassVar[str] = "define-pool"
     phase: ClassVar[Phase] = Phase.POOLS
     outcome: ClassVar[str] = "created"
@@ -141,6 +143,8 @@ class DefinePool(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class UpdatePool(Action):
+    """Bring an existing pool to its spec: autostart, ownership marker, start, definition."""
+
     op: ClassVar[str] = "update-pool"
     phase: ClassVar[Phase] = Phase.POOLS
     autostart: bool | None = None  # set autostart to this; None: leave it
@@ -151,6 +155,8 @@ class UpdatePool(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DeletePool(Action):
+    """Delete a managed pool gone from the specs (--prune)."""
+
     op: ClassVar[str] = "delete-pool"
     phase: ClassVar[Phase] = Phase.DELETE_POOLS
     outcome: ClassVar[str] = "deleted"
@@ -176,6 +182,8 @@ class DefineSecret(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteSecret(Action):
+    """Undefine a managed libvirt secret gone from the specs (--prune)."""
+
     op: ClassVar[str] = "delete-secret"
     phase: ClassVar[Phase] = Phase.DELETE_SECRETS
     outcome: ClassVar[str] = "deleted"
@@ -202,6 +210,8 @@ class LeaseUpdate:
 
 @dataclass(frozen=True)
 class RangeUpdate:
+    """The DHCP range of a network's first IPv4 address: the new one and the one it replaces."""
+
     start: str
     end: str
     old_start: str
@@ -227,6 +237,8 @@ class NetworkEdit:
 
 @dataclass(frozen=True, kw_only=True)
 class DefineNetwork(Action):
+    """Define a network the host does not have."""
+
     op: ClassVar[str] = "define-network"
     phase: ClassVar[Phase] = Phase.NETWORKS
     outcome: ClassVar[str] = "created"
@@ -235,6 +247,8 @@ class DefineNetwork(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class UpdateNetwork(Action):
+    """Change a defined network in place: its DHCP range, static leases, keyed items, autostart."""
+
     op: ClassVar[str] = "update-network"
     phase: ClassVar[Phase] = Phase.NETWORKS
     dhcp_range: RangeUpdate | None = None
@@ -245,12 +259,16 @@ class UpdateNetwork(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class StartNetwork(Action):
+    """Start a defined network that is not running."""
+
     op: ClassVar[str] = "start-network"
     phase: ClassVar[Phase] = Phase.NETWORKS
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecreateNetwork(Action):
+    """Define a network again: fields changed that need a new definition."""
+
     op: ClassVar[str] = "recreate-network"
     phase: ClassVar[Phase] = Phase.NETWORKS
     impact: Impact = Impact.RECREATE
@@ -258,6 +276,8 @@ class RecreateNetwork(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteNetwork(Action):
+    """Delete a managed network gone from the specs (--prune)."""
+
     op: ClassVar[str] = "delete-network"
     phase: ClassVar[Phase] = Phase.DELETE_NETWORKS
     outcome: ClassVar[str] = "deleted"
@@ -269,6 +289,8 @@ class DeleteNetwork(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DefineGuest(Action):
+    """Define a guest the host does not have."""
+
     op: ClassVar[str] = "define"
     phase: ClassVar[Phase] = Phase.GUESTS
     outcome: ClassVar[str] = "created"
@@ -277,6 +299,8 @@ class DefineGuest(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class UpdateGuest(Action):
+    """Write changed spec fields into a guest's definition, then make what can go live live."""
+
     op: ClassVar[str] = "update"
     phase: ClassVar[Phase] = Phase.GUESTS
     fields: tuple[str, ...] = ()  # spec fields written into the definition
@@ -288,6 +312,8 @@ class UpdateGuest(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class RecreateGuest(Action):
+    """Define a guest again under the same UUID (a change its definition cannot take in place)."""
+
     op: ClassVar[str] = "recreate"
     phase: ClassVar[Phase] = Phase.GUESTS
     impact: Impact = Impact.RECREATE
@@ -299,6 +325,8 @@ class RecreateGuest(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class AttachDisks(Action):
+    """Attach disks to a guest once their volumes exist."""
+
     op: ClassVar[str] = "attach-disks"
     phase: ClassVar[Phase] = Phase.POWER  # after their volumes exist
     disks: tuple[str, ...] = ()
@@ -306,6 +334,8 @@ class AttachDisks(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Migrate(Action):
+    """Migrate a guest here from ``source`` (disks not on shared storage copied live)."""
+
     op: ClassVar[str] = "migrate"
     phase: ClassVar[Phase] = Phase.GUESTS
     source: str
@@ -313,6 +343,8 @@ class Migrate(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Move(Action):
+    """Cold move from ``source``: stopped there, its volumes copied, defined here (same UUID)."""
+
     op: ClassVar[str] = "move"
     phase: ClassVar[Phase] = Phase.GUESTS
     impact: Impact = Impact.RECREATE
@@ -321,6 +353,8 @@ class Move(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Start(Action):
+    """Start a defined guest (paused when its spec says so)."""
+
     op: ClassVar[str] = "start"
     phase: ClassVar[Phase] = Phase.POWER
     paused: bool = False
@@ -328,6 +362,8 @@ class Start(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Stop(Action):
+    """Shut a guest down (``timeout``: seconds to wait for it)."""
+
     op: ClassVar[str] = "stop"
     phase: ClassVar[Phase] = Phase.POWER
     timeout: float = 120.0
@@ -335,6 +371,8 @@ class Stop(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Restart(Action):
+    """Restart a guest so that its definition's next-boot changes take effect."""
+
     op: ClassVar[str] = "restart"
     phase: ClassVar[Phase] = Phase.POWER
     impact: Impact = Impact.NEXT_BOOT
@@ -357,18 +395,24 @@ class Recover(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Suspend(Action):
+    """Pause a running guest (state: paused)."""
+
     op: ClassVar[str] = "suspend"
     phase: ClassVar[Phase] = Phase.POWER
 
 
 @dataclass(frozen=True, kw_only=True)
 class Resume(Action):
+    """Resume a paused guest (state: running)."""
+
     op: ClassVar[str] = "resume"
     phase: ClassVar[Phase] = Phase.POWER
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteGuest(Action):
+    """Delete a managed guest gone from the specs (--prune), with its volumes when its deletePolicy says so."""
+
     op: ClassVar[str] = "delete"
     phase: ClassVar[Phase] = Phase.DELETE_GUESTS
     outcome: ClassVar[str] = "deleted"
@@ -403,6 +447,8 @@ class ImageSource:
 
 @dataclass(frozen=True, kw_only=True)
 class CreateVolume(Action):
+    """Create a guest disk's volume in a pool: empty, or from an image (a linked or full clone)."""
+
     op: ClassVar[str] = "create-volume"
     phase: ClassVar[Phase] = Phase.VOLUMES
     outcome: ClassVar[str] = "created"
@@ -418,6 +464,8 @@ class CreateVolume(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class FetchImage(Action):
+    """Download a base image into a pool, checked against its sha256."""
+
     op: ClassVar[str] = "fetch-image"
     phase: ClassVar[Phase] = Phase.IMAGES
     outcome: ClassVar[str] = "created"
@@ -430,6 +478,8 @@ class FetchImage(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class UploadFile(Action):
+    """Upload a local file (a guest's boot file) into a pool as a volume."""
+
     op: ClassVar[str] = "upload-file"
     phase: ClassVar[Phase] = Phase.IMAGES
     outcome: ClassVar[str] = "created"
@@ -441,6 +491,8 @@ class UploadFile(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class WriteSeed(Action):
+    """Write a guest's cloud-init seed volume."""
+
     op: ClassVar[str] = "write-seed"
     phase: ClassVar[Phase] = Phase.VOLUMES
     pool: str
@@ -449,6 +501,8 @@ class WriteSeed(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class ResizeVolume(Action):
+    """Grow a volume to ``capacity`` bytes."""
+
     op: ClassVar[str] = "resize-volume"
     phase: ClassVar[Phase] = Phase.VOLUMES
     pool: str
@@ -459,6 +513,8 @@ class ResizeVolume(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteVolume(Action):
+    """Delete a managed volume (and its ownership marker, if any)."""
+
     op: ClassVar[str] = "delete-volume"
     phase: ClassVar[Phase] = Phase.DELETE_VOLUMES
     outcome: ClassVar[str] = "deleted"
@@ -535,6 +591,7 @@ DELETES = tuple(t for t in ACTION_TYPES if t.outcome == "deleted")
 
 def outcome_of(op: str) -> str:
     """created | updated | deleted: what a successful action of this op counts as."""
+
     return next((t.outcome for t in ACTION_TYPES if t.op == op), "updated")
 
 
@@ -576,6 +633,8 @@ def touched_hosts(host: str, action: Action) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class HostPlan:
+    """One host's part of a plan: its actions, pending restarts, problems, drift and unmanaged objects."""
+
     host: str
     uri: str
     fingerprint: str
@@ -594,6 +653,8 @@ class HostPlan:
 
 @dataclass(frozen=True)
 class Plan:
+    """The actions of every host, made for one virtsync instance from specs of one digest."""
+
     hosts: tuple[HostPlan, ...]
     instance: str
     spec_digest: str
