@@ -1036,7 +1036,8 @@ def register(verb: Callable[..., argparse.ArgumentParser],
                    help="how often each host is fingerprinted for changes libvirt sends no event for "
                    "(setmem --config, autostart, net-update); a changed object is reconciled alone; "
                    "every domain's definitions are read every 3 passes (default 4s; 0 or off: none)")
-    p.add_argument("--workers", type=positive_int, default=4, metavar="N", help="reconciles at once (default 4)")
+    p.add_argument("--workers", type=positive_int, default=16, metavar="N",
+                   help="reconciles at once; a host's guests are reconciled at once too (default 16)")
     p.add_argument("--notify", type=_url, metavar="URL", help="POST JSON notifications here")
     p.add_argument("--suspend", action="store_true", help="start suspended: report only "
                    "(SIGUSR1 toggles)")

@@ -242,6 +242,7 @@ class Engine:
         # would otherwise ask every other host). Forgotten on the host's lifecycle events.
         self._names: dict[str, tuple[float, frozenset[str], Any]] = {}  # host → (when, names, connection)
         self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
+        self._lane_caps: dict[str, dict[int, tuple[Any, HostCapabilities]]] = {}  # host → id(conn) → probe
 
     def connection(self, host: Host) -> HostConnection:
         """The host's shared connection, with its spec's connect and call timeouts."""
@@ -447,10 +448,18 @@ class Engine:
         return names
 
     def _caps(self, name: str, conn: Any, configured: str | None) -> HostCapabilities:
-        # An object's reconcile is the service's common case: probe a connection once.
+        # An object's reconcile is the service's common case: probe a connection once. serve's
+        # reconciles of one host's guests go over several of its connections (lanes) at once:
+        # each is probed once, not again whenever the last probe was another lane's.
         cached = self._probed.get(name)
         if cached is None or cached[0] is not conn:
-            cached = self._probed[name] = (conn, probe(conn, name, configured))
+            lanes = self._lane_caps.setdefault(name, {})
+            hit = lanes.get(id(conn))
+            if hit is None or hit[0] is not conn:
+                hit = lanes[id(conn)] = (conn, probe(conn, name, configured))
+                while len(lanes) > 16:  # connections reopened: the oldest are gone
+                    lanes.pop(next(iter(lanes)))
+            cached = self._probed[name] = hit
         return cached[1]
 
     def reconcile(self, specs: SpecSet, scope: Scope | None = None, *, prune: bool = False, commit: str = "",

@@ -155,16 +155,21 @@ class HostConnection:
         k = getattr(self._here, "lane", 0) if lane is None else lane % self.lanes
         with self._lock:
             conn, runner = self._conns[k], self._runners[k]
-            if conn is not None and not runner.hung:
-                try:
-                    if conn.isAlive():
-                        return conn
-                except (libvirt.libvirtError, HostUnreachable):
-                    pass
+        # Asked outside the lock: isAlive takes its turn on the lane, behind a call there that
+        # may take seconds (a start), and must not hold up the other lanes' get() meanwhile.
+        if conn is not None and not runner.hung:
+            try:
+                if conn.isAlive():
+                    return conn
+            except (libvirt.libvirtError, HostUnreachable):
+                pass
+        with self._lock:
+            if self._conns[k] is not conn and self._conns[k] is not None:
+                return self._conns[k]  # another thread opened the lane again meanwhile
             self._retire(k)
             # Each connection has a runner of its own: the old one's count of calls inside
             # libvirt is what says when the old connection may be closed.
-            runner = CallRunner(self.host, self.uri, runner.timeout)
+            runner = CallRunner(self.host, self.uri, self._runners[k].timeout)
             conn = self._conns[k] = bounded(self._open(runner.timeout), runner)
             self._runners[k] = runner
             return conn

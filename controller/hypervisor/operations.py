@@ -100,14 +100,17 @@ class HostOps:
         self.conn = conn
         self.host = conn.host
         self.caps = caps
+        # Lanes count from the lane of the thread that makes these ops (the one carrying out the
+        # plan): serve's workers reconcile a host's guests at once, each over a lane of its own.
+        self._base = conn.lane_here()
 
     def _c(self) -> libvirt.virConnect:
         return self.conn.get()
 
     def lane(self, k: int) -> contextlib.AbstractContextManager[None]:
-        """This thread's operations go over the host's connection number ``k`` inside (work on
-        several objects at once: a connection's calls take turns)."""
-        return self.conn.lane(k)
+        """This thread's operations go over the host's connection number ``k`` (counted from the
+        maker's lane) inside (work on several objects at once: a connection's calls take turns)."""
+        return self.conn.lane(self._base + k)
 
     def _dom(self, name: str) -> libvirt.virDomain:
         with libvirt_call(self.host, f"look up guest {name}"):

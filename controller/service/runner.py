@@ -10,12 +10,14 @@ other keys reconcile one object.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import ssl
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 from controller.audit import AuditLog, CommitInfo, audit_to, snapshot_entry, stdout_event
 from controller.commit_trust import CommitTrust, UntrustedCommit, verify_commit, working_tree_commit
-from controller.coordination import DEFAULT_LOCK_TIMEOUT, HostBusy, HostLocks
+from controller.coordination import DEFAULT_LOCK_TIMEOUT, HostBusy
 from controller.engine import Engine, Observation, Reconciled, Scope, guard_problems, select_hosts
 from controller.errors import HostError, UsageError, VirtsyncError
 from controller.gitinfo import git_commit
@@ -36,6 +38,7 @@ from controller.report.status_page import StatusView, render_status_page
 from controller.service.crash_backoff import CrashBackoff, hold_recoveries
 from controller.service.desired import DesiredState
 from controller.service.git import GitFollower, GitSource
+from controller.service.host_locks import SharedHostLocks
 from controller.service.http import DEFAULT_HOOK_RATE, Routes, serve_http
 from controller.service.metrics import Metrics
 from controller.service.notify import Notifier
@@ -65,7 +68,7 @@ class ServiceOptions:
     max_deletions: int = 10
     resync: float = 300.0
     light_resync: float = 4.0  # --light-resync: fingerprint pass interval (service/resync.py), 0: off
-    workers: int = 4
+    workers: int = 16  # --workers: reconciles at once, of one host's guests too (service/host_locks.py)
     notify: str | None = None
     hook_secret: str | None = None
     token: str | None = None  # --token-file: every endpoint but /healthz wants it as a bearer token
@@ -93,8 +96,9 @@ class Service:
         self.opts = opts
         self.queue: WorkQueue[ResourceKey] = WorkQueue()
         holder = f"virtsync serve replica {opts.replica_id}" if opts.replica_id else "virtsync serve"
-        self.locks = HostLocks(opts.coordination, holder=holder, timeout=opts.lock_timeout,
-                               member=opts.replica_id)
+        # A host's object reconciles run at once under one hold of its lock (service/host_locks.py).
+        self.locks = SharedHostLocks(opts.coordination, holder=holder, timeout=opts.lock_timeout,
+                                     member=opts.replica_id)
         self.replicas = (Replicas(self.locks, opts.instance, opts.replica_id, opts.pins)
                          if opts.replica_id else None)
         self.engine = Engine(instance=opts.instance, locks=self.locks,
@@ -117,6 +121,7 @@ class Service:
         self.light = LightResync(lambda h: self.engine.connection(h).get(lane=LIGHT_LANE), self._changed_unannounced,
                                  interval=opts.light_resync)
         self._reload_lock = threading.Lock()
+        self._lanes = Lanes()
         self._workers: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
@@ -216,8 +221,8 @@ class Service:
         specs, _ = self.desired.snapshot()
         if specs is None:
             return
-        for host in specs.hosts:
-            self.queue.add(ResourceKey(host.metadata.name, "Host", host.metadata.name))
+        for host in specs.hosts:  # periodic: behind what events and spec changes queued
+            self.queue.add(ResourceKey(host.metadata.name, "Host", host.metadata.name), background=True)
 
     def _on_event(self, host: str, kind: str, name: str) -> None:
         if kind == "Guest":
@@ -296,7 +301,8 @@ class Service:
 
     def _changed_unannounced(self, key: ResourceKey) -> None:
         log.info("changed without an event", host=key.host, kind=key.kind, name=key.name)
-        self.queue.add(key)
+        # Behind announced work: most of what a pass finds is the service's own last repairs.
+        self.queue.add(key, background=True)
 
     def _snapshot_loop(self) -> None:
         """Snapshot policies: a scheduling pass every snapshot_interval (the schedule decides)."""
@@ -391,8 +397,9 @@ class Service:
                 continue
             with self._busy_lock:
                 self._busy += 1
+            seen: float | None = None
             try:
-                self.reconcile(key)
+                seen = self.reconcile(key)
                 self.queue.forget(key)
             except HostBusy as exc:  # another writer holds a host it needs: later, not an error
                 delay = self.queue.add_rate_limited(key, exc.delay)
@@ -417,41 +424,61 @@ class Service:
                 self.metrics.errors.labels(key.host, key.kind).inc()
                 log.exception("reconcile crashed", key=str(key), error=repr(exc))
             finally:
-                self.queue.done(key)
+                self.queue.done(key, seen_at=seen)
                 self.metrics.queue_depth.set(self.queue.depth())
                 with self._busy_lock:
                     self._busy -= 1
 
-    def reconcile(self, key: ResourceKey) -> None:
+    def reconcile(self, key: ResourceKey) -> float | None:
+        """Reconcile one key. Returns, when its object ended in sync, a time from before its last
+        observation of it: what was queued for it earlier (an event of its own repair) was seen."""
         specs, commit = self.desired.snapshot()
         if specs is None:
-            return
+            return None
         host = specs.host(key.host)
         if host is None:
-            return
+            return None
         until = self._thrashing.get(key)
         if until is not None and time.monotonic() < until:
-            return
+            return None
         if not self._mine(key.host):  # another replica holds it
-            return
+            return None
         started = time.monotonic()
         rid = f"{random.getrandbits(32):08x}"
-        # One writer per host at a time (the engine holds the host's lock, see coordination.py):
-        # a whole-host pass and an object pass, or this service and a manual apply, must not
-        # act on the same guest from two observations. Hosts run in parallel.
+        # One writer per host (the engine holds the host's lock, see coordination.py): a whole-host
+        # pass and an object pass, or this service and a manual apply, must not act on the same
+        # guest from two observations. Guests of one host are reconciled at once, under one hold
+        # of the lock (service/host_locks.py), each over its worker's lane (a connection's calls
+        # take turns: a start would hold up the others' reads); a Host key holds the host alone.
+        one_guest = key.kind == "Guest" and (key.host, key.name) in specs.memo("service-guests", _placed_guests)
+        conn = self.engine.connection(host)
         ok = False
         try:
-            self._reconcile_locked(key, specs, commit, rid)
+            with self._lanes.take(key.host, conn.lanes) as k, conn.lane(k), \
+                    self.locks.shared(key.host, host.spec.uri) if one_guest else contextlib.nullcontext():
+                seen = self._reconcile_locked(key, specs, commit, rid, one_guest)
+            if self.desired.snapshot()[0] is not specs:
+                seen = None  # specs loaded meanwhile: what they queued is not what was compared
             ok = True
         finally:
-            self.status.record_reconcile(key, time.monotonic() - started, ok)  # the page's latency chart
+            seconds = time.monotonic() - started
+            self.status.record_reconcile(key, seconds, ok)  # the page's latency chart
+            log.info("reconciled", host=key.host, kind=key.kind, name=key.name, ok=ok, seconds=round(seconds, 3),
+                     queued=round(self.queue.waited(key), 3), reconcile_id=rid)
         self.metrics.reconcile_seconds.labels(key.host, key.kind).observe(time.monotonic() - started)
+        return seen
 
-    def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str) -> None:
+    def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str,
+                          one_guest: bool) -> float | None:
         """One key through the engine's reconcile, like `virtsync apply` of that scope: a Host key
-        takes the host's whole slice (the only place pruning happens), a Guest key that guest."""
-        one_guest = key.kind == "Guest" and any(g.metadata.name == key.name and g.spec.host == key.host
-                                                for g in specs.guests)
+        takes the host's whole slice (the only place pruning happens), a Guest key that guest.
+        Returns what reconcile() does."""
+        locked_at = time.monotonic()  # the object's observation starts after this
+        last_action = [0.0]  # when the last action returned: observing it again starts after
+
+        def progress(_outcome: Any, _n: int, _total: int) -> None:
+            last_action[0] = time.monotonic()
+
         scope = Scope.of_object(key) if one_guest else Scope.of_hosts(key.host)
         host = specs.host(key.host)
         assert host is not None
@@ -465,7 +492,7 @@ class Service:
             result = self.engine.reconcile(
                 complete, scope, prune=self.opts.prune, commit=commit,
                 gate=lambda plan, obs: self._gate(plan, obs, key),
-                elsewhere=self.desired.elsewhere(), reach=reach)
+                elsewhere=self.desired.elsewhere(), reach=reach, progress=progress)
         if key.host in result.obs.failed:
             self.metrics.up.labels(key.host).set(0)
             self.status.set_host(key.host, host.spec.uri, error=result.obs.failed[key.host])
@@ -486,6 +513,7 @@ class Service:
             other, holder = next(iter(result.busy.items()))
             raise HostBusy(f"host {other}, which this reconcile must change too, is locked by "
                            f"{holder}; retrying", host=key.host, delay=1.0)
+        return _seen_in_sync(key, result, locked_at, last_action[0]) if one_guest else None
 
     def _gate(self, plan: Plan, obs: Observation, key: ResourceKey) -> Plan | None:
         """What the service carries out of a plan: nothing while suspended; no deletions the
@@ -783,6 +811,57 @@ class Service:
         self.status.record("warning", "suspended: reporting only" if self.suspended else "resumed")
         if not self.suspended:
             self.resync()
+
+
+def _seen_in_sync(key: ResourceKey, result: Reconciled, locked_at: float, last_action: float) -> float | None:
+    """A time from before the last observation of ``key``'s object, if that found it in sync:
+    the first one's (after the lock was taken) when nothing was done, else the second one's
+    (after the last action returned). None when it is not in sync, or an action failed."""
+    outcomes = result.changes.outcomes if result.changes is not None else []
+    if any(o.status == "failed" for o in outcomes):
+        return None
+    final, since = (result.after, last_action) if outcomes else (result.plan, locked_at)
+    if final is None or not since:
+        return None
+    for hp in final.hosts:
+        if hp.host == key.host:
+            return since if any(d.key == key and d.status in ("in-sync", "pending-restart") for d in hp.drift) \
+                else None
+    return None
+
+
+def _placed_guests(specs: SpecSet) -> frozenset[tuple[str, str]]:
+    return frozenset((g.spec.host or "", g.metadata.name) for g in specs.guests)
+
+
+class Lanes:
+    """Which of a host's connections (lanes) a reconcile goes over: the one with the fewest
+    reconciles on it now, the light resync's (the last) only when every other has one more (a
+    pass is one long call there). A connection's calls take turns: a guest's start, seconds
+    long, would hold up the reads of every other reconcile on its lane."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight: dict[str, list[int]] = {}  # host → reconciles on each lane now
+
+    @contextlib.contextmanager
+    def take(self, host: str, lanes: int) -> Iterator[int]:
+        with self._lock:
+            counts = self._inflight.setdefault(host, [0] * lanes)
+            if len(counts) < lanes:
+                counts.extend([0] * (lanes - len(counts)))
+            light = lanes - 1 if lanes > 1 else -1
+            k = min(range(lanes), key=lambda n: (counts[n] + (n == light), n == light, n))
+            counts[k] += 1
+        try:
+            yield k
+        finally:
+            with self._lock:
+                counts[k] -= 1
+
+    def inflight(self, host: str) -> list[int]:
+        with self._lock:
+            return list(self._inflight.get(host, ()))
 
 
 def _reach(specs: SpecSet, complete: SpecSet) -> frozenset[str]:
