@@ -32,7 +32,7 @@ from controller.gitinfo import git_commit
 from controller.hypervisor.events import HostEvents, start_event_loop
 from controller.logging import get_logger
 from controller.model.state import ResourceKey
-from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan, Recover
+from controller.plan.actions import Impact, Migrate, Move, ObjectDrift, Plan, Recover, Restart, Start
 from controller.report.drift import DriftReport, render_json
 from controller.report.status_page import StatusView, render_status_page
 from controller.service.crash_backoff import CrashBackoff, hold_recoveries
@@ -45,6 +45,7 @@ from controller.service.notify import Notifier
 from controller.service.queue import WorkQueue
 from controller.service.replicas import Replicas
 from controller.service.resync import LightResync
+from controller.service.starts import StartSlots, Ticket
 from controller.service.status import StatusStore
 from controller.service.watch import SpecWatcher
 from controller.spec.loader import load_specs
@@ -116,6 +117,7 @@ class Service:
         self._thrashing: dict[ResourceKey, float] = {}
         self._repair_target: dict[ResourceKey, str | None] = {}
         self.crash_backoff = CrashBackoff()  # crashPolicy restart: recoveries of a guest back off
+        self.starts = StartSlots(self.queue.add)  # guest starts under way per host (service/starts.py)
         # A pass is one long call (service/resync.py): on the host's last lane, never in the way of
         # the reconciles' calls on lane 0, which take turns (the test driver's one lane is lane 0).
         self.light = LightResync(lambda h: self.engine.connection(h).get(lane=LIGHT_LANE), self._changed_unannounced,
@@ -398,8 +400,9 @@ class Service:
             with self._busy_lock:
                 self._busy += 1
             seen: float | None = None
+            ticket = Ticket()
             try:
-                seen = self.reconcile(key)
+                seen = self.reconcile(key, ticket)
                 self.queue.forget(key)
             except HostBusy as exc:  # another writer holds a host it needs: later, not an error
                 delay = self.queue.add_rate_limited(key, exc.delay)
@@ -424,14 +427,16 @@ class Service:
                 self.metrics.errors.labels(key.host, key.kind).inc()
                 log.exception("reconcile crashed", key=str(key), error=repr(exc))
             finally:
+                self.starts.done(key, took=ticket.took)
                 self.queue.done(key, seen_at=seen)
                 self.metrics.queue_depth.set(self.queue.depth())
                 with self._busy_lock:
                     self._busy -= 1
 
-    def reconcile(self, key: ResourceKey) -> float | None:
+    def reconcile(self, key: ResourceKey, ticket: Ticket | None = None) -> float | None:
         """Reconcile one key. Returns, when its object ended in sync, a time from before its last
-        observation of it: what was queued for it earlier (an event of its own repair) was seen."""
+        observation of it: what was queued for it earlier (an event of its own repair) was seen.
+        With a ticket (a worker's), a guest's start waits for a start slot of its host."""
         specs, commit = self.desired.snapshot()
         if specs is None:
             return None
@@ -456,7 +461,7 @@ class Service:
         try:
             with self._lanes.take(key.host, conn.lanes) as k, conn.lane(k), \
                     self.locks.shared(key.host, host.spec.uri) if one_guest else contextlib.nullcontext():
-                seen = self._reconcile_locked(key, specs, commit, rid, one_guest)
+                seen = self._reconcile_locked(key, specs, commit, rid, one_guest, ticket)
             if self.desired.snapshot()[0] is not specs:
                 seen = None  # specs loaded meanwhile: what they queued is not what was compared
             ok = True
@@ -469,7 +474,7 @@ class Service:
         return seen
 
     def _reconcile_locked(self, key: ResourceKey, specs: SpecSet, commit: str, rid: str,
-                          one_guest: bool) -> float | None:
+                          one_guest: bool, ticket: Ticket | None = None) -> float | None:
         """One key through the engine's reconcile, like `virtsync apply` of that scope: a Host key
         takes the host's whole slice (the only place pruning happens), a Guest key that guest.
         Returns what reconcile() does."""
@@ -491,7 +496,7 @@ class Service:
         with audit_to(self.audit):
             result = self.engine.reconcile(
                 complete, scope, prune=self.opts.prune, commit=commit,
-                gate=lambda plan, obs: self._gate(plan, obs, key),
+                gate=lambda plan, obs: self._gate(plan, obs, key, ticket if one_guest else None),
                 elsewhere=self.desired.elsewhere(), reach=reach, progress=progress)
         if key.host in result.obs.failed:
             self.metrics.up.labels(key.host).set(0)
@@ -515,7 +520,7 @@ class Service:
                            f"{holder}; retrying", host=key.host, delay=1.0)
         return _seen_in_sync(key, result, locked_at, last_action[0]) if one_guest else None
 
-    def _gate(self, plan: Plan, obs: Observation, key: ResourceKey) -> Plan | None:
+    def _gate(self, plan: Plan, obs: Observation, key: ResourceKey, ticket: Ticket | None = None) -> Plan | None:
         """What the service carries out of a plan: nothing while suspended; no deletions the
         mass-deletion guard refuses; nothing for objects backing off from thrashing; nothing on
         a host outside this service's slice (an agent moves a guest *to* its host; the source's
@@ -539,6 +544,12 @@ class Service:
                        and not (refusals and a.impact == Impact.DELETE)]
             actions = hold_recoveries(actions, self.crash_backoff, self._recovery_held)
             hosts.append(replace(hp, actions=tuple(actions)))
+        if ticket is not None and any(isinstance(a, Start | Restart | Recover) for hp in hosts for a in hp.actions):
+            ticket.took = self.starts.take(key)
+            if not ticket.took:  # in line for a start slot: queued again when one is free
+                log.info("start waits its turn", host=key.host, kind=key.kind, name=key.name,
+                         waiting=self.starts.waiting(key.host))
+                return None
         return Plan(tuple(hosts), plan.instance, plan.spec_digest, plan.prune)
 
     def _recovery_held(self, action: Recover, wait: float, count: int) -> None:
