@@ -63,6 +63,9 @@ def map_error(exc: libvirt.libvirtError, host: str, what: str) -> HostError:
     if "keepalive timeout" in text:  # libvirt cut off a daemon that stopped answering
         return HostUnreachable(f"{what}: no answer from the daemon (libvirt's keepalive gave up on it)",
                                host=host)
+    if "client socket is closed" in text:  # the call waited on a connection keepalive (or the daemon) closed
+        return HostUnreachable(f"{what}: no answer from the daemon (its connection was closed: libvirt's "
+                               "keepalive gave up on it, or the daemon went away)", host=host)
     if code in _NOT_FOUND:
         return ObjectNotFound(message, host=host)
     if code in _UNSUPPORTED:
