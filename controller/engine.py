@@ -313,6 +313,7 @@ class Engine:
             name, state, error, secs = self._observe_one(host)
             if name not in opened_before:
                 self._probed.pop(name, None)
+                self._lane_caps.pop(name, None)  # probes of the connections closed here
                 self._names.pop(name, None)
                 self.connection(host).close()
             if state is None:
