@@ -40,6 +40,14 @@ LONG_CALLS = frozenset({
     "blockCopy", "blockCommit", "blockPull", "blockRebase",
 })
 
+# Calls that start a guest: qemu may rightly take long to come up on a loaded host, or to
+# preallocate a large guest's memory, while the daemon answers keepalive all along (100 diskless
+# guests started 8 at a time here took 21-32 s each). They take their turn on the connection (see
+# CallRunner) but have no call deadline: keepalive alone bounds them, as it bounds LONG_CALLS.
+# By libvirt class: a network's or a pool's create is not a guest's start.
+START_CALLS = {"virDomain": frozenset({"create", "createWithFlags", "createWithFiles"}),
+               "virConnect": frozenset({"createXML", "createXMLWithFiles"})}
+
 # Methods answered from the client's own copy, never the daemon (virDomainGetName, …GetUUID,
 # …GetID read the handle): handing them to a worker would only cost a thread switch each, and
 # an observe of 1,000 domains makes thousands of them.
@@ -141,8 +149,9 @@ class CallRunner:
         self._one_at_a_time = threading.Lock()
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-             long: bool = False, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` within ``timeout`` (default the host's; ``long``: none).
+             long: bool = False, untimed: bool = False, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` within ``timeout`` (default the host's; ``long`` or ``untimed``:
+        none; an untimed call still takes its turn).
 
         A long call (a migration, a stream, a snapshot with memory) does not wait for the host's
         other calls nor they for it: they would stand still for minutes. Two threads inside one
@@ -152,7 +161,7 @@ class CallRunner:
             if self.hung or self._retired:
                 raise HostUnreachable(self.hung or self._retired, host=self.host)
             self._inside += 1
-        limit = None if long else (timeout if timeout is not None else self.timeout)
+        limit = None if long or untimed else (timeout if timeout is not None else self.timeout)
         one = fn if long else self._in_turn
         args = args if long else (fn, args, kwargs)
         kwargs = kwargs if long else {}
@@ -250,10 +259,12 @@ class Bounded:
             return attr
         runner = self._runner
         long = name in LONG_CALLS
+        untimed = name in START_CALLS.get(type(self._target).__name__, ())
         target = self._target
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            made = _made(target, name, lambda: runner.call(name, attr, *args, long=long, **kwargs))
+            made = _made(target, name, lambda: runner.call(name, attr, *args, long=long, untimed=untimed,
+                                                            **kwargs))
             return bounded(made, runner)
 
         call.__name__ = name

@@ -13,7 +13,15 @@ import pytest
 
 from controller.errors import HostUnreachable
 from controller.hypervisor.connection import HostConnection
-from controller.hypervisor.deadline import LONG_CALLS, Bounded, CallRunner, Direct, bounded, read_each
+from controller.hypervisor.deadline import (
+    LONG_CALLS,
+    START_CALLS,
+    Bounded,
+    CallRunner,
+    Direct,
+    bounded,
+    read_each,
+)
 
 
 def test_a_call_within_its_deadline_returns_its_value_and_raises_its_error() -> None:
@@ -47,6 +55,29 @@ def test_long_operations_have_no_call_deadline() -> None:
     assert runner.call("migrate", slow, long=True) == "done"
     assert not runner.hung
     assert {"migrateToURI3", "createXMLFrom", "sendAll", "snapshotCreateXML"} <= LONG_CALLS
+
+
+def test_a_guest_start_has_no_call_deadline_but_takes_its_turn() -> None:
+    # A start on a loaded host can take longer than the deadline while the daemon answers.
+    runner = CallRunner("h", "test:///default", 0.05)
+    order: list[str] = []
+
+    def start() -> str:
+        order.append("start in")
+        time.sleep(0.2)
+        order.append("start out")
+        return "started"
+
+    done: list[str] = []
+    t = threading.Thread(target=lambda: done.append(runner.call("createWithFlags", start, untimed=True)))
+    t.start()
+    time.sleep(0.05)
+    runner.call("read", lambda: order.append("read"), timeout=2)  # waits for the start's turn to end
+    t.join(5)
+    assert done == ["started"] and not runner.hung
+    assert order == ["start in", "start out", "read"]
+    assert {"create", "createWithFlags"} <= START_CALLS["virDomain"] and "createXML" in START_CALLS["virConnect"]
+    assert "virNetwork" not in START_CALLS and "virStoragePool" not in START_CALLS
 
 
 def test_calls_to_different_hosts_run_at_once_each_on_a_worker() -> None:
