@@ -241,8 +241,7 @@ class Engine:
         # host is looked up only on hosts that have a domain of its name (a fleet's reconcile
         # would otherwise ask every other host). Forgotten on the host's lifecycle events.
         self._names: dict[str, tuple[float, frozenset[str], Any]] = {}  # host → (when, names, connection)
-        self._probed: dict[str, tuple[Any, HostCapabilities]] = {}
-        self._lane_caps: dict[str, dict[int, tuple[Any, HostCapabilities]]] = {}  # host → id(conn) → probe
+        self._probes: dict[str, dict[int, tuple[Any, HostCapabilities]]] = {}  # host → id(conn) → (conn, caps)
 
     def connection(self, host: Host) -> HostConnection:
         """The host's shared connection, with its spec's connect and call timeouts."""
@@ -312,8 +311,7 @@ class Engine:
         def one(host: Host) -> tuple[str, HostPlan | HostState | None, _Summary | None, str, float]:
             name, state, error, secs = self._observe_one(host)
             if name not in opened_before:
-                self._probed.pop(name, None)
-                self._lane_caps.pop(name, None)  # probes of the connections closed here
+                self._probes.pop(name, None)  # probes of the connections closed here
                 self._names.pop(name, None)
                 self.connection(host).close()
             if state is None:
@@ -399,12 +397,12 @@ class Engine:
         for name in sorted(lookups):
             # Listed lately without any of these names: nothing to look up there (a fleet's
             # reconcile of a guest not made yet would otherwise carry every other host along).
-            probed = self._probed.get(name)
             current = self.connection(hosts[name]).current
-            known = self._known_names(name, current) if probed is not None and probed[0] is current else None
-            if probed is not None and known is not None and not lookups[name] & known:
+            caps = self._probe_of(name, current)
+            known = self._known_names(name, current) if caps is not None else None
+            if caps is not None and known is not None and not lookups[name] & known:
                 if name in moves.targets:
-                    obs.states[name] = look_up_guests(None, name, hosts[name].spec.uri, probed[1], frozenset())
+                    obs.states[name] = look_up_guests(None, name, hosts[name].spec.uri, caps, frozenset())
                     obs.partial.add(name)
             else:
                 to_look.append(name)
@@ -427,7 +425,7 @@ class Engine:
             caps = self._caps(name, conn, host.spec.hypervisor)
             obs.states[name] = observe_for_guest(conn, name, host.spec.uri, caps, key.name)
         except HostError as exc:
-            self._probed.pop(name, None)
+            self._probes.pop(name, None)
             obs.failed[name] = f"{str(exc).removeprefix(f'{name}: ')} (after {time.monotonic() - started:.1f}s)"
         obs.seconds[name] = time.monotonic() - started
         return obs
@@ -452,16 +450,20 @@ class Engine:
         # An object's reconcile is the service's common case: probe a connection once. serve's
         # reconciles of one host's guests go over several of its connections (lanes) at once:
         # each is probed once, not again whenever the last probe was another lane's.
-        cached = self._probed.get(name)
-        if cached is None or cached[0] is not conn:
-            lanes = self._lane_caps.setdefault(name, {})
-            hit = lanes.get(id(conn))
-            if hit is None or hit[0] is not conn:
-                hit = lanes[id(conn)] = (conn, probe(conn, name, configured))
-                while len(lanes) > 16:  # connections reopened: the oldest are gone
-                    lanes.pop(next(iter(lanes)))
-            cached = self._probed[name] = hit
-        return cached[1]
+        caps = self._probe_of(name, conn)
+        if caps is None:
+            caps = probe(conn, name, configured)
+            lanes = self._probes.setdefault(name, {})
+            lanes[id(conn)] = (conn, caps)
+            while len(lanes) > 16:  # connections reopened: the oldest are gone
+                lanes.pop(next(iter(lanes)))
+        return caps
+
+    def _probe_of(self, name: str, conn: Any) -> HostCapabilities | None:
+        """What probing ``conn`` found, if this very connection was probed (a new one may be
+        another daemon)."""
+        hit = self._probes.get(name, {}).get(id(conn)) if conn is not None else None
+        return hit[1] if hit is not None and hit[0] is conn else None
 
     def reconcile(self, specs: SpecSet, scope: Scope | None = None, *, prune: bool = False, commit: str = "",
                   gate: Gate | None = None, concurrency: int = 8, progress: Progress | None = None,
