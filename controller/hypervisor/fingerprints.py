@@ -2,12 +2,15 @@
 
 libvirt has no generation counter, and some changes fire no event (``setmem --config``,
 ``autostart``, ``net-update``, a definition replaced on some drivers). A light pass reads, per
-host, a few bulk calls for every domain (the list, states and reasons, the persistent and
-autostart lists, balloon and vCPU counts from the bulk stats) and the definitions of one slice
-of the domains (persistent XML, and the live XML of active ones), rotating so that each
-domain's definitions are read once every ``slices`` passes; networks and pools, which are few,
-are read whole each pass. A digest per object: a changed digest means that object alone is
-reconciled in full.
+host, a few bulk calls for every domain (the bulk stats, which list every domain with its state
+and reason, balloon and vCPU counts; the transient domains; the autostart ones, or the others,
+whichever were fewer last pass) and the definitions of one slice of the domains (persistent
+XML, and the live XML of active ones), rotating so that each domain's definitions are read once
+every ``slices`` passes; networks and pools, which are few, are read whole each pass. A
+fingerprint per object: a changed one means that object alone is reconciled in full.
+
+At 1,000 domains the pass is most of an idle service's CPU (issue 17, target 7), so it lists
+the domains once: each further listing of all of them costs as much as a slice's XML reads.
 """
 
 from __future__ import annotations
@@ -27,22 +30,26 @@ _STAT_KEYS = ("state.state", "state.reason", "balloon.current", "balloon.maximum
               "vcpu.maximum")
 
 Key = tuple[str, str]  # (kind, name)
+Fingerprint = object  # equal when nothing changed: a digest, or a tuple of plain values
 
 
 def _digest(*parts: object) -> str:
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
-def _bulk_stats(conn: libvirt.virConnect) -> dict[str, tuple[object, ...]]:
-    try:
-        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON
-                                       | libvirt.VIR_DOMAIN_STATS_VCPU)
-    except libvirt.libvirtError:
-        try:  # a driver without balloon/vCPU stats (the test driver): states only
-            stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+def _listed(conn: libvirt.virConnect) -> tuple[list[libvirt.virDomain], list[tuple[object, ...] | None]]:
+    """Every domain, and its counts beside it, from one bulk-stats call where the driver has one
+    (a driver without balloon/vCPU stats, such as the test driver: states only); elsewhere
+    listAllDomains, and no counts."""
+    for flags in (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU,
+                  libvirt.VIR_DOMAIN_STATS_STATE):
+        try:
+            stats = conn.getAllDomainStats(flags)
         except libvirt.libvirtError:
-            return {}
-    return {d.UUIDString(): tuple(s.get(k) for k in _STAT_KEYS) for d, s in stats}
+            continue
+        return [d for d, _ in stats], [tuple(map(s.get, _STAT_KEYS)) for _, s in stats]
+    domains = conn.listAllDomains(0)
+    return domains, [None] * len(domains)
 
 
 class HostFingerprints:
@@ -54,10 +61,12 @@ class HostFingerprints:
         self.slices = max(1, slices)
         self._pass = 0
         self._xml: dict[str, str] = {}  # domain UUID → digest of its definitions, as last read
+        self._slice: dict[str, int] = {}  # domain UUID → the pass (modulo slices) that reads it
+        self._few_autostart = True  # list the autostart domains (else the others): fewer last pass
         self.cpu_seconds = 0.0  # CPU of the last pass, on whichever thread made it
 
-    def read(self, conn: libvirt.virConnect) -> dict[Key, str]:
-        """One pass: (kind, name) → digest of every domain, network and pool of the host. On a
+    def read(self, conn: libvirt.virConnect) -> dict[Key, Fingerprint]:
+        """One pass: (kind, name) → fingerprint of every domain, network and pool of the host. On a
         connection with call deadlines the whole pass is one call under the host's deadline:
         its thousands of small calls would otherwise each be a handoff to a worker thread (at
         1,000 domains that was most of the pass's CPU)."""
@@ -66,47 +75,57 @@ class HostFingerprints:
             return runner.call("light resync", self._read, conn.unbounded)  # type: ignore[no-any-return]
         return self._read(conn)
 
-    def _read(self, conn: libvirt.virConnect) -> dict[Key, str]:
+    def _read(self, conn: libvirt.virConnect) -> dict[Key, Fingerprint]:
         started = time.thread_time()  # this thread's CPU: the pass may run on a deadline worker
         try:
             return self._read_all(conn)
         finally:
             self.cpu_seconds = time.thread_time() - started
 
-    def _read_all(self, conn: libvirt.virConnect) -> dict[Key, str]:
+    def _read_all(self, conn: libvirt.virConnect) -> dict[Key, Fingerprint]:
         this = self._pass % self.slices
         self._pass += 1
-        out: dict[Key, str] = {}
+        out: dict[Key, Fingerprint] = {}
         with libvirt_call(self.host, "list domains (light resync)"):
-            domains = conn.listAllDomains(0)
-            persistent = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)}
-            autostart = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
-            stats = _bulk_stats(conn)
+            domains, counts = _listed(conn)
+            # Both lists by their smaller side: "persistent" is every domain but the few transient ones.
+            transient = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)}
+            by_autostart = self._few_autostart  # the listed ones are those with autostart (else without)
+            listed = {d.UUIDString() for d in conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART if by_autostart
+                else libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART)}
+        autostarting = len(listed) if by_autostart else len(domains) - len(listed)
+        self._few_autostart = autostarting <= len(domains) // 2
         seen: set[str] = set()
-        for dom in domains:
+        for dom, count in zip(domains, counts, strict=True):
             try:
                 uuid, name = dom.UUIDString(), dom.name()
                 seen.add(uuid)
+                persistent = uuid not in transient
                 # A stable slice per domain (by its UUID), so a domain is read every `slices` passes.
-                if uuid not in self._xml or zlib.crc32(uuid.encode()) % self.slices == this:
+                part = self._slice.get(uuid)
+                if part is None:
+                    part = self._slice[uuid] = zlib.crc32(uuid.encode()) % self.slices
+                if part == this or uuid not in self._xml:
                     active = dom.ID() != -1
-                    self._xml[uuid] = _digest(dom.XMLDesc(_INACTIVE) if uuid in persistent else "",
+                    self._xml[uuid] = _digest(dom.XMLDesc(_INACTIVE) if persistent else "",
                                               dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE) if active else "")
             except libvirt.libvirtError as exc:
                 if is_not_found(exc):
                     continue  # undefined between list and read: its event says so
                 with libvirt_call(self.host, "read domain (light resync)"):
                     raise
-            out[("Guest", name)] = _digest(stats.get(uuid), uuid in persistent, uuid in autostart, self._xml[uuid])
+            # A tuple, not a digest of one: compared, never shown, and hashing 1,000 a pass is CPU.
+            out[("Guest", name)] = (count, persistent, (uuid in listed) == by_autostart, self._xml[uuid])
         for gone in set(self._xml) - seen:
             del self._xml[gone]
+            self._slice.pop(gone, None)
         out.update(_networks(conn, self.host))
         out.update(_pools(conn, self.host))
         return out
 
-
-def _networks(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
-    out: dict[Key, str] = {}
+def _networks(conn: libvirt.virConnect, host: str) -> dict[Key, Fingerprint]:
+    out: dict[Key, Fingerprint] = {}
     with libvirt_call(host, "list networks (light resync)"):
         nets = conn.listAllNetworks(0)
     for net in nets:
@@ -129,8 +148,8 @@ def _networks(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
     return out
 
 
-def _pools(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
-    out: dict[Key, str] = {}
+def _pools(conn: libvirt.virConnect, host: str) -> dict[Key, Fingerprint]:
+    out: dict[Key, Fingerprint] = {}
     try:
         pools = conn.listAllStoragePools(0)
     except libvirt.libvirtError:
@@ -146,6 +165,6 @@ def _pools(conn: libvirt.virConnect, host: str) -> dict[Key, str]:
     return out
 
 
-def changed(before: Mapping[Key, str], after: Mapping[Key, str]) -> set[Key]:
+def changed(before: Mapping[Key, Fingerprint], after: Mapping[Key, Fingerprint]) -> set[Key]:
     """The objects whose digest differs, came or went between two passes."""
     return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from controller.hypervisor.fingerprints import HostFingerprints, Key, changed
+from controller.hypervisor.fingerprints import Fingerprint, HostFingerprints, Key, changed
 from controller.model.state import ResourceKey
 from controller.spec.models import Host
 from controller.spec.specset import SpecSet
@@ -50,7 +50,7 @@ class LightResync:
         self.interval = interval
         self.slices = slices
         self._hosts: dict[str, HostFingerprints] = {}
-        self._last: dict[str, dict[Key, str]] = {}
+        self._last: dict[str, dict[Key, Fingerprint]] = {}
         self._checked: dict[str, tuple[datetime, frozenset[Key]]] = {}  # host → last pass, its objects
         self._lock = threading.Lock()
         self.stats = PassStats()

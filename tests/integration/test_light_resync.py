@@ -80,3 +80,31 @@ def test_each_domain_definition_is_read_once_every_slices_passes(tmp_path: Path)
         assert seen_after is not None and seen_after <= 3
     finally:
         conn.close()
+
+
+def test_autostart_and_persistence_changes_show_whichever_side_of_them_is_listed(tmp_path: Path) -> None:
+    # The pass lists the autostart domains while they are the fewer, the others once most have
+    # it; a transient domain is one the transient list names. A change shows either way.
+    uri = write_host(tmp_path, "".join(_domain(f"g{i}", 64) for i in range(6)))
+    conn = libvirt.open(uri)
+    try:
+        fp = HostFingerprints("h", slices=1)
+        before = fp.read(conn)
+        conn.lookupByName("g0").setAutostart(1)
+        after = fp.read(conn)
+        assert {k for k in before if before[k] != after[k]} == {("Guest", "g0")}
+        for i in range(1, 5):  # now most autostart: the next passes list the ones without it
+            conn.lookupByName(f"g{i}").setAutostart(1)
+        autostart_side = fp.read(conn)
+        steady = fp.read(conn)  # this pass lists the other side: nothing changed, nothing shows
+        assert steady == autostart_side and fp.read(conn) == steady
+        conn.lookupByName("g5").setAutostart(1)
+        conn.lookupByName("g2").setAutostart(0)
+        flipped = fp.read(conn)
+        assert {k for k in steady if steady[k] != flipped[k]} == {("Guest", "g5"), ("Guest", "g2")}
+        conn.createXML(_domain("once", 32), 0)  # transient: running, with no definition to read
+        with_transient = fp.read(conn)
+        assert ("Guest", "once") in with_transient and with_transient != flipped
+        assert fp.read(conn) == with_transient
+    finally:
+        conn.close()
