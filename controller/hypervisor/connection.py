@@ -98,6 +98,14 @@ def _certs_key(certs: ClientCerts | None) -> TlsPaths | None:
 MAX_LANES = 8
 
 
+def missing_test_file(uri: str) -> str | None:
+    """The host file a test-driver URI (test:///path/host.xml) names, when it does not exist."""
+    parsed = urlsplit(uri)
+    if parsed.scheme != "test" or parsed.netloc or parsed.path in ("", "/default"):
+        return None
+    return None if os.path.exists(parsed.path) else parsed.path
+
+
 class HostConnection:
     """A host's connection: opened on first use and again after it died; every call on it is
     bounded by ``call_timeout`` (see deadline.py) and watched by libvirt's keepalive.
@@ -189,6 +197,9 @@ class HostConnection:
                 raise HostUnreachable(f"no answer from {self.uri} yet (still connecting)", host=self.host)
             finished, self._opening = self._opening, None
             return self._opened(finished, None, timeout)
+        missing = missing_test_file(self.uri)
+        if missing:  # else libvirt's XML parser prints an "I/O warning" to stderr before it fails
+            raise HostUnreachable(f"cannot connect to {self.uri}: {missing}: no such file", host=self.host)
         # libvirt.open blocks for as long as the transport does (an SSH or TCP host that drops
         # packets, a stopped daemon): bound it, on a daemon thread that never holds up exit.
         uri, pkipath = self.uri, None

@@ -132,7 +132,9 @@ def render_text(plan: Plan, color: bool = False, diffs: Diffs | None = None) -> 
             lines.append(f"  unmanaged (left alone): {names}")
         lines.append("")
     s = summary(plan)
-    if not plan.has_changes:
+    if not plan.has_changes and s["errors"]:  # what an error stopped was not compared: no claim of a match
+        tail = "No changes planned where virtsync could compare."
+    elif not plan.has_changes:
         tail = "No changes. The hosts match the specs."
     else:
         tail = (f"Plan: {s['create']} to create, {s['change']} to change, {s['recreate']} to "

@@ -101,6 +101,9 @@ def test_unreachable_host_exits_1(tmp_path: Path, virtsync: VirtsyncCli) -> None
     specs = write_specs(tmp_path / "specs", [host_doc(uri), guest_doc("a", memory="64MiB")])
     for verb in ("plan", "drift"):
         assert virtsync(verb, specs).code == 1, verb
+    plan = virtsync("plan", specs)
+    assert f"{tmp_path / 'nowhere.xml'}: no such file" in plan.out
+    assert "match the specs" not in plan.out  # nothing was compared: no claim that it matches
     result = virtsync("apply", specs, "--yes")
     assert result.code == 1
     assert "unreachable" in result.out
