@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import UsageError
+from controller.model.records import record
 from controller.spec.secrets import secret_digest
 
 SCHEMA_VERSION = 1
@@ -73,7 +74,7 @@ def record_digest(data: Any) -> str | None:
     return _sha(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str))
 
 
-@dataclass(frozen=True)
+@record
 class AuditEntry:
     host: str
     kind: str

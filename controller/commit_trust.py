@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import UsageError, VirtsyncError
+from controller.model.records import record
 
 
 class UntrustedCommit(VirtsyncError):
@@ -24,7 +24,7 @@ class UntrustedCommit(VirtsyncError):
     retryable = False
 
 
-@dataclass(frozen=True)
+@record
 class CommitTrust:
     allowed_signers: str | None = None  # SSH: git's allowed signers file
     gpg_keyring: str | None = None  # OpenPGP: the allowed public keys (armored or binary)

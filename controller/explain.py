@@ -13,7 +13,6 @@ import copy
 import difflib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -28,13 +27,14 @@ from controller.fields.docs import IMPACT_WORDS
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.network import NETWORK_FIELDS
 from controller.fields.pool import POOL_FIELDS, VOLUME_FIELDS
+from controller.model.records import record
 from controller.model.state import HostCapabilities, HostState, ObservedGuest, ObservedNetwork, Owner
 from controller.spec.models import Disk, GuestSpec, Interface, NetworkSpec, StoragePoolSpec
 
 KINDS = ("Guest", "Network", "StoragePool")
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     """One explainable name: a registry field, or a spec field that steers virtsync (CONTROL)."""
 
@@ -187,7 +187,7 @@ def _changed_lines(a: str, b: str) -> tuple[list[str], list[str]]:
     return old, new
 
 
-@dataclass(frozen=True)
+@record
 class Example:
     yaml: tuple[str, str]  # each sample as YAML
     xml: tuple[list[str], list[str]]  # the definition's lines each sample writes (where they differ)

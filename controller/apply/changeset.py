@@ -7,13 +7,14 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from controller.model.records import record
 from controller.model.state import ResourceKey
 
 if TYPE_CHECKING:
     from controller.plan.actions import Plan
 
 
-@dataclass(frozen=True)
+@record
 class Outcome:
     key: ResourceKey
     op: str

@@ -10,11 +10,12 @@ frozen, and per disk the file, its format, the file it is built on, its size and
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from datetime import datetime
 from typing import Any
 
 from controller.backups.model import Backup, Kind
+from controller.model.records import record
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -24,7 +25,7 @@ class ManifestError(ValueError):
     """A file that is not a manifest this virtsync can read."""
 
 
-@dataclass(frozen=True)
+@record
 class DiskEntry:
     target: str  # the guest's device name (vda, vdb…)
     file: str  # the backup file's name, in the same directory as the manifest
@@ -40,7 +41,7 @@ class DiskEntry:
     reason: str = ""  # why full when the backup is incremental (a raw disk has no dirty bitmaps)
 
 
-@dataclass(frozen=True)
+@record
 class Manifest:
     id: str
     guest: str

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Literal
 
+from controller.model.records import record
 from controller.snapshots.model import require_aware
 
 Kind = Literal["full", "incremental"]
 
 
-@dataclass(frozen=True)
+@record
 class Backup:
     """One backup of one guest, as its manifest records it.
 
@@ -35,7 +36,7 @@ class Backup:
             raise ValueError(f"backup {self.id!r}: a full backup has no parent, an incremental one has one")
 
 
-@dataclass(frozen=True)
+@record
 class GuestBackups:
     """What a pass needs to know of one guest: labels, whether it runs, its backups (every
     policy's) and the checkpoints virtsync made on it (name → policy, from virtsync's record in

@@ -13,11 +13,11 @@ decision says why:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from controller.backups.model import Backup, GuestBackups
 from controller.backups.retention import ChainRetention, chain_of, plan_chain_retention
+from controller.model.records import record
 from controller.snapshots.model import require_aware
 from controller.snapshots.naming import snapshot_name
 from controller.snapshots.policies import selects
@@ -25,7 +25,7 @@ from controller.snapshots.schedule import due_after_fire, last_fire, skew_allowa
 from controller.spec.models import BackupPolicy
 
 
-@dataclass(frozen=True)
+@record
 class BackupDecision:
     """What one pass decides for one (guest, policy) pair.
 

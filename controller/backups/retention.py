@@ -18,9 +18,9 @@ The rule (README, "Backups"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from controller.backups.model import Backup
+from controller.model.records import record
 from controller.snapshots.model import Snapshot
 from controller.snapshots.retention import plan_retention
 from controller.spec.models import BackupPolicySpec, SnapshotPolicySpec
@@ -29,7 +29,7 @@ CHAIN = "chain"  # the reason a backup is kept only because a kept one is built 
 BROKEN = "broken"
 
 
-@dataclass(frozen=True)
+@record
 class ChainRetention:
     """``keep`` newest first; ``delete`` in the order to delete (newest first); ``reasons`` per
     kept id (buckets, or ``chain``); ``broken`` the ids deleted because their chain is not whole;

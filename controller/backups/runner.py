@@ -26,13 +26,14 @@ from controller.hypervisor.backups import (
     read_manifests,
     verify_backup,
 )
+from controller.model.records import record
 from controller.model.state import HostState
 from controller.plan.actions import HostPlan
 from controller.spec.models import BackupPolicy, BackupPolicySpec, Guest
 from controller.spec.specset import SpecSet
 
 
-@dataclass(frozen=True)
+@record
 class BackupOutcome:
     host: str
     guest: str

@@ -11,19 +11,20 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Generic, TypeVar
 
 from lxml import etree
 
 from controller.fields.applied import declared
 from controller.model.operations import Impact, LiveOp
+from controller.model.records import record
 from controller.model.state import GuestConfig, HostCapabilities, ObservedGuest
 
 SpecT = TypeVar("SpecT")
 
 
-@dataclass(frozen=True)
+@record
 class Facts:
     """What writing and normalising need beyond the spec: the object's name and host facts.
 
@@ -36,7 +37,7 @@ class Facts:
     keep: frozenset[str] = frozenset()  # disk names and NIC MACs not to remove (held removals)
 
 
-@dataclass(frozen=True)
+@record
 class GuestView:
     """What a guest field's impact and live operation may consult (pure data)."""
 
@@ -76,7 +77,7 @@ Reader = Callable[[etree._Element], Mapping[str, Any]]
 Writer = Callable[[etree._Element, Any, Facts], None]
 
 
-@dataclass(frozen=True)
+@record
 class Field(Generic[SpecT]):
     """One field of a kind (or of a list item: a disk, a NIC)."""
 

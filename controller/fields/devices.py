@@ -9,7 +9,7 @@ alike.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from lxml import etree
@@ -22,6 +22,7 @@ from controller.fields.keys import match_nics
 from controller.fields.xmlutil import child, remove, set_text
 from controller.model.naming import volume_name
 from controller.model.operations import Impact, LiveOp, SetBlockIoTune, SetInterfaceBandwidth, SetLinkState
+from controller.model.records import record
 from controller.model.state import DiskState, NicState
 from controller.spec.models import AUTO_TAP_NAMES, Disk, GuestSpec, Interface
 from controller.spec.tuning import IOTUNE_KEYS
@@ -33,7 +34,7 @@ ALIAS_PREFIX = "ua-"  # libvirt keeps user aliases that start with "ua-"
 LIVE_TUNING = frozenset({"kvm", "qemu"})
 
 
-@dataclass(frozen=True)
+@record
 class ItemView(GuestView):
     """What an item field's impact and live call consult: the guest's view plus the item (a spec
     Disk or Interface), its defined state and its running state (None: not running or attached)."""

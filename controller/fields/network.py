@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -24,6 +23,7 @@ from controller.fields.base import Facts, Field
 from controller.fields.patches import write_patches
 from controller.model.network_state import Rate
 from controller.model.operations import Impact
+from controller.model.records import record
 from controller.model.state import DhcpHostState, HostCapabilities, NetworkConfig
 from controller.spec.models import NetworkSpec
 
@@ -62,7 +62,7 @@ def _same_leases(want: tuple[DhcpHostState, ...], have: tuple[DhcpHostState, ...
     return {h.mac: h for h in want} == {h.mac: h for h in have}
 
 
-@dataclass(frozen=True)
+@record
 class NetworkView:
     """What a network field's impact may consult."""
 
@@ -76,7 +76,7 @@ def _range_impact(v: NetworkView) -> Impact:
     return Impact.LIVE if v.persistent.dhcp_start else Impact.RECREATE
 
 
-@dataclass(frozen=True)
+@record
 class LiveList:
     """A keyed list of a network that networkUpdate edits item by item (add/delete/modify)."""
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
 from controller.fields.base import Facts, Field
 from controller.fields.xmlutil import parse
+from controller.model.records import record
 from controller.spec.patches import NAMESPACES, Step, XmlPatch, parse_fragment, plain_path
 
 # ---------------------------------------------------------------- applying
@@ -112,7 +112,7 @@ def matches(have: etree._Element, want: etree._Element) -> bool:
 # ---------------------------------------------------------------- comparing
 
 
-@dataclass(frozen=True)
+@record
 class Unsatisfied:
     """A patch the observed document does not satisfy, for drift: what it wants and what is there."""
 

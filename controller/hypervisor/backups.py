@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from controller.fields.xmlutil import parse
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import is_not_found, libvirt_call
 from controller.hypervisor.ownership import NAMESPACE as OWNER_NS
+from controller.model.records import record
 from controller.spec.models import BackupTarget
 
 CHUNK = 1 << 20
@@ -47,7 +48,7 @@ ZST = ".zst"
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes total)
 
 
-@dataclass(frozen=True)
+@record
 class GuestDisk:
     target: str
     source: str

@@ -10,7 +10,6 @@ skeleton.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 
 from lxml import etree
@@ -20,6 +19,7 @@ from controller.fields.devices import read_devices, read_disk
 from controller.fields.guest import GUEST_FIELDS, WRITTEN_WITH, write_xen_os
 from controller.fields.xmlutil import parse, remove, tostring
 from controller.hypervisor import ownership
+from controller.model.records import record
 from controller.model.state import GuestConfig, Owner
 from controller.spec.models import GuestSpec
 
@@ -46,7 +46,7 @@ def read_guest_root(root: etree._Element) -> tuple[str, str, GuestConfig, Owner 
 # ---------------------------------------------------------------- writing
 
 
-@dataclass(frozen=True)
+@record
 class WriteContext:
     """What the XML needs beyond the spec: host facts, resolved paths, the ownership record."""
 

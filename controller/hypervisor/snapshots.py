@@ -13,7 +13,6 @@ import contextlib
 import json
 import posixpath
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import libvirt
@@ -23,9 +22,10 @@ from controller.errors import OperationFailed, UnsupportedError
 from controller.fields.xmlutil import parse
 from controller.hypervisor.connection import HostConnection
 from controller.hypervisor.errors import libvirt_call
+from controller.model.records import record
 
 
-@dataclass(frozen=True)
+@record
 class SnapshotRecord:
     name: str
     created: datetime

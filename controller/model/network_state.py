@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from controller.model.records import record
 
 # A traffic limit: (average, peak, burst), KiB/s and KiB; None where not set.
 Rate = tuple[int, int | None, int | None]
 
 
-@dataclass(frozen=True)
+@record
 class DnsHostState:
     ip: str
     hostnames: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class DnsSrvState:
     service: str
     protocol: str
@@ -25,25 +25,25 @@ class DnsSrvState:
     weight: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DnsTxtState:
     name: str
     value: str
 
 
-@dataclass(frozen=True)
+@record
 class VlanState:
     tags: tuple[int, ...]
     trunk: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class BandwidthState:
     inbound: Rate | None = None
     outbound: Rate | None = None
 
 
-@dataclass(frozen=True)
+@record
 class PortgroupState:
     name: str
     default: bool = False
@@ -51,7 +51,7 @@ class PortgroupState:
     bandwidth: BandwidthState | None = None
 
 
-@dataclass(frozen=True)
+@record
 class NetworkExtras:
     """IPv6, DNS, port groups, VLAN, bandwidth and the device pools of macvtap/hostdev/OVS."""
 

@@ -4,9 +4,10 @@ and the planner, the executor and the renderers share (pure data)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
+
+from controller.model.records import record
 
 
 class Impact(StrEnum):
@@ -32,7 +33,7 @@ def fields_json(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True)
+@record
 class LiveOp:
     """A call that brings a change to the object beyond writing its definition: to the running
     guest (hot-plug, balloon) or through an API of its own (autostart)."""
@@ -44,35 +45,35 @@ class LiveOp:
         return {"op": self.op, **fields_json(self)}
 
 
-@dataclass(frozen=True)
+@record
 class SetMemory(LiveOp):
     op: ClassVar[str] = "setmem"
     call: ClassVar[str] = "setMemoryFlags"
     bytes: int
 
 
-@dataclass(frozen=True)
+@record
 class SetVcpus(LiveOp):
     op: ClassVar[str] = "setvcpus"
     call: ClassVar[str] = "setVcpusFlags"
     count: int
 
 
-@dataclass(frozen=True)
+@record
 class SetAutostart(LiveOp):
     op: ClassVar[str] = "autostart"
     call: ClassVar[str] = "setAutostart"
     on: bool
 
 
-@dataclass(frozen=True)
+@record
 class DetachDisk(LiveOp):
     op: ClassVar[str] = "detach-disk"
     call: ClassVar[str] = "detachDeviceFlags"
     target: str  # the running guest's target dev (vdb)
 
 
-@dataclass(frozen=True)
+@record
 class AttachNic(LiveOp):
     """Attach the NIC of the new definition that pairs with the spec's interface ``index``
     (a NIC without a MAC in the spec gets its MAC from libvirt at define), or the one with ``mac``."""
@@ -83,14 +84,14 @@ class AttachNic(LiveOp):
     mac: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DetachNic(LiveOp):
     op: ClassVar[str] = "detach-nic"
     call: ClassVar[str] = "detachDeviceFlags"
     mac: str
 
 
-@dataclass(frozen=True)
+@record
 class SetBlockIoTune(LiveOp):
     """A running disk's I/O limits (virDomain.setBlockIoTune): every modelled limit is sent, 0 for
     none, so limits the spec no longer gives are lifted too."""
@@ -109,7 +110,7 @@ class SetBlockIoTune(LiveOp):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "target"}
 
 
-@dataclass(frozen=True)
+@record
 class SetInterfaceBandwidth(LiveOp):
     """A running NIC's traffic shaping (virDomain.setInterfaceParameters); 0 is none (an average of 0
     removes that direction's limit)."""
@@ -130,7 +131,7 @@ class SetInterfaceBandwidth(LiveOp):
                 if f.name != "mac"}
 
 
-@dataclass(frozen=True)
+@record
 class SetLinkState(LiveOp):
     """A running NIC's link (updateDeviceFlags with its live XML's <link state> changed)."""
 
@@ -140,7 +141,7 @@ class SetLinkState(LiveOp):
     state: str  # up | down
 
 
-@dataclass(frozen=True)
+@record
 class UpdateGraphics(LiveOp):
     """The running guest's graphics console takes the new definition's (its password): no argument,
     so no plan carries the password; the executor reads it from the definition it just wrote."""
@@ -149,7 +150,7 @@ class UpdateGraphics(LiveOp):
     call: ClassVar[str] = "updateDeviceFlags"
 
 
-@dataclass(frozen=True)
+@record
 class PinVcpu(LiveOp):
     """A running vCPU's host CPUs (virDomain.pinVcpuFlags); an empty set: every host CPU (unpinned)."""
 
@@ -159,7 +160,7 @@ class PinVcpu(LiveOp):
     cpuset: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class PinEmulator(LiveOp):
     """The host CPUs of a running guest's emulator threads (virDomain.pinEmulator); empty: every one."""
 
@@ -168,7 +169,7 @@ class PinEmulator(LiveOp):
     cpuset: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class PinIOThread(LiveOp):
     """A running I/O thread's host CPUs (virDomain.pinIOThread); empty: every host CPU."""
 
@@ -178,7 +179,7 @@ class PinIOThread(LiveOp):
     cpuset: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class SetSchedulerParameters(LiveOp):
     """The running guest's CPU shares and bandwidth (virDomain.setSchedulerParametersFlags); a value
     the spec no longer gives goes back to the host's default (1024 shares, 100000 µs, no quota)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.model.network_state import NetworkExtras
+from controller.model.records import record
 
 PowerState = Literal["running", "stopped", "paused", "other"]
 # Why a guest is not running as its spec says, from libvirt's state reason: it crashed; QEMU
@@ -31,7 +32,7 @@ class ResourceKey:
         return f"{self.host}/{self.kind}/{self.name}"
 
 
-@dataclass(frozen=True)
+@record
 class Owner:
     """virtsync's ownership record of one object (see hypervisor/ownership.py)."""
 
@@ -44,7 +45,7 @@ class Owner:
     volumes: tuple[str, ...] = ()  # "pool/volume" of the disks a guest's spec made
 
 
-@dataclass(frozen=True)
+@record
 class DiskState:
     """One disk of a guest's definition, as read from its XML."""
 
@@ -69,7 +70,7 @@ class DiskState:
     iothread: int | None = None  # <driver iothread>
 
 
-@dataclass(frozen=True)
+@record
 class NicState:
     """One NIC of a guest's definition, as read from its XML."""
 
@@ -91,7 +92,7 @@ class NicState:
     mtu: int | None = None  # <mtu size>
 
 
-@dataclass(frozen=True)
+@record
 class GuestConfig:
     """The essence of one domain definition (persistent or live)."""
 
@@ -146,7 +147,7 @@ class GuestConfig:
     cputune: dict[str, Any] | None = field(default=None, hash=False)  # <cputune> shares/period/quota
 
 
-@dataclass(frozen=True)
+@record
 class ObservedGuest:
     """A domain as observed: its power state, persistent and live definitions, owner."""
 
@@ -166,7 +167,7 @@ class ObservedGuest:
     disk_errors: tuple[tuple[str, str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class DhcpHostState:
     """A static DHCP lease of a network's definition."""
 
@@ -175,7 +176,7 @@ class DhcpHostState:
     name: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class NetworkConfig:
     """What virtsync compares of a network's definition."""
 
@@ -191,7 +192,7 @@ class NetworkConfig:
     extras: NetworkExtras = field(default_factory=NetworkExtras)  # IPv6, DNS, port groups, VLANs, pools
 
 
-@dataclass(frozen=True)
+@record
 class ObservedNetwork:
     """A network as observed: persistent and live definitions, state, owner."""
 
@@ -206,7 +207,7 @@ class ObservedNetwork:
     xml: str = field(repr=False, compare=False, default="")
 
 
-@dataclass(frozen=True)
+@record
 class ObservedVolume:
     """A volume of a pool as observed."""
 
@@ -225,7 +226,7 @@ def pool_uuid(instance: str, name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://virtsync.dev/pool/{instance}/{name}"))
 
 
-@dataclass(frozen=True)
+@record
 class ObservedPool:
     """A storage pool as observed, with its volumes by name."""
 
@@ -242,7 +243,7 @@ class ObservedPool:
     source: dict[str, Any] = field(default_factory=dict, hash=False)  # <source> as spec.source spells it
 
 
-@dataclass(frozen=True)
+@record
 class ObservedSecret:
     """A libvirt secret object (its value is never read back: virtsync's are private)."""
 
@@ -254,7 +255,7 @@ class ObservedSecret:
     digest: str | None = None  # the value's digest when it was set
 
 
-@dataclass(frozen=True)
+@record
 class DeviceSupport:
     """What a host's domain capabilities and node devices offer guests' devices."""
 
@@ -266,7 +267,7 @@ class DeviceSupport:
     node_devices: frozenset[str] = frozenset()  # "pci 0000:03:00.0", "usb 0x046d:0xc52b", "mdev UUID"
 
 
-@dataclass(frozen=True)
+@record
 class HostCapabilities:
     """What a host can do, probed once per connection."""
 
@@ -287,7 +288,7 @@ class HostCapabilities:
     hugepages: tuple[tuple[int, int], ...] | None = None  # (page size in bytes, pages the host has) per size
 
 
-@dataclass(frozen=True)
+@record
 class GuestDetails:
     """What a running guest's agent tells (information, never compared)."""
 
@@ -296,7 +297,7 @@ class GuestDetails:
     uptime: float | None = None  # seconds, from the guest's /proc/uptime
 
 
-@dataclass(frozen=True)
+@record
 class HostState:
     """Everything observed of one host: what plans and drift reports are made against."""
 

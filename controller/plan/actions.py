@@ -10,7 +10,7 @@ the same classes. Live operations that ride on a guest update are typed too
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ from controller.model.operations import (
     UpdateGraphics,
     fields_json,
 )
+from controller.model.records import record
 from controller.model.state import ResourceKey
 
 __all__ = ["LIVE_OP_TYPES", "AttachNic", "DetachDisk", "DetachNic", "Impact", "LiveOp", "SetAutostart",
@@ -54,7 +55,7 @@ class Phase(IntEnum):
     DELETE_SECRETS = 90
 
 
-@dataclass(frozen=True)
+@record
 class FieldChange:
     """One field's values: what the spec says, what is defined, what runs."""
 
@@ -82,7 +83,7 @@ class FieldChange:
 # ------------------------------------------------------------------ actions
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Action:
     """One step of a plan. Subclasses name their ``op`` (the JSON tag), phase and outcome."""
 
@@ -131,7 +132,7 @@ _BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Action))
 # pools
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DefinePool(Action):
     """Define a storage pool of the specs that the host does not have."""
 
@@ -141,7 +142,7 @@ class DefinePool(Action):
     impact: Impact = Impact.CREATE
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class UpdatePool(Action):
     """Bring an existing pool to its spec: autostart, ownership marker, start, definition."""
 
@@ -153,7 +154,7 @@ class UpdatePool(Action):
     redefine: bool = False  # write the definition again (its xmlPatches)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DeletePool(Action):
     """Delete a managed pool gone from the specs (--prune)."""
 
@@ -166,7 +167,7 @@ class DeletePool(Action):
 # libvirt secrets
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DefineSecret(Action):
     """Define (or give a new value to) the libvirt secret made from a kind: Secret. The value is
     not part of the action: the executor takes it from the loaded specs; plans show its digest."""
@@ -180,7 +181,7 @@ class DefineSecret(Action):
     exists: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DeleteSecret(Action):
     """Undefine a managed libvirt secret gone from the specs (--prune)."""
 
@@ -194,7 +195,7 @@ class DeleteSecret(Action):
 # networks
 
 
-@dataclass(frozen=True)
+@record
 class LeaseUpdate:
     """One networkUpdate of a static DHCP lease, on the definition or the running network."""
 
@@ -208,7 +209,7 @@ class LeaseUpdate:
         return fields_json(self)
 
 
-@dataclass(frozen=True)
+@record
 class RangeUpdate:
     """The DHCP range of a network's first IPv4 address: the new one and the one it replaces."""
 
@@ -221,7 +222,7 @@ class RangeUpdate:
         return fields_json(self)
 
 
-@dataclass(frozen=True)
+@record
 class NetworkEdit:
     """One networkUpdate of an item of a network's keyed list (DNS host, port group…)."""
 
@@ -235,7 +236,7 @@ class NetworkEdit:
         return fields_json(self)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DefineNetwork(Action):
     """Define a network the host does not have."""
 
@@ -245,7 +246,7 @@ class DefineNetwork(Action):
     impact: Impact = Impact.CREATE
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class UpdateNetwork(Action):
     """Change a defined network in place: its DHCP range, static leases, keyed items, autostart."""
 
@@ -257,7 +258,7 @@ class UpdateNetwork(Action):
     autostart: bool | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class StartNetwork(Action):
     """Start a defined network that is not running."""
 
@@ -265,7 +266,7 @@ class StartNetwork(Action):
     phase: ClassVar[Phase] = Phase.NETWORKS
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class RecreateNetwork(Action):
     """Define a network again: fields changed that need a new definition."""
 
@@ -274,7 +275,7 @@ class RecreateNetwork(Action):
     impact: Impact = Impact.RECREATE
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DeleteNetwork(Action):
     """Delete a managed network gone from the specs (--prune)."""
 
@@ -287,7 +288,7 @@ class DeleteNetwork(Action):
 # guests
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DefineGuest(Action):
     """Define a guest the host does not have."""
 
@@ -297,7 +298,7 @@ class DefineGuest(Action):
     impact: Impact = Impact.CREATE
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class UpdateGuest(Action):
     """Write changed spec fields into a guest's definition, then make what can go live live."""
 
@@ -310,7 +311,7 @@ class UpdateGuest(Action):
     snapshot_first: bool = False  # beforeRestart: snapshot before the definition changes
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class RecreateGuest(Action):
     """Define a guest again under the same UUID (a change its definition cannot take in place)."""
 
@@ -323,7 +324,7 @@ class RecreateGuest(Action):
     restart: bool = False  # it ran: start it again afterwards
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class AttachDisks(Action):
     """Attach disks to a guest once their volumes exist."""
 
@@ -332,7 +333,7 @@ class AttachDisks(Action):
     disks: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Migrate(Action):
     """Migrate a guest here from ``source`` (disks not on shared storage copied live)."""
 
@@ -341,7 +342,7 @@ class Migrate(Action):
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Move(Action):
     """Cold move from ``source``: stopped there, its volumes copied, defined here (same UUID)."""
 
@@ -351,7 +352,7 @@ class Move(Action):
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Start(Action):
     """Start a defined guest (paused when its spec says so)."""
 
@@ -360,7 +361,7 @@ class Start(Action):
     paused: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Stop(Action):
     """Shut a guest down (``timeout``: seconds to wait for it)."""
 
@@ -369,7 +370,7 @@ class Stop(Action):
     timeout: float = 120.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Restart(Action):
     """Restart a guest so that its definition's next-boot changes take effect."""
 
@@ -381,7 +382,7 @@ class Restart(Action):
     snapshot_taken: bool = False  # the update before it took the beforeRestart snapshot
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Recover(Action):
     """A crashed guest (or one QEMU stopped on an internal error): destroy, then start. A resume
     cannot help it; a graceful shutdown would wait for a guest that no longer runs."""
@@ -393,7 +394,7 @@ class Recover(Action):
     resume_first: bool = False  # paused for a reason libvirt does not know: destroy only if a resume fails
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Suspend(Action):
     """Pause a running guest (state: paused)."""
 
@@ -401,7 +402,7 @@ class Suspend(Action):
     phase: ClassVar[Phase] = Phase.POWER
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Resume(Action):
     """Resume a paused guest (state: running)."""
 
@@ -409,7 +410,7 @@ class Resume(Action):
     phase: ClassVar[Phase] = Phase.POWER
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DeleteGuest(Action):
     """Delete a managed guest gone from the specs (--prune), with its volumes when its deletePolicy says so."""
 
@@ -422,7 +423,7 @@ class DeleteGuest(Action):
     moved: bool = False  # the old host's copy of a guest whose move was interrupted: no loss
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class Adopt(Action):
     """Write this instance's ownership record into an existing object that already matches its
     spec (`virtsync adopt`): nothing else of it changes."""
@@ -434,7 +435,7 @@ class Adopt(Action):
 # volumes
 
 
-@dataclass(frozen=True)
+@record
 class ImageSource:
     """Where a new volume's content comes from: a volume of the same pool, or a file."""
 
@@ -445,7 +446,7 @@ class ImageSource:
         return fields_json(self)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class CreateVolume(Action):
     """Create a guest disk's volume in a pool: empty, or from an image (a linked or full clone)."""
 
@@ -462,7 +463,7 @@ class CreateVolume(Action):
     disk: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class FetchImage(Action):
     """Download a base image into a pool, checked against its sha256."""
 
@@ -476,7 +477,7 @@ class FetchImage(Action):
     sha256: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class UploadFile(Action):
     """Upload a local file (a guest's boot file) into a pool as a volume."""
 
@@ -489,7 +490,7 @@ class UploadFile(Action):
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class WriteSeed(Action):
     """Write a guest's cloud-init seed volume."""
 
@@ -499,7 +500,7 @@ class WriteSeed(Action):
     volume: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class ResizeVolume(Action):
     """Grow a volume to ``capacity`` bytes."""
 
@@ -511,7 +512,7 @@ class ResizeVolume(Action):
     disk: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DeleteVolume(Action):
     """Delete a managed volume (and its ownership marker, if any)."""
 
@@ -527,7 +528,7 @@ class DeleteVolume(Action):
 # kind: Volume (the volume's ownership is a marker volume beside it: fields/volume.py)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class DefineVolume(Action):
     """Make an empty volume (storageVolCreateXML), LUKS-encrypted with the libvirt secret
     ``secret_uuid`` when given, then its marker."""
@@ -544,7 +545,7 @@ class DefineVolume(Action):
     marker: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class CloneVolume(Action):
     """Make a volume as a full copy of another: storageVolCreateXMLFrom on this host (any pool),
     or, from another host, a download stream there and an upload stream here; grown to
@@ -564,7 +565,7 @@ class CloneVolume(Action):
     marker: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(kw_only=True)
 class MarkVolume(Action):
     """Write this instance's ownership marker of an existing volume (adopt: true), or rename it
     when the deletePolicy changed (``old_marker`` removed)."""
@@ -598,7 +599,7 @@ def outcome_of(op: str) -> str:
 # ------------------------------------------------------------------ plan
 
 
-@dataclass(frozen=True)
+@record
 class Pending:
     """A change that is defined but waits for a restart: a status, not an action."""
 
@@ -611,7 +612,7 @@ class Pending:
                 "reason": self.reason, "changes": [c.as_json() for c in self.changes]}
 
 
-@dataclass(frozen=True)
+@record
 class Problem:
     """Something that stops part of the plan (a name clash, a shrink, a missing capability)."""
 
@@ -631,7 +632,7 @@ def touched_hosts(host: str, action: Action) -> tuple[str, ...]:
     return (host, source) if isinstance(source, str) and source and source != host else (host,)
 
 
-@dataclass(frozen=True)
+@record
 class HostPlan:
     """One host's part of a plan: its actions, pending restarts, problems, drift and unmanaged objects."""
 
@@ -651,7 +652,7 @@ class HostPlan:
         return [p for p in self.problems if p.severity == "error"]
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     """The actions of every host, made for one virtsync instance from specs of one digest."""
 
@@ -673,7 +674,7 @@ class Plan:
         return any(h.errors or h.error for h in self.hosts)
 
 
-@dataclass(frozen=True)
+@record
 class ObjectDrift:
     """One object's standing for the drift report: desired vs defined vs live."""
 

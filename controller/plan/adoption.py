@@ -7,13 +7,14 @@ An object not owned by any virtsync instance whose spec plans no change against 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from controller.model.records import record
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import Adopt, Plan
 
 
-@dataclass(frozen=True)
+@record
 class Refusal:
     key: ResourceKey
     reason: str

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.fields.applied import applied_fields, declared, digest
 from controller.fields.patches import unsatisfied_in
+from controller.model.records import record
 from controller.plan.actions import FieldChange, Impact
 from controller.spec.patches import XmlPatch
 
@@ -17,7 +18,7 @@ __all__ = ["SUSPEND_ANNOTATION", "PlanOptions", "applied_fields", "declared", "d
 SUSPEND_ANNOTATION = "virtsync/suspend"  # "true": the object is only reported, never changed
 
 
-@dataclass(frozen=True)
+@record
 class PlanOptions:
     instance: str = "default"
     prune: bool = False

@@ -29,6 +29,7 @@ from controller.fields.disks import SEED_DISK, boot_volume, effective_disks, ima
 from controller.fields.guest import GUEST_FIELDS
 from controller.fields.keys import match_nics
 from controller.model.naming import volume_name
+from controller.model.records import record
 from controller.model.state import GuestConfig, HostState, ObservedGuest, ResourceKey
 from controller.plan.actions import (
     Action,
@@ -628,7 +629,7 @@ def _bytes(n: int) -> str:
     return f"{n} bytes ({n / 1024**2:.1f} MiB)"
 
 
-@dataclass(frozen=True)
+@record
 class _FaultPlan:
     change: FieldChange  # the state drift, its note naming libvirt's state reason
     action: Action | None  # Recover, a Resume once space is back, or nothing

@@ -8,12 +8,12 @@ physical memory, and a guest that fits nowhere is refused (never squeezed in).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from controller.model.records import record
 from controller.spec.models import Guest, Host
 
 
-@dataclass(frozen=True)
+@record
 class PlacementResult:
     placements: dict[str, str]  # guest → host (new ones only)
     refused: dict[str, str]  # guest → why

@@ -9,14 +9,15 @@ never pruned as "gone from the specs" (its move may simply not be plannable yet)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from controller.model.records import record
 from controller.model.state import HostState, ResourceKey
 from controller.spec.models import UNPLACED, Guest, Host, Network, StoragePool
 from controller.spec.specset import Located, SpecSet
 
 
-@dataclass(frozen=True)
+@record
 class Scope:
     """Everything (no hosts, no key), the named hosts, or one object (``key``)."""
 
@@ -57,7 +58,7 @@ def declared_elsewhere(specs: SpecSet) -> dict[str, frozenset[str]]:
             for h in specs.hosts}
 
 
-@dataclass(frozen=True)
+@record
 class MoveLookups:
     """Hosts outside the observed ones to look guests up on, host → guest names.
 

@@ -17,10 +17,11 @@ import html
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
+from controller.model.records import record
 from controller.model.state import ResourceKey
 from controller.plan.actions import FieldChange, HostPlan, ObjectDrift, Pending, Plan
 
@@ -30,7 +31,7 @@ STATUS_ORDER = ("error", "drift", "missing", "extra", "pending-restart", "in-syn
 CHART_SAMPLES = 60  # reconciles drawn in the latency chart
 
 
-@dataclass(frozen=True)
+@record
 class ActionEntry:
     """One action the service carried out (or failed to)."""
 
@@ -43,7 +44,7 @@ class ActionEntry:
     commit: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class ReconcileSample:
     """How long one reconcile of one key took."""
 
@@ -53,7 +54,7 @@ class ReconcileSample:
     ok: bool = True
 
 
-@dataclass(frozen=True)
+@record
 class StatusView:
     """Everything the page shows, gathered by the service (report/ does no I/O)."""
 

@@ -14,10 +14,10 @@ import os
 import shutil
 import subprocess
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import VirtsyncError
+from controller.model.records import record
 
 
 class GitError(VirtsyncError):
@@ -25,7 +25,7 @@ class GitError(VirtsyncError):
     delay = 5.0
 
 
-@dataclass(frozen=True)
+@record
 class GitSource:
     url: str
     branch: str = "main"

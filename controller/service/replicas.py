@@ -17,16 +17,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from controller.coordination import HostLocks
 from controller.logging import get_logger
+from controller.model.records import record
 
 log = get_logger("virtsync.replicas")
 
 
-@dataclass(frozen=True)
+@record
 class Assignment:
     members: tuple[str, ...]
     mine: frozenset[str]  # hosts this replica acts on

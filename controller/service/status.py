@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from controller.model.records import record
 from controller.model.state import HostState, ResourceKey
 from controller.plan.actions import HostPlan, ObjectDrift, Pending, Plan
 from controller.report.status_page import ActionEntry, ReconcileSample
@@ -21,7 +22,7 @@ class HostStatus:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class ServiceEvent:
     at: datetime
     level: str  # info | warning | error

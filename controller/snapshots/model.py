@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
+
+from controller.model.records import record
 
 
 def require_aware(when: datetime, what: str) -> datetime:
@@ -14,7 +16,7 @@ def require_aware(when: datetime, what: str) -> datetime:
     return when.astimezone(UTC)
 
 
-@dataclass(frozen=True)
+@record
 class Snapshot:
     """One snapshot of one guest.
 
@@ -33,7 +35,7 @@ class Snapshot:
         object.__setattr__(self, "created", require_aware(self.created, f"snapshot {self.name!r} created"))
 
 
-@dataclass(frozen=True)
+@record
 class GuestSnapshots:
     """What a scheduling pass needs to know of one guest: its labels and all its snapshots."""
 

@@ -10,9 +10,9 @@ The period is ``every``, or for cron the gap between the last fire time and the 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
+from controller.model.records import record
 from controller.snapshots.model import Snapshot, require_aware
 from controller.snapshots.schedule import last_fire, next_run
 from controller.spec.models import Schedule
@@ -21,7 +21,7 @@ WARN_FACTOR = 1.5
 CRIT_FACTOR = 3.0
 
 
-@dataclass(frozen=True)
+@record
 class Freshness:
     policy: str
     status: str  # ok | warning | critical

@@ -10,9 +10,9 @@ for display and for cross-checking that record.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from controller.model.records import record
 from controller.snapshots.model import require_aware
 from controller.spec.types import NAME_PATTERN
 
@@ -24,7 +24,7 @@ _NAME_RE = re.compile(rf"^{PREFIX}(?P<policy>{_POLICY})-(?P<stamp>\d{{8}}T\d{{6}
 _POLICY_RE = re.compile(NAME_PATTERN)
 
 
-@dataclass(frozen=True)
+@record
 class ParsedName:
     policy: str
     created: datetime

@@ -9,9 +9,9 @@ guest per policy, and one policy's retention never deletes another's snapshot.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
+from controller.model.records import record
 from controller.snapshots.model import GuestSnapshots, Snapshot, require_aware
 from controller.snapshots.naming import snapshot_name
 from controller.snapshots.retention import RetentionPlan, plan_retention
@@ -19,7 +19,7 @@ from controller.snapshots.schedule import due_after_fire, last_fire, skew_allowa
 from controller.spec.models import SnapshotPolicy
 
 
-@dataclass(frozen=True)
+@record
 class SnapshotDecision:
     """What one pass decides for one (guest, policy) pair.
 

@@ -15,10 +15,10 @@ the schedule meant.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
+from controller.model.records import record
 from controller.snapshots.model import Snapshot
 from controller.snapshots.schedule import CLOCK_SKEW_ALLOWANCE, EPOCH, zone
 from controller.spec.models import SnapshotPolicySpec
@@ -28,7 +28,7 @@ BUCKETS: tuple[Bucket, ...] = get_args(Bucket)
 LATEST = "latest"  # the reason the newest snapshot is kept even when every count is 0
 
 
-@dataclass(frozen=True)
+@record
 class RetentionPlan:
     """``keep`` newest first, ``delete`` oldest first (the order to delete in); both only ever hold
     the policy's own snapshots. ``reasons`` names, per kept snapshot, the buckets it stands for."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from controller.errors import HostError, VirtsyncError
 from controller.hypervisor.snapshots import SnapshotOps, SnapshotRecord
+from controller.model.records import record
 from controller.model.state import HostState
 from controller.plan.actions import HostPlan
 from controller.snapshots.model import GuestSnapshots, Snapshot
@@ -16,7 +16,7 @@ from controller.snapshots.policies import plan_pass, policies_for
 from controller.spec.specset import SpecSet
 
 
-@dataclass(frozen=True)
+@record
 class PassOutcome:
     host: str
     guest: str

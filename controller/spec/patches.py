@@ -11,12 +11,12 @@ told from the path alone, which is what the check against the XML a modelled fie
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 from lxml import etree
 from pydantic import Field, model_validator
 
+from controller.model.records import record
 from controller.spec.base import SpecModel
 from controller.spec.types import FieldError
 
@@ -31,7 +31,7 @@ _ATTR_TEST = re.compile(rf"\[@(?P<name>{_NAME})\s*=\s*(?:'(?P<sq>[^']*)'|\"(?P<d
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     name: str  # element or attribute name, maybe prefixed
     predicates: str  # "[...][...]" as written, or ""

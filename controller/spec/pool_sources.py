@@ -8,11 +8,11 @@ is named there instead of being dropped or reaching libvirt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
+from controller.model.records import record
 from controller.spec.base import SpecModel, empty_list
 from controller.spec.types import FieldError, Name
 
@@ -57,7 +57,7 @@ class PoolSource(SpecModel):
     auth: PoolAuth | None = Field(default=None, description="iscsi, iscsi-direct: CHAP; rbd: cephx.")
 
 
-@dataclass(frozen=True)
+@record
 class TypeRule:
     """What one pool type takes: source fields it needs and may have, whether it has a target path."""
 

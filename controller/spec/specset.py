@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cached_property
 from typing import Any, TypeVar
 
+from controller.model.records import record
 from controller.spec.models import (
     UNPLACED,
     BackupPolicy,
@@ -23,7 +24,7 @@ T = TypeVar("T")
 AnySpec = Host | Network | StoragePool | Guest | SnapshotPolicy | BackupPolicy | Secret
 
 
-@dataclass(frozen=True)
+@record
 class Located:
     obj: Any
     file: str
@@ -33,7 +34,7 @@ class Located:
         return self.doc.mark_of(tuple(path), key=key)
 
 
-@dataclass(frozen=True)
+@record
 class SpecSet:
     items: tuple[Located, ...]
 
