@@ -1,0 +1,123 @@
+"""@record behaves as @dataclass(frozen=True): equality, hash, repr, immutability, replace, pickle."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from controller.model.records import record
+
+
+def _pair(**options: Any) -> tuple[type, type]:
+    """The same class body as a stdlib frozen dataclass and as a record."""
+
+    def body(decorate: Any) -> type:
+        @decorate
+        class Thing:
+            """A thing."""
+
+            name: str
+            size: int = 0
+            note: str = field(default="", compare=False)
+            cache: dict[str, int] | None = field(default=None, hash=False)
+            secret: str = field(default="", repr=False)
+
+        return Thing  # type: ignore[no-any-return]
+
+    return body(dataclass(frozen=True, **options)), body(record(**options))
+
+
+@pytest.mark.parametrize("kw_only", [False, True])
+def test_a_record_equals_hashes_and_prints_as_a_frozen_dataclass(kw_only: bool) -> None:
+    stdlib, ours = _pair(kw_only=kw_only)
+    args = [dict(name="a", size=1, note="x", cache=None, secret="s"),
+            dict(name="a", size=1, note="y", cache=None, secret="s"),  # note is not compared
+            dict(name="a", size=2), dict(name="b"), dict(name="a", size=1, secret="t")]
+    made = [(stdlib(**a), ours(**a)) for a in args]
+    for s1, o1 in made:
+        assert repr(o1) == repr(s1)
+        assert hash(o1) == hash(s1)
+        for s2, o2 in made:
+            assert (o1 == o2) == (s1 == s2) and (o1 != o2) == (s1 != s2)
+    with_cache = [ours(name="a", cache={"k": 1}), ours(name="a", cache={"k": 2})]
+    assert with_cache[0] != with_cache[1]  # compared, though not hashed: a dict in it still hashes
+    assert hash(with_cache[0]) == hash(with_cache[1])
+    assert ours(name="a") != stdlib(name="a") and ours(name="a") != ("a", 0)  # never equal to another class
+
+
+def test_a_record_is_frozen_and_replaces_and_pickles_as_a_dataclass() -> None:
+    _, ours = _pair()
+    thing = ours(name="a", size=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        thing.size = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del thing.size
+    assert dataclasses.is_dataclass(thing) and [f.name for f in dataclasses.fields(thing)][:2] == ["name", "size"]
+    bigger = dataclasses.replace(thing, size=3)
+    assert bigger.size == 3 and bigger != thing
+    assert ours.__doc__ == "A thing."
+    kept = Kept(name="a", sizes=(1, 2))
+    assert pickle.loads(pickle.dumps(kept)) == kept
+
+
+@record(kw_only=True)
+class Kept:
+    name: str
+    sizes: tuple[int, ...] = ()
+
+
+def test_a_record_subclass_compares_its_own_fields_and_keeps_what_its_body_defines() -> None:
+    @record
+    class Base:
+        a: int
+
+    @record(kw_only=True)
+    class Child(Base):
+        b: int = 0
+
+    assert Child(a=1, b=2) != Child(a=1, b=3) and Child(a=1) != Base(1)
+    assert repr(Child(a=1, b=2)) == "test_a_record_subclass_compares_its_own_fields_and_keeps_what_its_body_" \
+        "defines.<locals>.Child(a=1, b=2)"
+
+    @record
+    class Custom:
+        a: int
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return 7
+
+        def __repr__(self) -> str:
+            return "custom"
+
+    assert Custom(1) == Custom(2) and hash(Custom(1)) == 7 and repr(Custom(1)) == "custom"
+
+    @record
+    class EqOnly:  # __eq__ alone: hashed by its fields all the same, as a frozen dataclass is
+        a: int
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, EqOnly)
+
+    @dataclass(frozen=True)
+    class StdEqOnly:
+        a: int
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, StdEqOnly)
+
+    assert EqOnly(1) == EqOnly(2) and hash(EqOnly(1)) == hash(StdEqOnly(1)) != hash(EqOnly(2))
+
+
+def test_a_record_without_compared_fields_equals_its_own_kind() -> None:
+    @record
+    class Marker:
+        note: str = field(default="", compare=False)
+
+    assert Marker("a") == Marker("b") and hash(Marker("a")) == hash(Marker("b"))
