@@ -1,6 +1,11 @@
-"""The base of every spec model: strict, frozen, camelCase in YAML."""
+"""The base of every spec model: strict, frozen, camelCase in YAML.
 
-from __future__ import annotations
+The modules that define spec models evaluate their annotations as they are written (no
+``from __future__ import annotations``): pydantic evaluates each string annotation through a
+ForwardRef, which compiles it, and ~370 of them were 18 ms of every process that loads specs
+(issue 17). A validator returns ``Self``; a name defined later, or imported for type checking
+only, is quoted.
+"""
 
 import os
 import sys

@@ -3,10 +3,9 @@ firmware strings, Windows enlightenments. Each is one field of the registry
 (controller/fields/guest_devices.py), which says how it is written, compared and how a
 change lands."""
 
-from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -36,7 +35,7 @@ class Filesystem(SpecModel):
     readonly: bool = Field(default=False, description="Default: false.")
 
     @model_validator(mode="after")
-    def _valid(self) -> Filesystem:
+    def _valid(self) -> Self:
         if not self.source.startswith("/"):
             raise FieldError("source", f"share source {self.source!r} must be an absolute directory")
         if not _TARGET.match(self.target):
@@ -49,7 +48,7 @@ class UsbDevice(SpecModel):
     product: str = Field(description='USB product ID, e.g. "0xc52b".')
 
     @model_validator(mode="after")
-    def _ids(self) -> UsbDevice:
+    def _ids(self) -> Self:
         for name in ("vendor", "product"):
             if not _USB_ID.match(getattr(self, name)):
                 raise FieldError(name, f"USB {name} ID {getattr(self, name)!r} is not of the form 0x1234")
@@ -64,7 +63,7 @@ class Hostdev(SpecModel):
     mdev: str | None = Field(default=None, description="UUID of a mediated device (vGPU) on the host.")
 
     @model_validator(mode="after")
-    def _one(self) -> Hostdev:
+    def _one(self) -> Self:
         given = [n for n in ("pci", "usb", "mdev") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError("a hostdev is exactly one of pci: ADDRESS, usb: {vendor, product}, mdev: UUID"
@@ -194,7 +193,7 @@ class HyperV(SpecModel):
     vendor_id: str | None = Field(default=None, max_length=12, description="Hypervisor vendor ID string.")
 
     @model_validator(mode="after")
-    def _deps(self) -> HyperV:
+    def _deps(self) -> Self:
         # libvirt/QEMU refuse these without their prerequisites; say so at validation.
         if (self.synic or self.stimer) and not self.vpindex:
             raise FieldError("vpindex", "hyperv synic and stimer need vpindex: true")
@@ -218,7 +217,7 @@ class Clock(SpecModel):
     timers: list[Timer] = Field(default_factory=empty_list)
 
     @model_validator(mode="after")
-    def _unique(self) -> Clock:
+    def _unique(self) -> Self:
         names = [t.name for t in self.timers]
         for i, n in enumerate(names):
             if n in names[:i]:

@@ -7,10 +7,9 @@ need the whole guest (vCPU count, memory), called from GuestSpec's own validatio
 points at the field (file:line:column).
 """
 
-from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -139,7 +138,7 @@ class Numa(SpecModel):
     memnodes: list[NumaMemnode] = Field(default_factory=empty_list, description="Per guest node host bindings.")
 
     @model_validator(mode="after")
-    def _cells(self) -> Numa:
+    def _cells(self) -> Self:
         ids = [c.id for c in self.cells]
         for i, cid in enumerate(ids):
             if cid in ids[:i]:
@@ -193,17 +192,17 @@ class CpuTune(SpecModel):
                               "at least 1000). Default: no limit.")
 
     @model_validator(mode="after")
-    def _quota(self) -> CpuTune:
+    def _quota(self) -> Self:
         if self.quota is not None and 0 <= self.quota < 1000:
             raise FieldError("quota", f"quota {self.quota} µs: at least 1000, or -1 for no limit")
         return self
 
 
-def _max_vcpus(spec: GuestSpec) -> int:
+def _max_vcpus(spec: "GuestSpec") -> int:
     return spec.max_vcpus or spec.vcpus
 
 
-def check_tuning(spec: GuestSpec) -> None:
+def check_tuning(spec: "GuestSpec") -> None:
     """What needs the whole guest: the topology, pins, cells and I/O threads against its vCPUs,
     memory and disks."""
     cpus = _max_vcpus(spec)

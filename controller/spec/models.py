@@ -5,10 +5,9 @@ default is written in the field's description, so it reaches the JSON Schema
 and editors.
 """
 
-from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
@@ -128,7 +127,7 @@ class HostSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _tls_needs_tls_uri(self) -> HostSpec:
+    def _tls_needs_tls_uri(self) -> Self:
         if self.tls is not None and not urlsplit(self.uri).scheme.endswith("+tls"):
             raise FieldError("tls", f"tls (client certificates) needs a +tls URI such as "
                              f"qemu+tls://HOST/system, not {self.uri!r}")
@@ -200,7 +199,7 @@ class NetworkSpec(SpecModel):
                                         "for what the schema does not model.")
 
     @model_validator(mode="after")
-    def _mode_fits(self) -> NetworkSpec:
+    def _mode_fits(self) -> Self:
         if self.mode == "bridge":
             if self.bridge is None:
                 raise FieldError("mode", "mode bridge needs 'bridge': the name of an existing "
@@ -245,7 +244,7 @@ class StoragePoolSpec(SpecModel):
                                         "for what the schema does not model.")
 
     @model_validator(mode="after")
-    def _source_fits_type(self) -> StoragePoolSpec:
+    def _source_fits_type(self) -> Self:
         check_pool(self.type, self.path, self.source)
         return self
 
@@ -306,7 +305,7 @@ class Disk(SpecModel):
                                  "the guest (1…iothreads; virtio disks). Default: QEMU's main loop.")
 
     @model_validator(mode="after")
-    def _has_source(self) -> Disk:
+    def _has_source(self) -> Self:
         if self.volume is not None:
             given = [n for n, v in (("pool", self.pool), ("path", self.path), ("size", self.size),
                                     ("from", self.from_)) if v is not None]
@@ -382,7 +381,7 @@ class Interface(SpecModel):
         "Default: libvirt's (vnetN, vifN.M), which is never kept in the definition.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> Interface:
+    def _one_source(self) -> Self:
         given = [n for n in ("network", "bridge", "direct") if getattr(self, n) is not None]
         if not given:
             raise FieldError("network", "a NIC needs one of 'network' (a kind: Network), 'bridge' "
@@ -408,7 +407,7 @@ class Interface(SpecModel):
         return self
 
     @model_validator(mode="after")
-    def _own_tap_name(self) -> Interface:
+    def _own_tap_name(self) -> Self:
         # libvirt drops these names from a definition (they are its own): a spec naming one would drift
         if self.target_dev is not None and re.match(AUTO_TAP_NAMES, self.target_dev):
             raise FieldError("targetDev", f"targetDev {self.target_dev!r} is a name libvirt gives itself "
@@ -440,7 +439,7 @@ class CloudInit(SpecModel):
     network_config_file: str | None = None
 
     @model_validator(mode="after")
-    def _one_each(self) -> CloudInit:
+    def _one_each(self) -> Self:
         for name in ("user_data", "meta_data", "network_config"):
             if getattr(self, name) is not None and getattr(self, name + "_file") is not None:
                 raise FieldError(to_camel(name) + "File", f"give {to_camel(name)} or "
@@ -593,7 +592,7 @@ class GuestSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> GuestSpec:
+    def _consistent(self) -> Self:
         if self.host is None and self.host_selector is None:
             raise FieldError("host", "'host' is required: the name of a kind: Host (or a hostSelector)")
         if self.host is not None and self.host_selector is not None and "host" in self.model_fields_set:
@@ -652,7 +651,7 @@ class Schedule(SpecModel):
     timezone: Timezone = Field(default="UTC", description="Timezone of cron. Default: UTC.")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Schedule:
+    def _one_kind(self) -> Self:
         if (self.cron is None) == (self.every is None):
             raise ValueError("a schedule is either a 5-field cron expression or 'every: 4h'")
         return self
@@ -709,7 +708,7 @@ class SnapshotPolicySpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _memory_or_quiesce(self) -> SnapshotPolicySpec:
+    def _memory_or_quiesce(self) -> Self:
         if self.memory and self.quiesce == "required":
             raise FieldError("memory", "memory: true keeps the guest's memory, so its snapshots cannot be "
                              "quiesced (that needs a disk-only snapshot): use quiesce: auto or off, or "
@@ -751,7 +750,7 @@ class BackupTarget(SpecModel):
                                 "directory). Default: no copy.")
 
     @model_validator(mode="after")
-    def _one_place(self) -> BackupTarget:
+    def _one_place(self) -> Self:
         if (self.pool is None) == (self.path is None):
             raise ValueError("a backup target is either {pool: NAME} (a dir pool) or {path: DIR} on the guest's host")
         if self.path is not None and (not self.path.startswith("/") or ".." in self.path.split("/")):
@@ -783,7 +782,7 @@ class BackupPolicySpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _no_frequent(self) -> BackupPolicySpec:
+    def _no_frequent(self) -> Self:
         if self.compress != "none" and self.target.copy_to is None:
             raise FieldError("compress", f"compress: {self.compress} compresses the copies: set target.copyTo")
         if self.retain.frequent:
@@ -836,7 +835,7 @@ class SecretSpec(SpecModel):
                            "error at its line).")
 
     @model_validator(mode="after")
-    def _one_source(self) -> SecretSpec:
+    def _one_source(self) -> Self:
         given = [n for n, v in (("fromFile", self.from_file), ("fromEnv", self.from_env), ("value", self.value))
                  if v is not None]
         if len(given) != 1:

@@ -5,10 +5,9 @@ NetworkSpec (spec/models.py) holds them; each maps onto one element of libvirt's
 controller/fields/network_items.py.
 """
 
-from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -63,7 +62,7 @@ class NetworkIPv6(SpecModel):
                                "(router advertisements only).")
 
     @model_validator(mode="after")
-    def _range_in_prefix(self) -> NetworkIPv6:
+    def _range_in_prefix(self) -> Self:
         if self.dhcp is not None:
             net = ipaddress.IPv6Interface(self.address).network
             for which in ("start", "end"):
@@ -88,7 +87,7 @@ class DnsSrv(SpecModel):
     weight: int | None = Field(default=None, ge=0, le=65535)
 
     @model_validator(mode="after")
-    def _target_needs_port(self) -> DnsSrv:
+    def _target_needs_port(self) -> Self:
         if (self.target is None) != (self.port is None):
             raise FieldError("port" if self.port is None else "target",
                              "an SRV record with a target needs its port, and a port its target")
@@ -111,7 +110,7 @@ class Dns(SpecModel):
     txt: list[DnsTxt] = Field(default_factory=empty_list, description="TXT records, keyed by name.")
 
     @model_validator(mode="after")
-    def _keys_unique(self) -> Dns:
+    def _keys_unique(self) -> Self:
         for what, keys in (("hosts", [h.ip for h in self.hosts]), ("txt", [t.name for t in self.txt])):
             seen: set[str] = set()
             for i, k in enumerate(keys):
@@ -130,7 +129,7 @@ class Vlan(SpecModel):
                         "(several tags imply a trunk; libvirt says so explicitly).")
 
     @model_validator(mode="after")
-    def _one_tag_or_trunk(self) -> Vlan:
+    def _one_tag_or_trunk(self) -> Self:
         if len(self.tags) > 1 and not self.trunk:
             raise FieldError("tags", "several VLAN tags make a trunk: add 'trunk: true'")
         if len(set(self.tags)) != len(self.tags):

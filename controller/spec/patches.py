@@ -8,10 +8,9 @@ told from the path alone, which is what the check against the XML a modelled fie
 (attribute tests ``[@name='value']`` only).
 """
 
-from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, Self
 
 from lxml import etree
 from pydantic import Field, model_validator
@@ -122,7 +121,7 @@ class XmlPatch(SpecModel):
     xml: str | None = Field(default=None, description="For add: exactly one XML element.")
 
     @model_validator(mode="after")
-    def _operands(self) -> XmlPatch:
+    def _operands(self) -> Self:
         if self.op == "set" and self.value is None:
             raise FieldError("value", "an xmlPatch 'set' needs 'value'")
         if self.op == "add" and self.xml is None:

@@ -8,7 +8,6 @@ everything of its kind. Anything outside is a validation error at the spec's fil
 with the other spec errors, before any host is contacted.
 """
 
-from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator

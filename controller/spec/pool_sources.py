@@ -6,7 +6,6 @@ not know into an error at that field (file:line:column), so a ``dir:`` under a `
 is named there instead of being dropped or reaching libvirt.
 """
 
-from __future__ import annotations
 
 from typing import Any, Literal
 

@@ -4,9 +4,8 @@ Each is the value of one item field of the registry (controller/fields/devices.p
 how it is written, compared and how a change lands.
 """
 
-from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -31,7 +30,7 @@ class IoTune(SpecModel):
     write_iops_sec: int | None = Field(default=None, ge=1, description="Write operations per second.")
 
     @model_validator(mode="after")
-    def _total_or_each(self) -> IoTune:
+    def _total_or_each(self) -> Self:
         # libvirt refuses a total limit together with a read or write limit of the same unit.
         for unit, camel in (("bytes", "Bytes"), ("iops", "Iops")):
             if getattr(self, f"total_{unit}_sec") is not None:

@@ -6,11 +6,10 @@ to the file in its pool (the pool's path joined with the name), so a guest's def
 the same file whether virtsync made the volume or the guest came first.
 """
 
-from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -67,7 +66,7 @@ class VolumeSpec(SpecModel):
         return data
 
     @model_validator(mode="after")
-    def _has_content(self) -> VolumeSpec:
+    def _has_content(self) -> Self:
         if self.size is None and self.from_ is None and not self.adopt:
             raise FieldError("size", "a Volume needs a 'size' or a 'from' volume to copy")
         if self.from_ is not None and self.encryption is not None:
