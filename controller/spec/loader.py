@@ -7,6 +7,7 @@ model of its kind, so one bad document does not hide the problems of the others.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -120,7 +121,8 @@ def read_spec_file(path: Path, limits: Limits) -> tuple[list[Document], list[Dia
     if text.startswith("#cloud-config"):
         return [], []  # cloud-init user-data kept beside the specs, not a spec
     try:
-        return read_documents(text, limits), []
+        # Marks only for the documents a diagnostic points into (see yaml_reader._Source).
+        return read_documents(text, limits, marks="lazy"), []
     except YamlProblem as exc:
         return [], [Diagnostic(name, exc.mark[0], exc.mark[1], exc.message)]
     except RecursionError:
@@ -232,14 +234,13 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
     located: list[Located] = []
     partial: list[Located] = []  # invalid documents, minus their invalid fields: checked, never used
     order: dict[int, int] = {}  # document → its place in the run (checks report the first of duplicates)
-    for path in files:
-        docs, problems = read_spec_file(path, limits)
+    for path, (docs, problems, validated) in zip(files, _read_all(files, limits), strict=True):
         diagnostics.extend(problems)
         for index, doc in enumerate(docs):
             if doc.data is None:  # an empty document (a stray ---) is harmless
                 continue
             order[id(doc)] = len(order)
-            obj, problems, rest = _validate(str(path), index, doc)
+            obj, problems, rest = validated[index]
             diagnostics.extend(problems)
             if obj is not None:
                 located.append(Located(obj, str(path), doc))
@@ -279,6 +280,54 @@ def _load(paths: Sequence[str | Path], limits: Limits, placed: bool = True) -> L
         diagnostics.extend(check_spec_set(specs))
     return LoadResult(specs, _sorted(dataclasses.replace(d, message=clip(d.message))
                                      for d in diagnostics))
+
+
+_Validated = tuple[Any | None, list[Diagnostic], Any | None]
+
+# Spec files of this many bytes in all or more are parsed in one forked process per CPU (a fleet's
+# 100,000 documents: ~5 s of one CPU), fewer here: they are not worth a fork.
+PARALLEL_BYTES = 1 << 20
+
+
+def _read_all(files: Sequence[Path], limits: Limits
+              ) -> list[tuple[list[Document], list[Diagnostic], list[_Validated]]]:
+    """Each file's documents, its problems, and each document's (model, problems, partial model),
+    in order. Many bytes of specs are parsed in forked processes, which send back the plain
+    documents (pickled builtins: cheap, where models are not); each file is validated here as it
+    arrives, while they parse the next ones."""
+    out: list[tuple[list[Document], list[Diagnostic], list[_Validated]] | None] = [None] * len(files)
+    empty: _Validated = (None, [], None)
+    for i, (docs, problems) in _parsed(files, limits):
+        out[i] = (docs, problems, [_validate(str(files[i]), index, doc) if doc.data is not None else empty
+                                   for index, doc in enumerate(docs)])
+    return out  # type: ignore[return-value]  # every index is filled
+
+
+def _parsed(files: Sequence[Path], limits: Limits) -> Iterator[tuple[int, tuple[list[Document], list[Diagnostic]]]]:
+    """``(i, read_spec_file(files[i]))`` of every file, in any order."""
+    jobs = _jobs()
+    if jobs > 1 and len(files) >= 2 * jobs and _total_bytes(files) >= PARALLEL_BYTES:
+        from controller import forkmap  # only then: a small run imports none of it
+
+        if forkmap.can_fork():  # not among the service's threads
+            yield from forkmap.fork_map(lambda path: read_spec_file(path, limits), files, jobs,
+                                        chunk=max(1, len(files) // (8 * jobs)))
+            return
+    for i, path in enumerate(files):
+        yield i, read_spec_file(path, limits)
+
+
+def _jobs() -> int:
+    """One process per CPU this one may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _total_bytes(files: Sequence[Path]) -> int:
+    total = 0
+    for path in files:
+        with contextlib.suppress(OSError):  # read_spec_file reports it
+            total += path.stat().st_size
+    return total
 
 
 def _sorted(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
