@@ -15,8 +15,6 @@ documents with the hypervisor's XML writers, which are lxml only.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,6 +63,9 @@ def host_virt_type(host: Host) -> str:
 
 def schema_problem(xml: str, schema: str) -> str | None:
     """libvirt's message when ``xml`` fails its RNG schema, else None."""
+    import shutil  # here: only a guest with xmlPatches runs the checker
+    import subprocess
+
     tool = shutil.which(TOOL)
     if tool is None:
         raise ToolMissing(f"{TOOL} is not installed (package libvirt-clients)")

@@ -353,15 +353,15 @@ def observe_leases(conn: libvirt.virConnect, networks: dict[str, ObservedNetwork
 
 def guest_details(conn: libvirt.virConnect, guests: dict[str, ObservedGuest]) -> dict[str, GuestDetails]:
     """Agent facts of running guests whose agent channel is connected (bounded: 3 s a call)."""
-    import base64
-    import json
-
-    import libvirt_qemu
-
     out: dict[str, GuestDetails] = {}
     for name, g in guests.items():
         if g.live is None or not g.live.agent_connected:
             continue
+        import base64  # here: only a guest with a connected agent needs them
+        import json
+
+        import libvirt_qemu
+
         addresses: list[str] = []
         uptime = None
         try:

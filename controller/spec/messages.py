@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Any, Union
@@ -143,6 +142,8 @@ def explain(model: type[BaseModel], err: Any) -> str:
         parent = _model_at(model, loc[:-1])
         name = str(loc[-1])
         allowed = field_names(parent) if parent else []
+        import difflib  # here: only a spec with errors needs it
+
         hint = difflib.get_close_matches(name, allowed, n=1)
         tail = f"; did you mean {hint[0]!r}?" if hint else ""
         listing = f" (allowed: {', '.join(allowed)})" if allowed and not hint else ""
@@ -152,6 +153,8 @@ def explain(model: type[BaseModel], err: Any) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+        import difflib
+
         hint = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
         tail = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"{where}: expected one of {', '.join(choices)}, got {describe(value)}{tail}"
