@@ -3,12 +3,10 @@ diagnostic (file:line:column, message, severity, order) are the same as when rea
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
-
-from controller import forkmap
-from controller.spec import loader
 
 
 def _host_file(h: int, extra: str = "") -> str:
@@ -33,29 +31,39 @@ def _fleet(root: Path) -> Path:
     return specs
 
 
-def _summary(result: loader.LoadResult) -> tuple[list[tuple[str, int, int, str, str]], list[tuple[str, str, str]]]:
-    return ([(d.file, d.line, d.column, d.severity, d.message) for d in result.diagnostics],
-            [(i.file, i.obj.kind, i.obj.metadata.name) for i in result.specs.items])
+# Run in a fresh process: forking is only done with one thread (forkmap.can_fork), and a test
+# process keeps the threads earlier tests started (libvirt's event loop, call workers).
+LOAD_BOTH_WAYS = """
+import json, sys
+from controller import forkmap
+from controller.spec import loader
+
+def summary(result):
+    return ([[d.file, d.line, d.column, d.severity, d.message] for d in result.diagnostics],
+            [[i.file, i.obj.kind, i.obj.metadata.name] for i in result.specs.items])
+
+loader.PARALLEL_BYTES = 1 << 62
+here = summary(loader.load_specs([sys.argv[1]]))
+forks = []
+real = forkmap.fork_map
+def counted(*args, **kwargs):
+    forks.append(forkmap.can_fork())
+    yield from real(*args, **kwargs)
+forkmap.fork_map = counted
+loader.PARALLEL_BYTES, loader._jobs = 0, lambda: 2
+forked = summary(loader.load_specs([sys.argv[1]]))
+print(json.dumps({"here": here, "forked": forked, "forks": forks}))
+"""
 
 
-def test_many_files_parsed_in_forked_processes_give_the_same_specs_and_diagnostics(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_files_parsed_in_forked_processes_give_the_same_specs_and_diagnostics(tmp_path: Path) -> None:
     specs = _fleet(tmp_path)
-    here = loader.load_specs([specs])
-    forks: list[int] = []
-    real = forkmap.fork_map
-
-    def counted(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        forks.append(1)
-        yield from real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loader, "PARALLEL_BYTES", 0)
-    monkeypatch.setattr(loader, "_jobs", lambda: 2)
-    monkeypatch.setattr(forkmap, "fork_map", counted)
-    forked = loader.load_specs([specs])
-    assert forks, "the files were not parsed in forked processes"
-    assert _summary(forked) == _summary(here)
-    diags, items = _summary(here)
+    run = subprocess.run([sys.executable, "-c", LOAD_BOTH_WAYS, str(specs)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    got = json.loads(run.stdout)
+    assert got["forks"] == [True], "the files were not parsed in forked processes"
+    assert got["forked"] == got["here"]
+    diags, items = got["here"]
     assert len(items) == 11 * 6  # the unparsable file's host and guests are missing, not the rest
     where = [(d[0].rsplit("/", 1)[-1], d[1], d[2], d[4].split(";")[0].split(" (")[0]) for d in diags]
     assert where == [("host03.yaml", 36, 10, "spec.vcpus: expected an integer, got string 'many'"),
