@@ -321,10 +321,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.from_agents:
         report = _agents_report(args)
     else:
-        specs, scope = _load_scoped(args)
         # The specs live as long as the process: out of the garbage collector's full passes, which
-        # a fleet's 100,000 spec objects made cost ~10 s of a 1,000-host drift.
-        gc.freeze()
+        # a fleet's 100,000 spec objects made cost ~10 s of a 1,000-host drift. Frozen before the
+        # collector runs again: the loader pauses it, and its first pass after would walk them all.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            specs, scope = _load_scoped(args)
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         engine = _engine(args)
         try:
             result = engine.drift(specs, scope, commit=args.commit, jobs=args.jobs)
