@@ -170,14 +170,50 @@ class HostLocks:
         if on_wait is not None:
             on_wait(name, self._holder_soon(uri))
         deadline = time.monotonic() + limit
-        local = self._thread_lock(uri)
-        if not local.acquire(timeout=max(0.0, limit)):
-            raise self._timeout(name, uri, limit)
-        lock = self._tooz_lock(uri)
-        if not _acquire(lock, max(0.0, deadline - time.monotonic())):
-            local.release()
-            raise self._timeout(name, uri, limit)
-        return self._held(name, uri, local, lock)
+        with self._wanting(uri):
+            local = self._thread_lock(uri)
+            if not local.acquire(timeout=max(0.0, limit)):
+                raise self._timeout(name, uri, limit)
+            lock = self._tooz_lock(uri)
+            if not _acquire(lock, max(0.0, deadline - time.monotonic())):
+                local.release()
+                raise self._timeout(name, uri, limit)
+            return self._held(name, uri, local, lock)
+
+    @contextlib.contextmanager
+    def _wanting(self, uri: str) -> Iterator[None]:
+        """While this writer waits for a host: a record saying so beside the holder's (file
+        backend), which lets a serve that holds the host for a stream of repairs make way
+        (SharedHostLocks). The etcd backend has no such record: there the wait is as before."""
+        record = None
+        if self._holders is not None:
+            record = self._holders / f"{lock_name(uri)}{_WANT}{os.getpid()}.{threading.get_ident()}"
+            with contextlib.suppress(OSError):
+                self._holders.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps({"holder": self.holder}))
+        try:
+            yield
+        finally:
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.unlink()
+
+    def wanted_elsewhere(self, uri: str) -> str | None:
+        """Who in another live process waits for this host's lock (file backend), else None."""
+        if self._holders is None:
+            return None
+        prefix = f"{lock_name(uri)}{_WANT}"
+        try:
+            names = [e.name for e in os.scandir(self._holders) if e.name.startswith(prefix)]
+        except OSError:
+            return None
+        for name in names:
+            pid = int(name[len(prefix):].split(".", 1)[0] or 0)
+            if pid == os.getpid() or not _alive(pid):
+                continue  # this process's own wait, or one that died waiting
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                return str(json.loads((self._holders / name).read_text())["holder"])
+        return None
 
     def _timeout(self, name: str, uri: str, limit: float) -> LockTimeout:
         return LockTimeout(f"another writer holds this host's lock ({self.holder_of(uri)}); gave up "
@@ -221,6 +257,21 @@ class HostLocks:
                                     retryable=True, delay=5.0) from None
                 self._coordinator = coordinator
             return self._coordinator
+
+
+_WANT = ".want."  # a waiting writer's record: <lock name>.want.<pid>.<thread>
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: alive
+    return True
 
 
 class _Held:

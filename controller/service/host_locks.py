@@ -11,6 +11,12 @@ two), and an object reconcile observes, plans and changes that object only.
 What reads or changes the host as a whole — a Host reconcile (pruning, networks, pools, moves),
 a snapshot or backup pass, a move's other host — holds it alone (``holding``, ``try_hold``): it
 waits until the object reconciles in flight are done, and new ones wait behind it.
+
+Under a steady stream of repairs the shared hold could last for ever, and a `virtsync apply` or
+another replica waiting for the host would give up at its --lock-timeout. A writer of another
+process that waits leaves a record (HostLocks.wanted_elsewhere, file backend): seeing it, new
+object reconciles wait until the ones in flight are done, the lock is let go, and the other
+writer has had YIELD_SECONDS to take it; then they queue for the lock as any writer does.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from typing import Any
 
 from controller.coordination import HostLocks, OnWait, _Held, lock_name
 
+# After making way for another process's writer: long enough for its next try (a waiting file
+# lock polls at least every 0.1 s), short enough not to hold up repairs when it took nothing.
+YIELD_SECONDS = 0.3
+WANT_CHECK_SECONDS = 0.25  # how often a shared hold looks for a waiting writer of another process
+
 
 @dataclass
 class _Host:
@@ -32,6 +43,9 @@ class _Host:
     wanting: int = 0  # whole-host writers waiting: new object reconciles wait behind them
     busy: bool = False  # the shared lock is being taken or let go
     held: _Held | None = None
+    yielding: bool = False  # another process's writer waits: no new object reconciles join
+    yield_until: float = 0.0  # after the lock was let go for it: until then none take it
+    checked_at: float = 0.0  # when the shared hold last looked for a waiting writer
 
 
 class _Exclusive(_Held):
@@ -84,17 +98,32 @@ class SharedHostLocks(HostLocks):
         return self._hosts.setdefault(uri, _Host())
 
     def _wait(self, ready: Any, deadline: float, name: str, uri: str, on_wait: OnWait | None,
-              limit: float | None = None) -> None:
-        """Wait (holding self._cond) until ``ready()``; a LockTimeout at ``deadline``."""
+              limit: float | None = None, until: Any = None) -> None:
+        """Wait (holding self._cond) until ``ready()``; a LockTimeout at ``deadline``. ``until()``:
+        a time ``ready`` may turn true at without a notify."""
         told = False
         while not ready():
             if on_wait is not None and not told:
                 told = True
                 on_wait(name, self.holder)
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise self._timeout(name, uri, self.timeout if limit is None else limit)
+            if until is not None and until() > now:
+                left = min(left, until() - now)
             self._cond.wait(left)
+
+    def _yield_to_another_process(self, h: _Host, uri: str) -> bool:
+        """Whether a writer of another process waits for this held host (looked for at most every
+        WANT_CHECK_SECONDS); if so, from now on no new object reconcile joins the hold."""
+        now = time.monotonic()
+        if h.held is None or h.yielding or now - h.checked_at < WANT_CHECK_SECONDS:
+            return h.yielding
+        h.checked_at = now
+        if self.wanted_elsewhere(uri) is not None:
+            h.yielding = True
+        return h.yielding
 
     @contextlib.contextmanager
     def shared(self, name: str, uri: str, *, on_wait: OnWait | None = None) -> Iterator[None]:
@@ -103,7 +132,12 @@ class SharedHostLocks(HostLocks):
         deadline = time.monotonic() + self.timeout
         with self._cond:
             h = self._host(uri)
-            self._wait(lambda: not (h.exclusive or h.wanting or h.busy), deadline, name, uri, on_wait)
+
+            def ready() -> bool:
+                return not (h.exclusive or h.wanting or h.busy or h.yielding
+                            or time.monotonic() < h.yield_until or self._yield_to_another_process(h, uri))
+
+            self._wait(ready, deadline, name, uri, on_wait, until=lambda: h.yield_until)
             h.shared += 1
             take = h.held is None
             h.busy = take
@@ -141,6 +175,8 @@ class SharedHostLocks(HostLocks):
             finally:
                 with self._cond:
                     h.busy = False
+                    if h.yielding:  # let go for another process's writer: give it its chance
+                        h.yielding, h.yield_until = False, time.monotonic() + YIELD_SECONDS
                     self._cond.notify_all()
         elif last:
             with self._cond:
@@ -165,8 +201,9 @@ class SharedHostLocks(HostLocks):
                     h = self._host(uri)
                     h.wanting += 1
                     try:
-                        self._wait(lambda h=h: not (h.exclusive or h.shared or h.busy), deadline, name, uri, on_wait,
-                                   limit)
+                        self._wait(lambda h=h: not (h.exclusive or h.shared or h.busy
+                                                    or time.monotonic() < h.yield_until),
+                                   deadline, name, uri, on_wait, limit, until=lambda h=h: h.yield_until)
                     finally:
                         h.wanting -= 1
                         self._cond.notify_all()
@@ -197,7 +234,7 @@ class SharedHostLocks(HostLocks):
             return _Already()
         with self._cond:
             h = self._host(uri)
-            if h.exclusive or h.shared or h.busy or h.wanting:
+            if h.exclusive or h.shared or h.busy or h.wanting or time.monotonic() < h.yield_until:
                 return None
             h.exclusive = True
 

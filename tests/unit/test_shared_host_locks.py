@@ -4,6 +4,7 @@ object reconciles wait behind it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -135,3 +136,75 @@ def test_an_object_reconcile_gives_up_after_the_lock_timeout_while_another_proce
         assert not _other_process_can_take(url)
     with locks.holding({"kvm1": URI}):
         pass
+
+
+def test_a_steady_stream_of_repairs_makes_way_for_a_writer_of_another_process(tmp_path: Path) -> None:
+    # Overlapping object reconciles, one starting every 50 ms and each holding 200 ms: the
+    # shared hold never ends by itself. An apply waiting for the host must still get it, and
+    # the repairs go on after it.
+    url = f"file://{tmp_path}"
+    locks = SharedHostLocks(url, holder="virtsync serve", timeout=30)
+    stop = threading.Event()
+    done: list[float] = []
+
+    def reconcile() -> None:
+        with locks.shared("kvm1", URI):
+            time.sleep(0.2)
+        done.append(time.monotonic())
+
+    def stream() -> None:
+        running: list[threading.Thread] = []
+        while not stop.is_set():
+            t = threading.Thread(target=reconcile)
+            t.start()
+            running.append(t)
+            time.sleep(0.05)
+        for t in running:
+            t.join(35)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        time.sleep(0.5)
+        assert not _other_process_can_take(url)  # held by the stream
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", (
+            "import time\nfrom controller.coordination import HostLocks\n"
+            f"locks = HostLocks({url!r}, holder='virtsync apply', timeout=10)\n"
+            f"with locks.holding({{'kvm1': {URI!r}}}):\n"
+            "    print('got', time.monotonic(), flush=True)\n    time.sleep(0.5)\n"
+            "print('left', time.monotonic(), flush=True)\n")],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]  # not a LockTimeout after 10 s
+        waited = time.monotonic() - started
+        got = float(out.stdout.split()[1])
+        left = float(out.stdout.split()[3])
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        feeder.join(40)
+    assert waited < 8, f"the apply waited {waited:.1f}s"
+    assert not any(got < t < left for t in done), "no repair finished while the apply held the host"
+    assert sum(t > left for t in done) >= 5, "the repairs went on after the apply"
+    assert not list((tmp_path / "holders").glob("*.want.*")), "the waiting writer's record is gone"
+
+
+def test_a_wait_record_of_a_process_that_died_or_of_this_one_asks_for_nothing(tmp_path: Path) -> None:
+    from controller.coordination import lock_name
+
+    locks = HostLocks(f"file://{tmp_path}", holder="virtsync serve")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holders = tmp_path / "holders"
+    holders.mkdir()
+    for pid in (gone.pid, os.getpid()):
+        (holders / f"{lock_name(URI)}.want.{pid}.1").write_text('{"holder": "x"}')
+    assert locks.wanted_elsewhere(URI) is None
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (holders / f"{lock_name(URI)}.want.{alive.pid}.1").write_text('{"holder": "virtsync apply pid 7"}')
+        assert locks.wanted_elsewhere(URI) == "virtsync apply pid 7"
+        assert locks.wanted_elsewhere("qemu+tcp://kvm2/system") is None  # another host's lock
+    finally:
+        alive.kill()
+        alive.wait()
