@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -89,7 +88,7 @@ class HostLocks:
                  timeout: float = DEFAULT_LOCK_TIMEOUT, member: str | None = None):
         self.url = check_url(url or default_url())
         self.timeout = timeout
-        self.holder = f"{holder} pid {os.getpid()} on {socket.gethostname()}"
+        self.holder = f"{holder} pid {os.getpid()} on {os.uname().nodename}"  # gethostname(), without importing socket
         # The tooz member id: a serve replica's stable --replica-id, else unique to this process.
         self.member = member or self.holder.replace(" ", "-")
         self._coordinator: Any = None
