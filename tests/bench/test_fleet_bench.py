@@ -186,11 +186,17 @@ def test_fleet_drift_of_1000_hosts_by_100_guests_and_how_it_scales_from_100(flee
     assert doc["summary"]["in-sync"] == 100_000  # type: ignore[index]
     raw1 = _raw_run(fleet(1000), 1)
     rawn = _raw_run(fleet(1000), jobs)
+    # The part before any host is read: reading, validating and cross-checking the 100,000 documents.
+    load_wall, load_cpu, _, _, code = _run([sys.executable, "-m", "controller", "validate", str(fleet(1000))],
+                                           fleet(1000).parent / "validate.out")
+    assert code == 0
     print(f"\nfleet drift × 100 guests per host, {jobs} processes (load average {os.getloadavg()[0]:.1f}):")
     for hosts, (wall, cpu, peak_mb) in figures.items():
         print(f"  {hosts:5,} hosts: {wall:6.2f} s wall, {cpu:6.1f} s CPU ({1000 * cpu / hosts:.0f} ms a host), "
               f"peak {peak_mb:.0f} MB")
     print(f"  1,000 hosts, --jobs 1: {one_wall:6.2f} s wall, {one_cpu:6.1f} s CPU, peak {one_peak:.0f} MB")
+    print(f"  loading the 100,000 documents alone (validate of the same specs): {load_wall:.2f} s wall / "
+          f"{load_cpu:.1f} s CPU")
     print(f"  raw read of the 1,000 hosts (open, listAllDomains, XMLDesc of each, close): one process "
           f"{raw1[0]:.2f} s wall / {raw1[1]:.1f} s CPU; {jobs} processes {rawn[0]:.2f} s wall / {rawn[1]:.1f} s CPU")
     (w1, c1, m1), (w2, c2, m2) = figures[100], figures[1000]
