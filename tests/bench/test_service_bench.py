@@ -111,6 +111,27 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _busy_cores(window: float = 2.0) -> float:
+    """Cores the whole machine kept busy over ``window`` seconds (/proc/stat)."""
+    def sample() -> tuple[int, int]:
+        cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(cpu), cpu[3] + cpu[4]  # all jiffies, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def _settle_machine(limit: float = 0.3, timeout: float = 180) -> float:
+    """Wait until the machine is nearly idle (what a benchmark before this one left, such as
+    100 guests being torn down, is measured otherwise); the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and _busy_cores() > limit:
+        pass
+    return time.monotonic() - started
+
+
 def test_idle_service_with_1000_guests_is_cheap(host: HermeticHost, tmp_path: Path) -> None:
     from tests.bench.test_engine_bench import _specs
 
@@ -127,6 +148,7 @@ def test_idle_service_with_1000_guests_is_cheap(host: HermeticHost, tmp_path: Pa
         pid = svc.proc.pid
         daemons = host.pids_of("libvirtd")
         time.sleep(5)
+        settled = _settle_machine(limit=0.3 + 0.05)  # the idle service and its libvirtd use ~0.03
         cpu0, t0 = _cpu_seconds(pid), time.monotonic()
         daemon0 = sum(_cpu_seconds(p) for p in daemons)
         time.sleep(60)
@@ -148,7 +170,7 @@ def test_idle_service_with_1000_guests_is_cheap(host: HermeticHost, tmp_path: Pa
     print(f"  light resync every {light['intervalSeconds']:g} s: last pass {light['lastPassSeconds']:.3f} s "
           f"({light['lastPassCpuSeconds']:.3f} s CPU) over {light['objects']} objects")
     print(f"  setmem --config (no event) of one guest → repaired in {repaired:.1f} s (target ≤ 15 s; load "
-          f"average {os.getloadavg()[0]:.1f})")
+          f"average {os.getloadavg()[0]:.1f}); measured once the machine settled, after {settled:.0f} s")
     assert cpu < 0.02
     assert rss < 300
     assert repaired <= 15
