@@ -10,7 +10,6 @@ it again, not from assuming success.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -155,11 +154,10 @@ def _each_host(one: Callable[[Host], _T], hosts: Sequence[Host], jobs: int | Non
     """``one(host)`` of every host, in any order: in ``jobs`` forked processes (default one per
     CPU for FORK_FROM hosts or more) where this process may fork (see forkmap.can_fork), else
     on up to 16 threads here."""
-    if jobs is None:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        jobs = jobs if len(hosts) >= FORK_FROM else 1
     from controller import forkmap
 
+    if jobs is None:
+        jobs = forkmap.usable_cpus() if len(hosts) >= FORK_FROM else 1
     if jobs > 1 and len(hosts) > 1 and forkmap.can_fork():
         # Chunks small enough that every process gets several (the last ones even out the ends).
         chunk = max(1, min(2 * THREADS_PER_JOB, len(hosts) // (4 * jobs)))

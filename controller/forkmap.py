@@ -30,6 +30,11 @@ R = TypeVar("R")
 _LEN = 8  # bytes of a frame's length
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: how many workers keep them busy."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def can_fork() -> bool:
     """Whether this process may fork workers now: the OS forks and no other thread runs."""
     return hasattr(os, "fork") and threading.active_count() == 1

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import libvirt
 
 from controller.hypervisor.errors import is_not_found, libvirt_call
+from controller.hypervisor.observe import listed_with_stats
 
 _INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
 # Counts, not counters: vCPU times and balloon usage move all the time and are no change.
@@ -38,18 +39,14 @@ def _digest(*parts: object) -> str:
 
 
 def _listed(conn: libvirt.virConnect) -> tuple[list[libvirt.virDomain], list[tuple[object, ...] | None]]:
-    """Every domain, and its counts beside it, from one bulk-stats call where the driver has one
-    (a driver without balloon/vCPU stats, such as the test driver: states only); elsewhere
-    listAllDomains, and no counts."""
-    for flags in (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU,
-                  libvirt.VIR_DOMAIN_STATS_STATE):
-        try:
-            stats = conn.getAllDomainStats(flags)
-        except libvirt.libvirtError:
-            continue
-        return [d for d, _ in stats], [tuple(map(s.get, _STAT_KEYS)) for _, s in stats]
-    domains = conn.listAllDomains(0)
-    return domains, [None] * len(domains)
+    """Every domain, and its counts beside it (a driver without balloon/vCPU stats, such as the
+    test driver: states only; one without bulk stats: none)."""
+    domains, stats = listed_with_stats(
+        conn, libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU,
+        libvirt.VIR_DOMAIN_STATS_STATE)
+    if stats is None:
+        return domains, [None] * len(domains)
+    return domains, [tuple(map(s.get, _STAT_KEYS)) for s in stats]
 
 
 class HostFingerprints:

@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import libvirt
 
@@ -85,16 +86,28 @@ _LISTED_STATE: dict[int, PowerState] = {libvirt.VIR_DOMAIN_RUNNING: "running", l
 _NO_SPACE = getattr(libvirt, "VIR_DOMAIN_DISK_ERROR_NO_SPACE", 2)
 
 
+def listed_with_stats(conn: libvirt.virConnect, *kinds: int
+                      ) -> tuple[list[libvirt.virDomain], list[dict[str, Any]] | None]:
+    """Every domain and its bulk stats beside it, in one call where the driver has them: they
+    list the domains listAllDomains lists, in its order (both collect the same domain list).
+    ``kinds``: the stats flags to ask for, each tried in turn (a driver may lack some of them);
+    where none works, listAllDomains and no stats."""
+    for flags in kinds:
+        try:
+            stats = conn.getAllDomainStats(flags)
+        except libvirt.libvirtError:
+            continue
+        return [d for d, _ in stats], [s for _, s in stats]
+    return conn.listAllDomains(0), None
+
+
 def _listed(conn: libvirt.virConnect) -> tuple[list[libvirt.virDomain], dict[str, tuple[int, int]]]:
-    """Every domain and, by UUID, its (state, reason), in one call where the driver has bulk
-    stats: they list the domains listAllDomains lists, in its order (both collect the same
-    domain list); elsewhere listAllDomains, and no reasons."""
-    try:
-        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-    except libvirt.libvirtError:
-        return conn.listAllDomains(0), {}
-    return [d for d, _ in stats], {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
-                                   for d, s in stats}
+    """Every domain and, by UUID, its (state, reason); no reasons where the driver has no bulk stats."""
+    domains, stats = listed_with_stats(conn, libvirt.VIR_DOMAIN_STATS_STATE)
+    if stats is None:
+        return domains, {}
+    return domains, {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
+                     for d, s in zip(domains, stats, strict=True)}
 
 
 def _disk_errors(dom: libvirt.virDomain, live_xml: str | None) -> tuple[tuple[str, str, str], ...]:

@@ -20,7 +20,7 @@ from dataclasses import field
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
 
-__all__ = ["field", "record"]
+__all__ = ["record"]
 
 T = TypeVar("T", bound=type)
 

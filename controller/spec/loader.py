@@ -305,21 +305,16 @@ def _read_all(files: Sequence[Path], limits: Limits
 
 def _parsed(files: Sequence[Path], limits: Limits) -> Iterator[tuple[int, tuple[list[Document], list[Diagnostic]]]]:
     """``(i, read_spec_file(files[i]))`` of every file, in any order."""
-    jobs = _jobs()
-    if jobs > 1 and len(files) >= 2 * jobs and _total_bytes(files) >= PARALLEL_BYTES:
+    if len(files) >= 2 and _total_bytes(files) >= PARALLEL_BYTES:
         from controller import forkmap  # only then: a small run imports none of it
 
-        if forkmap.can_fork():  # not among the service's threads
+        jobs = forkmap.usable_cpus()
+        if jobs > 1 and len(files) >= 2 * jobs and forkmap.can_fork():  # not among the service's threads
             yield from forkmap.fork_map(lambda path: read_spec_file(path, limits), files, jobs,
                                         chunk=max(1, len(files) // (8 * jobs)))
             return
     for i, path in enumerate(files):
         yield i, read_spec_file(path, limits)
-
-
-def _jobs() -> int:
-    """One process per CPU this one may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _total_bytes(files: Sequence[Path]) -> int:
