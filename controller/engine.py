@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # backups, snapshots and export stay off the path of plan and
 
 @dataclass
 class Observation:
+    """What was read of each host, and which hosts could not be read."""
+
     states: dict[str, HostState] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # host → why it could not be read
     seconds: dict[str, float] = field(default_factory=dict)
@@ -59,6 +61,8 @@ Gate = Callable[[Plan, Observation], Plan | None]
 
 @dataclass
 class Reconciled:
+    """One pass of the reconcile path: its plan, what it observed and, if it carried the plan out, what changed."""
+
     plan: Plan  # what the scope needed, as observed
     obs: Observation
     specs: SpecSet  # the specs that were planned (the scope's slice)

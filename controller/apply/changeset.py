@@ -33,6 +33,8 @@ class Outcome:
 
 @dataclass
 class ChangeSet:
+    """What an apply did: an outcome per action, and the objects it left as they were."""
+
     outcomes: list[Outcome] = field(default_factory=list)
     unchanged: list[ResourceKey] = field(default_factory=list)
 

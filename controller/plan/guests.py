@@ -73,6 +73,8 @@ from controller.spec.units import format_size
 
 @dataclass
 class GuestPlan:
+    """One guest's plan: its actions, what waits for a restart, its problems and drift."""
+
     actions: list[Action] = field(default_factory=list)
     pending: list[Pending] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)

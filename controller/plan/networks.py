@@ -28,6 +28,8 @@ from controller.spec.models import Network
 
 @dataclass
 class NetworkPlan:
+    """One network's plan: its actions, problems and drift."""
+
     actions: list[Action] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[FieldChange] = field(default_factory=list)

@@ -26,6 +26,8 @@ from controller.spec.specset import SpecSet
 
 @dataclass
 class SecretsPlan:
+    """A host's libvirt secrets plan: actions, problems and drift."""
+
     actions: list[Action] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[ObjectDrift] = field(default_factory=list)

@@ -16,6 +16,8 @@ from controller.spec.pool_sources import FILE_POOL_TYPES
 
 @dataclass
 class PoolPlan:
+    """One storage pool's plan: its actions, problems and drift."""
+
     actions: list[Action] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[FieldChange] = field(default_factory=list)

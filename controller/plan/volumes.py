@@ -33,6 +33,8 @@ from controller.spec.units import format_size
 
 @dataclass
 class VolumesPlan:
+    """A host's volumes plan: actions, problems and drift."""
+
     actions: list[Action] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     drift: list[ObjectDrift] = field(default_factory=list)

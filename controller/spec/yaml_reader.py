@@ -57,6 +57,8 @@ _FALSE = {"false", "False", "FALSE"}
 
 @dataclass(frozen=True)
 class Limits:
+    """How big and deep a spec file may be before reading it stops with an error."""
+
     max_file_bytes: int = 8 * 1024 * 1024
     max_depth: int = 64
     # Nodes a file may expand to through aliases: a billion-laughs bomb hits this

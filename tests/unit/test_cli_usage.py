@@ -121,3 +121,16 @@ def test_serve_with_a_host_selector_reconciles_only_the_hosts_with_those_labels(
     assert specs is not None
     assert sorted(h.metadata.name for h in specs.hosts) == ["a1", "a2"]
     assert sorted(g.metadata.name for g in specs.guests) == ["g-a1", "g-a2"]
+
+
+def test_a_command_line_builds_only_its_verbs_parser_and_an_unknown_verb_lists_them_all(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import _named_verb
+
+    assert _named_verb(["-v", "--debug", "plan", "specs"]) == "plan" and _named_verb(["--version"]) is None
+    plan_only = build_parser(only="plan")
+    verbs = next(a for a in plan_only._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(verbs.choices) == ["plan"]
+    assert plan_only.parse_args(["plan", QUICKSTART, "--max-file-size", "1KiB"]).max_file_size == 1024
+    code, err = run(["plna", QUICKSTART], capsys)
+    assert code == EXIT_USAGE and "invalid choice: 'plna'" in err and "'apply'" in err and "'serve'" in err

@@ -121,3 +121,66 @@ def test_a_record_without_compared_fields_equals_its_own_kind() -> None:
         note: str = field(default="", compare=False)
 
     assert Marker("a") == Marker("b") and hash(Marker("a")) == hash(Marker("b"))
+
+
+def test_a_record_initialises_as_a_frozen_dataclass_with_defaults_factories_and_post_init() -> None:
+    made: list[str] = []
+
+    def body(decorate: Any) -> type:
+        @decorate
+        class Thing:
+            name: str
+            tags: list[str] = field(default_factory=list)
+            size: int = 0
+            seen: tuple[str, ...] = field(default=(), init=False)
+            stamp: list[int] = field(default_factory=lambda: [1], init=False)
+
+            def __post_init__(self) -> None:
+                made.append(self.name)
+
+        return Thing  # type: ignore[no-any-return]
+
+    stdlib, ours = body(dataclass(frozen=True)), body(record)
+    for cls in (stdlib, ours):
+        first, second = cls("a"), cls("b", ["x"], size=3)
+        assert (first.tags, first.size, first.seen, first.stamp) == ([], 0, (), [1])
+        assert (second.tags, second.size) == (["x"], 3)
+        assert cls("c").tags is not cls("c").tags  # a new list each time, as default_factory makes
+        with pytest.raises(TypeError):
+            cls()  # name is required
+        with pytest.raises(TypeError):
+            cls("a", seen=("x",))  # init=False: not a parameter
+    assert made == ["a", "b", "c", "c"] * 2
+    assert ours.__doc__ == "Thing(name, tags, size)"
+
+
+def test_a_record_checks_its_field_order_and_keyword_only_fields_when_defined() -> None:
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        @record
+        class Wrong:
+            a: int = 0
+            b: int
+
+    @record(kw_only=True)
+    class Keywords:
+        a: int = 0
+        b: int
+
+    assert Keywords(b=1) == Keywords(a=0, b=1)
+    with pytest.raises(TypeError):
+        Keywords(0, 1)  # type: ignore[misc]
+
+
+def test_a_plain_subclass_of_a_record_may_set_its_own_attributes_but_not_the_fields() -> None:
+    @record
+    class Base:
+        a: int
+
+    class Plain(Base):
+        pass
+
+    thing = Plain(1)
+    thing.extra = 2  # type: ignore[attr-defined]
+    assert thing.extra == 2  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        thing.a = 3  # type: ignore[misc]
