@@ -154,7 +154,8 @@ def observe_guests(conn: libvirt.virConnect, host: str, lanes: Lanes | None = No
         # the transient ones.
         domains, reasons = _listed(conn)
         transient = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
-        persistent = {d.UUIDString() for d in domains} - transient
+        # the bulk stats' table is keyed by every listed domain's UUID: not read again here
+        persistent = (set(reasons) if reasons else {d.UUIDString() for d in domains}) - transient
         autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         if reasons:
             # The bulk stats give every domain's state: the same sets the state filters of
