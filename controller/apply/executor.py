@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from controller.apply.changeset import ChangeSet, Outcome, unchanged_of
 from controller.apply.definitions import Definitions
+from controller.apply.start_gate import StartGate, gated_starts
 from controller.audit import AuditEntry, AuditLog, current_audit, definition_digest, record_digest
 from controller.errors import ConflictError, PlanError, VirtsyncError
 from controller.fields.keys import match_nics
@@ -75,6 +76,7 @@ class _HostRun(Definitions):
         self.ops_for = ops_for  # other hosts' operations (a migration's source)
         self.failed: set[str] = set()  # "Kind/name" of objects whose action failed
         self.lock = threading.Lock()
+        self.gate: StartGate | None = None  # the guests this phase starts together (start_gate.py)
 
     # ------------------------------------------------------------- helpers
 
@@ -107,7 +109,11 @@ class _HostRun(Definitions):
             chains: dict[ResourceKey, list[Action]] = {}
             for action in group:
                 chains.setdefault(action.key, []).append(action)
-            with ThreadPoolExecutor(max_workers=max(1, self.opts.concurrency)) as pool:
+            gated = gated_starts(chains.values())
+            self.gate = StartGate(gated, self.opts.concurrency) if gated else None
+            # A gated start waits on a worker of its own; the gate's slots bound the phase's calls.
+            workers = len(chains) if gated else self.opts.concurrency
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 for chain in pool.map(self.run_chain, chains.values(), count()):
                     for outcome in chain:
                         outcomes.append(outcome)
@@ -120,7 +126,16 @@ class _HostRun(Definitions):
 
     def run_chain(self, actions: list[Action], k: int = 0) -> list[Outcome]:
         with self.ops.lane(k):  # the k-th object at once goes over the host's k-th connection
-            return [self.run_one(a) for a in actions]
+            gate = self.gate
+            if gate is None:
+                return [self.run_one(a) for a in actions]
+            if actions[0].key not in gate.keys:
+                with gate.slots:
+                    return [self.run_one(a) for a in actions]
+            try:  # _start takes a slot for its call
+                return [self.run_one(a) for a in actions]
+            finally:
+                gate.arrive(actions[0].key)  # skipped, or failed before its call: none to wait for
 
     def run_one(self, action: Action) -> Outcome:
         """One action; whatever it raises is its failed outcome (the host's other actions go on)."""
@@ -629,8 +644,22 @@ def _move(run: _HostRun, a: act.Move) -> str:
 
 
 def _start(run: _HostRun, a: act.Start) -> str:
-    run.ops.start(a.key.name, paused=a.paused)
-    return "started paused" if a.paused else "started"
+    gate = run.gate
+    if gate is None or a.key not in gate.keys:
+        run.ops.start(a.key.name, paused=a.paused)
+        return "started paused" if a.paused else "started"
+    with gate.slots:
+        try:
+            run.ops.start(a.key.name, paused=True)
+        finally:
+            gate.arrive(a.key)
+    waited = gate.wait()
+    try:
+        run.ops.resume(a.key.name)
+    except VirtsyncError as exc:
+        raise VirtsyncError(f"started paused, but the resume failed (it stays paused): {exc}",
+                            retryable=exc.retryable, delay=exc.delay) from exc
+    return f"started (paused {waited:.1f}s, until all {len(gate.keys)} starts on this host were made)"
 
 def _stop(run: _HostRun, a: act.Stop) -> str:
     return run.ops.stop(a.key.name, a.timeout)

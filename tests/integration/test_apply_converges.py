@@ -63,3 +63,16 @@ def test_quickstart_guests_get_ownership_metadata(tmp_path: Path, virtsync: Virt
     assert 'instance="default"' in meta and 'name="web1"' in meta
     legacy = conn.lookupByName("legacy-vm").XMLDesc(0)
     assert ns not in legacy
+
+
+def test_guests_started_together_start_paused_and_all_end_running(tmp_path: Path, virtsync: VirtsyncCli) -> None:
+    uri = write_host(tmp_path)
+    applied = virtsync("apply", QUICKSTART, "--connect", uri, "--yes", "--format", "json")
+    assert applied.code == 0, applied.err
+    starts = [o for o in applied.json()["outcomes"] if o["op"] == "start"]
+    assert len(starts) >= 2 and all(o["status"] == "updated" for o in starts)
+    assert all(o["detail"].startswith("started (paused ") and f"all {len(starts)} starts" in o["detail"]
+               for o in starts), starts
+    conn = connection(uri)
+    for o in starts:
+        assert conn.lookupByName(o["name"]).state()[0] == libvirt.VIR_DOMAIN_RUNNING
