@@ -283,31 +283,34 @@ def bounded(value: Any, runner: CallRunner) -> Any:
     return value
 
 
-def read_each(obj: Any, what: str, items: Sequence[Any], read: Callable[[Any], T]) -> list[T]:
+def read_each(obj: Any, what: str, items: Sequence[Any], read: Callable[..., T],
+              beside: Sequence[Any] | None = None) -> list[T]:
     """``[read(item) for item in items]`` for libvirt objects of ``obj``'s connection, in as few
     calls of the connection's runner as its deadline allows: one handoff to a worker for a run of
     items instead of one per libvirt call — for an observation of 1,000 domains those handoffs
     cost more than the calls themselves. A run ends once it has taken a tenth of the call
     timeout, so each libvirt call inside still has nine tenths of its deadline, and a host that
     stops answering is found as before. ``read`` gets each item as a Direct object: its calls
-    are made right there, inside the run."""
+    are made right there, inside the run; with ``beside``, also the item's entry there
+    (``read(item, beside[i])``: what the caller already knows of it)."""
     runner = obj._runner if isinstance(obj, Bounded) else None
     direct = [Direct(i.unbounded if isinstance(i, Bounded) else i) for i in items]
+    args = [(d,) for d in direct] if beside is None else list(zip(direct, beside, strict=True))
     if runner is None:
-        return [read(i) for i in direct]
+        return [read(*a) for a in args]
     budget = runner.timeout / 10 if runner.timeout else None
 
     def run(start: int) -> list[T]:
         began = time.monotonic()
         out = []
-        for item in direct[start:]:
-            out.append(read(item))
+        for a in args[start:]:
+            out.append(read(*a))
             if budget is not None and time.monotonic() - began >= budget:
                 break
         return out
 
     done: list[T] = []
-    while len(done) < len(direct):
+    while len(done) < len(args):
         done += runner.call(what, run, len(done))
     return done
 

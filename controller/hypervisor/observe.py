@@ -101,13 +101,16 @@ def listed_with_stats(conn: libvirt.virConnect, *kinds: int
     return conn.listAllDomains(0), None
 
 
-def _listed(conn: libvirt.virConnect) -> tuple[list[libvirt.virDomain], dict[str, tuple[int, int]]]:
-    """Every domain and, by UUID, its (state, reason); no reasons where the driver has no bulk stats."""
+def _listed(conn: libvirt.virConnect
+            ) -> tuple[list[libvirt.virDomain], list[str], dict[str, tuple[int, int]]]:
+    """Every domain, its UUID beside it (asked once: every later step is keyed by it) and, by
+    UUID, its (state, reason); no reasons where the driver has no bulk stats."""
     domains, stats = listed_with_stats(conn, libvirt.VIR_DOMAIN_STATS_STATE)
+    uuids = [d.UUIDString() for d in domains]
     if stats is None:
-        return domains, {}
-    return domains, {d.UUIDString(): (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
-                     for d, s in zip(domains, stats, strict=True)}
+        return domains, uuids, {}
+    return domains, uuids, {u: (int(s.get("state.state", -1)), int(s.get("state.reason", -1)))
+                            for u, s in zip(uuids, stats, strict=True)}
 
 
 def _disk_errors(dom: libvirt.virDomain, live_xml: str | None) -> tuple[tuple[str, str, str], ...]:
@@ -152,10 +155,9 @@ def observe_guests(conn: libvirt.virConnect, host: str, lanes: Lanes | None = No
         # Two lists of the few instead of two of every domain (1,000 domains: ~7 ms of CPU and
         # ~12 ms here): the bulk stats list the domains, and the persistent ones are all but
         # the transient ones.
-        domains, reasons = _listed(conn)
+        domains, uuids, reasons = _listed(conn)
         transient = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
-        # the bulk stats' table is keyed by every listed domain's UUID: not read again here
-        persistent = (set(reasons) if reasons else {d.UUIDString() for d in domains}) - transient
+        persistent = set(uuids) - transient
         autostart = _uuids(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         if reasons:
             # The bulk stats give every domain's state: the same sets the state filters of
@@ -173,8 +175,8 @@ def observe_guests(conn: libvirt.virConnect, host: str, lanes: Lanes | None = No
     # of domains go to a connection's worker at once (read_each): a handoff per call cost more
     # than the calls.
     out: dict[str, ObservedGuest] = {}
-    for guest in _read_domains(conn, host, domains, lanes, lambda dom: _observe_guest(
-            dom, host, running, paused, shutoff, persistent, autostart, reasons)):
+    for guest in _read_domains(conn, host, domains, uuids, lanes, lambda dom, uuid: _observe_guest(
+            dom, uuid, host, running, paused, shutoff, persistent, autostart, reasons)):
         if guest is not None:
             out[guest.name] = guest
     return out
@@ -189,10 +191,12 @@ PARALLEL_FROM = 200
 READ_LANES = 3
 
 
-def _read_domains(conn: libvirt.virConnect, host: str, domains: list[libvirt.virDomain], lanes: Lanes | None,
-                  read: Callable[[libvirt.virDomain], ObservedGuest | None]) -> list[ObservedGuest | None]:
-    """``read`` of every domain, in the order listed: over one connection, or split between
-    several, each reading its own objects of the same domains (found by UUID in its own list)."""
+def _read_domains(conn: libvirt.virConnect, host: str, domains: list[libvirt.virDomain], uuids: list[str],
+                  lanes: Lanes | None, read: Callable[[libvirt.virDomain, str], ObservedGuest | None]
+                  ) -> list[ObservedGuest | None]:
+    """``read(domain, its UUID)`` of every domain, in the order listed: over one connection, or
+    split between several, each reading its own objects of the same domains (found by UUID in
+    its own list)."""
     conns = [conn]
     if lanes is not None and len(domains) >= PARALLEL_FROM:
         for k in range(1, READ_LANES):
@@ -204,7 +208,7 @@ def _read_domains(conn: libvirt.virConnect, host: str, domains: list[libvirt.vir
                 break  # a host with fewer lanes (libvirt's test driver keeps one)
             conns.append(other)
     if len(conns) == 1:
-        return read_each(conn, "read domains", domains, read)
+        return read_each(conn, "read domains", domains, read, uuids)
     n = len(domains)
     parts = [list(range(i * n // len(conns), (i + 1) * n // len(conns))) for i in range(len(conns))]
     found: list[ObservedGuest | None] = [None] * n
@@ -215,13 +219,14 @@ def _read_domains(conn: libvirt.virConnect, host: str, domains: list[libvirt.vir
         if lane:
             with libvirt_call(host, "list domains"):
                 theirs = {d.UUIDString(): d for d in conns[lane].listAllDomains(0)}
-            objs = [theirs.get(domains[i].UUIDString()) for i in mine]
+            objs = [theirs.get(uuids[i]) for i in mine]
             left.extend(i for i, d in zip(mine, objs, strict=True) if d is None)
             mine = [i for i, d in zip(mine, objs, strict=True) if d is not None]
             objs = [d for d in objs if d is not None]
         else:
             objs = [domains[i] for i in mine]
-        for i, guest in zip(mine, read_each(conns[lane], "read domains", objs, read), strict=True):
+        for i, guest in zip(mine, read_each(conns[lane], "read domains", objs, read, [uuids[i] for i in mine]),
+                            strict=True):
             found[i] = guest
 
     with ThreadPoolExecutor(max_workers=len(conns) - 1) as ex:
@@ -229,16 +234,16 @@ def _read_domains(conn: libvirt.virConnect, host: str, domains: list[libvirt.vir
         on(0)
         for f in futures:
             f.result()
-    for i, guest in zip(left, read_each(conn, "read domains", [domains[i] for i in left], read), strict=True):
+    for i, guest in zip(left, read_each(conn, "read domains", [domains[i] for i in left], read,
+                                        [uuids[i] for i in left]), strict=True):
         found[i] = guest
     return found
 
 
-def _observe_guest(dom: libvirt.virDomain, host: str, running: set[str], paused: set[str],
+def _observe_guest(dom: libvirt.virDomain, uuid: str, host: str, running: set[str], paused: set[str],
                    shutoff: set[str], persistent: set[str],
                    autostart: set[str], reasons: dict[str, tuple[int, int]]) -> ObservedGuest | None:
     try:
-        uuid = dom.UUIDString()
         state: PowerState = ("running" if uuid in running else "paused" if uuid in paused
                              else "stopped" if uuid in shutoff else "other")
         code = reasons.get(uuid)
@@ -406,7 +411,10 @@ def fingerprint(guests: dict[str, ObservedGuest], networks: dict[str, ObservedNe
     h = hashlib.sha256()
     for name in sorted(guests):
         g = guests[name]
-        h.update(f"G{name}|{g.state}|{g.fault}|{g.autostart}|{g.xml}|{g.live!r}".encode())
+        # A running guest whose live definition is its persistent one (read once, see
+        # _same_definition) is covered by its XML: no repr of the same essence again.
+        live = "=" if g.live is not None and g.live is g.persistent else repr(g.live)
+        h.update(f"G{name}|{g.state}|{g.fault}|{g.autostart}|{g.xml}|{live}".encode())
     for name in sorted(networks):
         n = networks[name]
         h.update(f"N{name}|{n.active}|{n.autostart}|{n.xml}|{n.live_config!r}".encode())
@@ -455,7 +463,7 @@ def observe_one_guest(conn: libvirt.virConnect, host: str, name: str) -> Observe
             raise
     state: PowerState = _STATE_OF.get(state_code, "other")  # type: ignore[assignment]
     return _observe_guest(
-        dom, host,
+        dom, uuid, host,
         running={uuid} if state == "running" else set(),
         paused={uuid} if state == "paused" else set(),
         shutoff={uuid} if state == "stopped" else set(),

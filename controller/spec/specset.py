@@ -43,7 +43,13 @@ class SpecSet:
         return cls(tuple(located))
 
     def of_kind(self, kind: type[Any]) -> Iterator[Located]:
-        return (item for item in self.items if isinstance(item.obj, kind))
+        # Sorted out once per kind: a plan asks for the hosts, guests, networks… of the same
+        # (immutable) set several times, and a service plans against it again and again.
+        found: dict[type[Any], tuple[Located, ...]] = self.__dict__.setdefault("_of_kind", {})
+        items = found.get(kind)
+        if items is None:
+            items = found[kind] = tuple(item for item in self.items if isinstance(item.obj, kind))
+        return iter(items)
 
     @property
     def hosts(self) -> list[Host]:

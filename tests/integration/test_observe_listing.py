@@ -42,3 +42,22 @@ def test_a_connection_is_probed_once_and_a_new_connection_again(tmp_path: Path) 
         assert again is not first and again == first  # a new connection (a restarted daemon) is probed
     finally:
         engine.close()
+
+
+def test_the_fingerprint_changes_when_only_a_running_guests_live_definition_changes(tmp_path: Path) -> None:
+    from controller.hypervisor.observe import fingerprint
+
+    uri = write_host(tmp_path, unmanaged_domain("up"))
+    conn = libvirt.open(uri)
+    try:
+        before = observe_guests(conn, "h")
+        assert before["up"].live is before["up"].persistent  # one definition, read once
+        again = fingerprint(observe_guests(conn, "h"), {}, {})
+        assert again == fingerprint(before, {}, {})  # nothing changed: the same digest
+        # the running guest's memory only (the definition stays): the live essence is its own now
+        conn.lookupByName("up").setMemoryFlags(32 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        after = observe_guests(conn, "h")
+    finally:
+        conn.close()
+    assert after["up"].xml == before["up"].xml and after["up"].live != after["up"].persistent
+    assert fingerprint(after, {}, {}) != fingerprint(before, {}, {})

@@ -306,3 +306,22 @@ def test_a_specs_declared_fields_come_in_registry_order_once_per_spec_object_and
     del other
     gc.collect()
     assert not any(k in base._DECLARED for k in keys)  # dropped with the spec: its id may be reused
+
+
+def test_specs_that_declare_the_same_fields_share_one_filtering_and_nested_declarations_tell_them_apart() -> None:
+    from controller.fields import base
+
+    topology = {"topology": {"sockets": 1, "cores": 2, "threads": 1}}
+    first = _guest({"host": "h1", "vcpus": 2, "memory": "256MiB", "cpu": topology}).spec
+    second = _guest({"host": "h2", "vcpus": 2, "memory": "512MiB", "cpu": topology}).spec
+    # the same names, other values: one filtering of the registry serves both
+    assert base.declared_fields(GUEST_FIELDS, second) is base.declared_fields(GUEST_FIELDS, first)
+    # cpu declared in both, but which of its parts (a field's own is_declared) differs: not shared
+    mode = _guest({"host": "h1", "vcpus": 2, "memory": "256MiB", "cpu": {"mode": "host-model"}}).spec
+    names = {f.name for f in base.declared_fields(GUEST_FIELDS, mode)}
+    assert "topology" not in names and "cpu" in names
+    assert "topology" in {f.name for f in base.declared_fields(GUEST_FIELDS, first)}
+    assert "cpu" not in {f.name for f in base.declared_fields(GUEST_FIELDS, first)}  # topology alone keeps the mode
+    for spec in (first, second, mode):
+        assert base.declared_fields(GUEST_FIELDS, spec) == tuple(
+            f for f in GUEST_FIELDS if f.declared_in(spec, base.declared(spec)))
