@@ -1,3 +1,3 @@
-from controller.cli import run
+from controller.launch import run
 
 run()

@@ -17,10 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller import __version__
 from controller.errors import SpecError, UsageError, VirtsyncError
+from controller.launch import named_verb
+
+if TYPE_CHECKING:
+    from controller.noop_memo import Recording
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -192,10 +196,7 @@ class _Unbuilt:
         return lambda *_args, **_kwargs: self
 
 
-def _named_verb(argv: Sequence[str]) -> str | None:
-    """The verb of a command line: its first word that is not an option (the top-level options
-    take no value)."""
-    return next((word for word in argv if not word.startswith("-")), None)
+_named_verb = named_verb
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -332,13 +333,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 FAST_EXIT_VERBS = frozenset({"plan", "apply", "drift"})
 
 
-def run() -> NoReturn:
-    """The ``virtsync`` command: main(), then exit. For FAST_EXIT_VERBS the exit handlers run
-    (atexit, weakref finalizers, logging's flush) and the output is flushed, then the process
-    ends without freeing the rest one object at a time."""
+def run(recording: Recording | None = None) -> NoReturn:
+    """The command: main(), then exit. For FAST_EXIT_VERBS the exit handlers run (atexit, weakref
+    finalizers, logging's flush) and the output is flushed, then the process ends without freeing
+    the rest one object at a time. ``recording``: the no-op memo's of this run (launch.run), kept
+    once main() has returned."""
     code = main()
+    if recording is not None:
+        recording.finish(code)
     if _named_verb(sys.argv[1:]) not in FAST_EXIT_VERBS:
         raise SystemExit(code)
+    _fast_exit(code)
+
+
+def _fast_exit(code: int) -> NoReturn:
     import atexit
     import logging
 

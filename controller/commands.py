@@ -108,6 +108,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.report import plan_render
 
     specs, scope = _load_scoped(args)
+    why = _time_dependent(specs)
+    if why:
+        from controller import noop_memo
+
+        noop_memo.refuse(why)  # the same inputs may plan otherwise later: never answered again
     engine = _engine(args)
     try:
         reconciled = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit)
@@ -134,6 +139,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan.has_errors:
         return EXIT_ERROR
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+def _time_dependent(specs: Any) -> str:
+    """Why the plan of these specs depends on the time of day, or "": snapshot and backup
+    policies run on schedules, a restart window opens and closes."""
+    if specs.policies or specs.backup_policies:
+        return "snapshot and backup policies plan by the time"
+    if any(g.spec.restart_policy == "window" for g in specs.guests):
+        return "a restart window plans by the time"
+    return ""
 
 
 def _xml_diffs(args: argparse.Namespace, plan: Any, specs: Any, obs: Any) -> Any:

@@ -27,6 +27,7 @@ import libvirt
 
 from controller.errors import HostUnreachable
 from controller.hypervisor import fault_injection
+from controller.hypervisor.reads import LOCAL_CALLS, is_read
 
 T = TypeVar("T")
 
@@ -48,10 +49,6 @@ LONG_CALLS = frozenset({
 START_CALLS = {"virDomain": frozenset({"create", "createWithFlags", "createWithFiles"}),
                "virConnect": frozenset({"createXML", "createXMLWithFiles"})}
 
-# Methods answered from the client's own copy, never the daemon (virDomainGetName, …GetUUID,
-# …GetID read the handle): handing them to a worker would only cost a thread switch each, and
-# an observe of 1,000 domains makes thousands of them.
-LOCAL_CALLS = frozenset({"name", "UUID", "UUIDString", "ID"})
 
 # The libvirt objects whose methods talk to the daemon.
 _BOUNDED_TYPES = tuple(t for t in (
@@ -206,21 +203,6 @@ class CallRunner:
                 self._when_idle = close
                 return
         close()
-
-
-_READ_PREFIXES = ("list", "lookup", "get", "is", "num", "has")
-_READS = frozenset({"XMLDesc", "info", "state", "autostart", "memoryStats", "blockInfo", "jobInfo", "capabilities",
-                    "vcpus", "vcpuPinInfo", "emulatorPinInfo", "schedulerParameters", "schedulerParametersFlags",
-                    "interfaceParameters", "blockIoTune", "hostname", "blockStats", "interfaceStats",
-                    "interfaceAddresses", "snapshotCurrent", "snapshotNum"})
-
-
-def is_read(method: str) -> bool:
-    """A call that only reads, safe to ask twice. libvirt-python reads a failed call's error after
-    the call has returned; a libvirt object freed in that moment (the garbage collector's) resets
-    the thread's last error, and the exception comes without a code: the test driver's "no
-    secret driver" (VIR_ERR_NO_SUPPORT) then looked like a real failure."""
-    return method in _READS or method.startswith(_READ_PREFIXES)
 
 
 def _made(target: Any, name: str, invoke: Callable[[], Any]) -> Any:

@@ -72,7 +72,7 @@ def test_wheel_carries_every_module_the_schemas_and_the_one_version(dist: Path) 
             assert whl.read(data + name) == (ROOT / "specs" / name).read_bytes(), name
         meta = whl.read(f"virtsync-{VERSION}.dist-info/METADATA").decode()
         assert re.search(rf"^Version: {re.escape(VERSION)}$", meta, re.M)
-        assert "virtsync = controller.cli:run" in whl.read(f"virtsync-{VERSION}.dist-info/entry_points.txt").decode()
+        assert "virtsync = controller.launch:run" in whl.read(f"virtsync-{VERSION}.dist-info/entry_points.txt").decode()
 
 
 def test_wheel_installs_into_a_fresh_venv_and_validates_the_quickstart(dist: Path, tmp_path: Path) -> None:
