@@ -188,6 +188,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"commit {sha[:12]} signed by {signer}", file=sys.stderr)
         signers = {sha: signer}
     specs, scope = _load_scoped(args)
+    why = _time_dependent(specs)
+    if why:
+        from controller import noop_memo
+
+        noop_memo.refuse(why)
     audit = _audit_log(args, signers if args.verify_commits else {})
     engine = _engine(args)
     stopped: list[int] = []  # the exit code when the gate says no
@@ -229,6 +234,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         engine.close()
         if audit is not None:
             audit.close()
+    if result.waited or result.busy:
+        from controller import noop_memo
+
+        noop_memo.refuse("another writer held a host")  # what it says depends on the other writer
     for host, secs in result.waited.items():
         print(f"host {host}: waited {secs:.1f}s for its lock", file=sys.stderr)
     for host, holder in result.busy.items():

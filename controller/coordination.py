@@ -109,20 +109,24 @@ class HostLocks:
                 on_wait: OnWait | None = None) -> Iterator[dict[str, float]]:
         """Hold the locks of ``hosts`` (name → URI), taken in one global order so that two
         writers wanting the same hosts never deadlock. Yields the seconds waited per host."""
+        from controller.noop_memo import unrecorded  # a no-op apply's answer takes no lock
+
         held: list[_Held] = []
         waited: dict[str, float] = {}
-        if hosts and self._dir is None:
-            self._start()  # before the clock: starting the backend is no wait for a lock
         try:
-            for name, uri in sorted(hosts.items(), key=lambda kv: lock_name(kv[1])):
-                started = time.monotonic()
-                held.append(self._acquire(name, uri, timeout, on_wait))
-                if time.monotonic() - started > 0.05:
-                    waited[name] = time.monotonic() - started
+            with unrecorded():
+                if hosts and self._dir is None:
+                    self._start()  # before the clock: starting the backend is no wait for a lock
+                for name, uri in sorted(hosts.items(), key=lambda kv: lock_name(kv[1])):
+                    started = time.monotonic()
+                    held.append(self._acquire(name, uri, timeout, on_wait))
+                    if time.monotonic() - started > 0.05:
+                        waited[name] = time.monotonic() - started
             yield waited
         finally:
-            for h in reversed(held):
-                h.release()
+            with unrecorded():
+                for h in reversed(held):
+                    h.release()
 
     def try_hold(self, name: str, uri: str) -> _Held | None:
         """The host's lock if it is free now, else None (no waiting)."""

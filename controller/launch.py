@@ -1,5 +1,5 @@
-"""The ``virtsync`` command's entry point: a command the no-op memo can answer is answered before
-the rest of virtsync is loaded (see noop_memo); every other runs cli.run."""
+"""The ``virtsync`` command's entry point: a no-op ``plan`` or ``apply`` the no-op memo can answer
+is answered before the rest of virtsync is loaded (see noop_memo); every other runs cli.run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 # Verbs answered from the no-op memo when nothing they depend on changed.
-MEMO_VERBS = frozenset({"plan"})
+MEMO_VERBS = frozenset({"plan", "apply"})
 
 
 def named_verb(argv: Sequence[str]) -> str | None:

@@ -1,8 +1,8 @@
-"""The no-op memo: a ``plan`` whose every input is as it was at the last no-op plan answers as
-that plan did, without loading a spec or building a model (issue 17: a no-op plan costs little
-more than the raw read of the host).
+"""The no-op memo: a ``plan`` or ``apply`` whose every input is as it was at the last no-op run of
+the same command answers as that run did, without loading a spec or building a model (issue 17:
+a no-op costs little more than the raw read of the host).
 
-A ``plan`` run from the command line records what it depends on while it runs:
+A ``plan`` or ``apply`` run from the command line (launch.py) records what it depends on:
 
 - the code: every module it loaded (path, size, modification time);
 - the command: its arguments, working directory, environment, and whether its output is a
@@ -11,16 +11,18 @@ A ``plan`` run from the command line records what it depends on while it runs:
   paths it only looked at (whether they exist, and as what), the git commit of the spec tree;
 - every libvirt call it made and a digest of each answer (hypervisor/read_journal.py).
 
-If the plan found nothing to change and printed nothing on stderr, and the run did nothing else
-(it wrote no file, started no other process than git, forked none, opened no socket of its own),
-the record and the plan's output are kept in the cache directory. The next ``plan`` with the same
-command checks the record first: the code, the files, the git commit, then a replay of the
-libvirt calls against the hosts. Only if every answer is the same does it print the kept output;
-the first difference runs the plan in full (which records again).
+If it exited 0 having changed nothing (a call that is not a read refuses the record), logged
+nothing, and did nothing else (it wrote no file, started no other process than git, forked none,
+opened no socket of its own), the record and what it printed on stdout and stderr are kept in
+the cache directory. A writer's host locks are set aside (``unrecorded``): an answer from the
+memo changes nothing, so it takes none. The next run of the same command checks the record
+first: the code, the files, the git commit, then a replay of the libvirt calls against the hosts.
+Only if every answer is the same does it print the kept output; the first difference runs the
+command in full (which records again).
 
-Specs whose plan depends on the time (snapshot and backup policies, restart windows) are never
-memoized: the plan says so (``refuse``). ``VIRTSYNC_NOOP_MEMO=off`` turns the memo off;
-``=report`` says on stderr when it answered.
+Specs whose plan depends on the time (snapshot and backup policies, restart windows) and an apply
+that waited for another writer are never kept: the commands say so (``refuse``).
+``VIRTSYNC_NOOP_MEMO=off`` turns the memo off; ``=report`` says on stderr what it did.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import threading
@@ -148,11 +151,18 @@ class _Tee:
         return getattr(self._target, name)
 
 
-class _ErrWatch(_Tee):
+# A log line (structlog's console and JSON lines carry the time): an answer that would say it again
+# with the old time, and whatever made it log.
+_LOGGED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+class _ErrTee(_Tee):
+    """stderr, kept as stdout is; a line that carries a time refuses the record."""
+
     def write(self, s: str) -> int:
-        if s:
-            self._recording.refuse("it wrote on stderr")
-        return int(self._target.write(s))
+        if _LOGGED.search(s):
+            self._recording.refuse("it logged")
+        return super().write(s)
 
 
 _current: Recording | None = None
@@ -178,7 +188,7 @@ class Recording:
         self._real_stat: Callable[..., Any] = os.stat
         self._real_lstat: Callable[..., Any] = os.lstat
         self._stdout: _Tee | None = None
-        self._stderr: Any = None
+        self._stderr: _Tee | None = None
 
     def refuse(self, why: str) -> None:
         if not self.refused:
@@ -202,10 +212,8 @@ class Recording:
             return real_lstat(path, *args, **kwargs)
 
         os.stat, os.lstat = looking_stat, looking_lstat
-        self._stdout = _Tee(sys.stdout, self)
-        self._stderr = sys.stderr
-        sys.stdout = self._stdout
-        sys.stderr = _ErrWatch(sys.stderr, self)
+        self._stdout, self._stderr = _Tee(sys.stdout, self), _ErrTee(sys.stderr, self)
+        sys.stdout, sys.stderr = self._stdout, self._stderr
 
     def _stop(self) -> None:
         global _current
@@ -213,17 +221,15 @@ class Recording:
         _current = None
         os.stat, os.lstat = self._real_stat, self._real_lstat
         self.libvirt.uninstall()
-        if self._stdout is not None:
-            sys.stdout = self._stdout._target
-        if self._stderr is not None:
-            sys.stderr = self._stderr
+        if self._stdout is not None and self._stderr is not None:
+            sys.stdout, sys.stderr = self._stdout._target, self._stderr._target
 
     def _looked_at(self, path: Any) -> None:
-        if self._active and isinstance(path, (str, os.PathLike)):
+        if self._active and not _set_aside() and isinstance(path, (str, os.PathLike)):
             self.looked.add(os.path.abspath(os.fspath(path)))
 
     def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if not self._active:
+        if not self._active or _set_aside():
             return
         if event == "open":
             self._opened(*args[:3])
@@ -313,14 +319,32 @@ class Recording:
         looked = {p: _kind(p) for p in sorted(self.looked - set(files) - set(code))}
         from controller.hypervisor.read_journal import journals_of
 
-        assert self._stdout is not None
+        assert self._stdout is not None and self._stderr is not None
         return {"format": FORMAT, "argv": self.argv, "code": code, "files": files, "listed": listed,
                 "looked": looked, "git": self.git, "libvirt": list(journals_of(self.libvirt)),
-                "stdout": "".join(self._stdout.text), "exit": 0}
+                "stdout": "".join(self._stdout.text), "stderr": "".join(self._stderr.text), "exit": 0}
 
     def _say(self, text: str) -> None:
         if mode() == "report":
             print(f"virtsync: no-op memo {text}", file=sys.stderr)
+
+
+_aside = threading.local()  # .n: this thread is inside unrecorded()
+
+
+def _set_aside() -> bool:
+    return int(getattr(_aside, "n", 0)) > 0
+
+
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """What this thread does inside is no input of the run's answer and may write: a writer's
+    host locks (an answer from the memo writes nothing, so it takes none)."""
+    _aside.n = getattr(_aside, "n", 0) + 1
+    try:
+        yield
+    finally:
+        _aside.n -= 1
 
 
 MAX_RECORDS = 256  # commands remembered; past it the least recently written go
@@ -406,6 +430,8 @@ def answered(argv: Sequence[str]) -> int | None:
             print(f"virtsync: no-op memo not used: {why}", file=sys.stderr)
         return None
     sys.stdout.write(record["stdout"])
+    sys.stdout.flush()
+    sys.stderr.write(record["stderr"])
     if mode() == "report":
-        print("virtsync: no-op memo: every input as at the last no-op plan; its output again", file=sys.stderr)
+        print("virtsync: no-op memo: every input as at the last no-op run; its output again", file=sys.stderr)
     return int(record["exit"])

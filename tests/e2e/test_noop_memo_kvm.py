@@ -16,7 +16,7 @@ from tests.hosts.hermetic import HermeticHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kvm, pytest.mark.timeout(300)]
 
-USED = "no-op memo: every input as at the last no-op plan"
+USED = "no-op memo: every input as at the last no-op run"
 
 
 def _specs(root: Path, uri: str) -> Path:
@@ -72,3 +72,12 @@ def test_a_noop_plan_is_answered_again_only_until_the_host_changes(
         if code:
             ok(_run("apply", specs, env, "--yes"))
         plan_twice()
+    # a no-op apply is answered the same way, and an out-of-band change makes it repair again
+    ok(_run("apply", specs, env, "--yes"))
+    again = _run("apply", specs, env, "--yes")
+    assert again.returncode == 0 and USED in again.stderr, again.stderr
+    hermetic_host.virsh("setmem", "m1", "40M", "--config")
+    repaired = _run("apply", specs, env, "--yes")
+    assert repaired.returncode == 0 and USED not in repaired.stderr and "1 updated" in repaired.stderr, \
+        repaired.stderr
+    assert "40960" not in hermetic_host.virsh("dumpxml", "m1", "--inactive")

@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.conftest import ROOT, guest_doc, host_doc, write_specs
 
-USED = "no-op memo: every input as at the last no-op plan"
+USED = "no-op memo: every input as at the last no-op run"
 
 
 def _domain(name: str, vcpus: int = 1) -> str:
@@ -154,3 +154,26 @@ def test_the_memo_can_be_turned_off(tree: Tree) -> None:
     assert tree.plan(env=off).returncode == 0
     assert USED not in tree.plan(env=off).stderr
     assert not (tree.tmp / "cache" / "virtsync" / "noop").exists()
+
+
+def test_a_second_noop_apply_answers_from_the_memo_and_takes_no_lock(tree: Tree) -> None:
+    _adopt(tree)
+    env = {**tree.env, "VIRTSYNC_COORDINATION": f"file://{tree.tmp / 'locks'}"}
+
+    def apply() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "controller", "apply", str(tree.specs), "--yes"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    first = apply()
+    assert first.returncode == 0, first.stderr
+    assert "Apply: 0 created, 0 updated, 3 unchanged" in first.stderr  # adopted: nothing to change
+    for lock in (tree.tmp / "locks").rglob("*"):
+        lock.unlink() if lock.is_file() else None
+    second = apply()
+    assert second.returncode == 0 and USED in second.stderr
+    assert second.stdout == first.stdout
+    assert second.stderr.replace(f"virtsync: {USED}; its output again\n", "") == first.stderr
+    assert not [p for p in (tree.tmp / "locks").rglob("*") if p.is_file()]  # no lock taken
+    tree.write_host(vcpus=2)
+    third = apply()  # in full: it repairs g0 (the running guest's definition; the next boot applies it)
+    assert USED not in third.stderr and "1 updated" in third.stderr, third.stderr
