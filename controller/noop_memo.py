@@ -35,6 +35,7 @@ import re
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -56,7 +57,9 @@ _REFUSING_EVENTS = {
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 MAX_FILE_BYTES = 16 << 20  # a larger input is not worth digesting on every run
-REPLAY_TIMEOUT = 10.0  # seconds the replay of the libvirt calls may take before the plan runs in full
+# Seconds the replay of the libvirt calls may take before the command runs in full: as long as
+# the recorded run took, within these bounds (a replay slower than the run saves nothing).
+REPLAY_TIMEOUT = (1.0, 10.0)
 
 
 def mode() -> str:
@@ -189,6 +192,7 @@ class Recording:
         self._real_lstat: Callable[..., Any] = os.lstat
         self._stdout: _Tee | None = None
         self._stderr: _Tee | None = None
+        self._started = 0.0
 
     def refuse(self, why: str) -> None:
         if not self.refused:
@@ -199,6 +203,7 @@ class Recording:
         global _current
         _current = self
         self._active = True
+        self._started = time.monotonic()
         sys.addaudithook(self._audit)  # cannot be removed: _active turns it off
         self.libvirt.install()
         real_stat, real_lstat = self._real_stat, self._real_lstat
@@ -322,7 +327,8 @@ class Recording:
         assert self._stdout is not None and self._stderr is not None
         return {"format": FORMAT, "argv": self.argv, "code": code, "files": files, "listed": listed,
                 "looked": looked, "git": self.git, "libvirt": list(journals_of(self.libvirt)),
-                "stdout": "".join(self._stdout.text), "stderr": "".join(self._stderr.text), "exit": 0}
+                "stdout": "".join(self._stdout.text), "stderr": "".join(self._stderr.text), "exit": 0,
+                "seconds": round(time.monotonic() - self._started, 3)}
 
     def _say(self, text: str) -> None:
         if mode() == "report":
@@ -424,7 +430,8 @@ def answered(argv: Sequence[str]) -> int | None:
     if not why:
         from controller.hypervisor.read_journal import replay
 
-        why = replay(record["libvirt"], REPLAY_TIMEOUT)
+        low, high = REPLAY_TIMEOUT
+        why = replay(record["libvirt"], min(high, max(low, float(record.get("seconds", high)))))
     if why:
         if mode() == "report":
             print(f"virtsync: no-op memo not used: {why}", file=sys.stderr)

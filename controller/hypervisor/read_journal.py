@@ -325,25 +325,39 @@ def _replay_one(journal: dict[str, Any]) -> str:
 
 
 def replay(journals: list[dict[str, Any]], timeout: float) -> str:
-    """"" when every journal replays as recorded within ``timeout`` seconds in all, else why not.
-    It runs on a daemon thread: a host that stops answering leaves it behind, never the caller."""
+    """"" when every journal replays as recorded within ``timeout`` seconds, else why not. Each
+    host's journals run on a daemon thread of their own, as the recorded run read its hosts at
+    once: a host that stops answering leaves its thread behind, never the caller."""
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for journal in journals:
+        by_host.setdefault(journal["uri"], []).append(journal)
     outcome: list[str] = []
-    done = threading.Event()
+    left = [len(by_host)]
+    lock, done = threading.Lock(), threading.Event()
 
-    def run() -> None:
+    def run(mine: list[dict[str, Any]]) -> None:
         try:
-            outcome.append(next((why for why in map(_replay_one, journals) if why), ""))
+            why = next((why for why in map(_replay_one, mine) if why), "")
         except Exception as exc:  # a journal this code cannot read: not replayed
-            outcome.append(f"{type(exc).__name__}: {exc}")
-        done.set()
+            why = f"{type(exc).__name__}: {exc}"
+        with lock:
+            left[0] -= 1
+            if why:
+                outcome.append(why)
+            if why or not left[0]:
+                done.set()
 
     # libvirt prints a failed call's error on stderr unless a handler takes it (the errors a
     # replay compares are its answers, not news); what errors.quiet_libvirt does, without its imports.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    threading.Thread(target=run, name="replay", daemon=True).start()
+    if not by_host:
+        return ""
+    for mine in by_host.values():
+        threading.Thread(target=run, args=(mine,), name="replay", daemon=True).start()
     if not done.wait(timeout):
         return f"no answer within {timeout:g}s"
-    return outcome[0]
+    with lock:
+        return outcome[0] if outcome else ""
 
 
 def journals_of(recorder: Recorder) -> Iterator[dict[str, Any]]:
