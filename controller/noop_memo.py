@@ -394,23 +394,17 @@ def start(argv: Sequence[str]) -> Recording | None:
 
 def _unchanged(record: dict[str, Any]) -> str:
     """"" when every input but libvirt's answers is as recorded, else the first that is not."""
-    for path, state in record["code"].items():
-        if _code_state(path) != state:
-            return f"code changed: {path}"
-    for path, digest in record["files"].items():
-        if _file_digest(path) != digest:
-            return f"file changed: {path}"
-    for path, digest in record["listed"].items():
-        if _listing(path) != digest:
-            return f"directory changed: {path}"
-    for path, kind in record["looked"].items():
-        if _kind(path) != kind:
-            return f"path changed: {path}"
     from controller.gitinfo import head_of
 
-    for where, head in record["git"].items():
-        if head_of(where) != head:
-            return f"git commit changed in {where}"
+    # (the record's part, how its entries are read now, what a difference is called): cheap first
+    checks: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+        ("code", _code_state, "code changed"), ("files", _file_digest, "file changed"),
+        ("listed", _listing, "directory changed"), ("looked", _kind, "path changed"),
+        ("git", head_of, "git commit changed"))
+    for part, now, changed in checks:
+        for path, then in record[part].items():
+            if now(path) != then:
+                return f"{changed}: {path}"
     return ""
 
 
