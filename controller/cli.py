@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller import __version__
 from controller.errors import SpecError, UsageError, VirtsyncError
-from controller.launch import named_verb
+from controller.launch import flush_output, named_verb
 
 if TYPE_CHECKING:
     from controller.noop_memo import Recording
@@ -196,9 +196,6 @@ class _Unbuilt:
         return lambda *_args, **_kwargs: self
 
 
-_named_verb = named_verb
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line's parser; with ``only``, one whose only verb is that one (building
     every verb's options was ~4% of a no-op plan, issue 17), or the whole one if no verb has
@@ -283,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.completion import run_helper
 
         return run_helper(argv[1:])
-    parser = build_parser(only=_named_verb(argv))
+    parser = build_parser(only=named_verb(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
@@ -341,7 +338,7 @@ def run(recording: Recording | None = None) -> NoReturn:
     code = main()
     if recording is not None:
         recording.finish(code)
-    if _named_verb(sys.argv[1:]) not in FAST_EXIT_VERBS:
+    if named_verb(sys.argv[1:]) not in FAST_EXIT_VERBS:
         raise SystemExit(code)
     _fast_exit(code)
 
@@ -352,7 +349,5 @@ def _fast_exit(code: int) -> NoReturn:
 
     atexit._run_exitfuncs()
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said on it
-            stream.flush()
+    flush_output()
     os._exit(code)

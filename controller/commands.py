@@ -49,6 +49,11 @@ def _load_scoped(args: argparse.Namespace) -> tuple[Any, Any]:
             print(d.render(), file=sys.stderr)
     if result.errors:
         raise SpecError(result.errors)
+    why = _time_dependent(result.specs)
+    if why:
+        from controller import noop_memo
+
+        noop_memo.refuse(why)  # the same inputs may plan otherwise later: never answered again
     selector = getattr(args, "host_selector", None) or ()
     chosen = select_hosts(result.specs, args.host or (), args.connect, selector)
     if args.connect:
@@ -108,11 +113,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.report import plan_render
 
     specs, scope = _load_scoped(args)
-    why = _time_dependent(specs)
-    if why:
-        from controller import noop_memo
-
-        noop_memo.refuse(why)  # the same inputs may plan otherwise later: never answered again
     engine = _engine(args)
     try:
         reconciled = engine.reconcile(specs, scope, prune=args.prune, commit=args.commit)
@@ -188,11 +188,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"commit {sha[:12]} signed by {signer}", file=sys.stderr)
         signers = {sha: signer}
     specs, scope = _load_scoped(args)
-    why = _time_dependent(specs)
-    if why:
-        from controller import noop_memo
-
-        noop_memo.refuse(why)
     audit = _audit_log(args, signers if args.verify_commits else {})
     engine = _engine(args)
     stopped: list[int] = []  # the exit code when the gate says no

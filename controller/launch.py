@@ -19,6 +19,13 @@ def named_verb(argv: Sequence[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
+def flush_output() -> None:
+    """stdout and stderr flushed, before the process ends without the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said on it
+            stream.flush()
+
+
 def run() -> NoReturn:
     argv = sys.argv[1:]
     recording = None
@@ -27,9 +34,7 @@ def run() -> NoReturn:
 
         code = noop_memo.answered(argv)
         if code is not None:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said on it
-                    stream.flush()
+            flush_output()
             os._exit(code)  # nothing of virtsync's was loaded that exit handlers would need
         recording = noop_memo.start(argv)
     from controller.cli import run as run_command

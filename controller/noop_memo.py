@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ENV = "VIRTSYNC_NOOP_MEMO"
-FORMAT = 1
+FORMAT = 2  # 2: a journal's arguments as JSON
 # Environment variables that differ between two runs of the same command in one shell.
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "SHLVL", "PWD", ENV})
 # Events of a run that make its answer depend on more than this record holds.
@@ -185,7 +185,6 @@ class Recording:
         self.looked: set[str] = set()
         self.git: dict[str, str] = {}
         self.libvirt = Recorder()
-        self._expecting = threading.local()
         self._lock = threading.Lock()
         self._active = False
         self._real_stat: Callable[..., Any] = os.stat
@@ -243,9 +242,8 @@ class Recording:
             if isinstance(path, (str, os.PathLike)):
                 self.listed.add(os.path.abspath(os.fspath(path or ".")))
         elif event == "subprocess.Popen":
-            if not getattr(self._expecting, "git", False):
-                self.refuse(f"it ran {args[0]!r}")
-        elif event in _REFUSING_EVENTS and not getattr(self._expecting, "git", False):
+            self.refuse(f"it ran {args[0]!r}")
+        elif event in _REFUSING_EVENTS:
             self.refuse(_REFUSING_EVENTS[event])
 
     def _opened(self, path: Any, how: Any, flags: Any) -> None:
@@ -268,14 +266,6 @@ class Recording:
         if stat.S_ISREG(st.st_mode):
             with self._lock:
                 self.opened.setdefault(path, (st.st_size, st.st_mtime_ns))
-
-    @contextmanager
-    def expecting_git(self) -> Iterator[None]:
-        self._expecting.git = True
-        try:
-            yield
-        finally:
-            self._expecting.git = False
 
     def finish(self, code: int) -> None:
         """Keep the record if this run may be answered again (exit 0, nothing refused)."""
@@ -307,7 +297,7 @@ class Recording:
         for path, (size, mtime) in sorted(self.opened.items()):
             state = _code_state(path)
             if state != [size, mtime] or size > MAX_FILE_BYTES:
-                self._say(f"not kept: {path} changed while the plan ran, or is too large")
+                self._say(f"not kept: {path} changed while the command ran, or is too large")
                 return None
             digest = _file_digest(path)
             if digest is None:
@@ -372,12 +362,13 @@ def refuse(why: str) -> None:
 
 @contextmanager
 def git_call(where: str) -> Iterator[Callable[[str], None]]:
-    """Around gitinfo's ``git rev-parse HEAD`` in ``where``: the commit is an input of the run."""
-    if _current is None:
+    """Around gitinfo's ``git rev-parse HEAD`` in ``where``: the commit it gives is an input of the
+    run (the process it starts is not)."""
+    recording = _current
+    if recording is None:
         yield lambda _out: None
         return
-    recording = _current
-    with recording.expecting_git():
+    with unrecorded():
         yield lambda out: recording.git.__setitem__(where, out)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,17 +43,16 @@ _MORE_READS = frozenset({
     "maxMemory", "maxVcpus", "OSType", "hostname", "memoryParameters", "numaParameters", "blkioParameters",
     "schedulerType", "blockJobInfo", "jobStats", "controlInfo", "diskErrors", "metadata", "vcpusFlags",
     "ioThreadInfo", "fsInfo", "guestInfo", "guestVcpus", "blockStatsFlags", "snapshotListNames",
-    "bridgeName", "securityLabel", "securityLabelList", "hasCurrentSnapshot", "isActive", "isPersistent",
-    "isUpdated", "UUIDString", "DHCPLeases",
+    "bridgeName", "securityLabel", "securityLabelList", "DHCPLeases",
 })
-
-
-def _read(name: str) -> bool:
-    return name in _LOCAL or name in _MORE_READS or "LookupBy" in name or is_read(name)
 # Past this many calls a journal stops (a fleet's drift): its replay would cost what it saves.
 MAX_CALLS = 50_000
 
 Entry = tuple[int, str, str, str, int]  # (object, method, arguments, result digest, objects it returned)
+
+
+def _read(name: str) -> bool:
+    return name in _LOCAL or name in _MORE_READS or "LookupBy" in name or is_read(name)
 
 
 class Journal:
@@ -250,6 +250,7 @@ class Recorder:
                 self.refuse(f"more than {MAX_CALLS} libvirt calls")
 
     def _arguments(self, journal: Journal, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """JSON of [each argument's text (an object of the journal: #its number), keyword names]."""
         parts = []
         for a in [*args, *(kwargs[k] for k in sorted(kwargs))]:
             if isinstance(a, _CLASSES):
@@ -259,7 +260,7 @@ class Recorder:
                 parts.append(f"#{owner[1]}")
             else:
                 parts.append(encode(a, []))
-        return "|".join(parts) + (f"|kw:{','.join(sorted(kwargs))}" if kwargs else "")
+        return json.dumps([parts, sorted(kwargs)])
 
 
 # ---------------------------------------------------------------- replay
@@ -269,12 +270,7 @@ def _decode_args(text: str, objects: list[Any]) -> tuple[list[Any], dict[str, An
     """The arguments of a recorded call, or None where they are not plain (never replayed)."""
     import ast
 
-    if not text:
-        return [], {}
-    parts = text.split("|")
-    names: list[str] = []
-    if parts[-1].startswith("kw:"):
-        names = parts.pop()[3:].split(",")
+    parts, names = json.loads(text)
     values: list[Any] = []
     for p in parts:
         if p.startswith("#"):

@@ -125,7 +125,7 @@ def test_serve_with_a_host_selector_reconciles_only_the_hosts_with_those_labels(
 
 def test_a_command_line_builds_only_its_verbs_parser_and_an_unknown_verb_lists_them_all(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from controller.cli import _named_verb
+    from controller.launch import named_verb as _named_verb
 
     assert _named_verb(["-v", "--debug", "plan", "specs"]) == "plan" and _named_verb(["--version"]) is None
     plan_only = build_parser(only="plan")
