@@ -23,7 +23,13 @@ def digest(data: Any) -> str:
     return "sha256:" + hashlib.sha256(blob).hexdigest()[:32]
 
 
+# model class → its fields' YAML names (pydantic's model_fields is a costly descriptor since 2.11)
+_YAML_NAMES: dict[type[BaseModel], dict[str, str]] = {}
+
+
 def declared(spec: BaseModel) -> set[str]:
     """Spec field names (as written in YAML) the user declared."""
-    fields = type(spec).model_fields  # instance access is deprecated since pydantic 2.11
-    return {fields[f].alias or f for f in spec.model_fields_set}
+    names = _YAML_NAMES.get(type(spec))
+    if names is None:
+        names = _YAML_NAMES[type(spec)] = {n: f.alias or n for n, f in type(spec).model_fields.items()}
+    return {names[f] for f in spec.model_fields_set}

@@ -214,19 +214,54 @@ def read_all(fields: tuple[Field[Any], ...], el: etree._Element) -> dict[str, An
     ``needs`` the element holds none of reads as on an empty element: most of a domain's
     fields are devices and tunings it does not have, and a look for each one costs more than
     one walk over the element's tags (a fleet's drift reads 100,000 definitions)."""
-    out: dict[str, Any] = {}
-    tags: set[Any] | None = None
-    for f in fields:
-        if f.read is None:
-            continue
-        if f.needs:
-            if tags is None:
-                tags = {e.tag for e in el.iter()}
-            if tags.isdisjoint(f.needs):
-                out.update(empty_reading(f, el.tag))
-                continue
-        out.update(f.read(el))
+    plan = _reading_plan(fields)
+    # lxml filters by tag in C: only the elements of gate tags become Python objects
+    tags = frozenset(e.tag for e in el.iter(*plan.gate_tags)) if plan.gate_tags else frozenset()
+    empties, readers = plan.for_tags(tags, el.tag)
+    out = dict(empties)
+    for read in readers:
+        out.update(read(el))
     return out
+
+
+class _ReadingPlan:
+    """A registry's readers, and per set of the gate tags an element holds (few distinct ones:
+    a fleet's definitions come from few templates), the empty readings of the fields it skips
+    merged into one mapping and the readers left. No two fields read the same attribute
+    (tests/unit/test_field_needs.py), so merging the empty ones first changes nothing."""
+
+    def __init__(self, fields: tuple[Field[Any], ...]):
+        self.fields = fields
+        self.gate_tags = tuple(sorted({t for f in fields if f.read is not None for t in f.needs}))
+        self._by_tags: dict[tuple[frozenset[Any], str], tuple[Mapping[str, Any], tuple[Reader, ...]]] = {}
+
+    def for_tags(self, tags: frozenset[Any], tag: str) -> tuple[Mapping[str, Any], tuple[Reader, ...]]:
+        hit = self._by_tags.get((tags, tag))
+        if hit is None:
+            empties: dict[str, Any] = {}
+            readers: list[Reader] = []
+            for f in self.fields:
+                if f.read is None:
+                    continue
+                if f.needs and tags.isdisjoint(f.needs):
+                    empties.update(empty_reading(f, tag))
+                else:
+                    readers.append(f.read)
+            hit = (empties, tuple(readers))
+            if len(self._by_tags) < _PLANS_MAX:
+                self._by_tags[(tags, tag)] = hit
+        return hit
+
+
+_PLANS_MAX = 4096  # distinct tag sets kept per registry; past it, each is worked out afresh
+_PLANS: dict[int, _ReadingPlan] = {}
+
+
+def _reading_plan(fields: tuple[Field[Any], ...]) -> _ReadingPlan:
+    plan = _PLANS.get(id(fields))
+    if plan is None or plan.fields is not fields:
+        plan = _PLANS[id(fields)] = _ReadingPlan(fields)
+    return plan
 
 
 # (field, element tag) → the field's reading of an empty element of that tag

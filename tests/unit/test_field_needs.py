@@ -136,3 +136,17 @@ def test_read_all_with_its_skips_equals_every_reader_run(kind: str) -> None:
         skipped += sum(1 for f in fields if f.needs and tags.isdisjoint(f.needs))
         assert read_all(fields, el) == full, name
     assert skipped, "no reading skipped a field: the comparison would not show a skip's effect"
+
+
+@pytest.mark.parametrize("kind", REGISTRIES)
+def test_no_two_fields_of_a_registry_read_the_same_attribute(kind: str) -> None:
+    # read_all merges the skipped fields' empty readings before the others' readings
+    fields, where = REGISTRIES[kind]
+    for name, el in [("empty", etree.Element("domain")), *_elements(where)]:
+        seen: dict[str, str] = {}
+        for f in fields:
+            if f.read is None:
+                continue
+            for attr in f.read(el):
+                assert attr not in seen, f"{name}: {f.name} and {seen[attr]} both read {attr}"
+                seen[attr] = f.name
