@@ -42,6 +42,11 @@ def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
 def _init_source(cls: Any, fields: tuple[dataclasses.Field[Any], ...]) -> tuple[str, dict[str, Any]]:
     """The source of dataclass's ``__init__`` for these fields, and the names it refers to."""
     names: dict[str, Any] = {"_record_set": object.__setattr__, "_record_factory": _FACTORY}
+    # Straight into the instance's __dict__ where nothing on the class intercepts the assignment
+    # (no __slots__, no descriptor named as a field): a store per field instead of a call of
+    # object.__setattr__ (a 44-field essence is made in 4 us instead of 14; a fleet makes 100,000).
+    direct = "__slots__" not in cls.__dict__ and not any(
+        hasattr(getattr(cls, f.name, None), "__set__") for f in fields)
     positional: list[str] = []
     keyword: list[str] = []
     body: list[str] = []
@@ -63,9 +68,11 @@ def _init_source(cls: Any, fields: tuple[dataclasses.Field[Any], ...]) -> tuple[
             value = f"_record_default_{name}"
         else:
             continue
-        body.append(f"  _record_set(self, {name!r}, {value})")
+        body.append(f"  _record_dict[{name!r}] = {value}" if direct else f"  _record_set(self, {name!r}, {value})")
     if hasattr(cls, "__post_init__"):
         body.append("  self.__post_init__()")
+    if direct and body:
+        body.insert(0, "  _record_dict = self.__dict__")
     params = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
     return f"def __init__({params}):\n" + ("\n".join(body) or "  pass") + "\n", names
 

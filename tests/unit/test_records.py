@@ -184,3 +184,26 @@ def test_a_plain_subclass_of_a_record_may_set_its_own_attributes_but_not_the_fie
     assert thing.extra == 2  # type: ignore[attr-defined]
     with pytest.raises(dataclasses.FrozenInstanceError):
         thing.a = 3  # type: ignore[misc]
+
+
+def test_a_record_with_slots_or_a_field_named_as_a_descriptor_initialises_through_setattr() -> None:
+    # __init__ stores straight into __dict__ only where nothing on the class intercepts a field's
+    # assignment; a slotted base's member or a data descriptor still gets its value.
+    class Slotted:
+        __slots__ = ("size",)
+
+    @record
+    class OnSlots(Slotted):
+        name: str
+        size: int  # no default: the class keeps the slot's member descriptor
+
+    thing = OnSlots("a", 3)
+    assert (thing.name, thing.size) == ("a", 3) and "size" not in thing.__dict__
+    assert OnSlots("a", 3) == OnSlots("a", 3) and OnSlots("a", 3) != OnSlots("a", 4)
+
+    @record
+    class Plain:
+        name: str
+        size: int = 0
+
+    assert Plain("b", 2).__dict__ == {"name": "b", "size": 2}
