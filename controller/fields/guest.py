@@ -296,9 +296,16 @@ def _read_boot(root: etree._Element) -> dict[str, Any]:
     os_el = root.find("os")
     if os_el is None:
         return {"boot_order": (), "kernel": None, "initrd": None, "cmdline": None}
-    return {"boot_order": tuple(b.get("dev", "") for b in os_el.findall("boot")),
-            "kernel": os_el.findtext("kernel"), "initrd": os_el.findtext("initrd"),
-            "cmdline": os_el.findtext("cmdline")}
+    # One pass over <os>'s few children instead of a path lookup per element (every guest has them).
+    order: list[str] = []
+    texts: dict[str, str] = {}
+    for el in os_el.iterchildren("boot", "kernel", "initrd", "cmdline"):
+        if el.tag == "boot":
+            order.append(el.get("dev", ""))
+        elif el.tag not in texts:  # the first one, as findtext reads
+            texts[el.tag] = el.text or ""
+    return {"boot_order": tuple(order), "kernel": texts.get("kernel"), "initrd": texts.get("initrd"),
+            "cmdline": texts.get("cmdline")}
 
 
 def _write_boot(root: etree._Element, spec: GuestSpec, facts: Facts) -> None:
