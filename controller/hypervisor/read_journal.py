@@ -88,11 +88,22 @@ def _in_order(value: Any) -> Any:
     return value
 
 
-# What of an answer is compared, where not all of it: virNodeGetInfo's 4th value is the CPU's
-# current MHz, which frequency scaling changes from one call to the next, and which virtsync
-# does not read (capabilities.py reads the memory, CPUs and NUMA nodes).
+def _leases(leases: Any) -> Any:
+    """The MAC and address of each lease, in order: all observe_leases reads."""
+    if not isinstance(leases, list) or not all(isinstance(lease, dict) for lease in leases):
+        return leases
+    return sorted((lease.get("mac"), lease.get("ipaddr")) for lease in leases)
+
+
+# What of an answer is compared, where not all of it, because it changes between calls and
+# virtsync does not read it:
+# - virNodeGetInfo's 4th value is the CPU's current MHz (frequency scaling); capabilities.py
+#   reads the memory, CPUs and NUMA nodes;
+# - a DHCP lease's expiry time moves on with every renewal (a guest's DHCP client renews,
+#   iPXE asks again and again); observe_leases reads its MAC and address.
 _COMPARED: dict[str, Callable[[Any], Any]] = {
     "getInfo": lambda info: [v for i, v in enumerate(info) if i != 3] if isinstance(info, list) else info,
+    "DHCPLeases": _leases,
 }
 
 
