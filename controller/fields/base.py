@@ -264,17 +264,11 @@ def _reading_plan(fields: tuple[Field[Any], ...]) -> _ReadingPlan:
     return plan
 
 
-# (field, element tag) → the field's reading of an empty element of that tag
-_EMPTY: dict[tuple[int, str], tuple[Field[Any], Mapping[str, Any]]] = {}
-
-
 def empty_reading(f: Field[Any], tag: str) -> Mapping[str, Any]:
-    """What ``f`` reads from an empty ``<tag/>``, read once (its values are immutable: shared)."""
-    hit = _EMPTY.get((id(f), tag))
-    if hit is None or hit[0] is not f:
-        assert f.read is not None
-        hit = _EMPTY[(id(f), tag)] = (f, f.read(etree.Element(tag)))
-    return hit[1]
+    """What ``f`` reads from an empty ``<tag/>`` (a reading plan keeps it: its values are
+    immutable, shared by every element the plan serves)."""
+    assert f.read is not None
+    return f.read(etree.Element(tag))
 
 
 def write_all(fields: tuple[Field[Any], ...], el: etree._Element, spec: Any, facts: Facts,
